@@ -1,0 +1,2 @@
+//@ stage 1
+//! Segment descriptors and selectors (stage 01).

@@ -1,0 +1,76 @@
+//! `cargo xtask`: the one entry point of the rkvm course.
+//!
+//! Each subcommand lives in its own module; this file only parses the
+//! command line and dispatches.
+
+mod book;
+mod doctor;
+mod exercises;
+mod initramfs;
+mod kernel;
+mod kmod;
+mod l1;
+mod objcheck;
+mod oracle;
+mod paths;
+mod platform;
+mod stages;
+mod test;
+mod test_stage;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// The rkvm harness: builds the module, boots L1, runs the course's tests.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that this machine has everything rkvm needs; as root, install what is missing.
+    Doctor(doctor::Args),
+    /// Build the L1 kernel (once; later calls reuse the cached build).
+    Kernel(kernel::Args),
+    /// Build rkvm.ko from kmod/ (or from a stage) and check its Rust object.
+    Kmod(kmod::Args),
+    /// Boot L1, load rkvm.ko and show it answering on /dev/rkvm.
+    Demo(test::DemoArgs),
+    /// Run every test: host unit tests, generated-tree checks, and the L1 checks.
+    Test(test::Args),
+    /// Generate stages/ and solutions/ from kmod/ (or check them with --check).
+    Stages(stages::Args),
+    /// Prove every stage's skeleton fails its exercises and its solution passes.
+    Exercises(exercises::Args),
+    /// Print the hint of one exercise, for example `cargo xtask hint E1.2`.
+    Hint(exercises::HintArgs),
+    /// Run the tests of stage N (its skeleton, or with --solution its answers).
+    TestStage(test_stage::Args),
+    /// Build the book and check its includes, anchors and links.
+    Book(book::Args),
+    /// Run every test guest on Linux's own KVM and compare with the golden traces.
+    Oracle(oracle::Args),
+    /// Rewrite the golden traces from Linux KVM's behaviour.
+    Bless(oracle::BlessArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+        Command::Kernel(args) => kernel::run(args),
+        Command::Kmod(args) => kmod::run(args),
+        Command::Demo(args) => test::demo(args),
+        Command::Test(args) => test::run(args),
+        Command::Stages(args) => stages::run(args),
+        Command::Exercises(args) => exercises::run(args),
+        Command::Hint(args) => exercises::hint(args),
+        Command::TestStage(args) => test_stage::run(args),
+        Command::Book(args) => book::run(args),
+        Command::Oracle(args) => oracle::run(args),
+        Command::Bless(args) => oracle::bless(args),
+    }
+}
