@@ -1,1 +1,189 @@
-//! (being built)
+//! Jobs in L1: boot the small Linux with a job script and the files it
+//! needs, follow its console, and collect the checks it reports.
+//!
+//! A job reports through lines on the serial console (see
+//! `xtask/l1/init.sh`): `RKVM-CHECK ok NAME`, `RKVM-CHECK fail NAME: why`,
+//! `RKVM-INFO text`, and finally `RKVM-END rc=N`. Each check is printed as
+//! it arrives. A job whose machine ends without `RKVM-END` (a kernel panic,
+//! a timeout) fails as a whole, with the end of its console log.
+
+use crate::initramfs::Initramfs;
+use crate::kernel::L1Kernel;
+use crate::paths;
+use crate::platform::{BootImage, Ending, Platform};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// One boot of L1 running one script.
+pub struct Job {
+    /// A short name, used for the log file: `target/l1/<name>.log`.
+    pub name: String,
+    /// The shell script L1 runs, in `/rkvm` as working directory.
+    pub script: String,
+    /// Files to put into the initramfs: (path in L1, contents, mode).
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    pub cpus: u32,
+    pub timeout: Duration,
+    /// Show every console line, not only checks and notes.
+    pub verbose: bool,
+}
+
+/// One check a job reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// What a job did.
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    /// Set when the job ran to its end (`RKVM-END`); holds its exit status.
+    pub job_status: Option<i32>,
+    pub ending: Ending,
+    pub elapsed: Duration,
+    pub log: PathBuf,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> u32 {
+        self.checks.iter().filter(|c| c.passed).count() as u32
+    }
+
+    pub fn failed(&self) -> u32 {
+        self.checks.iter().filter(|c| !c.passed).count() as u32
+    }
+}
+
+/// A line of L1's console, as the harness understands it.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Check(Check),
+    Info(String),
+    End(i32),
+    /// A kernel message that means trouble, shown at once.
+    Alarm(String),
+    Other,
+}
+
+fn parse(line: &str) -> Line {
+    if let Some(rest) = line.strip_prefix("RKVM-CHECK ") {
+        let (verdict, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (name, detail) = rest.split_once(": ").unwrap_or((rest, ""));
+        return Line::Check(Check { name: name.trim().into(), passed: verdict == "ok", detail: detail.into() });
+    }
+    if let Some(rest) = line.strip_prefix("RKVM-INFO ") {
+        return Line::Info(rest.into());
+    }
+    if let Some(rc) = line.strip_prefix("RKVM-END rc=") {
+        return Line::End(rc.trim().parse().unwrap_or(-1));
+    }
+    const ALARMS: &[&str] = &["Kernel panic", "BUG:", "Oops", "WARNING:", "general protection fault", "Call Trace"];
+    if ALARMS.iter().any(|a| line.contains(a)) {
+        return Line::Alarm(line.into());
+    }
+    Line::Other
+}
+
+/// Boots L1 on `platform` and runs `job` there.
+pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outcome> {
+    let dir = paths::target().join("l1");
+    std::fs::create_dir_all(&dir)?;
+    let mut fs = Initramfs::base()?;
+    fs.add_file("job.sh", job.script.clone().into_bytes(), 0o755);
+    for (dest, data, mode) in &job.files {
+        fs.add_file(dest, data.clone(), *mode);
+    }
+    let initramfs = dir.join(format!("{}.cpio", job.name));
+    fs.write(&initramfs)?;
+    let image = BootImage {
+        vmlinux: kernel.vmlinux(),
+        bzimage: kernel.bzimage(),
+        initramfs,
+        cmdline: "console=ttyS0 panic=-1 quiet cryptomgr.notests".into(),
+        cpus: job.cpus,
+        memory_mib: 512,
+        timeout: job.timeout,
+        log: dir.join(format!("{}.log", job.name)),
+    };
+    let start = Instant::now();
+    let (mut checks, mut job_status) = (Vec::new(), None);
+    let ending = platform.boot(&image, &mut |line| match parse(line) {
+        Line::Check(c) => {
+            print_check(&c);
+            checks.push(c);
+        }
+        Line::Info(text) => println!("       {text}"),
+        Line::End(rc) => job_status = Some(rc),
+        Line::Alarm(text) => println!("  L1 | {text}"),
+        Line::Other if job.verbose => println!("  L1 | {line}"),
+        Line::Other => {}
+    })?;
+    Ok(Outcome { checks, job_status, ending, elapsed: start.elapsed(), log: image.log })
+}
+
+pub fn print_check(c: &Check) {
+    if c.passed {
+        println!("  ok   {}", c.name);
+    } else if c.detail.is_empty() {
+        println!("  FAIL {}", c.name);
+    } else {
+        println!("  FAIL {}: {}", c.name, c.detail);
+    }
+}
+
+/// A check that stands for the job as a whole: it passes when the machine
+/// ran the job to its end and left with the job's verdict.
+pub fn completion_check(job: &Job, outcome: &Outcome) -> Check {
+    let detail = match (outcome.job_status, outcome.ending) {
+        (Some(0), Ending::Verdict(0)) => String::new(),
+        (Some(rc), _) if rc != 0 => format!("the job script exited with status {rc}"),
+        (_, Ending::TimedOut) => format!("L1 did not finish within {:?}", job.timeout),
+        (None, _) => format!(
+            "L1 stopped before the job finished (kernel panic?); last lines of {}:\n{}",
+            outcome.log.display(),
+            crate::progress::tail(&outcome.log, 15)
+        ),
+        (Some(_), ending) => format!("L1 ended with {ending:?}"),
+    };
+    Check { name: format!("{}: L1 ran the job to its end", job.name), passed: detail.is_empty(), detail }
+}
+
+/// Builds a workspace binary for L1: statically linked, because L1's
+/// userspace is a busybox initramfs with no C library.
+pub fn static_binary(package: &str) -> Result<Vec<u8>> {
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(paths::root());
+    let target_dir = paths::target().join("l1-user");
+    xshell::cmd!(
+        sh,
+        "cargo build --quiet --release -p {package} --target x86_64-unknown-linux-gnu --target-dir {target_dir}"
+    )
+    .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
+    .run()?;
+    let path = target_dir.join("x86_64-unknown-linux-gnu/release").join(package);
+    Ok(std::fs::read(&path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_lines_are_parsed() {
+        assert_eq!(
+            parse("RKVM-CHECK ok api-version"),
+            Line::Check(Check { name: "api-version".into(), passed: true, detail: String::new() })
+        );
+        assert_eq!(
+            parse("RKVM-CHECK fail rmmod: module in use: yes"),
+            Line::Check(Check { name: "rmmod".into(), passed: false, detail: "module in use: yes".into() })
+        );
+        assert_eq!(parse("RKVM-END rc=3"), Line::End(3));
+        assert_eq!(parse("RKVM-INFO boot 1.2 s"), Line::Info("boot 1.2 s".into()));
+        assert!(matches!(parse("[ 1.0] BUG: kernel NULL pointer dereference"), Line::Alarm(_)));
+        assert_eq!(parse("[ 0.5] Run /init as init process"), Line::Other);
+    }
+}

@@ -14,6 +14,7 @@ mod objcheck;
 mod oracle;
 mod paths;
 mod platform;
+mod progress;
 mod stages;
 mod test;
 mod test_stage;
