@@ -58,8 +58,16 @@ enum Command {
     Bless(oracle::BlessArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    // Errors are shown with their causes, without a backtrace: they are
+    // meant for the reader at the terminal, and say what to do next.
+    if let Err(e) = dispatch(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Kernel(args) => kernel::run(args),

@@ -8,6 +8,7 @@
 use crate::l1::{self, Check, Job};
 use crate::{kernel, kmod, paths, platform};
 use anyhow::{Result, bail};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use xshell::{Shell, cmd};
 
@@ -20,6 +21,10 @@ pub struct Args {
     /// Run only the host tests, not the L1 checks.
     #[arg(long)]
     pub host_only: bool,
+    /// Boot this kernel build tree (with its vmlinux) as L1, and build the
+    /// module against it, instead of the cached L1 kernel.
+    #[arg(long)]
+    pub l1_tree: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -27,6 +32,9 @@ pub struct DemoArgs {
     /// The L1 platform (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
+    /// Boot this kernel build tree as L1 (see `cargo xtask test --help`).
+    #[arg(long)]
+    pub l1_tree: Option<PathBuf>,
 }
 
 /// Checks counted so far.
@@ -55,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
     host_tests(&mut tally)?;
     if !args.host_only {
         println!("== L1: rkvm.ko on /dev/rkvm");
-        device_checks(args.platform.as_deref(), &mut tally)?;
+        device_checks(args.platform.as_deref(), args.l1_tree, &mut tally)?;
     }
     println!("== finished in {:.0?}", start.elapsed());
     for name in &tally.failures {
@@ -99,8 +107,11 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
 }
 
 /// The device job: files and script.
-fn device_job(verbose: bool) -> Result<(Job, std::path::PathBuf)> {
-    let kernel = kernel::ensure()?;
+fn device_job(verbose: bool, l1_tree: Option<PathBuf>) -> Result<(Job, PathBuf)> {
+    let kernel = match l1_tree {
+        Some(build) => kernel::L1Kernel { build },
+        None => kernel::ensure()?,
+    };
     let build = kmod::Build {
         kdir: kernel.build.clone(),
         crate_dir: paths::root().join("kmod"),
@@ -122,9 +133,9 @@ fn device_job(verbose: bool) -> Result<(Job, std::path::PathBuf)> {
     Ok((job, kernel.build))
 }
 
-fn device_checks(platform: Option<&str>, tally: &mut Tally) -> Result<()> {
+fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
-    let (job, kdir) = device_job(false)?;
+    let (job, kdir) = device_job(false, l1_tree)?;
     println!("  booting L1 on {} ({} CPUs)", platform.name(), job.cpus);
     let outcome = l1::run(platform.as_ref(), &kernel::L1Kernel { build: kdir }, &job)?;
     for check in &outcome.checks {
@@ -139,7 +150,7 @@ fn device_checks(platform: Option<&str>, tally: &mut Tally) -> Result<()> {
 
 pub fn demo(args: DemoArgs) -> Result<()> {
     let platform = platform::select(args.platform.as_deref())?;
-    let (mut job, kdir) = device_job(true)?;
+    let (mut job, kdir) = device_job(true, args.l1_tree)?;
     job.name = "demo".into();
     job.script = DEMO_SCRIPT.into();
     println!("booting L1 on {}; everything below is L1's console", platform.name());
