@@ -21,8 +21,9 @@ mod tree;
 pub use manifest::standalone_manifest;
 pub use marker::{Exercise, ExerciseId};
 
+use crate::paths::root;
 use anyhow::{Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The number of the last stage of the course.
 pub const LAST_STAGE: u32 = 13;
@@ -54,11 +55,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if args.check { check() } else { generate() }
-}
-
-/// The repository's top directory.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ sits in the repository").to_path_buf()
 }
 
 /// The slug of stage `stage`, for example `segments` for stage 1.
