@@ -103,8 +103,8 @@ fn encode_limit(limit: u32) -> u64 {
     //@ exercise E1.1
     //@ instruction: Split the 20-bit limit between descriptor bits 15:0
     //@+ (limit 15:0) and descriptor bits 51:48 (limit 19:16).
-    //@ hint: Widen first with `u64::from(limit)`, then mask with 0xFFFF and
-    //@+ 0xF_0000; the upper part moves up by 48 - 16 = 32 bits.
+    //@ hint: Widen to u64 first (`u64::from(limit)`), so that shifts past
+    //@+ bit 31 keep their bits. Limit bit 16 belongs at descriptor bit 48.
     let limit = u64::from(limit);
     (limit & 0xFFFF) | (limit & 0xF_0000) << 32
     //@ end
@@ -129,8 +129,8 @@ fn decode_base(bits: u64) -> u32 {
     //@ exercise E1.2
     //@ instruction: Gather the base from descriptor bits 31:16 (base 15:0),
     //@+ 39:32 (base 23:16) and 63:56 (base 31:24).
-    //@ hint: `field(bits, 16, 24)` takes base 23:0 in one piece, because
-    //@+ bits 31:16 and 39:32 are adjacent.
+    //@ hint: `field(bits, shift, width)` extracts a run of bits. Descriptor
+    //@+ bits 31:16 and 39:32 are adjacent, so base 23:0 is a single run.
     (field(bits, 16, 24) | field(bits, 56, 8) << 24) as u32
     //@ end
 }
