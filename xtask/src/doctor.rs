@@ -62,6 +62,18 @@ pub const QEMU: &[Need] = &[
     file("/bin/busybox", "busybox-static", "L1's userspace"),
 ];
 
+/// What booting L1 under Bochs needs (platforms bochs-vmx and bochs-svm).
+pub const BOCHS: &[Need] = &[
+    program("bochs-bin", "bochs", "the bochs-vmx platform (Bochs emulates VMX with EPT)"),
+    file("/usr/share/bochs/BIOS-bochs-latest", "bochsbios", "Bochs's BIOS"),
+    file("/usr/share/vgabios/vgabios.bin", "vgabios", "Bochs's VGA BIOS"),
+    program("xorriso", "xorriso", "the boot CD Bochs starts L1 from"),
+    file("/usr/lib/ISOLINUX/isolinux.bin", "isolinux", "the boot CD's loader"),
+    file("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common", "the boot CD's loader"),
+    program("unshare", "util-linux", "running Bochs without a network"),
+    file("/bin/busybox", "busybox-static", "L1's userspace"),
+];
+
 /// What the test guests need.
 pub const GUESTS: &[Need] = &[program("nasm", "nasm", "assembling the test guests")];
 
@@ -101,8 +113,12 @@ pub fn require(needs: &[Need]) -> Result<()> {
 }
 
 fn packages(needs: &[&Need]) -> String {
-    let mut names: Vec<&str> = needs.iter().map(|n| n.package).collect();
-    names.dedup();
+    let mut names: Vec<&str> = Vec::new();
+    for need in needs {
+        if !names.contains(&need.package) {
+            names.push(need.package);
+        }
+    }
     names.join(" ")
 }
 
@@ -118,7 +134,9 @@ fn rust_ready(sh: &Shell) -> (bool, bool) {
 pub fn run(args: Args) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(crate::paths::root());
-    let all: Vec<&Need> = [KERNEL_BUILD, QEMU, GUESTS].concat().leak().iter().collect();
+    let mut all: Vec<&Need> = [KERNEL_BUILD, QEMU, BOCHS, GUESTS].concat().leak().iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|n| seen.insert(describe(n)));
     let root = cmd!(sh, "id -u").quiet().read().map(|s| s.trim() == "0").unwrap_or(false);
     let missing: Vec<&Need> = all.iter().copied().filter(|n| !is_met(n)).collect();
     for need in &all {
@@ -158,5 +176,17 @@ fn report_platforms() {
         None => println!(
             "platform kvm: not available (no /dev/kvm with nested VMX or SVM on this host; that is fine, tcg-svm is used)"
         ),
+    }
+    report_bochs();
+}
+
+fn report_bochs() {
+    if BOCHS.iter().any(|n| !is_met(n)) {
+        println!("platform bochs-vmx: not available (Bochs or its boot pieces are missing; see MISS above)");
+        return;
+    }
+    match crate::platform::bochs_network() {
+        Ok(_) => println!("platform bochs-vmx: available (Bochs emulates Intel VMX with EPT; slower than tcg-svm)"),
+        Err(e) => println!("platform bochs-vmx: not available: {e:#}"),
     }
 }

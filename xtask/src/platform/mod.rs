@@ -5,6 +5,7 @@
 //! (checks passed or failed) is decided by `l1`, not here, so every platform
 //! is judged the same way.
 
+mod bochs;
 mod qemu;
 
 use crate::doctor::Need;
@@ -12,6 +13,7 @@ use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use bochs::{Bochs, private_network as bochs_network};
 pub use qemu::Qemu;
 
 /// Which hardware virtualization L1 sees, and so which KVM module (Linux's
@@ -36,7 +38,7 @@ impl Vendor {
 pub struct BootImage {
     /// The uncompressed kernel (QEMU boots it directly through PVH).
     pub vmlinux: PathBuf,
-    /// The compressed kernel (for platforms that boot through a bootloader).
+    /// The compressed kernel (Bochs boots it from a CD through isolinux).
     pub bzimage: PathBuf,
     pub initramfs: PathBuf,
     pub cmdline: String,
@@ -72,7 +74,7 @@ pub trait Platform {
 }
 
 /// The platforms `--platform` accepts.
-pub const NAMES: &[&str] = &["tcg-svm", "kvm"];
+pub const NAMES: &[&str] = &["tcg-svm", "kvm", "bochs-vmx", "bochs-svm"];
 
 /// The platform named `name`, or the best one this host offers: `kvm` when
 /// the host's `/dev/kvm` offers nested VMX or SVM, else `tcg-svm`.
@@ -84,6 +86,8 @@ pub fn select(name: Option<&str>) -> Result<Box<dyn Platform>> {
     };
     match name.as_str() {
         "tcg-svm" => Ok(Box::new(Qemu::tcg_svm())),
+        "bochs-vmx" => Ok(Box::new(Bochs::vmx())),
+        "bochs-svm" => Ok(Box::new(Bochs::svm())),
         "kvm" => match host_virtualization() {
             Some(vendor) => Ok(Box::new(Qemu::kvm(vendor))),
             None => bail!("platform kvm needs a host /dev/kvm with nested VMX or SVM; this host has none (use tcg-svm)"),
