@@ -1,10 +1,55 @@
-//! (not built yet)
+//! `cargo xtask book`: checks the book's sources, then builds it with mdBook.
+//!
+//! The checks run before mdBook, which only warns about most of these
+//! mistakes: every `{{#include path:anchor}}` names an existing file and
+//! anchor (in a generated stage, never in `kmod/`, whose marker lines
+//! would show); every relative link names an existing file and, for a
+//! chapter, an existing heading; no code block repeats code from `kmod/`
+//! that should be included instead. mdBook itself is a pinned version that
+//! this command installs under `target/tools/` the first time it is needed.
 
+mod check;
+mod links;
+mod mdbook;
+
+use crate::paths;
 use anyhow::{Result, bail};
 
-#[derive(clap::Args)]
-pub struct Args {}
+/// The mdBook release the book is built with.
+pub const MDBOOK_VERSION: &str = "0.5.4";
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("`book` is not built yet")
+#[derive(clap::Args)]
+pub struct Args {
+    /// Check includes, anchors and links only; do not build.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.check { check() } else { build() }
+}
+
+/// Checks the book's sources without building it (fast; needs no mdBook).
+pub fn check() -> Result<()> {
+    let problems = check::all(&paths::root())?;
+    if problems.is_empty() {
+        println!("book: includes, anchors and links check out");
+        return Ok(());
+    }
+    eprintln!("book/src has problems:");
+    for problem in &problems {
+        eprintln!("  {problem}");
+    }
+    bail!("{} problems in book/src; fix them and run `cargo xtask book` again", problems.len())
+}
+
+/// Checks the book, then builds it into `book/book/` with the pinned mdBook
+/// (installing it first if needed). Fails on any error or warning mdBook
+/// prints.
+pub fn build() -> Result<()> {
+    check()?;
+    let mdbook = mdbook::ensure_installed()?;
+    mdbook::build(&mdbook, &paths::root().join("book"))?;
+    println!("book: built into book/book/ (open book/book/index.html)");
+    Ok(())
 }
