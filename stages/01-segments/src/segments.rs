@@ -103,8 +103,8 @@ fn encode_limit(limit: u32) -> u64 {
     // Exercise E1.1.
     // Instruction: Split the 20-bit limit between descriptor bits 15:0
     // (limit 15:0) and descriptor bits 51:48 (limit 19:16).
-    // Hint: Widen first with `u64::from(limit)`, then mask with 0xFFFF and
-    // 0xF_0000; the upper part moves up by 48 - 16 = 32 bits.
+    // Hint: Widen to u64 first (`u64::from(limit)`), so that shifts past
+    // bit 31 keep their bits. Limit bit 16 belongs at descriptor bit 48.
     todo!("E1.1")
 }
 // ANCHOR_END: encode_limit
@@ -127,8 +127,8 @@ fn decode_base(bits: u64) -> u32 {
     // Exercise E1.2.
     // Instruction: Gather the base from descriptor bits 31:16 (base 15:0),
     // 39:32 (base 23:16) and 63:56 (base 31:24).
-    // Hint: `field(bits, 16, 24)` takes base 23:0 in one piece, because
-    // bits 31:16 and 39:32 are adjacent.
+    // Hint: `field(bits, shift, width)` extracts a run of bits. Descriptor
+    // bits 31:16 and 39:32 are adjacent, so base 23:0 is a single run.
     todo!("E1.2")
 }
 // ANCHOR_END: decode_base
