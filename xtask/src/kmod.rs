@@ -68,7 +68,10 @@ pub fn build_module(b: &Build) -> Result<PathBuf> {
     extract_crate_object(&archive, &object)?;
     let problems = objcheck::check(&fs::read(&object)?)?;
     if !problems.is_empty() {
-        bail!("the Rust core is not fit for the kernel ({}):\n  {}", object.display(), problems.join("\n  "));
+        let shown = problems.iter().take(8).cloned().collect::<Vec<_>>().join("\n  ");
+        let more = problems.len().saturating_sub(8);
+        let more = if more > 0 { format!("\n  ... and {more} more") } else { String::new() };
+        bail!("the Rust core is not fit for the kernel ({}):\n  {shown}{more}", object.display());
     }
     let ko = kbuild(b, &object, &out)?;
     check_symbols(b, &object, &out)?;
