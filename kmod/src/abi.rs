@@ -256,7 +256,9 @@ pub struct KvmRun {
     pub exit_reason: u32,
     /// The length of the instruction that exited, when known.
     pub instruction_length: u32,
-    /// Nonzero: `KVM_INTERRUPT` may inject an interrupt now.
+    /// Nonzero: the guest can take an interrupt now (RFLAGS.IF set, no
+    /// `STI` or `MOV SS` shadow) and none is queued, so an interrupt queued
+    /// by `KVM_INTERRUPT` goes in at the next entry.
     pub ready_for_interrupt_injection: u8,
     /// The guest's RFLAGS.IF.
     pub if_flag: u8,
@@ -876,7 +878,7 @@ pub enum Direction {
 }
 
 /// Bits of an ioctl number: `dir:2 | size:14 | type:8 | nr:8`, high to low,
-/// as in `include/uapi/asm-generic/ioctl.h`.
+/// as in Linux's `<asm-generic/ioctl.h>`.
 const IOC_NRSHIFT: u32 = 0;
 const IOC_TYPESHIFT: u32 = 8;
 const IOC_SIZESHIFT: u32 = 16;
@@ -887,10 +889,7 @@ const IOC_SIZEBITS: u32 = 14;
 /// a struct too big for the 14-bit size field fails the build.
 pub const fn ioc(dir: Direction, ty: u32, nr: u32, size: usize) -> u32 {
     assert!(size < 1 << IOC_SIZEBITS && ty <= 0xFF && nr <= 0xFF);
-    (dir as u32) << IOC_DIRSHIFT
-        | (size as u32) << IOC_SIZESHIFT
-        | ty << IOC_TYPESHIFT
-        | nr << IOC_NRSHIFT
+    (dir as u32) << IOC_DIRSHIFT | (size as u32) << IOC_SIZESHIFT | ty << IOC_TYPESHIFT | nr << IOC_NRSHIFT
 }
 // ANCHOR_END: ioc
 
