@@ -47,11 +47,19 @@ pub fn run(args: Args) -> Result<()> {
         Some(dir) => dir,
         None => kernel::ensure()?.build,
     };
-    let build =
-        Build { kdir, crate_dir: paths::root().join("kmod"), package: "rkvm".into(), extra_rustflags: args.rustflags };
+    let mut build = Build::for_crate(kdir, paths::root().join("kmod"))?;
+    build.extra_rustflags = args.rustflags;
     let ko = build_module(&build)?;
     println!("built {}", ko.display());
     Ok(())
+}
+
+impl Build {
+    /// Builds the crate in `crate_dir` (kmod/ or a stage) against `kdir`.
+    pub fn for_crate(kdir: PathBuf, crate_dir: PathBuf) -> Result<Self> {
+        let package = manifest_field(&crate_dir, "package", "name")?;
+        Ok(Build { kdir, crate_dir, package, extra_rustflags: None })
+    }
 }
 
 /// Builds the module and returns the path of the `.ko`.
@@ -128,11 +136,11 @@ fn cargo_staticlib(b: &Build, flags: &[String]) -> Result<PathBuf> {
     sh.change_dir(paths::root());
     let joined = flags.join(" ");
     let target_dir = paths::target().join("kmod-rust").join(flags_key(&joined));
-    let package = &b.package;
+    let (package, manifest) = (&b.package, b.crate_dir.join("Cargo.toml"));
     println!("kmod: cargo build of `{package}` for x86_64-unknown-none with {joined}");
     cmd!(
         sh,
-        "cargo rustc --quiet -p {package} --profile kmod --target x86_64-unknown-none
+        "cargo rustc --quiet --manifest-path {manifest} --profile kmod --target x86_64-unknown-none
          -Zbuild-std=core,alloc --crate-type staticlib --target-dir {target_dir}"
     )
     .env("RUSTC_BOOTSTRAP", "1")
@@ -154,15 +162,22 @@ fn flags_key(flags: &str) -> String {
 
 /// The library name of a crate: `[lib] name`, else the package name.
 fn lib_name(crate_dir: &Path) -> Result<String> {
-    let toml = fs::read_to_string(crate_dir.join("Cargo.toml"))?;
-    let field = |section: &str, key: &str| {
-        let body = toml.split(&format!("[{section}]")).nth(1)?.split("\n[").next()?;
+    let name = manifest_field(crate_dir, "lib", "name").or_else(|_| manifest_field(crate_dir, "package", "name"))?;
+    Ok(name.replace('-', "_"))
+}
+
+/// A `key = "value"` of one section of a crate's `Cargo.toml`.
+fn manifest_field(crate_dir: &Path, section: &str, key: &str) -> Result<String> {
+    let path = crate_dir.join("Cargo.toml");
+    let toml = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let body = toml.split(&format!("[{section}]")).nth(1).and_then(|b| b.split("\n[").next());
+    body.and_then(|body| {
         body.lines().find_map(|l| {
             let (k, v) = l.split_once('=')?;
-            (k.trim() == key).then(|| v.trim().trim_matches('"').replace('-', "_"))
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
         })
-    };
-    field("lib", "name").or_else(|| field("package", "name")).context("no package name in Cargo.toml")
+    })
+    .with_context(|| format!("no `{key}` in [{section}] of {}", path.display()))
 }
 
 /// Copies the crate's own object out of the static library. With LTO it is

@@ -47,16 +47,6 @@ pub struct Outcome {
     pub log: PathBuf,
 }
 
-impl Outcome {
-    pub fn passed(&self) -> u32 {
-        self.checks.iter().filter(|c| c.passed).count() as u32
-    }
-
-    pub fn failed(&self) -> u32 {
-        self.checks.iter().filter(|c| !c.passed).count() as u32
-    }
-}
-
 /// A line of L1's console, as the harness understands it.
 #[derive(Debug, PartialEq, Eq)]
 enum Line {

@@ -7,6 +7,7 @@ mod book;
 mod doctor;
 mod exercises;
 mod initramfs;
+mod jobs;
 mod kernel;
 mod kmod;
 mod l1;

@@ -5,11 +5,11 @@
 //! `/dev/rkvm`, unload). It prints every check as it goes and ends with the
 //! line `N passed, M failed`.
 
-use crate::l1::{self, Check, Job};
-use crate::{kernel, kmod, paths, platform};
+use crate::l1::{self, Check};
+use crate::{jobs, paths, platform, stages};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use xshell::{Shell, cmd};
 
 #[derive(clap::Args)]
@@ -106,55 +106,22 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-/// The device job: files and script.
-fn device_job(verbose: bool, l1_tree: Option<PathBuf>) -> Result<(Job, PathBuf)> {
-    let kernel = match l1_tree {
-        Some(build) => kernel::L1Kernel { build },
-        None => kernel::ensure()?,
-    };
-    let build = kmod::Build {
-        kdir: kernel.build.clone(),
-        crate_dir: paths::root().join("kmod"),
-        package: "rkvm".into(),
-        extra_rustflags: None,
-    };
-    let ko = kmod::build_module(&build)?;
-    let job = Job {
-        name: "device".into(),
-        script: std::fs::read_to_string(paths::l1_sources().join("jobs-device.sh"))?,
-        files: vec![
-            ("rkvm/rkvm.ko".into(), std::fs::read(&ko)?, 0o644),
-            ("rkvm/rkvm-devtest".into(), l1::static_binary("rkvm-devtest")?, 0o755),
-        ],
-        cpus: 2,
-        timeout: Duration::from_secs(120),
-        verbose,
-    };
-    Ok((job, kernel.build))
-}
-
 fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
-    let (job, kdir) = device_job(false, l1_tree)?;
-    println!("  booting L1 on {} ({} CPUs)", platform.name(), job.cpus);
-    let outcome = l1::run(platform.as_ref(), &kernel::L1Kernel { build: kdir }, &job)?;
-    for check in &outcome.checks {
-        tally.add(check);
+    let (job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), stages::LAST_STAGE, l1_tree)?;
+    for check in jobs::run_checks(platform.as_ref(), &kernel, &job)? {
+        tally.add(&check);
     }
-    let done = l1::completion_check(&job, &outcome);
-    l1::print_check(&done);
-    tally.add(&done);
-    println!("  L1 run took {:.1?}; console log: {}", outcome.elapsed, outcome.log.display());
     Ok(())
 }
 
 pub fn demo(args: DemoArgs) -> Result<()> {
     let platform = platform::select(args.platform.as_deref())?;
-    let (mut job, kdir) = device_job(true, args.l1_tree)?;
-    job.name = "demo".into();
+    let (mut job, kernel) = jobs::module_job("demo", &paths::root().join("kmod"), stages::LAST_STAGE, args.l1_tree)?;
     job.script = DEMO_SCRIPT.into();
+    job.verbose = true;
     println!("booting L1 on {}; everything below is L1's console", platform.name());
-    let outcome = l1::run(platform.as_ref(), &kernel::L1Kernel { build: kdir }, &job)?;
+    let outcome = l1::run(platform.as_ref(), &kernel, &job)?;
     let done = l1::completion_check(&job, &outcome);
     l1::print_check(&done);
     if !done.passed {

@@ -1,0 +1,62 @@
+//! The L1 jobs the harness runs: the module with its checks and test guests
+//! (for `cargo xtask test`, `test-stage N` and `demo`).
+//!
+//! One script, `xtask/l1/jobs-device.sh`, serves them all: it loads the
+//! module, runs the device checks and the test guests whose first stage is
+//! at most `MAX_STAGE`, unloads the module and inspects the kernel log.
+
+use crate::kernel::{self, L1Kernel};
+use crate::l1::{self, Check, Job};
+use crate::platform::Platform;
+use crate::{kmod, paths};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The module of `crate_dir` (kmod/ or a stage crate) and the programs that
+/// exercise it, checking what stages up to `max_stage` promise.
+pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, l1_tree: Option<PathBuf>) -> Result<(Job, L1Kernel)> {
+    let kernel = match l1_tree {
+        Some(build) => L1Kernel { build },
+        None => kernel::ensure()?,
+    };
+    let ko = kmod::build_module(&kmod::Build::for_crate(kernel.build.clone(), crate_dir.to_path_buf())?)?;
+    let script = std::fs::read_to_string(paths::l1_sources().join("jobs-device.sh"))?;
+    let job = Job {
+        name: name.into(),
+        script: format!("MAX_STAGE={max_stage}\n{script}"),
+        files: vec![
+            ("rkvm/rkvm.ko".into(), std::fs::read(&ko)?, 0o644),
+            ("rkvm/rkvm-devtest".into(), l1::static_binary("rkvm-devtest")?, 0o755),
+            ("rkvm/rkvm-run".into(), l1::static_binary("rkvm-run")?, 0o755),
+        ],
+        cpus: 2,
+        timeout: Duration::from_secs(300),
+        verbose: false,
+    };
+    Ok((job, kernel))
+}
+
+/// Runs `job` and returns every check it reported, plus one for the job
+/// running to its end.
+pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Vec<Check>> {
+    println!("  booting L1 on {} ({} CPUs)", platform.name(), job.cpus);
+    let outcome = l1::run(platform, kernel, job)?;
+    let done = l1::completion_check(job, &outcome);
+    l1::print_check(&done);
+    println!("  L1 run took {:.1?}; console log: {}", outcome.elapsed, outcome.log.display());
+    let mut checks = outcome.checks;
+    checks.push(done);
+    Ok(checks)
+}
+
+/// Stage `stage`'s tests in L1: its module (from `stage_dir`, the stage
+/// crate or its solved copy) with the checks and guests of stages up to it.
+/// Returns (passed, failed).
+pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Result<(u32, u32)> {
+    let platform = crate::platform::select(platform)?;
+    let (job, kernel) = module_job(&format!("stage-{stage:02}"), stage_dir, stage, None)?;
+    let checks = run_checks(platform.as_ref(), &kernel, &job)?;
+    let passed = checks.iter().filter(|c| c.passed).count() as u32;
+    Ok((passed, checks.len() as u32 - passed))
+}
