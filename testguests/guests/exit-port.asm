@@ -3,9 +3,9 @@
 ; mode: real
 ; demonstrates: the test-exit port, which stops a guest without hlt
 ;
-; A byte written to EXIT_PORT ends the run: the trace says `exit 0x2a`, and
-; the registers show rip still at the `out`, because the runner never
-; completes that instruction.
+; A byte written to EXIT_PORT ends the run: the trace says `exit 0x2a` and
+; nothing more. The runner never completes the `out`, so the registers are
+; not traced: whether rip is already past it depends on the hypervisor.
 
 %include "rkvm.inc"
 

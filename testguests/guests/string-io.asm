@@ -26,6 +26,7 @@ start:
     std                         ; DF = 1: strings go downwards
     mov esi, four + 3           ; start at the last byte
     mov ecx, 4                  ; four of them
+    mov dx, REPORT_PORT         ; to the report port this time
     rep outsb                   ; backwards: 04 03 02 01
     cld                         ; upwards again
 

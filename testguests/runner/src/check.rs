@@ -1,0 +1,108 @@
+//! `rkvm-run check`: every embedded guest against its golden trace.
+//!
+//! One line per guest, for the L1 harness to parse:
+//! `RKVM-CHECK ok guest/NAME`, or `RKVM-CHECK fail guest/NAME: REASON`
+//! with the first line that differs, followed on failure by the trace the
+//! guest gave, indented. A closing line counts them.
+
+use crate::guests::EmbeddedGuest;
+use crate::run::{Options, run};
+use std::io::{self, Write};
+
+/// Why a trace is not its golden one: the first line that differs.
+pub fn first_difference(golden: &str, got: &str) -> Option<String> {
+    let (mut golden_lines, mut got_lines) = (golden.lines(), got.lines());
+    for number in 1.. {
+        match (golden_lines.next(), got_lines.next()) {
+            (None, None) => return None,
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(a), Some(b)) => return Some(format!("line {number}: expected `{a}`, got `{b}`")),
+            (Some(a), None) => return Some(format!("line {number}: expected `{a}`, got the end of the trace")),
+            (None, Some(b)) => return Some(format!("line {number}: expected the end of the trace, got `{b}`")),
+        }
+    }
+    unreachable!("the loop returns when both traces end")
+}
+
+/// The verdict on one guest: `None` if it passed, else why not, and the
+/// trace it gave if it gave one.
+fn verdict(guest: &EmbeddedGuest, options: &Options) -> Option<(String, Option<String>)> {
+    let Some(golden) = guest.golden else {
+        return Some((format!("no golden trace testguests/golden/{}.trace was built in", guest.name), None));
+    };
+    let outcome = match guest.guest().and_then(|g| run(&g, options)) {
+        Ok(outcome) => outcome,
+        Err(e) => return Some((format!("error: {e:#}"), None)),
+    };
+    first_difference(golden, &outcome.trace).map(|why| (why, Some(outcome.trace)))
+}
+
+/// Checks `guests`, writing the verdicts to `out`. Returns whether all passed.
+pub fn check<'a>(guests: impl Iterator<Item = &'a EmbeddedGuest>, options: &Options, out: &mut dyn Write) -> io::Result<bool> {
+    let (mut passed, mut failed) = (0, 0);
+    for guest in guests {
+        match verdict(guest, options) {
+            None => {
+                passed += 1;
+                writeln!(out, "RKVM-CHECK ok guest/{}", guest.name)?;
+            }
+            Some((why, trace)) => {
+                failed += 1;
+                writeln!(out, "RKVM-CHECK fail guest/{}: {why}", guest.name)?;
+                for line in trace.iter().flat_map(|t| t.lines()) {
+                    writeln!(out, "    {line}")?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+    writeln!(out, "rkvm-run check ({}): {passed} passed, {failed} failed", options.backend.name())?;
+    Ok(failed == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use std::time::Duration;
+
+    #[test]
+    fn identical_traces_have_no_difference() {
+        assert_eq!(first_difference("guest a\nhlt\n", "guest a\nhlt\n"), None);
+    }
+
+    #[test]
+    fn the_first_differing_line_is_named_with_both_versions() {
+        let why = first_difference("guest a\nout 0x00e0 1 0x5a\nhlt\n", "guest a\nout 0x00e0 1 0x00\nhlt\n");
+        assert_eq!(why.unwrap(), "line 2: expected `out 0x00e0 1 0x5a`, got `out 0x00e0 1 0x00`");
+    }
+
+    #[test]
+    fn a_shorter_or_longer_trace_is_a_difference() {
+        let short = first_difference("guest a\nhlt\n", "guest a\n").unwrap();
+        assert_eq!(short, "line 2: expected `hlt`, got the end of the trace");
+        let long = first_difference("guest a\n", "guest a\nshutdown\n").unwrap();
+        assert_eq!(long, "line 2: expected the end of the trace, got `shutdown`");
+    }
+
+    #[test]
+    fn a_guest_without_golden_fails_with_a_reason() {
+        let guest = EmbeddedGuest { name: "lonely", source: "", image: &[0xF4], golden: None };
+        let options = Options { backend: Backend::Rkvm, timeout: Duration::from_secs(1), verbose: false };
+        let mut out = Vec::new();
+        assert!(!check([&guest].into_iter(), &options, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "RKVM-CHECK fail guest/lonely: no golden trace testguests/golden/lonely.trace was built in\n\
+                          rkvm-run check (rkvm): 0 passed, 1 failed\n");
+    }
+
+    #[test]
+    fn a_guest_whose_header_is_broken_fails_with_the_error() {
+        let guest = EmbeddedGuest { name: "broken", source: "; guest: broken\n", image: &[0xF4], golden: Some("") };
+        let options = Options { backend: Backend::Rkvm, timeout: Duration::from_secs(1), verbose: false };
+        let mut out = Vec::new();
+        assert!(!check([&guest].into_iter(), &options, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("RKVM-CHECK fail guest/broken: error: embedded guest broken: guest header"), "{text}");
+    }
+}

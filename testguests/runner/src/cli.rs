@@ -1,0 +1,112 @@
+//! The command line of `rkvm-run`.
+
+use crate::backend::Backend;
+use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+usage: rkvm-run [OPTIONS] GUEST    run one guest and print its trace
+       rkvm-run [OPTIONS] all      run every built-in guest, printing each trace
+       rkvm-run [OPTIONS] check    compare every built-in guest with its golden trace
+       rkvm-run --list             list the built-in guests
+GUEST is the name of a built-in guest or the path of an .asm file (needs nasm).
+options:
+  --backend rkvm|linux-kvm   the hypervisor: /dev/rkvm (2006 ABI, the default) or /dev/kvm
+  --timeout SECS             stop a guest that has not stopped after SECS seconds (default 10)
+  --max-stage N              with all, check and --list: only guests whose first stage is <= N
+  --verbose                  print every exit on stderr
+exit status: 0 if the guest stopped by itself (or every check passed), 1 on an
+error or a failed check, 3 if a guest timed out.";
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(String),
+    All,
+    Check,
+    List,
+    Help,
+}
+
+/// The parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cli {
+    pub command: Command,
+    pub backend: Backend,
+    pub timeout: Duration,
+    pub max_stage: Option<u32>,
+    pub verbose: bool,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
+    let mut cli = Cli { command: Command::Help, backend: Backend::Rkvm, timeout: Duration::from_secs(10), max_stage: None, verbose: false };
+    let mut command = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value; see rkvm-run --help"));
+        match arg.as_str() {
+            "--backend" => cli.backend = Backend::parse(&value("--backend")?)?,
+            "--timeout" => cli.timeout = Duration::from_secs(positive("--timeout", &value("--timeout")?)?),
+            "--max-stage" => cli.max_stage = Some(positive("--max-stage", &value("--max-stage")?)? as u32),
+            "--verbose" => cli.verbose = true,
+            "--list" => command = set(command, Command::List)?,
+            "--help" | "-h" => command = set(command, Command::Help)?,
+            option if option.starts_with("--") => bail!("unknown option `{option}`; see rkvm-run --help"),
+            "all" => command = set(command, Command::All)?,
+            "check" => command = set(command, Command::Check)?,
+            guest => command = set(command, Command::Run(guest.to_string()))?,
+        }
+    }
+    cli.command = command.unwrap_or(Command::Help);
+    Ok(cli)
+}
+
+fn set(current: Option<Command>, new: Command) -> Result<Option<Command>> {
+    match current {
+        None => Ok(Some(new)),
+        Some(old) => bail!("give one command, not both {old:?} and {new:?}; see rkvm-run --help"),
+    }
+}
+
+fn positive(name: &str, text: &str) -> Result<u64> {
+    match text.parse::<u64>() {
+        Ok(n) if n > 0 && n <= u64::from(u32::MAX) => Ok(n),
+        _ => bail!("{name} `{text}`: give a whole number above 0"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_line(line: &str) -> Result<Cli> {
+        parse(line.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn the_l1_check_command() {
+        let cli = parse_line("check --backend linux-kvm --max-stage 6 --timeout 20").unwrap();
+        assert_eq!(cli.command, Command::Check);
+        assert_eq!((cli.backend, cli.max_stage, cli.timeout), (Backend::LinuxKvm, Some(6), Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn defaults_run_one_guest_on_rkvm_for_ten_seconds() {
+        let cli = parse_line("io-sizes").unwrap();
+        assert_eq!(cli.command, Command::Run("io-sizes".into()));
+        assert_eq!((cli.backend, cli.timeout, cli.max_stage, cli.verbose), (Backend::Rkvm, Duration::from_secs(10), None, false));
+        assert_eq!(parse_line("").unwrap().command, Command::Help);
+        assert_eq!(parse_line("--list --verbose").unwrap().command, Command::List);
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let error = |line| parse_line(line).unwrap_err().to_string();
+        assert_eq!(error("--timeout"), "--timeout needs a value; see rkvm-run --help");
+        assert_eq!(error("--timeout 0 hlt"), "--timeout `0`: give a whole number above 0");
+        assert_eq!(error("--backend xen hlt"), "unknown backend `xen`: use rkvm or linux-kvm");
+        assert_eq!(error("--fast hlt"), "unknown option `--fast`; see rkvm-run --help");
+        assert!(error("hlt console").starts_with("give one command"));
+    }
+}

@@ -1,0 +1,242 @@
+//! The devices a test guest can talk to, and the trace they keep.
+//!
+//! A handful of I/O ports and one MMIO window, each with a rule simple
+//! enough to state in a line (`testguests/guests/rkvm.inc` states it for
+//! the guests). Every answer is a function of what the guest did before,
+//! never of time or of the host, so a trace is the same on every machine.
+//! Ports no device claims read as all ones, like an ISA bus with nothing
+//! on it. The CPUID table lives here too: it is what the runner answers
+//! when a 2006 hypervisor hands a `cpuid` to userspace.
+
+use crate::trace::Event;
+
+/// `out` latches the value; `in` returns it (initially 0).
+pub const ECHO_PORT: u16 = 0xE0;
+/// `in` returns the bytes 0x00, 0x01, 0x02, ...; `out` sets the next byte.
+pub const COUNTER_PORT: u16 = 0xE4;
+/// No device: guests write here only so that the trace shows a value.
+pub const REPORT_PORT: u16 = 0xE8;
+/// `out` writes a character (the low byte) to the console; `in` returns 0xE9.
+pub const CONSOLE_PORT: u16 = 0xE9;
+/// `out` stops the guest; the trace shows the value.
+pub const EXIT_PORT: u16 = 0xF4;
+/// The MMIO echo window: reads return what was written; a byte never
+/// written reads as its offset in the window.
+pub const MMIO_BASE: u64 = 0xC000_0000;
+pub const MMIO_SIZE: u64 = 0x1000;
+
+/// The runner's CPUID leaves. Any other leaf reads as zeros on the rkvm
+/// backend; guests ask only these (Linux KVM answers others from the host).
+pub const CPUID_TABLE: [(u32, [u32; 4]); 2] = [
+    // The highest hypervisor leaf, and the signature "rkvm-run CPU".
+    (0x4000_0000, [0x4000_0001, u32::from_le_bytes(*b"rkvm"), u32::from_le_bytes(*b"-run"), u32::from_le_bytes(*b" CPU")]),
+    // 2.6.20 as bytes 02 06 14, and the date of the 2006 patch.
+    (0x4000_0001, [0x0002_0614, 0x2006_1210, 0, 0]),
+];
+
+/// eax, ebx, ecx and edx for `cpuid` with `leaf` in eax.
+pub fn cpuid(leaf: u32) -> [u32; 4] {
+    CPUID_TABLE.iter().find(|(l, _)| *l == leaf).map_or([0; 4], |(_, regs)| *regs)
+}
+
+/// The state of every device, and the trace of what the guest did.
+pub struct Devices {
+    echo: u32,
+    counter: u8,
+    console: Vec<u8>,
+    mmio: Vec<u8>,
+    pub trace: Vec<Event>,
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices {
+            echo: 0,
+            counter: 0,
+            console: Vec::new(),
+            mmio: (0..MMIO_SIZE).map(|offset| offset as u8).collect(),
+            trace: Vec::new(),
+        }
+    }
+}
+
+/// The low `size` bytes of `value`.
+fn truncate(value: u32, size: u8) -> u32 {
+    match size {
+        1 => value & 0xFF,
+        2 => value & 0xFFFF,
+        _ => value,
+    }
+}
+
+/// What an `out` to a port did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutEffect {
+    /// The guest goes on.
+    Continue,
+    /// The guest wrote the exit port: stop.
+    Exit,
+}
+
+impl Devices {
+    /// The guest writes `value`, `size` bytes, to `port`.
+    pub fn port_out(&mut self, port: u16, size: u8, value: u32) -> OutEffect {
+        let value = truncate(value, size);
+        match port {
+            CONSOLE_PORT => self.console_byte(value as u8),
+            EXIT_PORT => {
+                self.trace.push(Event::Exit(value));
+                return OutEffect::Exit;
+            }
+            _ => {
+                match port {
+                    ECHO_PORT => self.echo = value,
+                    COUNTER_PORT => self.counter = value as u8,
+                    _ => {}
+                }
+                self.trace.push(Event::Out { port, size, value });
+            }
+        }
+        OutEffect::Continue
+    }
+
+    /// The guest reads `size` bytes from `port`.
+    pub fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        let value = match port {
+            ECHO_PORT => truncate(self.echo, size),
+            COUNTER_PORT => (0..size).fold(0, |value, i| value | u32::from(self.next_count()) << (8 * i)),
+            CONSOLE_PORT => 0xE9,
+            _ => truncate(u32::MAX, size),
+        };
+        self.trace.push(Event::In { port, size, value });
+        value
+    }
+
+    fn next_count(&mut self) -> u8 {
+        let byte = self.counter;
+        self.counter = byte.wrapping_add(1);
+        byte
+    }
+
+    /// A console character; a finished line goes into the trace.
+    fn console_byte(&mut self, byte: u8) {
+        self.console.push(byte);
+        if byte == b'\n' {
+            self.trace.push(Event::Console(std::mem::take(&mut self.console)));
+        }
+    }
+
+    /// The guest stopped: an unfinished console line goes into the trace.
+    pub fn flush_console(&mut self) {
+        if !self.console.is_empty() {
+            self.trace.push(Event::Console(std::mem::take(&mut self.console)));
+        }
+    }
+
+    /// The guest writes `data` at guest-physical `addr`, where no memory is.
+    pub fn mmio_write(&mut self, addr: u64, data: &[u8]) {
+        for (i, &byte) in data.iter().enumerate() {
+            if let Some(slot) = self.mmio_byte(addr + i as u64) {
+                *slot = byte;
+            }
+        }
+        self.trace.push(Event::MmioWrite { addr, len: data.len() as u8, value: little_endian(data) });
+    }
+
+    /// The guest reads `len` bytes at guest-physical `addr`.
+    pub fn mmio_read(&mut self, addr: u64, len: u8) -> Vec<u8> {
+        let data: Vec<u8> = (0..u64::from(len)).map(|i| self.mmio_byte(addr + i).map_or(0xFF, |b| *b)).collect();
+        self.trace.push(Event::MmioRead { addr, len, value: little_endian(&data) });
+        data
+    }
+
+    fn mmio_byte(&mut self, addr: u64) -> Option<&mut u8> {
+        let offset = addr.checked_sub(MMIO_BASE)?;
+        self.mmio.get_mut(usize::try_from(offset).ok()?)
+    }
+}
+
+/// Up to 8 bytes as the little-endian number they make.
+fn little_endian(bytes: &[u8]) -> u64 {
+    bytes.iter().rev().fold(0, |value, &b| value << 8 | u64::from(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_echo_port_returns_what_was_written_cut_to_the_read_size() {
+        let mut d = Devices::default();
+        assert_eq!(d.port_in(ECHO_PORT, 4), 0);
+        assert_eq!(d.port_out(ECHO_PORT, 4, 0x89AB_CDEF), OutEffect::Continue);
+        assert_eq!(d.port_in(ECHO_PORT, 1), 0xEF);
+        assert_eq!(d.port_in(ECHO_PORT, 2), 0xCDEF);
+        d.port_out(ECHO_PORT, 1, 0x1234_565A);
+        assert_eq!(d.port_in(ECHO_PORT, 4), 0x5A);
+        assert_eq!(d.trace[1], Event::Out { port: ECHO_PORT, size: 4, value: 0x89AB_CDEF });
+        assert_eq!(d.trace[4], Event::Out { port: ECHO_PORT, size: 1, value: 0x5A });
+    }
+
+    #[test]
+    fn the_counter_counts_bytes_and_can_be_set() {
+        let mut d = Devices::default();
+        assert_eq!(d.port_in(COUNTER_PORT, 1), 0x00);
+        assert_eq!(d.port_in(COUNTER_PORT, 2), 0x0201);
+        assert_eq!(d.port_in(COUNTER_PORT, 4), 0x0605_0403);
+        d.port_out(COUNTER_PORT, 1, 0xFF);
+        assert_eq!(d.port_in(COUNTER_PORT, 2), 0x00FF);
+    }
+
+    #[test]
+    fn unclaimed_ports_read_all_ones_and_are_traced() {
+        let mut d = Devices::default();
+        assert_eq!(d.port_in(0x510, 2), 0xFFFF);
+        assert_eq!(d.port_in(CONSOLE_PORT, 1), 0xE9);
+        d.port_out(REPORT_PORT, 4, 7);
+        assert_eq!(d.trace.last(), Some(&Event::Out { port: REPORT_PORT, size: 4, value: 7 }));
+    }
+
+    #[test]
+    fn console_text_becomes_lines_not_port_writes() {
+        let mut d = Devices::default();
+        for &b in b"ab\ncd" {
+            d.port_out(CONSOLE_PORT, 1, u32::from(b));
+        }
+        assert_eq!(d.trace, [Event::Console(b"ab\n".to_vec())]);
+        d.flush_console();
+        d.flush_console();
+        assert_eq!(d.trace[1..], [Event::Console(b"cd".to_vec())]);
+    }
+
+    #[test]
+    fn the_exit_port_stops_with_its_value() {
+        let mut d = Devices::default();
+        assert_eq!(d.port_out(EXIT_PORT, 2, 0x1_002A), OutEffect::Exit);
+        assert_eq!(d.trace, [Event::Exit(0x2A)]);
+    }
+
+    #[test]
+    fn the_mmio_window_echoes_and_its_outside_reads_all_ones() {
+        let mut d = Devices::default();
+        assert_eq!(d.mmio_read(MMIO_BASE + 0x10, 4), [0x10, 0x11, 0x12, 0x13]);
+        d.mmio_write(MMIO_BASE + 2, &[0x33, 0x22]);
+        assert_eq!(d.mmio_read(MMIO_BASE, 4), [0x00, 0x01, 0x33, 0x22]);
+        assert_eq!(d.mmio_read(MMIO_BASE + MMIO_SIZE - 2, 4), [0xFE, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(d.mmio_read(0xFEE0_0000, 1), [0xFF]);
+        d.mmio_write(MMIO_BASE - 1, &[1, 2]);
+        assert_eq!(d.mmio_read(MMIO_BASE, 1), [2]);
+        assert_eq!(d.trace[2], Event::MmioWrite { addr: MMIO_BASE + 2, len: 2, value: 0x2233 });
+        assert_eq!(d.trace[3], Event::MmioRead { addr: MMIO_BASE, len: 4, value: 0x2233_0100 });
+    }
+
+    #[test]
+    fn cpuid_answers_from_the_table_and_zero_elsewhere() {
+        let [eax, ebx, ecx, edx] = cpuid(0x4000_0000);
+        assert_eq!(eax, 0x4000_0001);
+        let signature: Vec<u8> = [ebx, ecx, edx].iter().flat_map(|r| r.to_le_bytes()).collect();
+        assert_eq!(signature, b"rkvm-run CPU");
+        assert_eq!(cpuid(0x4000_0001), [0x0002_0614, 0x2006_1210, 0, 0]);
+        assert_eq!(cpuid(0), [0; 4]);
+    }
+}

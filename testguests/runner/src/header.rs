@@ -1,0 +1,281 @@
+//! The header of a test guest: the comment lines at the top of its `.asm`
+//! file that tell the runner how to start it.
+//!
+//! A header is the leading run of lines of the form `; key: value`. It must
+//! name the guest (`guest`, equal to the file's stem), the first course stage
+//! whose module must run it (`stage`), the CPU state the runner sets before
+//! the first `KVM_RUN` (`mode`) and what it `demonstrates`; it may give the
+//! size of guest memory (`memory`), a region the runner fills with the test
+//! pattern before the run (`preload: ADDR LEN`) and a region it prints after
+//! the run (`dump: ADDR LEN`). Anything else is an error, so a typo in a key
+//! cannot silently change how a guest runs.
+//!
+//! This file uses only `std`: `build.rs` includes it too, so a malformed
+//! header fails the build with the same message the runner would give.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Guest memory when the header does not say: 1 MiB, all a real-mode guest
+/// can address.
+pub const DEFAULT_MEMORY: u64 = 0x10_0000;
+/// The largest guest memory a header may ask for: 64 MiB.
+pub const MAX_MEMORY: u64 = 0x400_0000;
+/// The last stage of the course.
+pub const LAST_STAGE: u32 = 13;
+
+/// The CPU state the runner gives a guest before its first instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Real mode, all segments at base 0: as after reset, but at `LOAD_ADDR`.
+    Real,
+    /// 32-bit protected mode, flat segments, paging off.
+    Prot32,
+    /// 64-bit long mode on identity-mapping page tables the runner builds.
+    Long64,
+}
+
+impl Mode {
+    /// The header spelling of each mode.
+    pub const ALL: [(&'static str, Mode); 3] =
+        [("real", Mode::Real), ("prot32", Mode::Prot32), ("long64", Mode::Long64)];
+
+    /// The mode's header spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Real => "real",
+            Mode::Prot32 => "prot32",
+            Mode::Long64 => "long64",
+        }
+    }
+}
+
+/// A range of guest-physical memory named by a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub addr: u64,
+    pub len: u64,
+}
+
+/// A parsed, checked header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub stage: u32,
+    pub mode: Mode,
+    pub memory: u64,
+    pub preload: Option<Region>,
+    pub dump: Option<Region>,
+    pub demonstrates: String,
+}
+
+/// What is wrong with a header, and on which line (1-based; 0 for the
+/// header as a whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => write!(f, "guest header: {}", self.message),
+            n => write!(f, "guest header, line {n}: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
+    Err(HeaderError { line, message: message.into() })
+}
+
+/// The keys a header may have.
+const KEYS: [&str; 7] = ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump"];
+
+/// Each key's line number and value.
+type Fields<'a> = BTreeMap<&'a str, (usize, &'a str)>;
+
+/// Parses the header at the top of a guest's assembly source.
+pub fn parse(source: &str) -> Result<Header, HeaderError> {
+    let fields = fields(source)?;
+    let required = |key: &str| {
+        fields.get(key).copied().ok_or_else(|| HeaderError {
+            line: 0,
+            message: format!("no `; {key}: ...` line; every guest starts with `; guest:`, \
+                              `; stage:`, `; mode:` and `; demonstrates:` lines"),
+        })
+    };
+    let name = parse_name(required("guest")?)?;
+    let stage = parse_stage(required("stage")?)?;
+    let mode = parse_mode(required("mode")?)?;
+    let demonstrates = parse_demonstrates(required("demonstrates")?)?;
+    let memory = fields.get("memory").map(|&v| parse_memory(v)).transpose()?.unwrap_or(DEFAULT_MEMORY);
+    let region = |key| fields.get(key).map(|&v| parse_region(v, memory)).transpose();
+    Ok(Header { name, stage, mode, memory, preload: region("preload")?, dump: region("dump")?, demonstrates })
+}
+
+/// The header's `key: value` lines, each key known and given once.
+fn fields(source: &str) -> Result<Fields<'_>, HeaderError> {
+    let mut fields = Fields::new();
+    for (index, line) in source.lines().enumerate() {
+        let Some((key, value)) = header_line(line) else { break };
+        let number = index + 1;
+        if !KEYS.contains(&key) {
+            return error(number, format!("unknown key `{key}`; the keys are {}", KEYS.join(", ")));
+        }
+        if fields.insert(key, (number, value)).is_some() {
+            return error(number, format!("`{key}` given twice"));
+        }
+    }
+    Ok(fields)
+}
+
+/// Splits `; key: value` into its key and value; `None` ends the header.
+fn header_line(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix(';')?.trim_start();
+    let (key, value) = rest.split_once(':')?;
+    let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '-');
+    is_key.then(|| (key, strip_comment(value)))
+}
+
+/// A value, without surrounding blanks or a trailing `(...)` remark.
+fn strip_comment(value: &str) -> &str {
+    let value = value.trim();
+    match value.find("  (") {
+        Some(at) if value.ends_with(')') => value[..at].trim_end(),
+        _ => value,
+    }
+}
+
+fn parse_name((line, text): (usize, &str)) -> Result<String, HeaderError> {
+    let valid = !text.is_empty() && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        return error(line, format!("guest name `{text}`: use lowercase letters, digits and `-`"));
+    }
+    Ok(text.to_string())
+}
+
+fn parse_demonstrates((line, text): (usize, &str)) -> Result<String, HeaderError> {
+    if text.is_empty() {
+        return error(line, "say in a few words what the guest demonstrates");
+    }
+    Ok(text.to_string())
+}
+
+fn parse_stage((line, text): (usize, &str)) -> Result<u32, HeaderError> {
+    match text.parse::<u32>() {
+        Ok(stage) if (1..=LAST_STAGE).contains(&stage) => Ok(stage),
+        _ => error(line, format!("stage `{text}`: give the first course stage, 1 to {LAST_STAGE}, that must run this guest")),
+    }
+}
+
+fn parse_mode((line, text): (usize, &str)) -> Result<Mode, HeaderError> {
+    match Mode::ALL.iter().find(|(name, _)| *name == text) {
+        Some((_, mode)) => Ok(*mode),
+        None => error(line, format!("unknown mode `{text}`: use real, prot32 or long64")),
+    }
+}
+
+fn parse_memory((line, text): (usize, &str)) -> Result<u64, HeaderError> {
+    match parse_number(text) {
+        Some(bytes) if bytes % 0x1000 == 0 && (0x1_0000..=MAX_MEMORY).contains(&bytes) => Ok(bytes),
+        _ => error(line, format!("memory `{text}`: give a multiple of 4 KiB from 0x10000 to {MAX_MEMORY:#x}")),
+    }
+}
+
+/// `ADDR LEN`, inside guest memory.
+fn parse_region((line, text): (usize, &str), memory: u64) -> Result<Region, HeaderError> {
+    let mut words = text.split_whitespace().map(parse_number);
+    let (Some(Some(addr)), Some(Some(len)), None) = (words.next(), words.next(), words.next()) else {
+        return error(line, format!("`{text}`: give an address and a length, like `0x10000 0x100`"));
+    };
+    match addr.checked_add(len) {
+        Some(end) if len > 0 && end <= memory => Ok(Region { addr, len }),
+        _ => error(line, format!("region `{text}` is not inside guest memory (0 to {memory:#x})")),
+    }
+}
+
+/// A decimal or `0x` hexadecimal number.
+pub fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16).ok(),
+        None => text.replace('_', "").parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "; guest: io-sizes\n; stage: 6\n; mode: prot32\n; demonstrates: out and in\n\nbits 32\n";
+
+    #[test]
+    fn a_minimal_header_parses_with_defaults() {
+        let h = parse(GOOD).unwrap();
+        assert_eq!((h.name.as_str(), h.stage, h.mode), ("io-sizes", 6, Mode::Prot32));
+        assert_eq!((h.memory, h.preload, h.dump), (DEFAULT_MEMORY, None, None));
+        assert_eq!(h.demonstrates, "out and in");
+    }
+
+    #[test]
+    fn optional_keys_and_remarks_in_parentheses() {
+        let source = "; guest: m\n; stage: 06\n; mode: long64   (remark)\n; demonstrates: x\n\
+                      ; memory: 0x20000\n; preload: 0x10000 0x100\n; dump: 4096 16\n";
+        let h = parse(source).unwrap();
+        assert_eq!((h.stage, h.mode, h.memory), (6, Mode::Long64, 0x20000));
+        assert_eq!(h.preload, Some(Region { addr: 0x10000, len: 0x100 }));
+        assert_eq!(h.dump, Some(Region { addr: 0x1000, len: 16 }));
+    }
+
+    #[test]
+    fn the_header_ends_at_the_first_other_line() {
+        let source = format!("{GOOD}; stage: 7\n");
+        assert_eq!(parse(&source).unwrap().stage, 6);
+        let source = "; guest: a\n;\n; stage: 5\n; mode: real\n; demonstrates: x\n";
+        assert!(parse(source).unwrap_err().message.contains("no `; stage: ...` line"));
+    }
+
+    #[test]
+    fn missing_unknown_and_repeated_keys_are_errors() {
+        assert_eq!(parse("bits 16\n").unwrap_err().line, 0);
+        let unknown = parse("; guest: a\n; stages: 5\n").unwrap_err();
+        assert_eq!(unknown.line, 2);
+        assert!(unknown.message.contains("unknown key `stages`"));
+        let twice = parse("; guest: a\n; guest: b\n").unwrap_err();
+        assert_eq!((twice.line, twice.message.as_str()), (2, "`guest` given twice"));
+    }
+
+    #[test]
+    fn bad_values_name_the_line_and_the_fix() {
+        let bad_mode = GOOD.replace("prot32", "protected");
+        assert_eq!(parse(&bad_mode).unwrap_err().to_string(),
+                   "guest header, line 3: unknown mode `protected`: use real, prot32 or long64");
+        assert_eq!(parse(&GOOD.replace("6", "14")).unwrap_err().line, 2);
+        assert_eq!(parse(&GOOD.replace("6", "0")).unwrap_err().line, 2);
+        assert_eq!(parse(&GOOD.replace("io-sizes", "IO")).unwrap_err().line, 1);
+        let odd_memory = format!("{}; memory: 0x10001\n", &GOOD[..GOOD.find("\n\n").unwrap() + 1]);
+        assert_eq!(parse(&odd_memory).unwrap_err().line, 5);
+    }
+
+    #[test]
+    fn regions_must_lie_inside_guest_memory() {
+        let header = &GOOD[..GOOD.find("\n\n").unwrap() + 1];
+        let outside = format!("{header}; memory: 0x10000\n; dump: 0xff00 0x200\n");
+        assert!(parse(&outside).unwrap_err().message.contains("not inside guest memory"));
+        let malformed = format!("{header}; preload: 0x1000\n");
+        assert_eq!(parse(&malformed).unwrap_err().line, 5);
+        let empty = format!("{header}; preload: 0x1000 0\n");
+        assert!(parse(&empty).is_err());
+    }
+
+    #[test]
+    fn numbers_are_decimal_or_hex() {
+        assert_eq!(parse_number("0x1_0000"), Some(0x10000));
+        assert_eq!(parse_number("4096"), Some(4096));
+        assert_eq!(parse_number("0xg"), None);
+        assert_eq!(parse_number(""), None);
+    }
+}

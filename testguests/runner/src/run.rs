@@ -1,0 +1,66 @@
+//! Running one guest: load it, drive the `KVM_RUN` loop, write its trace.
+
+use crate::backend::{Backend, Vcpu};
+use crate::devices::Devices;
+use crate::exit::{Action, Stop, handle};
+use crate::guests::Guest;
+use crate::layout;
+use crate::timer::Timer;
+use crate::trace::{self, Event};
+use anyhow::Result;
+use std::time::Duration;
+
+/// How to run guests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub backend: Backend,
+    pub timeout: Duration,
+    /// Print every exit on stderr.
+    pub verbose: bool,
+}
+
+/// What running a guest gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The whole trace, as `rkvm-run GUEST` prints it.
+    pub trace: String,
+    pub stop: Stop,
+}
+
+/// Runs `guest` in a new VM and returns its trace.
+pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
+    let header = &guest.header;
+    let mut vcpu = options.backend.open(header.memory)?;
+    layout::prepare(vcpu.memory(), header, &guest.image)?;
+    vcpu.set_state(&layout::start_state(header.mode))?;
+    let mut devices = Devices::default();
+    let stop = drive(vcpu.as_mut(), &mut devices, options)?;
+    devices.flush_console();
+    if let Some(region) = header.dump {
+        let bytes = &vcpu.memory()[region.addr as usize..(region.addr + region.len) as usize];
+        devices.trace.extend(trace::dump(region.addr, bytes));
+    }
+    if stop.shows_registers() {
+        devices.trace.extend(trace::registers(&vcpu.regs()?));
+    }
+    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop })
+}
+
+/// The `KVM_RUN` loop: run, handle the exit, reply, until the guest stops.
+fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options) -> Result<Stop> {
+    let timer = Timer::start(options.timeout)?;
+    loop {
+        let exit = vcpu.run()?;
+        if options.verbose {
+            eprintln!("rkvm-run: exit {exit:?}");
+        }
+        if timer.expired() {
+            devices.trace.push(Event::Timeout(options.timeout.as_secs()));
+            return Ok(Stop::Timeout);
+        }
+        match handle(exit, devices) {
+            Action::Resume(reply) => vcpu.reply(reply)?,
+            Action::Stop(stop) => return Ok(stop),
+        }
+    }
+}
