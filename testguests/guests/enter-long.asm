@@ -55,8 +55,10 @@ long_mode:
     mov rax, 0x0123456789abcdef ; a 64-bit value
     mov r15, rax                ; kept in r15 for the final registers
     out REPORT_PORT, eax        ; its low half, 0x89abcdef
-    shr rax, 32                 ; its high half
+    push rax                    ; a 64-bit push: 8 bytes
+    mov eax, [rsp + 4]          ; the high half, from memory
     out REPORT_PORT, eax        ; 0x01234567
+    add rsp, 8                  ; drop it (and leave every flag defined)
     mov esi, done_text          ; say so
     mov ecx, done_len           ; the length
     mov dx, CONSOLE_PORT        ; on the console

@@ -2,40 +2,87 @@
 //!
 //! It runs in L1's busybox initramfs (so it is linked statically) right
 //! after `insmod rkvm.ko`, and prints one line per check on the console:
-//! `RKVM-CHECK ok NAME` or `RKVM-CHECK fail NAME: why`. The harness
-//! (`cargo xtask test`) collects those lines.
+//! `RKVM-CHECK ok NAME` or `RKVM-CHECK fail NAME: why`, and measurements as
+//! `RKVM-INFO` lines. The harness (`cargo xtask test`) collects those lines.
+//!
+//! Each check names the first stage whose module must pass it.
+//! `--max-stage N` runs only the checks of stages 1 to N, so that the
+//! module of an earlier stage is not judged by a later stage's checks.
 
-use std::fs::File;
-use std::io;
-use std::os::fd::AsRawFd;
+mod memory;
+mod sys;
+mod vcpu;
+
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use sys::{Check, DEVICE, Vm, expect_counter};
 
-const DEVICE: &str = "/dev/rkvm";
-/// The number of live VMs, from rkvm's debugfs directory.
-const VMS: &str = "/sys/kernel/debug/rkvm/vms";
+/// One check: its name, the first stage that must pass it, and its code.
+struct CheckDef {
+    name: &'static str,
+    stage: u32,
+    run: fn() -> Check,
+}
 
-type Check = Result<(), String>;
+const fn check(name: &'static str, stage: u32, run: fn() -> Check) -> CheckDef {
+    CheckDef { name, stage, run }
+}
+
+/// Every check, in the order they run. The leak check comes last, after
+/// everything else has had its chance to leak.
+const CHECKS: &[CheckDef] = &[
+    check("device-node", 3, device_node),
+    check("api-version", 3, api_version),
+    check("unknown-ioctls-get-enotty", 3, unknown_ioctls),
+    check("bad-arguments-get-errnos", 3, bad_arguments),
+    check("open-creates-and-close-frees-vms", 3, open_and_close),
+    check("thousand-opens-leave-no-vm", 3, many_opens),
+    check("memory-is-zeroed-at-its-guest-physical-offset", 3, memory::zeroed_at_its_offset),
+    check("mappings-share-guest-memory", 3, memory::mappings_share_memory),
+    check("resizing-keeps-contents", 3, memory::resizing_keeps_contents),
+    check("memory-outside-every-slot-is-sigbus", 3, memory::outside_is_sigbus),
+    check("set-memory-region-errors", 3, memory::region_errors),
+    check("overlapping-slots-are-eexist", 3, memory::overlaps),
+    check("create-vcpu-errors", 3, vcpu::create_errors),
+    check("regs-reset-state-and-round-trip", 3, vcpu::regs_round_trip),
+    check("regs-errors", 3, vcpu::regs_errors),
+    check("sregs-reset-state-and-round-trip", 3, vcpu::sregs_round_trip),
+    check("sregs-errors", 3, vcpu::sregs_errors),
+    check("ioctl-arguments-in-guest-memory", 3, vcpu::arguments_in_guest_memory),
+    check("threads-share-a-vm", 3, vcpu::threads_share_a_vm),
+    check("thousand-vms-with-memory-leak-nothing", 3, memory::leak_check),
+];
 
 fn main() {
-    let checks: &[(&str, fn() -> Check)] = &[
-        ("device-node", device_node),
-        ("api-version", api_version),
-        ("unknown-ioctls-get-enotty", unknown_ioctls),
-        ("bad-arguments-get-errnos", bad_arguments),
-        ("open-creates-and-close-frees-vms", open_and_close),
-        ("thousand-opens-leave-no-vm", many_opens),
-    ];
+    let max_stage = match parse_max_stage() {
+        Ok(n) => n,
+        Err(why) => {
+            eprintln!("rkvm-devtest: {why}");
+            std::process::exit(2);
+        }
+    };
     let mut failed = 0;
-    for (name, check) in checks {
-        match check() {
-            Ok(()) => println!("RKVM-CHECK ok {name}"),
+    for c in CHECKS.iter().filter(|c| c.stage <= max_stage) {
+        match (c.run)() {
+            Ok(()) => println!("RKVM-CHECK ok {}", c.name),
             Err(why) => {
                 failed += 1;
-                println!("RKVM-CHECK fail {name}: {why}");
+                println!("RKVM-CHECK fail {}: {why}", c.name);
             }
         }
     }
     std::process::exit(if failed == 0 { 0 } else { 1 });
+}
+
+/// `--max-stage N` (or `--max-stage=N`); every stage when absent.
+fn parse_max_stage() -> Result<u32, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = match args.as_slice() {
+        [] => return Ok(u32::MAX),
+        [flag, n] if flag == "--max-stage" => n.as_str(),
+        [flag] if flag.starts_with("--max-stage=") => &flag["--max-stage=".len()..],
+        _ => return Err(format!("usage: rkvm-devtest [--max-stage N], not {args:?}")),
+    };
+    value.parse().map_err(|_| format!("--max-stage wants a stage number, not {value:?}"))
 }
 
 /// `/dev/rkvm` is a character device, mode 0660, owned by root:root.
@@ -51,33 +98,22 @@ fn device_node() -> Check {
     Ok(())
 }
 
-fn open() -> Result<File, String> {
-    File::options().read(true).write(true).open(DEVICE).map_err(|e| format!("open {DEVICE}: {e}"))
-}
-
-/// `ioctl(fd, cmd, arg)`, as `Ok(return value)` or `Err(errno)`.
-fn ioctl(file: &File, cmd: u32, arg: usize) -> Result<i32, i32> {
-    // SAFETY: every command the checks send is either unknown to the driver
-    // or takes no pointer, or is sent with an argument the driver must
-    // reject; no memory of this process is handed over.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), cmd as _, arg) };
-    if r < 0 { Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(r) }
-}
-
 fn api_version() -> Check {
-    let f = open()?;
-    match ioctl(&f, rkvm::abi::KVM_GET_API_VERSION, 0) {
+    let vm = Vm::open()?;
+    match vm.ioctl(rkvm::abi::KVM_GET_API_VERSION, 0) {
         Ok(2) => Ok(()),
         other => Err(format!("KVM_GET_API_VERSION returned {other:?}, expected Ok(2)")),
     }
 }
 
 fn unknown_ioctls() -> Check {
-    let f = open()?;
-    // Another type byte, an unused number of type 0xAE, and KVM_GET_API_VERSION
-    // with a size field (a different command number altogether).
-    for cmd in [0x0000_AF01u32, 0x0000_AEFF, 0x8004_AE01, 0xC008_AE7F, 0] {
-        match ioctl(&f, cmd, 0) {
+    let vm = Vm::open()?;
+    // Another type byte, an unused number of type 0xAE, KVM_GET_API_VERSION
+    // with a size field (a different command number altogether), and
+    // KVM_GET_REGS with the wrong size, each given a valid buffer.
+    let mut buffer = [0u64; 64];
+    for cmd in [0x0000_AF01u32, 0x0000_AEFF, 0x8004_AE01, 0xC008_AE7F, 0xC090_AE03, 0] {
+        match vm.ioctl_with(cmd, &mut buffer) {
             Err(libc::ENOTTY) => {}
             other => return Err(format!("ioctl {cmd:#x} returned {other:?}, expected ENOTTY")),
         }
@@ -88,13 +124,13 @@ fn unknown_ioctls() -> Check {
 /// Every command of the 2006 ABI, given a null or wild pointer, gets an
 /// errno back (which one depends on the stage), never a crash.
 fn bad_arguments() -> Check {
-    let f = open()?;
+    let vm = Vm::open()?;
     for nr in 2..=15u32 {
         for size in [0u32, 8, 0x1000] {
             for dir in [1u32, 2, 3] {
                 let cmd = dir << 30 | size << 16 | 0xAE << 8 | nr;
                 for arg in [0usize, 1, usize::MAX - 4095] {
-                    if let Ok(v) = ioctl(&f, cmd, arg) {
+                    if let Ok(v) = vm.ioctl(cmd, arg) {
                         return Err(format!("ioctl {cmd:#x} with argument {arg:#x} succeeded ({v})"));
                     }
                 }
@@ -104,39 +140,27 @@ fn bad_arguments() -> Check {
     Ok(())
 }
 
-fn live_vms() -> Result<u64, String> {
-    let text = std::fs::read_to_string(VMS).map_err(|e| format!("{VMS}: {e}"))?;
-    text.trim().parse().map_err(|e| format!("{VMS} holds {text:?}: {e}"))
-}
-
-fn expect_vms(n: u64, when: &str) -> Check {
-    match live_vms()? {
-        v if v == n => Ok(()),
-        v => Err(format!("{v} VMs alive {when}, expected {n}")),
-    }
-}
-
 /// Each open is a new VM; each close frees exactly its own.
 fn open_and_close() -> Check {
-    expect_vms(0, "before any open")?;
-    let a = open()?;
-    expect_vms(1, "after one open")?;
-    let b = open()?;
-    expect_vms(2, "after two opens")?;
+    expect_counter("vms", 0, "before any open")?;
+    let a = Vm::open()?;
+    expect_counter("vms", 1, "after one open")?;
+    let b = Vm::open()?;
+    expect_counter("vms", 2, "after two opens")?;
     drop(a);
-    expect_vms(1, "after closing the first")?;
-    match ioctl(&b, rkvm::abi::KVM_GET_API_VERSION, 0) {
+    expect_counter("vms", 1, "after closing the first")?;
+    match b.ioctl(rkvm::abi::KVM_GET_API_VERSION, 0) {
         Ok(2) => {}
         other => return Err(format!("the second VM stopped answering after the first closed: {other:?}")),
     }
     drop(b);
-    expect_vms(0, "after closing both")
+    expect_counter("vms", 0, "after closing both")
 }
 
 fn many_opens() -> Check {
     for i in 0..1000 {
-        let f = open().map_err(|e| format!("open number {i}: {e}"))?;
-        drop(f);
+        let vm = Vm::open().map_err(|e| format!("open number {i}: {e}"))?;
+        drop(vm);
     }
-    expect_vms(0, "after 1000 opens and closes")
+    expect_counter("vms", 0, "after 1000 opens and closes")
 }

@@ -85,7 +85,7 @@ impl Devices {
         match port {
             CONSOLE_PORT => self.console_byte(value as u8),
             EXIT_PORT => {
-                self.trace.push(Event::Exit(value));
+                self.record_stop(Event::Exit(value));
                 return OutEffect::Exit;
             }
             _ => {
@@ -126,11 +126,13 @@ impl Devices {
         }
     }
 
-    /// The guest stopped: an unfinished console line goes into the trace.
-    pub fn flush_console(&mut self) {
+    /// The guest stopped: an unfinished console line goes into the trace,
+    /// then the event that says why.
+    pub fn record_stop(&mut self, why: Event) {
         if !self.console.is_empty() {
             self.trace.push(Event::Console(std::mem::take(&mut self.console)));
         }
+        self.trace.push(why);
     }
 
     /// The guest writes `data` at guest-physical `addr`, where no memory is.
@@ -204,16 +206,16 @@ mod tests {
             d.port_out(CONSOLE_PORT, 1, u32::from(b));
         }
         assert_eq!(d.trace, [Event::Console(b"ab\n".to_vec())]);
-        d.flush_console();
-        d.flush_console();
-        assert_eq!(d.trace[1..], [Event::Console(b"cd".to_vec())]);
+        d.record_stop(Event::Hlt);
+        assert_eq!(d.trace[1..], [Event::Console(b"cd".to_vec()), Event::Hlt]);
     }
 
     #[test]
-    fn the_exit_port_stops_with_its_value() {
+    fn the_exit_port_stops_with_its_value_after_the_console_text() {
         let mut d = Devices::default();
+        d.port_out(CONSOLE_PORT, 1, u32::from(b'x'));
         assert_eq!(d.port_out(EXIT_PORT, 2, 0x1_002A), OutEffect::Exit);
-        assert_eq!(d.trace, [Event::Exit(0x2A)]);
+        assert_eq!(d.trace, [Event::Console(b"x".to_vec()), Event::Exit(0x2A)]);
     }
 
     #[test]
@@ -226,8 +228,8 @@ mod tests {
         assert_eq!(d.mmio_read(0xFEE0_0000, 1), [0xFF]);
         d.mmio_write(MMIO_BASE - 1, &[1, 2]);
         assert_eq!(d.mmio_read(MMIO_BASE, 1), [2]);
-        assert_eq!(d.trace[2], Event::MmioWrite { addr: MMIO_BASE + 2, len: 2, value: 0x2233 });
-        assert_eq!(d.trace[3], Event::MmioRead { addr: MMIO_BASE, len: 4, value: 0x2233_0100 });
+        assert_eq!(d.trace[1], Event::MmioWrite { addr: MMIO_BASE + 2, len: 2, value: 0x2233 });
+        assert_eq!(d.trace[2], Event::MmioRead { addr: MMIO_BASE, len: 4, value: 0x2233_0100 });
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn io_out(port: u16, size: u8, data: &[u8], devices: &mut Devices) -> Action {
 }
 
 fn stop(devices: &mut Devices, event: Event, why: Stop) -> Action {
-    devices.trace.push(event);
+    devices.record_stop(event);
     Action::Stop(why)
 }
 

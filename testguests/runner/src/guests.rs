@@ -145,7 +145,7 @@ mod tests {
                       %include \"rkvm.inc\"\nbits 16\norg LOAD_ADDR\nout EXIT_PORT, al\n";
         std::fs::write(&path, source).unwrap();
         let guest = find(path.to_str().unwrap());
-        std::fs::write(&path, "; guest: mine\n; stage: 5\n; mode: real\n; demonstrates: x\nbogus\n").unwrap();
+        std::fs::write(&path, "; guest: mine\n; stage: 5\n; mode: real\n; demonstrates: x\nout NO_SUCH_PORT, al\n").unwrap();
         let broken = find(path.to_str().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(guest.unwrap().image, [0xE6, 0xF4]);

@@ -35,7 +35,6 @@ pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
     vcpu.set_state(&layout::start_state(header.mode))?;
     let mut devices = Devices::default();
     let stop = drive(vcpu.as_mut(), &mut devices, options)?;
-    devices.flush_console();
     if let Some(region) = header.dump {
         let bytes = &vcpu.memory()[region.addr as usize..(region.addr + region.len) as usize];
         devices.trace.extend(trace::dump(region.addr, bytes));
@@ -55,7 +54,7 @@ fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options) -> Resul
             eprintln!("rkvm-run: exit {exit:?}");
         }
         if timer.expired() {
-            devices.trace.push(Event::Timeout(options.timeout.as_secs()));
+            devices.record_stop(Event::Timeout(options.timeout.as_secs()));
             return Ok(Stop::Timeout);
         }
         match handle(exit, devices) {

@@ -50,7 +50,7 @@ pub struct LinuxKvm {
 impl LinuxKvm {
     /// A VM with `memory_size` bytes at guest-physical 0 and one vCPU.
     pub fn open(memory_size: u64) -> Result<LinuxKvm> {
-        let kvm = Kvm::new().context("cannot open /dev/kvm: does this machine have KVM (kvm_intel or kvm_amd loaded)?")?;
+        let kvm = Kvm::new().context("cannot open /dev/kvm (does this machine have KVM? load kvm_intel or kvm_amd)")?;
         let vm = kvm.create_vm().context("KVM_CREATE_VM")?;
         vm.set_tss_address(TSS_ADDR).context("KVM_SET_TSS_ADDR")?;
         let memory = Mapping::anonymous(memory_size)?;

@@ -73,7 +73,7 @@ impl Rkvm {
     /// Opens a VM with `memory_size` bytes in slot 0 and one vCPU.
     pub fn open(memory_size: u64) -> Result<Rkvm> {
         let device = OpenOptions::new().read(true).write(true).open(DEVICE).with_context(|| {
-            format!("cannot open {DEVICE}: load the module first (insmod rkvm.ko), or use --backend linux-kvm")
+            format!("cannot open {DEVICE} (load the module with insmod rkvm.ko, or use --backend linux-kvm)")
         })?;
         let version = ioctl_value(&device, KVM_GET_API_VERSION, 0).context("KVM_GET_API_VERSION")?;
         if version != KVM_API_VERSION {

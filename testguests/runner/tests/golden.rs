@@ -1,0 +1,134 @@
+//! The golden traces, against Linux KVM on this machine's `/dev/kvm`.
+//!
+//! `testguests/golden/NAME.trace` is exactly what
+//! `rkvm-run --backend linux-kvm NAME` prints. Where this machine has a
+//! usable `/dev/kvm`, every guest runs on it and `goldenfile` compares its
+//! trace with the golden file; `UPDATE_GOLDENFILES=1 cargo test -p rkvm-run`
+//! rewrites the files instead. Where there is no `/dev/kvm`, the tests that
+//! need one say so on stderr and compare nothing; the oracle of record,
+//! Linux's kvm_amd inside the L1 test machine (`cargo xtask oracle`),
+//! compares every guest there. Run with `--nocapture` to see which guests
+//! were compared.
+
+use goldenfile::Mint;
+use rkvm_run::backend::Backend;
+use rkvm_run::exit::Stop;
+use rkvm_run::guests::{GUESTS, Guest};
+use rkvm_run::header::{Header, Mode};
+use rkvm_run::run::{Options, run};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../golden")
+}
+
+fn options(timeout: u64) -> Options {
+    Options { backend: Backend::LinuxKvm, timeout: Duration::from_secs(timeout), verbose: false }
+}
+
+/// Whether this machine's `/dev/kvm` can run a VM; if not, says why.
+fn host_kvm(test: &str) -> bool {
+    match Backend::LinuxKvm.open(0x10000) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("{test}: no usable /dev/kvm on this machine ({e:#}): compared nothing here; \
+                       the L1 oracle (cargo xtask oracle) compares the golden traces");
+            false
+        }
+    }
+}
+
+/// Why this host's KVM cannot stand in for the oracle on `guest`, if it cannot.
+fn host_quirk(guest: &str) -> Option<&'static str> {
+    let paravirtual = Path::new("/sys/module/kvm_pvm").exists();
+    (paravirtual && matches!(guest, "paging32" | "pae")).then_some(
+        "this host's paravirtual KVM (kvm_pvm) triple-faults guests that turn on 32-bit or PAE paging, \
+         which Linux's kvm_amd runs; the L1 oracle checks this golden trace",
+    )
+}
+
+#[test]
+fn golden_traces_match_linux_kvm_on_this_host() {
+    if !host_kvm("golden_traces_match_linux_kvm_on_this_host") {
+        return;
+    }
+    let mut mint = Mint::new(golden_dir());
+    let (mut compared, mut left) = (Vec::new(), Vec::new());
+    for embedded in GUESTS {
+        if let Some(why) = host_quirk(embedded.name) {
+            left.push(format!("{}: {why}", embedded.name));
+            continue;
+        }
+        let outcome = run(&embedded.guest().unwrap(), &options(10)).unwrap();
+        let mut file = mint.new_goldenfile(format!("{}.trace", embedded.name)).unwrap();
+        file.write_all(outcome.trace.as_bytes()).unwrap();
+        compared.push(embedded.name);
+    }
+    eprintln!("compared with Linux KVM on this host: {}", compared.join(" "));
+    for line in left {
+        eprintln!("not compared here: {line}");
+    }
+    assert!(compared.len() >= GUESTS.len() - 2);
+}
+
+#[test]
+fn every_guest_has_a_golden_trace_and_every_trace_a_guest() {
+    let mut traces: Vec<String> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter_map(|name| name.strip_suffix(".trace").map(String::from))
+        .collect();
+    traces.sort();
+    let mut names: Vec<String> = GUESTS.iter().map(|g| g.name.to_string()).collect();
+    names.sort();
+    assert_eq!(traces, names);
+    for guest in GUESTS {
+        let golden = guest.golden.expect("build.rs embeds every golden trace");
+        assert!(golden.starts_with(&format!("guest {}\n", guest.name)), "{}", guest.name);
+        let last_event = golden.lines().rfind(|l| !l.starts_with("reg ") && !l.starts_with("dump "));
+        let stopped = matches!(last_event, Some("hlt" | "shutdown")) || last_event.is_some_and(|l| l.starts_with("exit "));
+        assert!(stopped, "{}: a golden trace ends with the guest stopping by itself", guest.name);
+    }
+}
+
+#[test]
+fn a_guest_that_never_stops_is_stopped_by_the_timeout() {
+    if !host_kvm("a_guest_that_never_stops_is_stopped_by_the_timeout") {
+        return;
+    }
+    let header = Header {
+        name: "spin".into(),
+        stage: 5,
+        mode: Mode::Real,
+        memory: 0x10000,
+        preload: None,
+        dump: None,
+        demonstrates: "jmp $".into(),
+    };
+    let guest = Guest { header, image: vec![0xEB, 0xFE] };
+    let started = std::time::Instant::now();
+    let outcome = run(&guest, &options(1)).unwrap();
+    assert_eq!((outcome.stop, outcome.trace.as_str()), (Stop::Timeout, "guest spin\ntimeout 1\n"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn the_l1_check_command_passes_up_to_stage_6() {
+    if !host_kvm("the_l1_check_command_passes_up_to_stage_6") {
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_rkvm-run"))
+        .args(["check", "--backend", "linux-kvm", "--max-stage", "6"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let verdicts: Vec<&str> = text.lines().filter(|l| l.starts_with("RKVM-CHECK")).collect();
+    assert!(verdicts.contains(&"RKVM-CHECK ok guest/io-sizes"), "{text}");
+    assert!(verdicts.iter().all(|v| v.starts_with("RKVM-CHECK ok guest/")), "{text}");
+    assert_eq!(verdicts.len(), 12, "{text}");
+    assert!(text.ends_with("rkvm-run check (linux-kvm): 12 passed, 0 failed\n"), "{text}");
+    assert!(output.status.success());
+}
