@@ -1,12 +1,15 @@
 //@ stage 3
 //! `/dev/rkvm`'s file operations: `open` makes a VM, `ioctl` decodes the
-//! command, the last `close` frees the VM.
+//! command, a fault in a mapping of the file finds a page of guest memory,
+//! the last `close` frees the VM.
 //!
 //! The glue keeps each VM behind `file->private_data` as an opaque handle:
 //! a `Box<Vm>` turned into a raw pointer by [`open`] and back by [`release`].
+//! Each ioctl copies its argument in, works on the VM under the VM's locks,
+//! and copies its result out; a bad user pointer is `EFAULT`.
 
-use crate::abi;
-use crate::kernel::{Errno, KResult};
+use crate::abi::{self, KvmMemoryRegion, KvmRegs, KvmSregs, Pod};
+use crate::kernel::{self, Errno, KResult};
 use crate::log;
 use crate::vm::Vm;
 use alloc::boxed::Box;
@@ -53,13 +56,96 @@ pub unsafe fn ioctl(handle: *mut c_void, cmd: u32, arg: usize) -> KResult<isize>
     dispatch(vm, cmd, arg)
 }
 
-/// The ioctl table: one arm per command this stage knows.
-fn dispatch(_vm: &Vm, cmd: u32, _arg: usize) -> KResult<isize> {
+/// A page fault in a mapping of the file: the page at file page offset
+/// `pgoff` (a guest frame number), with a reference the caller must hand to
+/// the kernel's page table; null if no memory slot backs it.
+///
+/// # Safety
+/// `handle` must come from [`open`] and not yet be released (a mapping
+/// holds its file open, so a fault always finds its VM alive).
+pub unsafe fn fault(handle: *mut c_void, pgoff: u64) -> *mut c_void {
+    // SAFETY: the glue passes the live handle of the mapped file.
+    let Some(vm) = (unsafe { handle.cast::<Vm>().as_ref() }) else {
+        return core::ptr::null_mut();
+    };
+    vm.fault(pgoff).map_or(core::ptr::null_mut(), kernel::PageRef::into_raw)
+}
+
+// ANCHOR: dispatch
+/// The ioctl table: one arm per command this stage knows. The others,
+/// including the 2006 commands whose stage has not come yet, are `ENOTTY`:
+/// "no such ioctl for this device".
+fn dispatch(vm: &Vm, cmd: u32, arg: usize) -> KResult<isize> {
     match cmd {
         abi::KVM_GET_API_VERSION => Ok(abi::KVM_API_VERSION as isize),
+        abi::KVM_SET_MEMORY_REGION => set_memory_region(vm, arg),
+        abi::KVM_CREATE_VCPU => create_vcpu(vm, arg),
+        abi::KVM_GET_REGS => get_regs(vm, arg),
+        abi::KVM_SET_REGS => set_regs(vm, arg),
+        abi::KVM_GET_SREGS => get_sregs(vm, arg),
+        abi::KVM_SET_SREGS => set_sregs(vm, arg),
         _ => Err(Errno::ENOTTY),
     }
 }
+// ANCHOR_END: dispatch
+
+// ANCHOR: user_copies
+/// Copies a `T` in from user address `arg`.
+fn read_user<T: Pod + Default>(arg: usize) -> KResult<T> {
+    let mut value = T::default();
+    kernel::copy_from_user(value.as_bytes_mut(), arg)?;
+    Ok(value)
+}
+
+/// Copies `value` out to user address `arg`.
+fn write_user<T: Pod>(arg: usize, value: &T) -> KResult<()> {
+    kernel::copy_to_user(arg, value.as_bytes())
+}
+// ANCHOR_END: user_copies
+
+// ANCHOR: handlers
+fn set_memory_region(vm: &Vm, arg: usize) -> KResult<isize> {
+    let region: KvmMemoryRegion = read_user(arg)?;
+    vm.set_memory_region(&region)?;
+    Ok(0)
+}
+
+/// The argument is the vCPU's index itself, not a pointer. 2006 truncated
+/// it to an `int`; rkvm refuses any value that is not a valid index.
+fn create_vcpu(vm: &Vm, arg: usize) -> KResult<isize> {
+    vm.create_vcpu(arg)?;
+    Ok(0)
+}
+
+/// Every register ioctl copies the whole struct in, for its `vcpu` field,
+/// and (for GET) the whole struct out, with `vcpu` as it came in. No lock is
+/// held during a copy: the user buffer may lie in this VM's guest memory.
+fn get_regs(vm: &Vm, arg: usize) -> KResult<isize> {
+    let request: KvmRegs = read_user(arg)?;
+    let regs = vm.with_vcpu(request.vcpu, |vcpu| vcpu.get_regs())?;
+    write_user(arg, &KvmRegs { vcpu: request.vcpu, ..regs })?;
+    Ok(0)
+}
+
+fn set_regs(vm: &Vm, arg: usize) -> KResult<isize> {
+    let regs: KvmRegs = read_user(arg)?;
+    vm.with_vcpu(regs.vcpu, |vcpu| vcpu.set_regs(&regs))?;
+    Ok(0)
+}
+
+fn get_sregs(vm: &Vm, arg: usize) -> KResult<isize> {
+    let request: KvmSregs = read_user(arg)?;
+    let sregs = vm.with_vcpu(request.vcpu, |vcpu| vcpu.get_sregs())?;
+    write_user(arg, &KvmSregs { vcpu: request.vcpu, ..sregs })?;
+    Ok(0)
+}
+
+fn set_sregs(vm: &Vm, arg: usize) -> KResult<isize> {
+    let sregs: KvmSregs = read_user(arg)?;
+    vm.with_vcpu(sregs.vcpu, |vcpu| vcpu.set_sregs(&sregs))?;
+    Ok(0)
+}
+// ANCHOR_END: handlers
 
 #[cfg(test)]
 mod tests {
@@ -90,5 +176,123 @@ mod tests {
     fn a_null_handle_is_einval_not_a_crash() {
         // SAFETY: a null handle is checked before use.
         assert_eq!(unsafe { ioctl(core::ptr::null_mut(), 0xAE01, 0) }, Err(Errno::EINVAL));
+        // SAFETY: as above.
+        assert!(unsafe { fault(core::ptr::null_mut(), 0) }.is_null());
+    }
+
+    /// `ioctl` with a pointer to `value` as its argument.
+    fn ioctl_ptr<T>(h: *mut c_void, cmd: u32, value: &mut T) -> KResult<isize> {
+        // SAFETY: the handle is live; the pointer is to a live `T`.
+        unsafe { ioctl(h, cmd, value as *mut T as usize) }
+    }
+
+    fn region(slot: u32, guest_phys_addr: u64, memory_size: u64) -> KvmMemoryRegion {
+        KvmMemoryRegion { slot, flags: 0, guest_phys_addr, memory_size }
+    }
+
+    #[test]
+    fn set_memory_region_copies_its_argument_in() {
+        with_vm(|h| {
+            let mut r = region(0, 0x10_0000, 0x4000);
+            assert_eq!(ioctl_ptr(h, abi::KVM_SET_MEMORY_REGION, &mut r), Ok(0));
+            // SAFETY: the handle is live inside `with_vm`.
+            let vm = unsafe { &*h.cast::<Vm>() };
+            assert_eq!(vm.with_memory(|m| m.slot(0).map(|s| (s.base_gfn(), s.npages()))), Some((0x100, 4)));
+            let mut bad = region(9, 0, 0x1000);
+            assert_eq!(ioctl_ptr(h, abi::KVM_SET_MEMORY_REGION, &mut bad), Err(Errno::EINVAL));
+        });
+    }
+
+    #[test]
+    fn bad_pointers_are_efault() {
+        with_vm(|h| {
+            // SAFETY: the handle is live; the module must not touch address 16.
+            let call = |cmd| unsafe { ioctl(h, cmd, 16) };
+            assert_eq!(call(abi::KVM_CREATE_VCPU), Err(Errno::EINVAL), "CREATE_VCPU takes no pointer: 16 is an index");
+            for cmd in [abi::KVM_SET_MEMORY_REGION, abi::KVM_GET_REGS, abi::KVM_SET_REGS, abi::KVM_GET_SREGS, abi::KVM_SET_SREGS] {
+                assert_eq!(call(cmd), Err(Errno::EFAULT), "cmd {cmd:#x}");
+            }
+        });
+    }
+
+    #[test]
+    fn create_vcpu_takes_its_index_by_value() {
+        with_vm(|h| {
+            // SAFETY: the handle is live inside `with_vm`.
+            let create = |index| unsafe { ioctl(h, abi::KVM_CREATE_VCPU, index) };
+            assert_eq!(create(1), Err(Errno::EINVAL));
+            assert_eq!(create(1 << 32), Err(Errno::EINVAL), "no truncation to an int");
+            assert_eq!(create(0), Ok(0));
+            assert_eq!(create(0), Err(Errno::EEXIST));
+        });
+    }
+
+    #[test]
+    fn register_ioctls_name_their_vcpu() {
+        with_vm(|h| {
+            let mut sregs = KvmSregs::default();
+            assert_eq!(ioctl_ptr(h, abi::KVM_GET_SREGS, &mut sregs), Err(Errno::ENOENT), "no vCPU yet");
+            // SAFETY: the handle is live inside `with_vm`.
+            assert_eq!(unsafe { ioctl(h, abi::KVM_CREATE_VCPU, 0) }, Ok(0));
+            sregs.vcpu = 1;
+            assert_eq!(ioctl_ptr(h, abi::KVM_GET_SREGS, &mut sregs), Err(Errno::EINVAL));
+            assert_eq!(ioctl_ptr(h, abi::KVM_SET_SREGS, &mut sregs), Err(Errno::EINVAL));
+            let mut regs = KvmRegs { vcpu: u32::MAX, ..KvmRegs::default() };
+            assert_eq!(ioctl_ptr(h, abi::KVM_SET_REGS, &mut regs), Err(Errno::EINVAL));
+            assert_eq!(ioctl_ptr(h, abi::KVM_GET_REGS, &mut regs), Err(Errno::EINVAL));
+        });
+    }
+
+    #[test]
+    fn sregs_round_trip_through_the_ioctls() {
+        with_vm(|h| {
+            // SAFETY: the handle is live inside `with_vm`.
+            assert_eq!(unsafe { ioctl(h, abi::KVM_CREATE_VCPU, 0) }, Ok(0));
+            let mut sregs = KvmSregs::default();
+            assert_eq!(ioctl_ptr(h, abi::KVM_GET_SREGS, &mut sregs), Ok(0));
+            assert_eq!((sregs.cs.selector, sregs.cs.base, sregs.cr0), (0xF000, 0xFFFF_0000, 0x6000_0010));
+            sregs.cr0 |= 1;
+            sregs.gdt = abi::KvmDtable { base: 0x5000, limit: 0x17, padding: [0; 3] };
+            let sent = sregs;
+            assert_eq!(ioctl_ptr(h, abi::KVM_SET_SREGS, &mut sregs), Ok(0));
+            let mut back = KvmSregs::default();
+            assert_eq!(ioctl_ptr(h, abi::KVM_GET_SREGS, &mut back), Ok(0));
+            assert_eq!(back, sent);
+        });
+    }
+
+    mod e3_3 {
+        use super::super::*;
+        use super::{ioctl_ptr, with_vm};
+
+        #[test]
+        fn get_regs_returns_the_reset_state_with_the_vcpu_field_kept() {
+            with_vm(|h| {
+                // SAFETY: the handle is live inside `with_vm`.
+                assert_eq!(unsafe { ioctl(h, abi::KVM_CREATE_VCPU, 0) }, Ok(0));
+                let mut regs = KvmRegs { rax: 0xDEAD, ..KvmRegs::default() };
+                assert_eq!(ioctl_ptr(h, abi::KVM_GET_REGS, &mut regs), Ok(0));
+                assert_eq!(regs, KvmRegs { rdx: 0x600, rip: 0xFFF0, rflags: 2, ..KvmRegs::default() });
+            });
+        }
+    }
+
+    mod e3_4 {
+        use super::super::*;
+        use super::{ioctl_ptr, with_vm};
+
+        #[test]
+        fn set_regs_reaches_the_vcpu() {
+            with_vm(|h| {
+                // SAFETY: the handle is live inside `with_vm`.
+                assert_eq!(unsafe { ioctl(h, abi::KVM_CREATE_VCPU, 0) }, Ok(0));
+                let mut regs = KvmRegs { rbx: 0xB, r9: 0x9, rip: 0x7C00, rflags: 0x202, ..KvmRegs::default() };
+                assert_eq!(ioctl_ptr(h, abi::KVM_SET_REGS, &mut regs), Ok(0));
+                // SAFETY: the handle is live inside `with_vm`.
+                let vm = unsafe { &*h.cast::<Vm>() };
+                let seen = vm.with_vcpu(0, |v| (v.regs[3], v.regs[9], v.rip, v.rflags));
+                assert_eq!(seen, Ok((0xB, 0x9, 0x7C00, 0x202)));
+            });
+        }
     }
 }

@@ -1,13 +1,20 @@
 //@ stage 3
-//! The only Rust that calls the C glue: memory, user copies, logging, panics.
+//! The only Rust that calls the C glue: memory, pages, locks, user copies,
+//! logging, panics.
 //!
 //! In the kernel (`target_os = "none"`) each function here is a one-line
 //! call into `glue/rkvm_glue.c`. On the host the same functions are small
 //! fakes built on `std`, so the code above this file runs under `cargo test`
 //! unchanged: a "user pointer" is then simply a pointer into the test's own
-//! memory.
+//! memory, a page is an aligned heap block with a reference count, and a
+//! mutex is a spin lock.
 
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
 use core::fmt;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
 
 /// An error number, as the kernel's `include/uapi/asm-generic/errno*.h`
 /// defines it. Every failing ioctl returns one, negated.
@@ -15,6 +22,7 @@ use core::fmt;
 pub struct Errno(i32);
 
 impl Errno {
+    pub const ENOENT: Errno = Errno(2);
     pub const EINTR: Errno = Errno(4);
     pub const EIO: Errno = Errno(5);
     pub const ENXIO: Errno = Errno(6);
@@ -86,6 +94,183 @@ pub fn copy_to_user(dst: usize, src: &[u8]) -> KResult<()> {
     if imp::copy_to_user(dst, src) { Ok(()) } else { Err(Errno::EFAULT) }
 }
 
+// ANCHOR: page
+/// The size of a page on x86: 4 KiB. Guest memory is allocated, looked up
+/// and mapped in pages.
+pub const PAGE_SHIFT: u32 = 12;
+/// `1 << PAGE_SHIFT`.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+
+/// One zeroed page from the kernel's page allocator, owned by rkvm: the
+/// kernel's `struct page` and the page's kernel (direct-map) address.
+///
+/// Dropping a `Page` gives back rkvm's reference to it. The page is freed
+/// only when no one else holds one: a process that has the page mapped (see
+/// [`Page::get`]) keeps it alive until it unmaps it.
+pub struct Page {
+    /// The `struct page *`.
+    raw: NonNull<c_void>,
+    /// Its kernel address; x86-64 has no high memory, so every page has one.
+    addr: NonNull<u8>,
+}
+
+// SAFETY: a page belongs to no thread; its reference count is atomic, and
+// `Page` hands out only raw addresses, never references to its bytes.
+unsafe impl Send for Page {}
+// SAFETY: as above: `&Page` allows only `get` (an atomic increment) and
+// reading the two pointers.
+unsafe impl Sync for Page {}
+
+impl Page {
+    /// Allocates a zeroed page. `ENOMEM` when memory is short: the glue asks
+    /// the allocator to fail rather than to invoke the OOM killer, because
+    /// the number of pages is chosen by userspace.
+    pub fn alloc_zeroed() -> KResult<Page> {
+        let (raw, addr) = imp::alloc_page().ok_or(Errno::ENOMEM)?;
+        Ok(Page { raw, addr })
+    }
+
+    /// The page's kernel address, valid for `PAGE_SIZE` bytes while the
+    /// page is alive. Userspace may write the page at any moment through a
+    /// mapping, so read and write it only through raw pointers.
+    pub fn addr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
+    /// Takes one more reference to the page (the kernel's `get_page`), for
+    /// a user mapping: the page then outlives this `Page` until the
+    /// [`PageRef`] is dropped or handed to the kernel.
+    pub fn get(&self) -> PageRef {
+        imp::get_page(self.raw);
+        PageRef { raw: self.raw, addr: self.addr }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        imp::put_page(self.raw);
+    }
+}
+
+/// A counted reference to a page, taken by [`Page::get`]. The fault handler
+/// hands it to the kernel, which keeps it in the process's page table and
+/// drops it when the page is unmapped.
+pub struct PageRef {
+    raw: NonNull<c_void>,
+    addr: NonNull<u8>,
+}
+
+impl PageRef {
+    /// The page's kernel address.
+    pub fn addr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
+    /// Gives up the reference to the caller, as a `struct page *`: whoever
+    /// receives it must drop the reference (`put_page`) exactly once.
+    pub fn into_raw(self) -> *mut c_void {
+        let raw = self.raw.as_ptr();
+        core::mem::forget(self);
+        raw
+    }
+}
+
+impl Drop for PageRef {
+    fn drop(&mut self) {
+        imp::put_page(self.raw);
+    }
+}
+
+/// A best-effort estimate of the pages the kernel could give without
+/// swapping (`MemAvailable` in `/proc/meminfo`).
+pub fn available_pages() -> usize {
+    imp::available_pages()
+}
+// ANCHOR_END: page
+
+// ANCHOR: mutex
+/// Which kind of lock a [`Mutex`] is, for the kernel's lock validator
+/// (lockdep), which checks the order of locks by class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockClass {
+    /// A VM's memory slots.
+    Memory = 0,
+    /// One vCPU.
+    Vcpu = 1,
+}
+
+/// A sleeping lock around a `T`: the kernel's `struct mutex`. Taking it may
+/// sleep, so it is for process context only (ioctl, mmap's fault handler),
+/// never with interrupts off. A guard unlocks it when dropped.
+pub struct Mutex<T> {
+    /// The `struct mutex`, allocated by the glue so that it never moves.
+    raw: NonNull<c_void>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the mutex hands `&mut T` to one thread at a time, so sending or
+// sharing it is sound exactly when `T` may be sent between threads.
+unsafe impl<T: Send> Send for Mutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    /// A new, unlocked mutex holding `value`. `ENOMEM` if the kernel cannot
+    /// allocate the lock.
+    pub fn new(value: T, class: LockClass) -> KResult<Self> {
+        let raw = imp::mutex_alloc(class).ok_or(Errno::ENOMEM)?;
+        Ok(Mutex { raw, data: UnsafeCell::new(value) })
+    }
+
+    /// Waits for the lock and returns a guard that gives access to the data.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        imp::mutex_lock(self.raw);
+        MutexGuard { mutex: self, _not_send: PhantomData }
+    }
+
+    /// The data, without locking: `&mut self` proves no one else holds it.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+}
+
+impl<T> Drop for Mutex<T> {
+    fn drop(&mut self) {
+        imp::mutex_free(self.raw);
+    }
+}
+
+/// Proof that a [`Mutex`] is held. Not `Send`: a kernel mutex must be
+/// unlocked by the task that locked it.
+pub struct MutexGuard<'a, T> {
+    mutex: &'a Mutex<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while the lock is held.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard exists only while the lock is held, and `&mut
+        // self` makes this the only reference made through it.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        imp::mutex_unlock(self.mutex.raw);
+    }
+}
+// ANCHOR_END: mutex
+
 /// A fixed buffer that `core::fmt` can write into, so a log line or a panic
 /// message needs no allocation.
 struct FmtBuf {
@@ -120,18 +305,28 @@ impl fmt::Write for FmtBuf {
 mod imp {
     //! The kernel side: calls into `glue/rkvm_glue.c`.
 
-    use super::{FmtBuf, Level};
+    use super::{FmtBuf, Level, LockClass, PAGE_SIZE};
     use core::alloc::{GlobalAlloc, Layout};
     use core::ffi::c_void;
+    use core::ptr::NonNull;
 
     unsafe extern "C" {
         fn rkvm_glue_log(level: i32, msg: *const u8, len: usize);
         fn rkvm_glue_panic(msg: *const u8, len: usize);
         fn rkvm_glue_kmalloc(size: usize) -> *mut c_void;
         fn rkvm_glue_krealloc(ptr: *mut c_void, size: usize) -> *mut c_void;
-        fn rkvm_glue_kfree(ptr: *mut c_void);
+        fn rkvm_glue_kvmalloc(size: usize) -> *mut c_void;
+        fn rkvm_glue_kvfree(ptr: *mut c_void);
         fn rkvm_glue_copy_from_user(dst: *mut c_void, src: usize, len: usize) -> usize;
         fn rkvm_glue_copy_to_user(dst: usize, src: *const c_void, len: usize) -> usize;
+        fn rkvm_glue_alloc_page(addr: *mut *mut c_void) -> *mut c_void;
+        fn rkvm_glue_get_page(page: *mut c_void);
+        fn rkvm_glue_put_page(page: *mut c_void);
+        fn rkvm_glue_available_pages() -> usize;
+        fn rkvm_glue_mutex_alloc(class: i32) -> *mut c_void;
+        fn rkvm_glue_mutex_free(mutex: *mut c_void);
+        fn rkvm_glue_mutex_lock(mutex: *mut c_void);
+        fn rkvm_glue_mutex_unlock(mutex: *mut c_void);
     }
 
     pub fn log(level: Level, msg: &[u8]) {
@@ -151,6 +346,49 @@ mod imp {
         unsafe { rkvm_glue_copy_to_user(dst, src.as_ptr().cast(), src.len()) == 0 }
     }
 
+    pub fn alloc_page() -> Option<(NonNull<c_void>, NonNull<u8>)> {
+        let mut addr: *mut c_void = core::ptr::null_mut();
+        // SAFETY: the glue writes the page's address to `addr` on success.
+        let page = unsafe { rkvm_glue_alloc_page(&mut addr) };
+        Some((NonNull::new(page)?, NonNull::new(addr.cast())?))
+    }
+
+    pub fn get_page(page: NonNull<c_void>) {
+        // SAFETY: `page` is a live page: its holder owns a reference.
+        unsafe { rkvm_glue_get_page(page.as_ptr()) }
+    }
+
+    pub fn put_page(page: NonNull<c_void>) {
+        // SAFETY: the caller gives up one reference it owns.
+        unsafe { rkvm_glue_put_page(page.as_ptr()) }
+    }
+
+    pub fn available_pages() -> usize {
+        // SAFETY: reads the kernel's memory counters; no preconditions.
+        unsafe { rkvm_glue_available_pages() }
+    }
+
+    pub fn mutex_alloc(class: LockClass) -> Option<NonNull<c_void>> {
+        // SAFETY: returns a new, initialized mutex or NULL.
+        NonNull::new(unsafe { rkvm_glue_mutex_alloc(class as i32) })
+    }
+
+    pub fn mutex_free(mutex: NonNull<c_void>) {
+        // SAFETY: the mutex came from `mutex_alloc`, is unlocked (no guard
+        // outlives its `Mutex`) and is freed once.
+        unsafe { rkvm_glue_mutex_free(mutex.as_ptr()) }
+    }
+
+    pub fn mutex_lock(mutex: NonNull<c_void>) {
+        // SAFETY: the mutex is alive for as long as its `Mutex`; process context.
+        unsafe { rkvm_glue_mutex_lock(mutex.as_ptr()) }
+    }
+
+    pub fn mutex_unlock(mutex: NonNull<c_void>) {
+        // SAFETY: called by the guard's owner, which holds the lock.
+        unsafe { rkvm_glue_mutex_unlock(mutex.as_ptr()) }
+    }
+
     /// `kmalloc` returns memory aligned to at least 8 bytes, and blocks whose
     /// size is a power of two aligned to that size. A larger alignment is
     /// therefore met by asking for a power-of-two size at least as large.
@@ -162,28 +400,43 @@ mod imp {
         }
     }
 
+    /// Blocks larger than a page (a big slot's page array can take
+    /// megabytes) come from `kvmalloc`, which falls back to `vmalloc` when
+    /// physically contiguous memory is scarce; `vmalloc` memory is page
+    /// aligned, which covers any alignment up to a page.
+    fn use_kvmalloc(layout: Layout) -> bool {
+        layout.size() > PAGE_SIZE && layout.align() <= PAGE_SIZE
+    }
+
     struct KernelAllocator;
 
-    // SAFETY: kmalloc returns unique, suitably aligned blocks (see
-    // `kmalloc_size`) and kfree releases them.
+    // SAFETY: kmalloc and kvmalloc return unique, suitably aligned blocks
+    // (see `kmalloc_size` and `use_kvmalloc`), and kvfree releases blocks
+    // from either.
     unsafe impl GlobalAlloc for KernelAllocator {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if use_kvmalloc(layout) {
+                // SAFETY: kvmalloc has no preconditions in process context.
+                return unsafe { rkvm_glue_kvmalloc(layout.size()).cast() };
+            }
             // SAFETY: kmalloc has no preconditions in process context.
             unsafe { rkvm_glue_kmalloc(kmalloc_size(layout)).cast() }
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-            // SAFETY: `ptr` came from kmalloc or krealloc.
-            unsafe { rkvm_glue_kfree(ptr.cast()) }
+            // SAFETY: `ptr` came from kmalloc, krealloc or kvmalloc.
+            unsafe { rkvm_glue_kvfree(ptr.cast()) }
         }
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if layout.align() > 8 {
-                // krealloc keeps only kmalloc's minimum alignment.
+            if layout.align() > 8 || layout.size() > PAGE_SIZE || new_size > PAGE_SIZE {
+                // krealloc keeps only kmalloc's minimum alignment, and
+                // cannot resize a block that kvmalloc took from vmalloc.
                 // SAFETY: forwarded to the default implementation's contract.
                 return unsafe { super::realloc_by_copy(self, ptr, layout, new_size) };
             }
-            // SAFETY: `ptr` came from kmalloc or krealloc.
+            // SAFETY: `ptr` came from kmalloc or krealloc (it is at most a
+            // page, so not from kvmalloc).
             unsafe { rkvm_glue_krealloc(ptr.cast(), new_size).cast() }
         }
     }
@@ -237,11 +490,127 @@ unsafe fn realloc_by_copy<A: core::alloc::GlobalAlloc>(
 mod imp {
     //! The host side: fakes for unit tests. A "user address" is a plain
     //! pointer into the test's memory; address 0 (and anything below 4096)
-    //! faults, as the first page does in a real process.
+    //! faults, as the first page does in a real process. A `struct page` is
+    //! a [`FakePage`]: a reference count and a page-aligned, zeroed block.
+    //! A mutex is a spin lock that yields the thread while it waits.
 
-    use super::Level;
+    use super::{Level, LockClass, PAGE_SIZE};
+    use core::ffi::c_void;
+    use core::ptr::NonNull;
+    use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+    use std::alloc::Layout;
+    use std::boxed::Box;
+    use std::cell::Cell;
+    use std::sync::Arc;
 
     const FIRST_VALID_ADDRESS: usize = 4096;
+
+    /// The fake `struct page`.
+    struct FakePage {
+        refs: AtomicUsize,
+        data: NonNull<u8>,
+        /// The live-page counter of the thread that allocated the page.
+        owner: Arc<AtomicIsize>,
+    }
+
+    const PAGE_LAYOUT: Layout = match Layout::from_size_align(PAGE_SIZE, PAGE_SIZE) {
+        Ok(layout) => layout,
+        Err(_) => panic!("a page is a valid layout"),
+    };
+
+    std::thread_local! {
+        static LIVE_PAGES: Arc<AtomicIsize> = Arc::new(AtomicIsize::new(0));
+        static FAIL_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+        static AVAILABLE: Cell<usize> = const { Cell::new(1 << 20) };
+    }
+
+    pub fn alloc_page() -> Option<(NonNull<c_void>, NonNull<u8>)> {
+        let fail = FAIL_AFTER.with(|f| match f.get() {
+            Some(0) => true,
+            Some(n) => {
+                f.set(Some(n - 1));
+                false
+            }
+            None => false,
+        });
+        if fail {
+            return None;
+        }
+        // SAFETY: the layout has a non-zero size.
+        let data = NonNull::new(unsafe { std::alloc::alloc_zeroed(PAGE_LAYOUT) })?;
+        let owner = LIVE_PAGES.with(|live| {
+            live.fetch_add(1, Ordering::Relaxed);
+            live.clone()
+        });
+        let page = Box::new(FakePage { refs: AtomicUsize::new(1), data, owner });
+        Some((NonNull::from(Box::leak(page)).cast(), data))
+    }
+
+    pub fn get_page(page: NonNull<c_void>) {
+        // SAFETY: a live fake page: its holder owns a reference.
+        let page = unsafe { page.cast::<FakePage>().as_ref() };
+        page.refs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn put_page(page: NonNull<c_void>) {
+        let raw = page.cast::<FakePage>();
+        // SAFETY: the caller owns a reference, so the page is alive.
+        if unsafe { raw.as_ref() }.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // SAFETY: that was the last reference: no one else can reach the
+        // page, which `alloc_page` made with `Box` and `PAGE_LAYOUT`.
+        let page = unsafe { Box::from_raw(raw.as_ptr()) };
+        // SAFETY: as above.
+        unsafe { std::alloc::dealloc(page.data.as_ptr(), PAGE_LAYOUT) };
+        page.owner.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn available_pages() -> usize {
+        AVAILABLE.with(Cell::get)
+    }
+
+    pub fn mutex_alloc(_class: LockClass) -> Option<NonNull<c_void>> {
+        Some(NonNull::from(Box::leak(Box::new(AtomicBool::new(false)))).cast())
+    }
+
+    pub fn mutex_free(mutex: NonNull<c_void>) {
+        // SAFETY: made by `mutex_alloc` from a `Box`, freed once.
+        drop(unsafe { Box::from_raw(mutex.cast::<AtomicBool>().as_ptr()) });
+    }
+
+    fn lock_word(mutex: &NonNull<c_void>) -> &AtomicBool {
+        // SAFETY: the lock lives as long as its `Mutex`, which outlives the call.
+        unsafe { mutex.cast::<AtomicBool>().as_ref() }
+    }
+
+    pub fn mutex_lock(mutex: NonNull<c_void>) {
+        let word = lock_word(&mutex);
+        while word.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn mutex_unlock(mutex: NonNull<c_void>) {
+        lock_word(&mutex).store(false, Ordering::Release);
+    }
+
+    /// See [`super::fake`].
+    pub mod control {
+        use super::*;
+
+        pub fn live_pages() -> isize {
+            LIVE_PAGES.with(|live| live.load(Ordering::Relaxed))
+        }
+
+        pub fn fail_page_alloc_after(n: Option<usize>) {
+            FAIL_AFTER.with(|f| f.set(n));
+        }
+
+        pub fn set_available_pages(n: usize) {
+            AVAILABLE.with(|a| a.set(n));
+        }
+    }
 
     pub fn log(level: Level, msg: &[u8]) {
         std::eprintln!("rkvm: <{:?}> {}", level, std::string::String::from_utf8_lossy(msg));
@@ -264,5 +633,83 @@ mod imp {
         // SAFETY: as in `copy_from_user`.
         unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
         true
+    }
+}
+
+/// Controls of the host fakes, for unit tests. Each setting belongs to the
+/// calling thread, so tests running in parallel do not see each other's.
+#[cfg(not(target_os = "none"))]
+pub mod fake {
+    /// Pages that this thread allocated and that are not freed yet: a leak
+    /// check for code that owns pages.
+    pub fn live_pages() -> isize {
+        super::imp::control::live_pages()
+    }
+
+    /// Lets the next `n` page allocations of this thread succeed and every
+    /// one after them fail; `None` lets all succeed again.
+    pub fn fail_page_alloc_after(n: Option<usize>) {
+        super::imp::control::fail_page_alloc_after(n)
+    }
+
+    /// What [`super::available_pages`] reports on this thread
+    /// (4 GiB's worth unless set).
+    pub fn set_available_pages(n: usize) {
+        super::imp::control::set_available_pages(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_zeroed_aligned_and_freed_with_their_last_reference() {
+        let before = fake::live_pages();
+        let page = Page::alloc_zeroed().expect("a page");
+        assert_eq!(page.addr() as usize % PAGE_SIZE, 0);
+        // SAFETY: the page is alive and PAGE_SIZE bytes long.
+        let bytes = unsafe { core::slice::from_raw_parts(page.addr(), PAGE_SIZE) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        let mapping = page.get();
+        drop(page);
+        assert_eq!(fake::live_pages(), before + 1, "the mapping's reference keeps the page");
+        // SAFETY: still alive through `mapping`.
+        unsafe { mapping.addr().write(7) };
+        drop(mapping);
+        assert_eq!(fake::live_pages(), before);
+    }
+
+    #[test]
+    fn page_allocation_failures_can_be_injected() {
+        fake::fail_page_alloc_after(Some(1));
+        let first = Page::alloc_zeroed();
+        let second = Page::alloc_zeroed();
+        fake::fail_page_alloc_after(None);
+        assert!(first.is_ok());
+        assert_eq!(second.err(), Some(Errno::ENOMEM));
+        assert!(Page::alloc_zeroed().is_ok());
+    }
+
+    #[test]
+    fn a_mutex_serializes_its_users() {
+        let counter = std::sync::Arc::new(Mutex::new(0u64, LockClass::Memory).expect("a mutex"));
+        let threads: std::vec::Vec<_> = (0..4)
+            .map(|_| {
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        let mut guard = counter.lock();
+                        let seen = *guard;
+                        std::thread::yield_now();
+                        *guard = seen + 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic");
+        }
+        assert_eq!(*counter.lock(), 4000);
     }
 }

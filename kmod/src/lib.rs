@@ -21,6 +21,8 @@ pub mod abi;
 //@ begin 3
 pub mod kernel;
 pub mod stats;
+pub mod memslot;
+pub mod vcpu;
 pub mod vm;
 pub mod dev;
 
@@ -71,6 +73,18 @@ pub unsafe extern "C" fn rkvm_dev_open(private: *mut *mut c_void) -> i32 {
 pub unsafe extern "C" fn rkvm_dev_release(handle: *mut c_void) {
     // SAFETY: forwarded from the caller.
     unsafe { dev::release(handle) };
+}
+
+/// A page fault in a process's mapping of `/dev/rkvm`, at file page offset
+/// `pgoff`: returns the `struct page` to map, with a reference taken for
+/// the mapping, or null for `SIGBUS`.
+///
+/// # Safety
+/// `handle` must come from `rkvm_dev_open` and not have been released.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rkvm_dev_fault(handle: *mut c_void, pgoff: c_ulong) -> *mut c_void {
+    // SAFETY: forwarded from the caller.
+    unsafe { dev::fault(handle, pgoff) }
 }
 
 /// `ioctl(fd, cmd, arg)` on an open `/dev/rkvm`.

@@ -1,31 +1,123 @@
 //@ stage 3
-//! A virtual machine: what one open file of `/dev/rkvm` owns.
+//! A virtual machine: what one open file of `/dev/rkvm` owns — its memory
+//! slots and its vCPU — and the locks that let several threads use it.
+//!
+//! Locking, as in 2006 (`kvm->lock` and each `vcpu->mutex`):
+//!
+//! - `memory` guards the slots. `KVM_SET_MEMORY_REGION` holds it for the
+//!   whole change, allocation included; mmap's fault handler holds it while
+//!   it looks a page up and takes its reference.
+//! - each vCPU slot has its own lock, held by `KVM_CREATE_VCPU` and the
+//!   register ioctls (and, from stage 05, by `KVM_RUN` while the vCPU runs).
+//! - Order: a vCPU's lock may be held while taking `memory`, never the
+//!   reverse. No lock is held while copying from or to user memory: the
+//!   user buffer may be this VM's own guest memory, whose fault handler
+//!   takes `memory`.
+//!
+//! All are sleeping locks (kernel mutexes): every path that takes them runs
+//! in process context and may sleep anyway (allocation, page faults).
 
-use crate::kernel::{Errno, KResult};
+use crate::abi::KvmMemoryRegion;
+use crate::kernel::{Errno, KResult, LockClass, Mutex, PageRef};
+use crate::memslot::MemSlots;
 use crate::stats;
+use crate::vcpu::Vcpu;
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::alloc::Layout;
 
-/// One VM. It lives from `open()` to the last `close()` of its file.
+// ANCHOR: vm
+/// The number of vCPUs a VM may have: one, as in 2006 (`KVM_MAX_VCPUS`).
+pub const KVM_MAX_VCPUS: usize = 1;
+
+/// One VM. It lives from `open()` to the last `close()` of its file, which
+/// comes only after every mapping of the file is gone.
 pub struct Vm {
-    _private: (),
+    /// Guest memory.
+    memory: Mutex<MemSlots>,
+    /// `vcpus[i]` is vCPU `i`, `None` until `KVM_CREATE_VCPU(i)`.
+    vcpus: Vec<Mutex<Option<Box<Vcpu>>>>,
 }
 
 impl Vm {
-    /// Allocates a new, empty VM. Allocation failure is `ENOMEM`, never a
-    /// panic.
+    /// Allocates a new VM with no memory and no vCPU. Allocation failure is
+    /// `ENOMEM`, never a panic; whatever was allocated before the failure
+    /// is dropped, and so freed.
     pub fn new() -> KResult<Box<Vm>> {
-        let vm = try_box(Vm { _private: () })?;
+        let memory = Mutex::new(MemSlots::new(), LockClass::Memory)?;
+        let mut vcpus = Vec::new();
+        vcpus.try_reserve_exact(KVM_MAX_VCPUS).map_err(|_| Errno::ENOMEM)?;
+        for _ in 0..KVM_MAX_VCPUS {
+            vcpus.push(Mutex::new(None, LockClass::Vcpu)?);
+        }
+        let vm = try_box(Vm { memory, vcpus })?;
         stats::inc(&stats::VMS);
         Ok(vm)
     }
 }
 
 impl Drop for Vm {
+    /// Freeing a VM frees its vCPUs and its slots' pages, through their own
+    /// `Drop`s; pages still mapped by a process outlive it (see `fault`).
     fn drop(&mut self) {
         stats::dec(&stats::VMS);
     }
 }
+// ANCHOR_END: vm
+
+// ANCHOR: vm_memory
+impl Vm {
+    /// `KVM_SET_MEMORY_REGION`.
+    pub fn set_memory_region(&self, region: &KvmMemoryRegion) -> KResult<()> {
+        self.memory.lock().set_region(region)
+    }
+
+    /// The page userspace faulted on in a mapping of the device, at file
+    /// page offset `pgoff`, which is a guest frame number; `None` (the glue
+    /// answers `SIGBUS`) if no slot backs it.
+    ///
+    /// The reference is taken with the lock held. A concurrent
+    /// `KVM_SET_MEMORY_REGION` that shrinks or deletes the slot waits for
+    /// the lock; when it then drops the slot's reference, the one taken
+    /// here keeps the page alive, in the process's page table, until the
+    /// process unmaps it. Freed memory is never mapped, and a page is never
+    /// freed while mapped.
+    pub fn fault(&self, pgoff: u64) -> Option<PageRef> {
+        self.memory.lock().gfn_to_page(pgoff).map(|page| page.get())
+    }
+
+    /// Runs `f` on the slots, with their lock held (for tests and, from
+    /// later stages, for the MMU).
+    pub fn with_memory<R>(&self, f: impl FnOnce(&MemSlots) -> R) -> R {
+        f(&self.memory.lock())
+    }
+}
+// ANCHOR_END: vm_memory
+
+// ANCHOR: vm_vcpus
+impl Vm {
+    /// `KVM_CREATE_VCPU`: `EINVAL` for an index beyond the VM's vCPUs,
+    /// `EEXIST` if that vCPU exists already.
+    pub fn create_vcpu(&self, index: usize) -> KResult<()> {
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        if slot.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        *slot = Some(Vcpu::new()?);
+        Ok(())
+    }
+
+    /// Runs `f` on vCPU `index` with its lock held: `EINVAL` if the index
+    /// is beyond the VM's vCPUs, `ENOENT` if that vCPU was not created, as
+    /// in 2006.
+    pub fn with_vcpu<R>(&self, index: u32, f: impl FnOnce(&mut Vcpu) -> R) -> KResult<R> {
+        let index = usize::try_from(index).map_err(|_| Errno::EINVAL)?;
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
+        Ok(f(vcpu))
+    }
+}
+// ANCHOR_END: vm_vcpus
 
 /// `Box::new`, but returning `ENOMEM` instead of aborting when memory is short.
 pub fn try_box<T>(value: T) -> KResult<Box<T>> {
@@ -43,5 +135,137 @@ pub fn try_box<T>(value: T) -> KResult<Box<T>> {
     unsafe {
         ptr.write(value);
         Ok(Box::from_raw(ptr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::fake;
+    use std::sync::Arc;
+
+    fn region(slot: u32, guest_phys_addr: u64, memory_size: u64) -> KvmMemoryRegion {
+        KvmMemoryRegion { slot, flags: 0, guest_phys_addr, memory_size }
+    }
+
+    #[test]
+    fn a_vcpu_is_created_once_and_only_at_index_0() {
+        let vm = Vm::new().expect("a VM");
+        assert_eq!(vm.with_vcpu(0, |_| ()), Err(Errno::ENOENT));
+        assert_eq!(vm.create_vcpu(1), Err(Errno::EINVAL));
+        assert_eq!(vm.create_vcpu(usize::MAX), Err(Errno::EINVAL));
+        assert_eq!(vm.create_vcpu(0), Ok(()));
+        assert_eq!(vm.create_vcpu(0), Err(Errno::EEXIST));
+        assert_eq!(vm.with_vcpu(0, |v| v.rip), Ok(0xFFF0));
+        assert_eq!(vm.with_vcpu(1, |_| ()), Err(Errno::EINVAL));
+        assert_eq!(vm.with_vcpu(u32::MAX, |_| ()), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn dropping_a_vm_frees_its_memory() {
+        let before = fake::live_pages();
+        let vm = Vm::new().expect("a VM");
+        assert_eq!(vm.set_memory_region(&region(0, 0, 32 * 4096)), Ok(()));
+        assert_eq!(vm.create_vcpu(0), Ok(()));
+        assert_eq!(fake::live_pages(), before + 32);
+        drop(vm);
+        assert_eq!(fake::live_pages(), before);
+    }
+
+    #[test]
+    fn threads_can_change_memory_and_registers_at_once() {
+        let vm: Arc<Vm> = Arc::from(Vm::new().expect("a VM"));
+        assert_eq!(vm.create_vcpu(0), Ok(()));
+        let memory = {
+            let vm = vm.clone();
+            std::thread::spawn(move || {
+                for i in 1..=50u64 {
+                    assert_eq!(vm.set_memory_region(&region(0, 0, (i % 7 + 1) * 4096)), Ok(()));
+                    assert_eq!(vm.set_memory_region(&region(0, 0, 0)), Ok(()));
+                }
+            })
+        };
+        let registers = {
+            let vm = vm.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    assert_eq!(vm.with_vcpu(0, |v| v.rip = i), Ok(()));
+                }
+            })
+        };
+        memory.join().expect("no panic");
+        registers.join().expect("no panic");
+        assert_eq!(vm.with_memory(MemSlots::npages), 0);
+        assert_eq!(vm.with_vcpu(0, |v| v.rip), Ok(49));
+    }
+
+    mod e3_2 {
+        use super::super::*;
+        use super::region;
+        use crate::kernel::{PAGE_SIZE, fake};
+
+        #[test]
+        fn a_fault_maps_the_page_at_the_guest_physical_address() {
+            let vm = Vm::new().expect("a VM");
+            assert_eq!(vm.set_memory_region(&region(0, 0x10_0000, 0x2000)), Ok(()));
+            let page = vm.fault(0x101).expect("gfn 0x101 is backed");
+            // SAFETY: `page` holds a reference, so the page is alive.
+            unsafe { page.addr().add(5).write(0x42) };
+            let again = vm.fault(0x101).expect("still backed");
+            assert_eq!(page.addr(), again.addr(), "the same page both times");
+            assert!(vm.fault(0x100).is_some_and(|p| p.addr() != page.addr()));
+            // SAFETY: as above.
+            assert_eq!(unsafe { again.addr().add(5).read() }, 0x42);
+        }
+
+        #[test]
+        fn a_fault_outside_every_slot_is_refused() {
+            let vm = Vm::new().expect("a VM");
+            assert!(vm.fault(0).is_none());
+            assert_eq!(vm.set_memory_region(&region(0, 0x10_0000, 0x2000)), Ok(()));
+            assert!(vm.fault(0xFF).is_none());
+            assert!(vm.fault(0x102).is_none());
+            assert!(vm.fault(u64::MAX).is_none());
+        }
+
+        #[test]
+        fn a_mapped_page_outlives_its_slot_and_its_vm() {
+            let before = fake::live_pages();
+            let vm = Vm::new().expect("a VM");
+            assert_eq!(vm.set_memory_region(&region(2, 0, PAGE_SIZE as u64)), Ok(()));
+            let mapping = vm.fault(0).expect("backed");
+            assert_eq!(vm.set_memory_region(&region(2, 0, 0)), Ok(()));
+            assert!(vm.fault(0).is_none(), "the slot is gone");
+            drop(vm);
+            assert_eq!(fake::live_pages(), before + 1, "the mapping holds the page");
+            // SAFETY: `mapping` still holds its reference.
+            unsafe { mapping.addr().write(1) };
+            drop(mapping);
+            assert_eq!(fake::live_pages(), before, "unmapping freed it");
+        }
+
+        #[test]
+        fn faults_race_slot_changes_safely() {
+            let vm: std::sync::Arc<Vm> = std::sync::Arc::from(Vm::new().expect("a VM"));
+            let changer = {
+                let vm = vm.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200u64 {
+                        let size = if i % 2 == 0 { 4 * PAGE_SIZE as u64 } else { 0 };
+                        assert_eq!(vm.set_memory_region(&region(0, 0, size)), Ok(()));
+                    }
+                })
+            };
+            let mut mapped = std::vec::Vec::new();
+            for _ in 0..200 {
+                if let Some(page) = vm.fault(3) {
+                    // SAFETY: the reference keeps the page alive.
+                    unsafe { page.addr().write(0xEE) };
+                    mapped.push(page);
+                }
+            }
+            changer.join().expect("no panic");
+            drop(mapped);
+        }
     }
 }

@@ -1,0 +1,345 @@
+//@ stage 3
+//! A virtual CPU: the register state userspace reads and writes with
+//! `KVM_GET_REGS`, `KVM_SET_REGS`, `KVM_GET_SREGS` and `KVM_SET_SREGS`.
+//!
+//! In stage 03 the state lives only here, in memory: no processor runs it
+//! yet. From stage 05 on, the backend loads it into the VMCS or VMCB before
+//! each entry and saves it after each exit; these fields are then the
+//! vendor-neutral copy that the ioctls see, as 2006's `struct kvm_vcpu`
+//! was beside its VMCS.
+
+use crate::abi::{KvmDtable, KvmRegs, KvmSegment, KvmSregs};
+use crate::kernel::KResult;
+use crate::segments::{TYPE_ACCESSED, TYPE_CODE_EXECUTE_READ, TYPE_LDT, TYPE_TSS_BUSY};
+use crate::stats;
+use crate::vm::try_box;
+use alloc::boxed::Box;
+
+// ANCHOR: regs
+/// The general registers, numbered as instructions encode them (the `reg`
+/// and `r/m` fields of ModRM, extended by REX to 4 bits; Intel SDM Vol. 2A,
+/// 2.1.5, Table 2-2). 2006 used the same order (`VCPU_REGS_RAX` ...) so that
+/// an exit handler can index the register file with a number taken from
+/// the exit information. `struct kvm_regs` lists them in another order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    Rax = 0,
+    Rcx = 1,
+    Rdx = 2,
+    Rbx = 3,
+    Rsp = 4,
+    Rbp = 5,
+    Rsi = 6,
+    Rdi = 7,
+    R8 = 8,
+    R9 = 9,
+    R10 = 10,
+    R11 = 11,
+    R12 = 12,
+    R13 = 13,
+    R14 = 14,
+    R15 = 15,
+}
+
+/// The number of general registers in 64-bit mode.
+pub const NR_REGS: usize = 16;
+
+/// One vCPU's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vcpu {
+    /// The general registers, indexed by [`Reg`].
+    pub regs: [u64; NR_REGS],
+    pub rip: u64,
+    pub rflags: u64,
+    /// Segment registers, GDTR and IDTR, control registers, EFER, the APIC
+    /// base and the interrupts queued for injection, as `KVM_SET_SREGS` gave
+    /// them. Its `vcpu` and `padding` fields are always zero.
+    pub sregs: KvmSregs,
+}
+// ANCHOR_END: regs
+
+// ANCHOR: reset
+/// RFLAGS after reset: only bit 1, which is reserved and always set.
+pub const RESET_RFLAGS: u64 = 0x2;
+/// RIP after reset: with CS's base 0xFFFF_0000, the first instruction is
+/// fetched at 0xFFFF_FFF0, 16 bytes below 4 GiB.
+pub const RESET_RIP: u64 = 0xFFF0;
+/// RDX after reset holds the processor's signature (family, model,
+/// stepping, as `CPUID` leaf 1 reports it in EAX). 2006 gave its guests
+/// 0x600: family 6.
+pub const RESET_RDX: u64 = 0x600;
+/// CR0 after reset: CD (bit 30) and NW (bit 29), caches disabled, and ET
+/// (bit 4). PE and PG are clear: real-address mode without paging.
+pub const RESET_CR0: u64 = 0x6000_0010;
+/// IA32_APIC_BASE after reset: the local APIC at 0xFEE0_0000, enabled
+/// (bit 11), on the bootstrap processor (bit 8). A VM's only vCPU boots it.
+pub const RESET_APIC_BASE: u64 = 0xFEE0_0000 | 1 << 11 | 1 << 8;
+
+impl Vcpu {
+    /// The state of an x86 processor after power-up or `RESET#`: real-address
+    /// mode, executing from 0xFFFF_FFF0. The values are those of Intel SDM
+    /// Vol. 3A, "Processor State After Reset" (the table of processor states
+    /// following power-up, reset or INIT) and AMD APM Vol. 2, "Processor
+    /// Initialization State", as 2006's `vmx_vcpu_setup` and svm.c's
+    /// `init_vmcb` wrote them. Every register not named is zero.
+    pub fn reset_state() -> Vcpu {
+        let mut regs = [0; NR_REGS];
+        regs[Reg::Rdx as usize] = RESET_RDX;
+        Vcpu { regs, rip: RESET_RIP, rflags: RESET_RFLAGS, sregs: reset_sregs() }
+    }
+
+    /// A new vCPU in the reset state.
+    pub fn new() -> KResult<Box<Vcpu>> {
+        let vcpu = try_box(Vcpu::reset_state())?;
+        stats::inc(&stats::VCPUS);
+        Ok(vcpu)
+    }
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        stats::dec(&stats::VCPUS);
+    }
+}
+
+/// The segment, table and control registers after reset.
+fn reset_sregs() -> KvmSregs {
+    // The manuals give CS the hidden state of a data segment; like KVM, we
+    // give it a code segment's type (execute/read, accessed), which is what
+    // VM entry's checks on a real-mode guest expect.
+    let code = TYPE_CODE_EXECUTE_READ | TYPE_ACCESSED;
+    let cs = KvmSegment { base: 0xFFFF_0000, type_: code, ..KvmSegment::real_mode(0xF000) };
+    let data = KvmSegment::real_mode(0);
+    let system = |type_| KvmSegment { type_, s: 0, ..data };
+    let table = KvmDtable { base: 0, limit: 0xFFFF, padding: [0; 3] };
+    KvmSregs {
+        cs,
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        // A busy 32-bit TSS, as 2006's VMX code set it: VM entry requires
+        // a busy TSS type in TR.
+        tr: system(TYPE_TSS_BUSY),
+        ldt: system(TYPE_LDT),
+        gdt: table,
+        idt: table,
+        cr0: RESET_CR0,
+        apic_base: RESET_APIC_BASE,
+        ..KvmSregs::default()
+    }
+}
+// ANCHOR_END: reset
+
+// ANCHOR: get_set_regs
+impl Vcpu {
+    /// The general registers, RIP and RFLAGS, as `KVM_GET_REGS` returns
+    /// them; `vcpu` and `padding` are left zero for the caller to fill.
+    pub fn get_regs(&self) -> KvmRegs {
+        //@ exercise E3.3
+        //@ instruction: Build the `KvmRegs` that `KVM_GET_REGS` returns: each
+        //@+ named register from `self.regs` (indexed by `Reg`), and `rip` and
+        //@+ `rflags`; leave `vcpu` and `padding` zero.
+        //@ hint: `self.regs[Reg::Rbx as usize]` is RBX. Mind the order:
+        //@+ `Reg` follows instruction encodings (RAX, RCX, RDX, RBX, ...),
+        //@+ `KvmRegs` does not (rax, rbx, rcx, rdx, ...).
+        let r = |reg: Reg| self.regs[reg as usize];
+        KvmRegs {
+            vcpu: 0,
+            padding: 0,
+            rax: r(Reg::Rax),
+            rbx: r(Reg::Rbx),
+            rcx: r(Reg::Rcx),
+            rdx: r(Reg::Rdx),
+            rsi: r(Reg::Rsi),
+            rdi: r(Reg::Rdi),
+            rsp: r(Reg::Rsp),
+            rbp: r(Reg::Rbp),
+            r8: r(Reg::R8),
+            r9: r(Reg::R9),
+            r10: r(Reg::R10),
+            r11: r(Reg::R11),
+            r12: r(Reg::R12),
+            r13: r(Reg::R13),
+            r14: r(Reg::R14),
+            r15: r(Reg::R15),
+            rip: self.rip,
+            rflags: self.rflags,
+        }
+        //@ end
+    }
+
+    /// `KVM_SET_REGS`: takes every register of `regs` (not `vcpu` or
+    /// `padding`). The values are stored as given; the backend checks them
+    /// against what the processor allows when it loads them (stage 05).
+    pub fn set_regs(&mut self, regs: &KvmRegs) {
+        //@ exercise E3.4
+        //@ instruction: Store each register of `regs` in `self.regs` at its
+        //@+ `Reg` index, and `rip` and `rflags` in their fields.
+        //@ hint: A list of `(Reg, u64)` pairs and a loop keep the sixteen
+        //@+ assignments readable: `for (reg, value) in [(Reg::Rax, regs.rax),
+        //@+ ...] { self.regs[reg as usize] = value; }`.
+        let pairs = [
+            (Reg::Rax, regs.rax),
+            (Reg::Rbx, regs.rbx),
+            (Reg::Rcx, regs.rcx),
+            (Reg::Rdx, regs.rdx),
+            (Reg::Rsi, regs.rsi),
+            (Reg::Rdi, regs.rdi),
+            (Reg::Rsp, regs.rsp),
+            (Reg::Rbp, regs.rbp),
+            (Reg::R8, regs.r8),
+            (Reg::R9, regs.r9),
+            (Reg::R10, regs.r10),
+            (Reg::R11, regs.r11),
+            (Reg::R12, regs.r12),
+            (Reg::R13, regs.r13),
+            (Reg::R14, regs.r14),
+            (Reg::R15, regs.r15),
+        ];
+        for (reg, value) in pairs {
+            self.regs[reg as usize] = value;
+        }
+        self.rip = regs.rip;
+        self.rflags = regs.rflags;
+        //@ end
+    }
+}
+// ANCHOR_END: get_set_regs
+
+// ANCHOR: get_set_sregs
+impl Vcpu {
+    /// The special registers, as `KVM_GET_SREGS` returns them; `vcpu` is
+    /// left zero for the caller to fill.
+    pub fn get_sregs(&self) -> KvmSregs {
+        self.sregs
+    }
+
+    /// `KVM_SET_SREGS`: takes everything but `vcpu` and `padding`, stored
+    /// as given (stage 05's backend checks what it loads).
+    pub fn set_sregs(&mut self, sregs: &KvmSregs) {
+        self.sregs = KvmSregs { vcpu: 0, padding: 0, ..*sregs };
+    }
+}
+// ANCHOR_END: get_set_sregs
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_is_real_mode_at_the_top_of_the_first_megabyte_alias() {
+        let v = Vcpu::reset_state();
+        let s = &v.sregs;
+        assert_eq!((s.cs.selector, s.cs.base, s.cs.limit), (0xF000, 0xFFFF_0000, 0xFFFF));
+        assert_eq!(s.cs.base + v.rip, 0xFFFF_FFF0, "the reset vector");
+        assert_eq!((s.cs.type_, s.cs.s, s.cs.present, s.cs.db, s.cs.g), (0xB, 1, 1, 0, 0));
+        for seg in [s.ds, s.es, s.fs, s.gs, s.ss] {
+            assert_eq!((seg.selector, seg.base, seg.limit, seg.type_, seg.s, seg.present), (0, 0, 0xFFFF, 3, 1, 1));
+            assert_eq!(seg.unusable, 0);
+        }
+        assert_eq!((s.tr.type_, s.tr.s, s.tr.present, s.tr.limit), (0xB, 0, 1, 0xFFFF));
+        assert_eq!((s.ldt.type_, s.ldt.s, s.ldt.present, s.ldt.limit), (2, 0, 1, 0xFFFF));
+        assert_eq!((s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit), (0, 0xFFFF, 0, 0xFFFF));
+        assert_eq!((s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer), (0x6000_0010, 0, 0, 0, 0, 0));
+        assert_eq!(s.apic_base, 0xFEE0_0900);
+        assert_eq!(s.interrupt_bitmap, [0; 4]);
+        assert_eq!((v.rip, v.rflags), (0xFFF0, 2));
+        let mut expected = [0; NR_REGS];
+        expected[2] = 0x600;
+        assert_eq!(v.regs, expected, "all zero but RDX");
+    }
+
+    #[test]
+    fn sregs_round_trip_without_their_vcpu_field() {
+        let mut v = Vcpu::reset_state();
+        let mut sregs = v.get_sregs();
+        sregs.vcpu = 7;
+        sregs.padding = 9;
+        sregs.cr0 = 0x8000_0011;
+        sregs.cr3 = 0x1000;
+        sregs.efer = 0x500;
+        sregs.cs = KvmSegment { selector: 8, base: 0, limit: 0xFFFF_FFFF, g: 1, db: 1, ..sregs.cs };
+        sregs.interrupt_bitmap[3] = 1 << 63;
+        v.set_sregs(&sregs);
+        let back = v.get_sregs();
+        assert_eq!((back.vcpu, back.padding), (0, 0));
+        assert_eq!(KvmSregs { vcpu: 7, padding: 9, ..back }, sregs);
+    }
+
+    mod e3_3 {
+        use super::super::*;
+
+        #[test]
+        fn get_regs_reports_the_reset_state() {
+            let regs = Vcpu::reset_state().get_regs();
+            let expected = KvmRegs { rdx: 0x600, rip: 0xFFF0, rflags: 2, ..KvmRegs::default() };
+            assert_eq!(regs, expected);
+        }
+
+        #[test]
+        fn get_regs_maps_each_encoding_number_to_its_field() {
+            let mut v = Vcpu::reset_state();
+            for (i, r) in v.regs.iter_mut().enumerate() {
+                *r = 0x1000 + i as u64;
+            }
+            v.rip = 0xAB;
+            v.rflags = 0x246;
+            let regs = v.get_regs();
+            let in_encoding_order = [
+                regs.rax, regs.rcx, regs.rdx, regs.rbx, regs.rsp, regs.rbp, regs.rsi, regs.rdi, regs.r8, regs.r9,
+                regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+            ];
+            for (i, value) in in_encoding_order.iter().enumerate() {
+                assert_eq!(*value, 0x1000 + i as u64, "register number {i}");
+            }
+            assert_eq!((regs.rip, regs.rflags, regs.vcpu, regs.padding), (0xAB, 0x246, 0, 0));
+        }
+    }
+
+    mod e3_4 {
+        use super::super::*;
+
+        #[test]
+        fn set_regs_stores_each_field_at_its_encoding_number() {
+            let mut v = Vcpu::reset_state();
+            let regs = KvmRegs {
+                vcpu: 3,
+                padding: 4,
+                rax: 0,
+                rcx: 1,
+                rdx: 2,
+                rbx: 3,
+                rsp: 4,
+                rbp: 5,
+                rsi: 6,
+                rdi: 7,
+                r8: 8,
+                r9: 9,
+                r10: 10,
+                r11: 11,
+                r12: 12,
+                r13: 13,
+                r14: 14,
+                r15: 15,
+                rip: 0x7C00,
+                rflags: 0x202,
+            };
+            v.set_regs(&regs);
+            let expected: [u64; NR_REGS] = core::array::from_fn(|i| i as u64);
+            assert_eq!(v.regs, expected);
+            assert_eq!((v.rip, v.rflags), (0x7C00, 0x202));
+        }
+
+        #[test]
+        fn set_regs_leaves_the_special_registers_alone() {
+            let mut v = Vcpu::reset_state();
+            v.set_regs(&KvmRegs { rax: u64::MAX, r15: u64::MAX, ..KvmRegs::default() });
+            assert_eq!(v.regs[Reg::Rax as usize], u64::MAX);
+            assert_eq!(v.regs[Reg::R15 as usize], u64::MAX);
+            assert_eq!(v.regs[Reg::Rdx as usize], 0, "RDX was written too");
+            assert_eq!(v.sregs, Vcpu::reset_state().sregs);
+        }
+    }
+}
