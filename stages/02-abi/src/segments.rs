@@ -226,16 +226,7 @@ impl SegmentDescriptor {
     /// A present code or data descriptor with 4 GiB of limit at base 0 —
     /// the "flat" segments every modern kernel uses.
     const fn flat(type_: u8, l: bool, db: bool) -> SegmentDescriptor {
-        SegmentDescriptor {
-            limit: LIMIT_MAX,
-            type_,
-            s: true,
-            present: true,
-            l,
-            db,
-            g: true,
-            ..Self::NULL
-        }
+        SegmentDescriptor { limit: LIMIT_MAX, type_, s: true, present: true, l, db, g: true, ..Self::NULL }
     }
 
     /// Flat 32-bit code, ring 0, execute/read: `0x00CF9A000000FFFF`.
@@ -260,13 +251,7 @@ impl SegmentDescriptor {
     /// minus one). In long mode a system descriptor takes 16 bytes; the
     /// high half holds base bits 63:32 (see [`SegmentDescriptor::base64`]).
     pub const fn tss64(base: u32, limit: u32) -> SegmentDescriptor {
-        SegmentDescriptor {
-            base,
-            limit: limit & LIMIT_MAX,
-            type_: TYPE_TSS_AVAILABLE,
-            present: true,
-            ..Self::NULL
-        }
+        SegmentDescriptor { base, limit: limit & LIMIT_MAX, type_: TYPE_TSS_AVAILABLE, present: true, ..Self::NULL }
     }
 
     /// The 64-bit base of a 16-byte long-mode system descriptor (TSS or
@@ -526,7 +511,10 @@ mod tests {
         #[test]
         fn a_real_mode_like_segment() {
             let d = SegmentDescriptor::from_bits(0x0000_930F_0000_FFFF);
-            assert_eq!((d.base, d.limit, d.type_, d.s, d.present, d.g, d.db), (0xF_0000, 0xFFFF, 3, true, true, false, false));
+            assert_eq!(
+                (d.base, d.limit, d.type_, d.s, d.present, d.g, d.db),
+                (0xF_0000, 0xFFFF, 3, true, true, false, false)
+            );
         }
 
         #[test]
@@ -569,7 +557,9 @@ mod tests {
 
         #[test]
         fn limit_field_inverts_effective_limit() {
-            for (field, g) in [(0, false), (0x67, false), (0xF_FFFF, false), (0, true), (0x1234, true), (0xF_FFFF, true)] {
+            for (field, g) in
+                [(0, false), (0x67, false), (0xF_FFFF, false), (0, true), (0x1234, true), (0xF_FFFF, true)]
+            {
                 assert_eq!(SegmentDescriptor::limit_field(limit(field, g), g), Some(field));
             }
         }

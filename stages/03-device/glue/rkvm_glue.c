@@ -5,15 +5,19 @@
  *
  * The Rust core (rkvm_core.o) cannot include kernel headers, so this file
  * owns every kernel interface it needs: module init and exit, the misc device
- * /dev/rkvm and its file operations, memory allocation, copies to and from
- * user space, debugfs and printk. Each function here is a thin, obvious
- * wrapper; every decision is made in Rust.
+ * /dev/rkvm and its file operations (mmap's fault handler among them),
+ * memory and page allocation, mutexes, copies to and from user space,
+ * debugfs and printk. Each function here is a thin, obvious wrapper; every
+ * decision is made in Rust.
  */
 
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/gfp.h>
 #include <linux/miscdevice.h>
+#include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 
@@ -28,6 +32,7 @@ void rkvm_core_exit(void);
 int rkvm_dev_open(void **private);
 void rkvm_dev_release(void *private);
 long rkvm_dev_ioctl(void *private, unsigned int cmd, unsigned long arg);
+struct page *rkvm_dev_fault(void *private, unsigned long pgoff);
 
 /* One debugfs counter, as laid out by kmod/src/stats.rs. */
 struct rkvm_stat {
@@ -73,9 +78,94 @@ void *rkvm_glue_krealloc(void *ptr, size_t size)
 	return krealloc(ptr, size, GFP_KERNEL_ACCOUNT);
 }
 
-void rkvm_glue_kfree(void *ptr)
+/*
+ * For blocks larger than a page: kmalloc if contiguous memory is at hand,
+ * else vmalloc. Their sizes come from userspace (a slot's page array), so
+ * a failure is reported as NULL (ENOMEM), without a warning in the log.
+ */
+void *rkvm_glue_kvmalloc(size_t size)
 {
-	kfree(ptr);
+	return kvmalloc(size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN);
+}
+
+/* Frees blocks from kmalloc, krealloc and kvmalloc alike. */
+void rkvm_glue_kvfree(void *ptr)
+{
+	kvfree(ptr);
+}
+
+/*
+ * One zeroed page of guest memory, charged to the caller's memory cgroup.
+ * __GFP_RETRY_MAYFAIL: userspace chooses how many pages a VM gets, so when
+ * memory runs out the allocation fails (ENOMEM, rolled back by Rust)
+ * instead of invoking the OOM killer; __GFP_NOWARN keeps that expected
+ * failure out of the kernel log. x86-64 has no highmem: every page has a
+ * kernel address.
+ */
+struct page *rkvm_glue_alloc_page(void **addr)
+{
+	struct page *page = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO |
+				       __GFP_RETRY_MAYFAIL | __GFP_NOWARN);
+
+	if (page)
+		*addr = page_address(page);
+	return page;
+}
+
+void rkvm_glue_get_page(struct page *page)
+{
+	get_page(page);
+}
+
+/* Drops one reference; the page is freed with the last one. */
+void rkvm_glue_put_page(struct page *page)
+{
+	put_page(page);
+}
+
+/* MemAvailable, in pages. */
+unsigned long rkvm_glue_available_pages(void)
+{
+	long pages = si_mem_available();
+
+	return pages > 0 ? pages : 0;
+}
+
+/*
+ * Mutexes live in their own allocation so that Rust can move the handle
+ * freely: a struct mutex must not move once initialized. Each lock class
+ * (kmod/src/kernel.rs: LockClass) has its own lockdep key, so that lockdep
+ * checks the order "vCPU lock, then memory lock".
+ */
+static struct lock_class_key rkvm_lock_keys[2];
+static const char *const rkvm_lock_names[2] = { "rkvm_memory", "rkvm_vcpu" };
+
+struct mutex *rkvm_glue_mutex_alloc(int class)
+{
+	struct mutex *m;
+
+	if (class < 0 || class >= ARRAY_SIZE(rkvm_lock_names))
+		return NULL;
+	m = kmalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
+	if (m)
+		__mutex_init(m, rkvm_lock_names[class], &rkvm_lock_keys[class]);
+	return m;
+}
+
+void rkvm_glue_mutex_free(struct mutex *m)
+{
+	mutex_destroy(m);
+	kfree(m);
+}
+
+void rkvm_glue_mutex_lock(struct mutex *m)
+{
+	mutex_lock(m);
+}
+
+void rkvm_glue_mutex_unlock(struct mutex *m)
+{
+	mutex_unlock(m);
 }
 
 /* Both return the number of bytes NOT copied: 0 on success. */
@@ -114,11 +204,46 @@ static long rkvm_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	return rkvm_dev_ioctl(file->private_data, cmd, arg);
 }
 
+/*
+ * Guest memory in a process: a mapping of /dev/rkvm at file offset F shows
+ * guest-physical address F. Pages are found on first touch, as 2006's
+ * nopage handler did: Rust looks the page up under the VM's memory lock and
+ * takes a reference for the page table (the mapping holds the file, so the
+ * VM outlives every fault). Returning the page unlocked, without
+ * VM_FAULT_LOCKED, lets the core lock it. An offset that no slot backs, now
+ * or after a slot shrank, is SIGBUS.
+ */
+static vm_fault_t rkvm_vm_fault(struct vm_fault *vmf)
+{
+	struct page *page = rkvm_dev_fault(vmf->vma->vm_file->private_data, vmf->pgoff);
+
+	if (!page)
+		return VM_FAULT_SIGBUS;
+	vmf->page = page;
+	return 0;
+}
+
+static const struct vm_operations_struct rkvm_vm_ops = {
+	.fault = rkvm_vm_fault,
+};
+
+/*
+ * Any offset and length may be mapped, as in 2006: 2006's QEMU mapped all
+ * of guest RAM in one piece, holes included. Whether a page exists is
+ * decided at each fault.
+ */
+static int rkvm_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	vma->vm_ops = &rkvm_vm_ops;
+	return 0;
+}
+
 static const struct file_operations rkvm_fops = {
 	.owner		= THIS_MODULE,
 	.open		= rkvm_open,
 	.release	= rkvm_release,
 	.unlocked_ioctl	= rkvm_ioctl,
+	.mmap		= rkvm_mmap,
 	.llseek		= noop_llseek,
 };
 

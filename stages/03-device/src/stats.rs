@@ -11,6 +11,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// The number of VMs alive now: one per open file of `/dev/rkvm`.
 pub static VMS: AtomicU64 = AtomicU64::new(0);
 
+/// The pages of guest memory that memory slots hold now, in all VMs. A page
+/// that a process still has mapped after its slot shrank or its VM closed
+/// is no longer counted: the mapping holds it, not a slot.
+pub static GUEST_PAGES: AtomicU64 = AtomicU64::new(0);
+
+/// The vCPUs alive now, in all VMs.
+pub static VCPUS: AtomicU64 = AtomicU64::new(0);
+
 /// One debugfs file: its name and the counter it shows. The glue reads this
 /// layout as `struct rkvm_stat { const char *name; u64 *value; }`.
 #[repr(C)]
@@ -27,7 +35,11 @@ const fn entry(name: &'static CStr, value: &'static AtomicU64) -> StatEntry {
 }
 
 /// Every counter rkvm exposes.
-pub static STATS: [StatEntry; 1] = [entry(c"vms", &VMS)];
+pub static STATS: [StatEntry; 3] = [
+    entry(c"vms", &VMS),
+    entry(c"vcpus", &VCPUS),
+    entry(c"guest_pages", &GUEST_PAGES),
+];
 
 /// Adds one to `counter`.
 pub fn inc(counter: &AtomicU64) {
@@ -37,6 +49,13 @@ pub fn inc(counter: &AtomicU64) {
 /// Subtracts one from `counter`.
 pub fn dec(counter: &AtomicU64) {
     counter.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Adds `delta`, which may be negative, to `counter`.
+pub fn add(counter: &AtomicU64, delta: i64) {
+    // Atomic addition wraps, so adding a negative delta's two's complement
+    // subtracts it.
+    counter.fetch_add(delta as u64, Ordering::Relaxed);
 }
 
 /// Hands the glue the table of counters.

@@ -196,6 +196,7 @@ struct kvm_debug_guest {
 	__u32 singlestep;
 };
 
+/* ANCHOR: kvm_dirty_log */
 /*
  * KVM_GET_DIRTY_LOG. In 2.6.20 the union's second member is also named
  * `padding`, which clashes with the struct's own `padding`; gcc of 2006
@@ -209,6 +210,7 @@ struct kvm_dirty_log {
 		__u64 padding2;
 	};
 };
+/* ANCHOR_END: kvm_dirty_log */
 
 #define KVMIO 0xAE
 

@@ -17,6 +17,7 @@
 
 #include "kvm-2.6.20.h"
 
+// ANCHOR: macros
 #define MEMBER(s, m) (((struct s *)0)->m)
 #define ALIGN_OF(expr) _Alignof(__typeof__(expr))
 
@@ -28,6 +29,7 @@
 	       sizeof(MEMBER(s, c)), ALIGN_OF(MEMBER(s, c)))
 
 #define FIELD(s, f) FIELD_AS(s, f, f)
+// ANCHOR_END: macros
 
 /* A member of kvm_run's anonymous union, seen as a struct of its own. */
 #define RUN_MEMBER(m) \
@@ -133,6 +135,7 @@ static void regs(void)
 	FIELD(kvm_regs, rflags);
 }
 
+// ANCHOR: segment
 static void segment_and_dtable(void)
 {
 	STRUCT(kvm_segment);
@@ -155,6 +158,7 @@ static void segment_and_dtable(void)
 	FIELD(kvm_dtable, limit);
 	FIELD(kvm_dtable, padding);
 }
+// ANCHOR_END: segment
 
 static void sregs(void)
 {
