@@ -99,7 +99,7 @@ pub fn exercises() -> Result<Vec<Exercise>> {
 /// Regenerates `stages/` and `solutions/`, writing only files that changed
 /// and removing files that `kmod/` no longer produces.
 pub fn generate() -> Result<()> {
-    let root = root();
+    let root = checkout_root()?;
     let sources = sources::load(&root)?;
     let want = tree::build(&sources)?;
     let have = tree::read_disk(&root)?;
@@ -117,7 +117,7 @@ pub fn generate() -> Result<()> {
 /// Fails, naming every drifted file, if `stages/` or `solutions/` differ
 /// from what `kmod/` generates. Writes nothing.
 pub fn check() -> Result<()> {
-    let root = root();
+    let root = checkout_root()?;
     let sources = sources::load(&root)?;
     let want = tree::build(&sources)?;
     let have = tree::read_disk(&root)?;
@@ -131,6 +131,25 @@ pub fn check() -> Result<()> {
         eprintln!("  {line}");
     }
     bail!("generated trees are out of date: run `cargo xtask stages` and commit stages/ and solutions/")
+}
+
+/// The repository this binary was built from, refusing to act if the
+/// command was started in another checkout: two checkouts that share a
+/// target directory can leave one's `xtask` binary in the other's place.
+fn checkout_root() -> Result<PathBuf> {
+    let root = root();
+    let here = std::env::current_dir().and_then(|d| d.canonicalize());
+    let ours = root.canonicalize().unwrap_or_else(|_| root.clone());
+    match here {
+        Ok(here) if !here.starts_with(&ours) => bail!(
+            "this xtask was built from {} but runs in {}: the checkouts share a target directory. \
+             Rebuild it here (`touch xtask/src/main.rs`, then run the command again) or give each \
+             checkout its own CARGO_TARGET_DIR",
+            ours.display(),
+            here.display()
+        ),
+        _ => Ok(root),
+    }
 }
 
 #[cfg(test)]
