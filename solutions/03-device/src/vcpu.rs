@@ -18,7 +18,8 @@ use alloc::boxed::Box;
 // ANCHOR: regs
 /// The general registers, numbered as instructions encode them (the `reg`
 /// and `r/m` fields of ModRM, extended by REX to 4 bits; Intel SDM Vol. 2A,
-/// 2.1.5, Table 2-2). 2006 used the same order (`VCPU_REGS_RAX` ...) so that
+/// Table 3-1 "Register Codes Associated With +rb, +rw, +rd, +ro"). 2006
+/// used the same order (`VCPU_REGS_RAX` ...) so that
 /// an exit handler can index the register file with a number taken from
 /// the exit information. `struct kvm_regs` lists them in another order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +82,9 @@ impl Vcpu {
     /// Vol. 3A, "Processor State After Reset" (the table of processor states
     /// following power-up, reset or INIT) and AMD APM Vol. 2, "Processor
     /// Initialization State", as 2006's `vmx_vcpu_setup` and svm.c's
-    /// `init_vmcb` wrote them. Every register not named is zero.
+    /// `init_vmcb` wrote them, except that 2006's VMX code put CS's base at
+    /// 0xF_0000 (vm86 mode, which it used for real mode, insists on base =
+    /// selector × 16). Every register not named is zero.
     pub fn reset_state() -> Vcpu {
         let mut regs = [0; NR_REGS];
         regs[Reg::Rdx as usize] = RESET_RDX;

@@ -94,6 +94,7 @@ void rkvm_glue_kvfree(void *ptr)
 	kvfree(ptr);
 }
 
+// ANCHOR: alloc_page
 /*
  * One zeroed page of guest memory, charged to the caller's memory cgroup.
  * __GFP_RETRY_MAYFAIL: userspace chooses how many pages a VM gets, so when
@@ -122,6 +123,7 @@ void rkvm_glue_put_page(struct page *page)
 {
 	put_page(page);
 }
+// ANCHOR_END: alloc_page
 
 /* MemAvailable, in pages. */
 unsigned long rkvm_glue_available_pages(void)
@@ -204,6 +206,7 @@ static long rkvm_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	return rkvm_dev_ioctl(file->private_data, cmd, arg);
 }
 
+// ANCHOR: mmap
 /*
  * Guest memory in a process: a mapping of /dev/rkvm at file offset F shows
  * guest-physical address F. Pages are found on first touch, as 2006's
@@ -237,6 +240,7 @@ static int rkvm_mmap(struct file *file, struct vm_area_struct *vma)
 	vma->vm_ops = &rkvm_vm_ops;
 	return 0;
 }
+// ANCHOR_END: mmap
 
 static const struct file_operations rkvm_fops = {
 	.owner		= THIS_MODULE,
