@@ -60,3 +60,34 @@ pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> 
     let passed = checks.iter().filter(|c| c.passed).count() as u32;
     Ok((passed, checks.len() as u32 - passed))
 }
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The L1 platform (see `cargo xtask test --help`).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Seconds before L1 is stopped.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Shell commands to run in L1, in /rkvm, where rkvm.ko, rkvm-run,
+    /// rkvm-devtest and Linux's KVM modules wait (nothing is loaded yet).
+    pub commands: String,
+}
+
+/// `cargo xtask l1 'commands'`: boots L1 with the module, the programs and
+/// Linux's KVM modules, runs the commands and shows the whole console.
+pub fn run_commands(args: RunArgs) -> Result<()> {
+    let platform = crate::platform::select(args.platform.as_deref())?;
+    let (mut job, kernel) = module_job("l1", &paths::root().join("kmod"), crate::stages::LAST_STAGE, None)?;
+    for module in kernel.kvm_modules(platform.vendor().kvm_module()) {
+        let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.ko").to_string();
+        job.files.push((format!("rkvm/{name}"), std::fs::read(&module)?, 0o644));
+    }
+    job.script = format!("set -x\n{}\n", args.commands);
+    job.verbose = true;
+    job.timeout = Duration::from_secs(args.timeout);
+    let outcome = l1::run(platform.as_ref(), &kernel, &job)?;
+    let done = l1::completion_check(&job, &outcome);
+    l1::print_check(&done);
+    Ok(())
+}

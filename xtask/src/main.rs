@@ -41,6 +41,8 @@ enum Command {
     Kmod(kmod::Args),
     /// Boot L1, load rkvm.ko and show it answering on /dev/rkvm.
     Demo(test::DemoArgs),
+    /// Boot L1 and run shell commands there, with rkvm.ko, rkvm-run and Linux's KVM modules at hand.
+    L1(jobs::RunArgs),
     /// Run every test: host unit tests, generated-tree checks, and the L1 checks.
     Test(test::Args),
     /// Generate stages/ and solutions/ from kmod/ (or check them with --check).
@@ -74,6 +76,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Kernel(args) => kernel::run(args),
         Command::Kmod(args) => kmod::run(args),
         Command::Demo(args) => test::demo(args),
+        Command::L1(args) => jobs::run_commands(args),
         Command::Test(args) => test::run(args),
         Command::Stages(args) => stages::run(args),
         Command::Exercises(args) => exercises::run(args),
