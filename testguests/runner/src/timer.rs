@@ -99,7 +99,10 @@ mod tests {
         let read = unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
         let error = std::io::Error::last_os_error().raw_os_error();
         // SAFETY: closes the two descriptors opened above.
-        unsafe { libc::close(fds[0]) + libc::close(fds[1]) };
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
         (read == -1).then_some(error).flatten()
     }
 
