@@ -6,7 +6,7 @@
 //! line `N passed, M failed`.
 
 use crate::l1::{self, Check};
-use crate::{jobs, paths, platform, stages};
+use crate::{book, exercises, jobs, paths, platform, stages, test_stage};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut tally = Tally::default();
     println!("== host unit tests");
     host_tests(&mut tally)?;
+    course_checks(&mut tally, args.platform.as_deref(), args.host_only)?;
     if !args.host_only {
         println!("== L1: rkvm.ko on /dev/rkvm");
         device_checks(args.platform.as_deref(), args.l1_tree, &mut tally)?;
@@ -106,6 +107,40 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
+/// The course itself: generated trees in step with kmod/, honest
+/// exercises, every stage passing with its solutions, and the book.
+fn course_checks(tally: &mut Tally, platform: Option<&str>, host_only: bool) -> Result<()> {
+    println!("== stages/ and solutions/ against kmod/");
+    step(tally, "stages --check: the generated trees match kmod/", stages::check);
+    println!("== exercises: skeletons fail exactly their exercises, solutions pass");
+    step(tally, "exercises --check", exercises::check_all);
+    // From stage 03 on a stage's tests boot L1.
+    for stage in stages::generated_stages()?.into_iter().filter(|&s| s < 3 || !host_only) {
+        let t = test_stage::test_stage(stage, true, platform)?;
+        let check = Check {
+            name: format!("test-stage {stage} --solution ({} passed, {} failed)", t.passed, t.failed),
+            passed: t.failed == 0 && t.passed > 0,
+            detail: String::new(),
+        };
+        l1::print_check(&check);
+        tally.add(&check);
+    }
+    println!("== the book");
+    step(tally, "book: builds, every include and link resolves", book::build);
+    Ok(())
+}
+
+/// Runs one check that either succeeds or fails with an error.
+fn step(tally: &mut Tally, name: &str, f: impl FnOnce() -> Result<()>) {
+    let check = match f() {
+        Ok(()) => Check { name: name.into(), passed: true, detail: String::new() },
+        Err(e) => Check { name: name.into(), passed: false, detail: format!("{e:#}") },
+    };
+    l1::print_check(&check);
+    tally.add(&check);
+}
+
+/// rkvm.ko from kmod/ in L1: every device check and guest of every stage.
 fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
     let (job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), stages::LAST_STAGE, l1_tree)?;
