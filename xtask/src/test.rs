@@ -143,7 +143,7 @@ fn step(tally: &mut Tally, name: &str, f: impl FnOnce() -> Result<()>) {
 /// rkvm.ko from kmod/ in L1: every device check and guest of every stage.
 fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
-    let (job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), stages::LAST_STAGE, l1_tree)?;
+    let (job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), jobs::kmod_stage()?, l1_tree)?;
     for check in jobs::run_checks(platform.as_ref(), &kernel, &job)? {
         tally.add(&check);
     }
@@ -152,7 +152,7 @@ fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut T
 
 pub fn demo(args: DemoArgs) -> Result<()> {
     let platform = platform::select(args.platform.as_deref())?;
-    let (mut job, kernel) = jobs::module_job("demo", &paths::root().join("kmod"), stages::LAST_STAGE, args.l1_tree)?;
+    let (mut job, kernel) = jobs::module_job("demo", &paths::root().join("kmod"), jobs::kmod_stage()?, args.l1_tree)?;
     job.script = DEMO_SCRIPT.into();
     job.verbose = true;
     println!("booting L1 on {}; everything below is L1's console", platform.name());
