@@ -108,6 +108,9 @@ impl MemSlot {
     /// array allocated so far is dropped, which frees it.
     fn resize(&mut self, npages: usize) -> KResult<()> {
         let old = self.pages.len();
+        if npages == old {
+            return Ok(());
+        }
         let mut pages = Vec::new();
         pages.try_reserve_exact(npages).map_err(|_| Errno::ENOMEM)?;
         if npages <= old {
@@ -433,13 +436,23 @@ mod tests {
     }
 
     #[test]
-    fn one_slot_can_be_as_large_as_the_limit_allows() {
-        fake::set_available_pages(usize::MAX);
+    fn the_size_limit_is_inclusive() {
+        let request = Request::check(&region(1, MIB, MAX_SLOT_SIZE));
+        assert_eq!(request, Ok(Request { slot: 1, flags: 0, base_gfn: 0x100, npages: 1 << 20 }));
+        assert_eq!(Request::check(&region(1, MIB, MAX_SLOT_SIZE + 4096)), Err(Errno::ENOMEM));
+    }
+
+    #[test]
+    fn moving_a_slot_needs_no_allocation() {
         let mut slots = MemSlots::new();
-        let made = slots.set_region(&region(0, 0, 16 * MIB));
+        assert_eq!(slots.set_region(&region(0, 0, 4 * 4096)), Ok(()));
+        fake::fail_page_alloc_after(Some(0));
+        fake::set_available_pages(0);
+        let moved = slots.set_region(&region(0, 0x10_0000, 4 * 4096));
+        fake::fail_page_alloc_after(None);
         fake::set_available_pages(1 << 20);
-        assert_eq!(made, Ok(()));
-        assert_eq!(slots.npages(), 4096);
+        assert_eq!(moved, Ok(()));
+        assert_eq!(slots.slot(0).map(MemSlot::base_gfn), Some(0x100));
     }
 
     mod e3_1 {

@@ -11,7 +11,6 @@
 use crate::abi::{KvmDtable, KvmRegs, KvmSegment, KvmSregs};
 use crate::kernel::KResult;
 use crate::segments::{TYPE_ACCESSED, TYPE_CODE_EXECUTE_READ, TYPE_LDT, TYPE_TSS_BUSY};
-use crate::stats;
 use crate::vm::try_box;
 use alloc::boxed::Box;
 
@@ -44,6 +43,9 @@ pub enum Reg {
 
 /// The number of general registers in 64-bit mode.
 pub const NR_REGS: usize = 16;
+
+// Every `Reg` indexes the register array: `regs[reg as usize]` cannot panic.
+const _: () = assert!(Reg::R15 as usize == NR_REGS - 1);
 
 /// One vCPU's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,15 +95,7 @@ impl Vcpu {
 
     /// A new vCPU in the reset state.
     pub fn new() -> KResult<Box<Vcpu>> {
-        let vcpu = try_box(Vcpu::reset_state())?;
-        stats::inc(&stats::VCPUS);
-        Ok(vcpu)
-    }
-}
-
-impl Drop for Vcpu {
-    fn drop(&mut self) {
-        stats::dec(&stats::VCPUS);
+        try_box(Vcpu::reset_state())
     }
 }
 

@@ -60,6 +60,11 @@ impl Drop for Vm {
     /// Freeing a VM frees its vCPUs and its slots' pages, through their own
     /// `Drop`s; pages still mapped by a process outlive it (see `fault`).
     fn drop(&mut self) {
+        for slot in &mut self.vcpus {
+            if slot.get_mut().is_some() {
+                stats::dec(&stats::VCPUS);
+            }
+        }
         stats::dec(&stats::VMS);
     }
 }
@@ -104,6 +109,7 @@ impl Vm {
             return Err(Errno::EEXIST);
         }
         *slot = Some(Vcpu::new()?);
+        stats::inc(&stats::VCPUS);
         Ok(())
     }
 
