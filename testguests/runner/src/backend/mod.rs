@@ -6,6 +6,7 @@
 //! [`Exit`] values and takes [`Reply`] values back, so the run loop and the
 //! trace never know which one they drive.
 
+mod dev_rkvm;
 mod linux_kvm;
 mod mapping;
 mod rkvm;

@@ -15,21 +15,17 @@
 //! read is different: the kernel's emulator is in the middle of the
 //! instruction, so userspace puts the data in `mmio.data`, sets
 //! `mmio_completed`, and the kernel finishes the instruction.
+//!
+//! The protocol works on any [`Vm2006`]: `dev_rkvm.rs` makes the ioctls on
+//! `/dev/rkvm`, and the tests below play the kernel's part with a fake VM.
 
 use super::Vcpu;
-use super::mapping::Mapping;
+use super::dev_rkvm::{DevRkvm, VCPU, Vm2006};
 use crate::exit::{Exit, Reply};
 use crate::layout::{StartState, apply_sregs};
 use anyhow::{Context, Result, bail};
 use rkvm::abi::*;
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::fd::{AsFd, AsRawFd};
 
-/// The device of this course's module.
-const DEVICE: &str = "/dev/rkvm";
-/// The only vCPU; 2006 KVM had one per VM.
-const VCPU: u32 = 0;
 /// A bound on one string instruction's elements, against a runaway rcx.
 const MAX_STRING_ELEMENTS: u64 = 1 << 20;
 
@@ -62,46 +58,32 @@ struct StringIo {
     address_mask: u64,
 }
 
-pub struct Rkvm {
-    device: File,
-    memory: Mapping,
+/// A 2006 VM and the state of the protocol: the `kvm_run` that travels
+/// through `KVM_RUN`, and what the last exit left to finish.
+pub struct Rkvm<V: Vm2006 = DevRkvm> {
+    vm: V,
     run: KvmRun,
     pending: Pending,
 }
 
 impl Rkvm {
-    /// Opens a VM with `memory_size` bytes in slot 0 and one vCPU.
+    /// Opens a VM of the rkvm module with `memory_size` bytes.
     pub fn open(memory_size: u64) -> Result<Rkvm> {
-        let device = OpenOptions::new().read(true).write(true).open(DEVICE).with_context(|| {
-            format!("cannot open {DEVICE} (load the module with insmod rkvm.ko, or use --backend linux-kvm)")
-        })?;
-        let version = ioctl_value(&device, KVM_GET_API_VERSION, 0).context("KVM_GET_API_VERSION")?;
-        if version != KVM_API_VERSION {
-            bail!("{DEVICE} speaks KVM API version {version}; this runner needs {KVM_API_VERSION} (Linux 2.6.20's)");
-        }
-        let mut region = KvmMemoryRegion { slot: 0, flags: 0, guest_phys_addr: 0, memory_size };
-        ioctl(&device, KVM_SET_MEMORY_REGION, &mut region).context("KVM_SET_MEMORY_REGION of slot 0")?;
-        let memory = Mapping::shared(device.as_fd(), 0, memory_size).context("mmap of /dev/rkvm")?;
-        ioctl_value(&device, KVM_CREATE_VCPU, VCPU.into()).context("KVM_CREATE_VCPU 0")?;
-        Ok(Rkvm { device, memory, run: KvmRun::default(), pending: Pending::Nothing })
+        Ok(Rkvm::new(DevRkvm::open(memory_size)?))
+    }
+}
+
+impl<V: Vm2006> Rkvm<V> {
+    pub fn new(vm: V) -> Rkvm<V> {
+        Rkvm { vm, run: KvmRun::default(), pending: Pending::Nothing }
     }
 
-    fn get_regs(&self) -> Result<KvmRegs> {
-        let mut regs = KvmRegs { vcpu: VCPU, ..KvmRegs::default() };
-        ioctl(&self.device, KVM_GET_REGS, &mut regs).context("KVM_GET_REGS")?;
-        Ok(regs)
+    fn get_regs(&mut self) -> Result<KvmRegs> {
+        self.vm.get_regs().context("KVM_GET_REGS")
     }
 
-    fn set_regs(&self, mut regs: KvmRegs) -> Result<()> {
-        regs.vcpu = VCPU;
-        ioctl(&self.device, KVM_SET_REGS, &mut regs).context("KVM_SET_REGS")?;
-        Ok(())
-    }
-
-    fn get_sregs(&self) -> Result<KvmSregs> {
-        let mut sregs = KvmSregs { vcpu: VCPU, ..KvmSregs::default() };
-        ioctl(&self.device, KVM_GET_SREGS, &mut sregs).context("KVM_GET_SREGS")?;
-        Ok(sregs)
+    fn set_regs(&mut self, regs: KvmRegs) -> Result<()> {
+        self.vm.set_regs(&regs).context("KVM_SET_REGS")
     }
 
     /// The exit `KVM_RUN` reported, with what `reply` will need.
@@ -156,7 +138,7 @@ impl Rkvm {
         if count > MAX_STRING_ELEMENTS {
             bail!("string I/O of {count} elements: more than this runner allows ({MAX_STRING_ELEMENTS})");
         }
-        let sregs = self.get_sregs()?;
+        let sregs = self.vm.get_sregs().context("KVM_GET_SREGS")?;
         let delta = if io.string_down != 0 { -i64::from(io.size) } else { i64::from(io.size) };
         let linear = |i: u64| io.data.address().wrapping_add_signed(delta.wrapping_mul(i as i64));
         let addresses = (0..count).map(|i| self.translate(&sregs, linear(i))).collect::<Result<_>>()?;
@@ -172,13 +154,12 @@ impl Rkvm {
 
     /// The guest-physical address of a linear one: the same with paging
     /// off, else what the guest's page tables say (`KVM_TRANSLATE`).
-    fn translate(&self, sregs: &KvmSregs, linear: u64) -> Result<u64> {
+    fn translate(&mut self, sregs: &KvmSregs, linear: u64) -> Result<u64> {
         const CR0_PG: u64 = 1 << 31;
         if sregs.cr0 & CR0_PG == 0 {
             return Ok(linear);
         }
-        let mut tr = KvmTranslation { linear_address: linear, vcpu: VCPU, ..KvmTranslation::default() };
-        ioctl(&self.device, KVM_TRANSLATE, &mut tr).context("KVM_TRANSLATE")?;
+        let tr = self.vm.translate(linear).context("KVM_TRANSLATE")?;
         if tr.valid == 0 {
             bail!("string I/O at linear address {linear:#x}, which the guest's page tables do not map");
         }
@@ -186,7 +167,7 @@ impl Rkvm {
     }
 
     fn guest_bytes(&mut self, gpa: u64, len: u8) -> Result<&mut [u8]> {
-        let memory = self.memory.as_mut_slice();
+        let memory = self.vm.memory();
         let range = usize::try_from(gpa).ok().and_then(|start| Some(start..start.checked_add(len.into())?));
         match range.and_then(|r| memory.get_mut(r)) {
             Some(bytes) => Ok(bytes),
@@ -266,21 +247,21 @@ fn advance(register: u64, delta: i64, mask: u64) -> u64 {
     (register & !mask) | (register.wrapping_add_signed(delta) & mask)
 }
 
-impl Vcpu for Rkvm {
+impl<V: Vm2006> Vcpu for Rkvm<V> {
     fn memory(&mut self) -> &mut [u8] {
-        self.memory.as_mut_slice()
+        self.vm.memory()
     }
 
     fn set_state(&mut self, start: &StartState) -> Result<()> {
-        let mut sregs = self.get_sregs()?;
+        let mut sregs = self.vm.get_sregs().context("KVM_GET_SREGS")?;
         apply_sregs(&start.sregs, &mut sregs);
-        ioctl(&self.device, KVM_SET_SREGS, &mut sregs).context("KVM_SET_SREGS")?;
+        self.vm.set_sregs(&sregs).context("KVM_SET_SREGS")?;
         self.set_regs(start.regs)
     }
 
     fn run(&mut self) -> Result<Exit> {
         self.run.vcpu = VCPU;
-        let result = ioctl(&self.device, KVM_RUN, &mut self.run);
+        let result = self.vm.run(&mut self.run);
         // As 2006's userspace did: these ask for one completion only.
         self.run.emulated = 0;
         self.run.mmio_completed = 0;
@@ -318,22 +299,6 @@ impl Vcpu for Rkvm {
     }
 }
 
-/// `ioctl(fd, cmd, arg)` for the ABI's structs.
-fn ioctl<T: Pod>(device: &File, cmd: u32, arg: &mut T) -> io::Result<i32> {
-    // SAFETY: `arg` is an exclusively borrowed, plain-old-data `T`; the ABI
-    // builds each number in `cmd` from the size of the very type it takes,
-    // so the kernel reads and writes only those bytes.
-    let result = unsafe { libc::ioctl(device.as_raw_fd(), cmd as _, arg as *mut T) };
-    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
-}
-
-/// `ioctl(fd, cmd, value)` for the ioctls that take a number, not a pointer.
-fn ioctl_value(device: &File, cmd: u32, value: libc::c_ulong) -> io::Result<i32> {
-    // SAFETY: these ioctls take their argument by value; no memory is shared.
-    let result = unsafe { libc::ioctl(device.as_raw_fd(), cmd as _, value) };
-    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,12 +331,212 @@ mod tests {
         assert!(matches!(pending, Pending::MmioRead { len: 4 }));
     }
 
-    #[test]
-    fn a_missing_device_says_what_to_do() {
-        if std::path::Path::new(DEVICE).exists() {
-            return assert!(Rkvm::open(0x10_0000).is_ok(), "{DEVICE} exists but a VM cannot be made");
+    /// The kernel's part, played from a script of exits.
+    struct FakeVm {
+        exits: std::collections::VecDeque<KvmRun>,
+        /// The `kvm_run` each `KVM_RUN` was given: what the kernel would read.
+        entries: Vec<KvmRun>,
+        regs: KvmRegs,
+        sregs: KvmSregs,
+        memory: Vec<u8>,
+        /// What `KVM_TRANSLATE` adds to a linear address.
+        paging_offset: u64,
+    }
+
+    impl Vm2006 for FakeVm {
+        fn run(&mut self, run: &mut KvmRun) -> std::io::Result<()> {
+            self.entries.push(*run);
+            let exit = self.exits.pop_front().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINTR))?;
+            *run = KvmRun { vcpu: run.vcpu, emulated: 0, ..exit };
+            Ok(())
         }
-        let error = format!("{:#}", Rkvm::open(0x10_0000).err().unwrap());
-        assert!(error.contains("insmod rkvm.ko"), "{error}");
+        fn get_regs(&mut self) -> std::io::Result<KvmRegs> {
+            Ok(self.regs)
+        }
+        fn set_regs(&mut self, regs: &KvmRegs) -> std::io::Result<()> {
+            self.regs = *regs;
+            Ok(())
+        }
+        fn get_sregs(&mut self) -> std::io::Result<KvmSregs> {
+            Ok(self.sregs)
+        }
+        fn set_sregs(&mut self, sregs: &KvmSregs) -> std::io::Result<()> {
+            self.sregs = *sregs;
+            Ok(())
+        }
+        fn translate(&mut self, linear: u64) -> std::io::Result<KvmTranslation> {
+            Ok(KvmTranslation { linear_address: linear, physical_address: linear.wrapping_add(self.paging_offset), valid: 1, ..Default::default() })
+        }
+        fn memory(&mut self) -> &mut [u8] {
+            &mut self.memory
+        }
+    }
+
+    /// A protected-mode VM that will exit with `exits`, then with EINTR.
+    fn vm(exits: &[KvmRun]) -> Rkvm<FakeVm> {
+        Rkvm::new(FakeVm {
+            exits: exits.iter().copied().collect(),
+            entries: Vec::new(),
+            regs: KvmRegs::default(),
+            sregs: start_state(Mode::Prot32).sregs,
+            memory: vec![0; 0x1_0000],
+            paging_offset: 0,
+        })
+    }
+
+    fn exit(reason: u32, details: KvmRunExit) -> KvmRun {
+        KvmRun { exit_type: KVM_EXIT_TYPE_VM_EXIT, exit_reason: reason, exit: details, ..KvmRun::default() }
+    }
+
+    fn io(direction: u8, size: u8, port: u16) -> KvmRunIo {
+        KvmRunIo { direction, size, port, count: 1, ..KvmRunIo::default() }
+    }
+
+    /// `rep ins`/`rep outs` of `count` elements from linear `address`.
+    fn string(io: KvmRunIo, count: u64, address: u64, down: bool) -> KvmRun {
+        let io = KvmRunIo { string: 1, rep: 1, string_down: down.into(), count, data: KvmRunIoData::from_address(address), ..io };
+        exit(KVM_EXIT_IO, KvmRunExit::from_io(io))
+    }
+
+    /// `ins`/`outs` without `rep`, at linear `address`.
+    fn single(io: KvmRunIo, address: u64) -> KvmRun {
+        let io = KvmRunIo { string: 1, data: KvmRunIoData::from_address(address), ..io };
+        exit(KVM_EXIT_IO, KvmRunExit::from_io(io))
+    }
+
+    /// Runs once more, to see what the kernel would be told.
+    fn next_entry(r: &mut Rkvm<FakeVm>) -> KvmRun {
+        assert_eq!(r.run().unwrap(), Exit::Interrupted);
+        *r.vm.entries.last().unwrap()
+    }
+
+    #[test]
+    fn an_in_writes_al_keeps_the_rest_of_rax_and_skips_the_instruction() {
+        let mut r = vm(&[exit(KVM_EXIT_IO, KvmRunExit::from_io(io(KVM_EXIT_IO_IN, 1, 0xE0)))]);
+        r.vm.regs.rax = 0x1122_3344;
+        assert_eq!(r.run().unwrap(), Exit::IoIn { port: 0xE0, size: 1, count: 1 });
+        r.reply(Reply::In(vec![0xEF])).unwrap();
+        assert_eq!(r.vm.regs.rax, 0x1122_33EF);
+        let entry = next_entry(&mut r);
+        assert_eq!((entry.emulated, entry.exit.io().data.value()), (1, 0x1122_33EF));
+    }
+
+    #[test]
+    fn an_out_gives_its_value_and_is_skipped() {
+        let out = KvmRunIo { data: KvmRunIoData::from_value(0x1234_5678), ..io(KVM_EXIT_IO_OUT, 2, 0xE0) };
+        let mut r = vm(&[exit(KVM_EXIT_IO, KvmRunExit::from_io(out))]);
+        assert_eq!(r.run().unwrap(), Exit::IoOut { port: 0xE0, size: 2, data: vec![0x78, 0x56] });
+        r.reply(Reply::Done).unwrap();
+        assert_eq!(next_entry(&mut r).emulated, 1);
+    }
+
+    #[test]
+    fn a_rep_outsb_reads_guest_memory_and_advances_rsi_and_rcx() {
+        let mut r = vm(&[string(io(KVM_EXIT_IO_OUT, 1, 0xE9), 3, 0x9000, false)]);
+        r.vm.memory[0x9000..0x9003].copy_from_slice(b"abc");
+        r.vm.regs = KvmRegs { rsi: 0x9000, rcx: 3, ..KvmRegs::default() };
+        assert_eq!(r.run().unwrap(), Exit::IoOut { port: 0xE9, size: 1, data: b"abc".to_vec() });
+        r.reply(Reply::Done).unwrap();
+        assert_eq!((r.vm.regs.rsi, r.vm.regs.rcx), (0x9003, 0));
+        assert_eq!(next_entry(&mut r).emulated, 1);
+    }
+
+    #[test]
+    fn a_backwards_rep_insw_fills_memory_downwards() {
+        let mut r = vm(&[string(io(KVM_EXIT_IO_IN, 2, 0xE4), 2, 0x9006, true)]);
+        r.vm.regs = KvmRegs { rdi: 0x9006, rcx: 2, ..KvmRegs::default() };
+        assert_eq!(r.run().unwrap(), Exit::IoIn { port: 0xE4, size: 2, count: 2 });
+        r.reply(Reply::In(vec![0x00, 0x01, 0x02, 0x03])).unwrap();
+        assert_eq!(&r.vm.memory[0x9004..0x9008], &[0x02, 0x03, 0x00, 0x01]);
+        assert_eq!((r.vm.regs.rdi, r.vm.regs.rcx), (0x9002, 0));
+    }
+
+    #[test]
+    fn real_mode_index_registers_wrap_at_64_kib() {
+        let mut r = vm(&[single(io(KVM_EXIT_IO_OUT, 1, 0xE0), 0xFFFF)]);
+        r.vm.sregs = start_state(Mode::Real).sregs;
+        r.vm.memory[0xFFFF] = 0x5A;
+        r.vm.regs = KvmRegs { rsi: 0x1234_FFFF, rcx: 7, ..KvmRegs::default() };
+        assert_eq!(r.run().unwrap(), Exit::IoOut { port: 0xE0, size: 1, data: vec![0x5A] });
+        r.reply(Reply::Done).unwrap();
+        assert_eq!((r.vm.regs.rsi, r.vm.regs.rcx), (0x1234_0000, 7), "no rep: rcx stays");
+    }
+
+    #[test]
+    fn with_paging_on_string_addresses_go_through_kvm_translate() {
+        let mut r = vm(&[string(io(KVM_EXIT_IO_OUT, 1, 0xE0), 2, 0x4000_0000, false)]);
+        r.vm.sregs.cr0 |= 1 << 31;
+        r.vm.paging_offset = 0x9000u64.wrapping_sub(0x4000_0000);
+        r.vm.memory[0x9000..0x9002].copy_from_slice(&[7, 8]);
+        assert_eq!(r.run().unwrap(), Exit::IoOut { port: 0xE0, size: 1, data: vec![7, 8] });
+    }
+
+    #[test]
+    fn string_io_outside_guest_memory_is_an_error() {
+        let mut r = vm(&[string(io(KVM_EXIT_IO_OUT, 4, 0xE0), 1, 0xFFFE, false)]);
+        let error = r.run().unwrap_err().to_string();
+        assert_eq!(error, "string I/O at guest-physical 0xfffe, outside guest memory");
+    }
+
+    #[test]
+    fn cpuid_is_answered_through_the_registers() {
+        let mut r = vm(&[exit(KVM_EXIT_CPUID, KvmRunExit::default())]);
+        r.vm.regs.rax = 0xFFFF_FFFF_4000_0001;
+        assert_eq!(r.run().unwrap(), Exit::Cpuid { leaf: 0x4000_0001 });
+        r.reply(Reply::Cpuid([1, 2, 3, 4])).unwrap();
+        let regs = r.vm.regs;
+        assert_eq!((regs.rax, regs.rbx, regs.rcx, regs.rdx), (1, 2, 3, 4));
+        assert_eq!(next_entry(&mut r).emulated, 1);
+    }
+
+    #[test]
+    fn an_mmio_read_is_completed_through_mmio_data_once() {
+        let read = KvmRunMmio { phys_addr: 0xC000_0010, len: 4, is_write: 0, ..KvmRunMmio::default() };
+        let mut r = vm(&[exit(KVM_EXIT_MMIO, KvmRunExit::from_mmio(read)), exit(KVM_EXIT_HLT, KvmRunExit::default())]);
+        assert_eq!(r.run().unwrap(), Exit::MmioRead { addr: 0xC000_0010, len: 4 });
+        r.reply(Reply::Mmio(vec![0x10, 0x11, 0x12, 0x13])).unwrap();
+        assert_eq!(r.run().unwrap(), Exit::Hlt);
+        let entry = r.vm.entries[1];
+        assert_eq!((entry.mmio_completed, entry.emulated), (1, 0));
+        assert_eq!(entry.exit.mmio().data[..4], [0x10, 0x11, 0x12, 0x13]);
+        assert_eq!(next_entry(&mut r).mmio_completed, 0);
+    }
+
+    #[test]
+    fn stops_and_failures_decode_and_need_no_completion() {
+        let hw = KvmRunExit::from_hw(KvmRunHw { hardware_exit_reason: 0x1E });
+        let ex = KvmRunExit::from_ex(KvmRunEx { exception: 13, error_code: 0x18 });
+        let fail = KvmRun { exit_type: KVM_EXIT_TYPE_FAIL_ENTRY, exit_reason: 0x21, ..KvmRun::default() };
+        let cases = [
+            (exit(KVM_EXIT_HLT, KvmRunExit::default()), Exit::Hlt),
+            (exit(KVM_EXIT_SHUTDOWN, KvmRunExit::default()), Exit::Shutdown),
+            (exit(KVM_EXIT_EXCEPTION, ex), Exit::Exception { vector: 13, error_code: 0x18 }),
+            (exit(KVM_EXIT_UNKNOWN, hw), Exit::Unknown { reason: KVM_EXIT_UNKNOWN, detail: 0x1E }),
+            (exit(KVM_EXIT_IRQ_WINDOW_OPEN, KvmRunExit::default()), Exit::Unknown { reason: 7, detail: 0 }),
+            (fail, Exit::FailEntry { reason: 0x21 }),
+        ];
+        for (run, expected) in cases {
+            let mut r = vm(&[run]);
+            assert_eq!(r.run().unwrap(), expected);
+            r.reply(Reply::Done).unwrap();
+            assert_eq!(next_entry(&mut r).emulated, 0, "{expected:?}");
+        }
+    }
+
+    #[test]
+    fn a_reply_that_does_not_fit_the_exit_is_refused() {
+        let mut r = vm(&[exit(KVM_EXIT_IO, KvmRunExit::from_io(io(KVM_EXIT_IO_IN, 4, 0xE0)))]);
+        r.run().unwrap();
+        assert!(r.reply(Reply::Cpuid([0; 4])).unwrap_err().to_string().starts_with("internal error"));
+    }
+
+    #[test]
+    fn set_state_keeps_what_the_kernel_had() {
+        let mut r = vm(&[]);
+        r.vm.sregs.apic_base = 0xFEE0_0900;
+        let start = start_state(Mode::Long64);
+        r.set_state(&start).unwrap();
+        assert_eq!((r.vm.sregs.apic_base, r.vm.sregs.efer, r.vm.sregs.cs), (0xFEE0_0900, 0x500, start.sregs.cs));
+        assert_eq!(r.vm.regs, start.regs);
     }
 }
