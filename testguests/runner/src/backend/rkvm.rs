@@ -267,6 +267,9 @@ impl<V: Vm2006> Vcpu for Rkvm<V> {
         self.run.mmio_completed = 0;
         match result {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Exit::Interrupted),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+                bail!("KVM_RUN: this module does not know the ioctl yet (ENOTTY); stage 05 adds it")
+            }
             Err(e) => return Err(e).context("KVM_RUN"),
             Ok(_) => {}
         }
@@ -341,12 +344,14 @@ mod tests {
         memory: Vec<u8>,
         /// What `KVM_TRANSLATE` adds to a linear address.
         paging_offset: u64,
+        /// The errno of `KVM_RUN` once the script is over: EINTR.
+        after_script: i32,
     }
 
     impl Vm2006 for FakeVm {
         fn run(&mut self, run: &mut KvmRun) -> std::io::Result<()> {
             self.entries.push(*run);
-            let exit = self.exits.pop_front().ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINTR))?;
+            let exit = self.exits.pop_front().ok_or_else(|| std::io::Error::from_raw_os_error(self.after_script))?;
             *run = KvmRun { vcpu: run.vcpu, emulated: 0, ..exit };
             Ok(())
         }
@@ -381,6 +386,7 @@ mod tests {
             sregs: start_state(Mode::Prot32).sregs,
             memory: vec![0; 0x1_0000],
             paging_offset: 0,
+            after_script: libc::EINTR,
         })
     }
 
@@ -521,6 +527,13 @@ mod tests {
             r.reply(Reply::Done).unwrap();
             assert_eq!(next_entry(&mut r).emulated, 0, "{expected:?}");
         }
+    }
+
+    #[test]
+    fn a_module_without_kvm_run_is_named_as_such() {
+        let mut r = vm(&[]);
+        r.vm.after_script = libc::ENOTTY;
+        assert!(r.run().unwrap_err().to_string().contains("stage 05 adds it"));
     }
 
     #[test]
