@@ -77,6 +77,12 @@ fn parse(line: &str) -> Line {
     Line::Other
 }
 
+/// L1's kernel command line. `tsc_early_khz` spares the kernel calibrating
+/// the TSC against the PIT, which often fails under emulation ("Marking TSC
+/// unstable"); with an unstable TSC, Linux's KVM in L1 loops inside KVM_RUN
+/// without ever entering its guest.
+const KERNEL_COMMAND_LINE: &str = "console=ttyS0 panic=-1 quiet cryptomgr.notests tsc_early_khz=2000000";
+
 /// Boots L1 on `platform` and runs `job` there.
 pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outcome> {
     let dir = paths::target().join("l1");
@@ -92,7 +98,7 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
         vmlinux: kernel.vmlinux(),
         bzimage: kernel.bzimage(),
         initramfs,
-        cmdline: "console=ttyS0 panic=-1 quiet cryptomgr.notests".into(),
+        cmdline: KERNEL_COMMAND_LINE.into(),
         cpus: job.cpus,
         memory_mib: 512,
         timeout: job.timeout,
