@@ -134,7 +134,8 @@ fn rust_ready(sh: &Shell) -> (bool, bool) {
 pub fn run(args: Args) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(crate::paths::root());
-    let mut all: Vec<&Need> = [KERNEL_BUILD, QEMU, BOCHS, GUESTS].concat().leak().iter().collect();
+    let needs: Vec<Need> = [KERNEL_BUILD, QEMU, BOCHS, GUESTS].concat();
+    let mut all: Vec<&Need> = needs.iter().collect();
     let mut seen = std::collections::HashSet::new();
     all.retain(|n| seen.insert(describe(n)));
     let root = cmd!(sh, "id -u").quiet().read().map(|s| s.trim() == "0").unwrap_or(false);
