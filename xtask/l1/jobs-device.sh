@@ -10,10 +10,53 @@ ok() { echo "RKVM-CHECK ok $1"; }
 fail() { echo "RKVM-CHECK fail $1: $2"; status=1; }
 status=0
 
+# The number of Rust panics of rkvm in the kernel log, and the last one's
+# message (its two lines).
+panics() { dmesg | grep -c 'rkvm: Rust panic'; }
+last_panic() {
+	dmesg | grep -A1 'rkvm: Rust panic' | tail -n 2 | sed 's/^\[[ 0-9.]*\] //' | tr '\n' ' '
+}
+
+# Whether process $1 is still running (not gone, not a zombie).
+alive() {
+	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+	[ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Runs a program that talks to /dev/rkvm and waits for it. A Rust panic in
+# the module (an unsolved exercise is a `todo!()`) kills the thread that
+# hit it, and a thread killed while holding a lock can never finish
+# exiting. So the wait also ends when the kernel log shows a new panic and
+# the program is still there two seconds later, or after 240 s; the
+# program is then reported as stuck, with the panic's message.
+run_guarded() {
+	name=$1
+	shift
+	before=$(panics)
+	"$@" &
+	pid=$!
+	waited=0
+	while alive "$pid"; do
+		if [ "$(panics)" != "$before" ]; then
+			sleep 2
+			alive "$pid" || break
+			fail "$name-finished" "stuck after a panic in rkvm: $(last_panic)"
+			return 1
+		fi
+		if [ "$waited" -ge 240 ]; then
+			fail "$name-finished" "still running after 240 s"
+			return 1
+		fi
+		sleep 1
+		waited=$((waited + 1))
+	done
+	wait "$pid"
+}
+
 if insmod ./rkvm.ko; then ok module-loads; else fail module-loads "insmod failed"; exit 1; fi
-./rkvm-devtest ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
+run_guarded rkvm-devtest ./rkvm-devtest ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
 if [ -x ./rkvm-run ]; then
-	./rkvm-run check ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
+	run_guarded rkvm-run ./rkvm-run check ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
 fi
 
 # A file open on /dev/rkvm holds a reference to the module.
