@@ -2,7 +2,7 @@
 //! A virtual machine: what one open file of `/dev/rkvm` owns — its memory
 //! slots and its vCPU — and the locks that let several threads use it.
 //!
-//! Locking, as in 2006 (`kvm->lock` and each `vcpu->mutex`):
+//! Locking, with the roles of 2006's `kvm->lock` and each `vcpu->mutex`:
 //!
 //! - `memory` guards the slots. `KVM_SET_MEMORY_REGION` holds it for the
 //!   whole change, allocation included; mmap's fault handler holds it while
@@ -16,6 +16,9 @@
 //!
 //! All are sleeping locks (kernel mutexes): every path that takes them runs
 //! in process context and may sleep anyway (allocation, page faults).
+//! 2006's `kvm->lock` was a spin lock, so 2006 allocated a slot's pages
+//! outside it and detected concurrent changes with a version counter; a
+//! mutex can simply be held across the allocation.
 
 use crate::abi::KvmMemoryRegion;
 use crate::kernel::{Errno, KResult, LockClass, Mutex, PageRef};
