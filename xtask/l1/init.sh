@@ -24,6 +24,14 @@ echo "RKVM-END rc=$rc"
 if [ "$rc" -eq 0 ]; then verdict=0; else verdict=1; fi
 case " $(cat /proc/cmdline) " in
 *" rkvm.exit=bochs "*)
+	# Bochs stops the moment it is told to, and its serial port sends at
+	# its emulated speed: first wait until the port's count of sent bytes
+	# stops growing, so that no console output is lost.
+	last=
+	while sent=$(grep '^0:' /proc/tty/driver/serial); [ "$sent" != "$last" ]; do
+		last=$sent
+		sleep 0.1
+	done
 	# Bochs leaves when "Shutdown" is written to port 0x8900, byte by byte.
 	for c in S h u t d o w n; do printf "$c" | dd of=/dev/port bs=1 seek=$((0x8900)) 2>/dev/null; done ;;
 *)
