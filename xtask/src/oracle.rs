@@ -11,7 +11,7 @@
 
 use crate::kernel::{self, L1Kernel};
 use crate::l1::{self, Check, Job};
-use crate::platform::{self, Platform, Vendor};
+use crate::platform::{self, Vendor};
 use crate::paths;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
         )
     })?;
     println!("== oracle: every guest on Linux's kvm-{} in L1 ({})", platform.vendor().kvm_module(), platform.name());
-    let mut checks = run_job(platform.as_ref(), &kernel, &job)?;
+    let mut checks = crate::jobs::run_checks(platform.as_ref(), &kernel, &job)?;
     checks.extend(host_checks()?);
     let passed = checks.iter().filter(|c| c.passed).count();
     println!("== oracle finished in {:.0?}", start.elapsed());
@@ -97,16 +97,6 @@ pub fn run(args: Args) -> Result<()> {
         bail!("Linux KVM's traces differ from the golden files (see above)");
     }
     Ok(())
-}
-
-fn run_job(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Vec<Check>> {
-    let outcome = l1::run(platform, kernel, job)?;
-    let done = l1::completion_check(job, &outcome);
-    l1::print_check(&done);
-    println!("  L1 run took {:.1?}; console log: {}", outcome.elapsed, outcome.log.display());
-    let mut checks = outcome.checks;
-    checks.push(done);
-    Ok(checks)
 }
 
 /// The guests on the host's own `/dev/kvm`, where that is Linux's hardware
@@ -153,7 +143,7 @@ pub fn bless(args: BlessArgs) -> Result<()> {
     })?;
     job.name = "bless".into();
     println!("== bless: golden traces from Linux's kvm-{} in L1 ({})", platform.vendor().kvm_module(), platform.name());
-    let checks = run_job(platform.as_ref(), &kernel, &job)?;
+    let checks = crate::jobs::run_checks(platform.as_ref(), &kernel, &job)?;
     if checks.iter().any(|c| !c.passed) {
         bail!("L1 did not run cleanly; no golden file was written");
     }
