@@ -113,6 +113,28 @@ struct page *rkvm_glue_alloc_page(void **addr)
 	return page;
 }
 
+//@ begin 5
+/*
+ * The same, below 4 GiB physical: for the PAE page-directory-pointer
+ * table that a guest's CR3 points to while it runs in 32-bit mode.
+ */
+struct page *rkvm_glue_alloc_page_below_4g(void **addr)
+{
+	struct page *page = alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_DMA32 |
+				       __GFP_RETRY_MAYFAIL | __GFP_NOWARN);
+
+	if (page)
+		*addr = page_address(page);
+	return page;
+}
+
+/* The physical address of a page, for the processor's page tables. */
+u64 rkvm_glue_page_phys(struct page *page)
+{
+	return page_to_phys(page);
+}
+//@ end
+
 void rkvm_glue_get_page(struct page *page)
 {
 	get_page(page);

@@ -181,6 +181,35 @@ impl Drop for PageRef {
     }
 }
 
+//@ begin 5
+impl Page {
+    /// A zeroed page whose physical address is below 4 GiB (`__GFP_DMA32`),
+    /// for a structure that the processor addresses with 32 bits: the
+    /// page-directory-pointer table of PAE paging, which CR3 holds while a
+    /// guest runs in 32-bit mode.
+    pub fn alloc_zeroed_below_4g() -> KResult<Page> {
+        let (raw, addr) = imp::alloc_page_below_4g().ok_or(Errno::ENOMEM)?;
+        Ok(Page { raw, addr })
+    }
+
+    /// The page's physical address, for the processor's tables.
+    pub fn phys(&self) -> u64 {
+        imp::page_phys(self.raw)
+    }
+}
+
+impl PageRef {
+    /// The page's physical address, for the processor's tables.
+    pub fn phys(&self) -> u64 {
+        imp::page_phys(self.raw)
+    }
+}
+
+// SAFETY: as for `Page`: a reference belongs to no thread, and dropping it
+// (`put_page`) may happen on any.
+unsafe impl Send for PageRef {}
+//@ end
+
 /// A best-effort estimate of the pages the kernel could give without
 /// swapping (`MemAvailable` in `/proc/meminfo`).
 pub fn available_pages() -> usize {

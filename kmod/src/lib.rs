@@ -22,6 +22,15 @@ pub mod abi;
 pub mod kernel;
 pub mod stats;
 pub mod memslot;
+//@ end
+//@ begin 4
+pub mod arch;
+//@ end
+//@ begin 5
+pub mod exit;
+pub mod mmu;
+//@ end
+//@ begin 3
 pub mod vcpu;
 pub mod vm;
 pub mod dev;

@@ -196,13 +196,30 @@ impl Request {
 /// A VM's guest memory: its four slots.
 pub struct MemSlots {
     slots: [MemSlot; KVM_MEMORY_SLOTS],
+    //@ begin 5
+    /// Counts the changes to the slots, so that page tables made from them
+    /// know when they are out of date.
+    generation: u64,
+    //@ end
 }
 
 impl MemSlots {
     /// No memory at all.
     pub const fn new() -> MemSlots {
-        MemSlots { slots: [const { MemSlot::empty() }; KVM_MEMORY_SLOTS] }
+        MemSlots {
+            slots: [const { MemSlot::empty() }; KVM_MEMORY_SLOTS],
+            //@ begin 5
+            generation: 0,
+            //@ end
+        }
     }
+
+    //@ begin 5
+    /// The number of changes made to the slots so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    //@ end
 
     /// `KVM_SET_MEMORY_REGION`: creates, resizes, moves or (with size 0)
     /// deletes a slot. Either the slot takes the new shape or, on error,
@@ -213,6 +230,11 @@ impl MemSlots {
             return Err(Errno::EEXIST);
         }
         let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
+        //@ begin 5
+        // Counted before the change: a failed resize may have changed
+        // nothing, and a needless unmap costs only faults.
+        self.generation = self.generation.wrapping_add(1);
+        //@ end
         slot.resize(request.npages)?;
         // An empty slot keeps no address or flags: 2006 cleared them too.
         let empty = request.npages == 0;

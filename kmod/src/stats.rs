@@ -35,11 +35,92 @@ const fn entry(name: &'static CStr, value: &'static AtomicU64) -> StatEntry {
 }
 
 /// Every counter rkvm exposes.
-pub static STATS: [StatEntry; 3] = [
+pub static STATS: &[StatEntry] = &[
     entry(c"vms", &VMS),
     entry(c"vcpus", &VCPUS),
     entry(c"guest_pages", &GUEST_PAGES),
+    //@ begin 5
+    entry(c"exits", &EXITS),
+    entry(c"io_exits", &IO_EXITS),
+    entry(c"halt_exits", &HALT_EXITS),
+    entry(c"irq_exits", &IRQ_EXITS),
+    entry(c"signal_exits", &SIGNAL_EXITS),
+    entry(c"pf_fixed", &PF_FIXED),
+    entry(c"tlb_flush", &TLB_FLUSH),
+    //@ end
 ];
+
+//@ begin 5
+// ANCHOR: counters
+/// The events counted for each VM and for the whole module, as 2006's
+/// `struct kvm_stat`. The debugfs files show the module-wide totals, which
+/// keep counting after a VM is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every exit from a guest.
+    Exits,
+    /// Port I/O exits (each `rep ins`/`outs` counts once).
+    IoExits,
+    /// `hlt` exits.
+    HaltExits,
+    /// Exits for a host interrupt.
+    IrqExits,
+    /// `KVM_RUN` returns with `EINTR` because a signal is pending.
+    SignalExits,
+    /// Faults fixed by mapping a page of guest memory.
+    PfFixed,
+    /// Flushes of the guest's TLB.
+    TlbFlush,
+}
+
+/// The number of [`Counter`]s.
+pub const NR_COUNTERS: usize = Counter::TlbFlush as usize + 1;
+
+pub static EXITS: AtomicU64 = AtomicU64::new(0);
+pub static IO_EXITS: AtomicU64 = AtomicU64::new(0);
+pub static HALT_EXITS: AtomicU64 = AtomicU64::new(0);
+pub static IRQ_EXITS: AtomicU64 = AtomicU64::new(0);
+pub static SIGNAL_EXITS: AtomicU64 = AtomicU64::new(0);
+pub static PF_FIXED: AtomicU64 = AtomicU64::new(0);
+pub static TLB_FLUSH: AtomicU64 = AtomicU64::new(0);
+
+impl Counter {
+    /// The module-wide counter.
+    pub fn global(self) -> &'static AtomicU64 {
+        match self {
+            Counter::Exits => &EXITS,
+            Counter::IoExits => &IO_EXITS,
+            Counter::HaltExits => &HALT_EXITS,
+            Counter::IrqExits => &IRQ_EXITS,
+            Counter::SignalExits => &SIGNAL_EXITS,
+            Counter::PfFixed => &PF_FIXED,
+            Counter::TlbFlush => &TLB_FLUSH,
+        }
+    }
+}
+
+/// One VM's counters.
+#[derive(Debug, Default)]
+pub struct VmStats {
+    counts: [AtomicU64; NR_COUNTERS],
+}
+
+impl VmStats {
+    /// Counts one `counter` event, in this VM and module-wide.
+    pub fn count(&self, counter: Counter) {
+        if let Some(c) = self.counts.get(counter as usize) {
+            inc(c);
+        }
+        inc(counter.global());
+    }
+
+    /// This VM's count of `counter` events.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.counts.get(counter as usize).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+// ANCHOR_END: counters
+//@ end
 
 /// Adds one to `counter`.
 pub fn inc(counter: &AtomicU64) {
@@ -68,3 +149,31 @@ pub unsafe extern "C" fn rkvm_stats(count: *mut usize) -> *const StatEntry {
     unsafe { count.write(STATS.len()) };
     STATS.as_ptr()
 }
+
+//@ begin 5
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_counts_for_itself_and_for_the_module() {
+        let vm = VmStats::default();
+        let before = EXITS.load(Ordering::Relaxed);
+        vm.count(Counter::Exits);
+        vm.count(Counter::Exits);
+        vm.count(Counter::TlbFlush);
+        assert_eq!((vm.get(Counter::Exits), vm.get(Counter::TlbFlush), vm.get(Counter::IoExits)), (2, 1, 0));
+        assert!(EXITS.load(Ordering::Relaxed) >= before + 2);
+    }
+
+    #[test]
+    fn every_counter_has_a_debugfs_file() {
+        // SAFETY: every name is a `'static` C string (see `entry`).
+        let name = |e: &StatEntry| unsafe { CStr::from_ptr(e.name) }.to_str().unwrap_or("?");
+        let names: std::vec::Vec<_> = STATS.iter().map(name).collect();
+        for name in ["exits", "io_exits", "halt_exits", "irq_exits", "signal_exits", "pf_fixed", "tlb_flush"] {
+            assert!(names.contains(&name), "{name}");
+        }
+    }
+}
+//@ end

@@ -18,6 +18,10 @@ unsafe extern "C" {
     fn rkvm_glue_copy_from_user(dst: *mut c_void, src: usize, len: usize) -> usize;
     fn rkvm_glue_copy_to_user(dst: usize, src: *const c_void, len: usize) -> usize;
     fn rkvm_glue_alloc_page(addr: *mut *mut c_void) -> *mut c_void;
+    //@ begin 5
+    fn rkvm_glue_alloc_page_below_4g(addr: *mut *mut c_void) -> *mut c_void;
+    fn rkvm_glue_page_phys(page: *mut c_void) -> u64;
+    //@ end
     fn rkvm_glue_get_page(page: *mut c_void);
     fn rkvm_glue_put_page(page: *mut c_void);
     fn rkvm_glue_available_pages() -> usize;
@@ -50,6 +54,20 @@ pub fn alloc_page() -> Option<(NonNull<c_void>, NonNull<u8>)> {
     let page = unsafe { rkvm_glue_alloc_page(&mut addr) };
     Some((NonNull::new(page)?, NonNull::new(addr.cast())?))
 }
+
+//@ begin 5
+pub fn alloc_page_below_4g() -> Option<(NonNull<c_void>, NonNull<u8>)> {
+    let mut addr: *mut c_void = core::ptr::null_mut();
+    // SAFETY: the glue writes the page's address to `addr` on success.
+    let page = unsafe { rkvm_glue_alloc_page_below_4g(&mut addr) };
+    Some((NonNull::new(page)?, NonNull::new(addr.cast())?))
+}
+
+pub fn page_phys(page: NonNull<c_void>) -> u64 {
+    // SAFETY: `page` is a live page: its holder owns a reference.
+    unsafe { rkvm_glue_page_phys(page.as_ptr()) }
+}
+//@ end
 
 pub fn get_page(page: NonNull<c_void>) {
     // SAFETY: `page` is a live page: its holder owns a reference.

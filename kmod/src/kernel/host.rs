@@ -57,6 +57,20 @@ pub fn alloc_page() -> Option<(NonNull<c_void>, NonNull<u8>)> {
     Some((NonNull::from(Box::leak(page)).cast(), data))
 }
 
+//@ begin 5
+/// Host memory has no physical addresses; any page will do.
+pub fn alloc_page_below_4g() -> Option<(NonNull<c_void>, NonNull<u8>)> {
+    alloc_page()
+}
+
+/// A fake page's "physical address" is its data's address, so that tests
+/// can walk page tables the way the processor would.
+pub fn page_phys(page: NonNull<c_void>) -> u64 {
+    // SAFETY: a live fake page: its holder owns a reference.
+    unsafe { page.cast::<FakePage>().as_ref() }.data.as_ptr() as u64
+}
+//@ end
+
 pub fn get_page(page: NonNull<c_void>) {
     // SAFETY: a live fake page: its holder owns a reference.
     let page = unsafe { page.cast::<FakePage>().as_ref() };

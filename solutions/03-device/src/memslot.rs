@@ -195,7 +195,9 @@ pub struct MemSlots {
 impl MemSlots {
     /// No memory at all.
     pub const fn new() -> MemSlots {
-        MemSlots { slots: [const { MemSlot::empty() }; KVM_MEMORY_SLOTS] }
+        MemSlots {
+            slots: [const { MemSlot::empty() }; KVM_MEMORY_SLOTS],
+        }
     }
 
     /// `KVM_SET_MEMORY_REGION`: creates, resizes, moves or (with size 0)

@@ -35,7 +35,7 @@ const fn entry(name: &'static CStr, value: &'static AtomicU64) -> StatEntry {
 }
 
 /// Every counter rkvm exposes.
-pub static STATS: [StatEntry; 3] = [
+pub static STATS: &[StatEntry] = &[
     entry(c"vms", &VMS),
     entry(c"vcpus", &VCPUS),
     entry(c"guest_pages", &GUEST_PAGES),

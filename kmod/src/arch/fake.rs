@@ -1,0 +1,113 @@
+//@ stage 4
+//! A backend for host tests, where there is no VMX or SVM: every call
+//! succeeds, and (from stage 05) a vCPU "runs" by taking its next exit from
+//! a script the test wrote, recording what each entry was given.
+
+use super::{Arch, ArchVcpu, Unsupported};
+use crate::kernel::KResult;
+use alloc::boxed::Box;
+//@ begin 5
+use super::{Entry, VmExit};
+use crate::abi::KvmSregs;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::vec::Vec;
+//@ end
+
+/// The fake backend.
+pub struct FakeArch;
+
+/// The one instance, which `arch::current()` returns on the host.
+pub static FAKE: FakeArch = FakeArch;
+
+impl Arch for FakeArch {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    fn check_support(&self) -> Result<(), Unsupported> {
+        Ok(())
+    }
+    fn hardware_setup(&self, _ncpus: usize) -> KResult<()> {
+        Ok(())
+    }
+    fn hardware_unsetup(&self) {}
+    fn hardware_enable(&self, _cpu: usize) -> KResult<()> {
+        Ok(())
+    }
+    fn hardware_disable(&self, _cpu: usize) {}
+    fn vcpu_create(&self) -> KResult<Box<dyn ArchVcpu>> {
+        Ok(Box::new(FakeVcpu::default()))
+    }
+}
+
+//@ begin 5
+/// One step of a script: the exit the guest makes, after moving RIP by
+/// `advance` bytes (the instructions it ran).
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    pub advance: u64,
+    pub exit: VmExit,
+}
+
+/// What one entry was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entered {
+    pub rip: u64,
+    pub rax: u64,
+    pub flush_tlb: bool,
+}
+
+std::thread_local! {
+    static SCRIPT: RefCell<VecDeque<Step>> = const { RefCell::new(VecDeque::new()) };
+    static ENTRIES: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sets the exits the next entries make, on this thread. When the script
+/// runs out, the guest shuts down.
+pub fn script(steps: &[Step]) {
+    SCRIPT.with(|s| *s.borrow_mut() = steps.iter().copied().collect());
+    ENTRIES.with(|e| e.borrow_mut().clear());
+}
+
+/// The entries made since the last [`script`].
+pub fn entries() -> Vec<Entered> {
+    ENTRIES.with(|e| e.borrow().clone())
+}
+//@ end
+
+/// A fake vCPU: it keeps the special registers it is given.
+#[derive(Default)]
+pub struct FakeVcpu {
+    //@ begin 5
+    sregs: KvmSregs,
+    //@ end
+}
+
+impl ArchVcpu for FakeVcpu {
+    //@ begin 5
+    fn get_sregs(&self, sregs: &mut KvmSregs) {
+        let s = &self.sregs;
+        (sregs.cs, sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (s.cs, s.ds, s.es, s.fs, s.gs, s.ss);
+        (sregs.tr, sregs.ldt, sregs.gdt, sregs.idt) = (s.tr, s.ldt, s.gdt, s.idt);
+        (sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer) = (s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
+    }
+
+    fn set_sregs(&mut self, sregs: &KvmSregs) {
+        self.sregs = *sregs;
+    }
+
+    fn run(&mut self, entry: &mut Entry<'_>) -> VmExit {
+        let entered = Entered { rip: *entry.rip, rax: entry.regs[0], flush_tlb: entry.flush_tlb };
+        ENTRIES.with(|e| e.borrow_mut().push(entered));
+        let Some(step) = SCRIPT.with(|s| s.borrow_mut().pop_front()) else {
+            return VmExit::Shutdown;
+        };
+        *entry.rip = entry.rip.wrapping_add(step.advance);
+        step.exit
+    }
+
+    fn skip_instruction(&mut self, rip: &mut u64, len: u8) {
+        *rip = rip.wrapping_add(len.into());
+    }
+    //@ end
+}

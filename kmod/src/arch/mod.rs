@@ -1,0 +1,268 @@
+//@ stage 4
+//! The hardware backends, Intel VMX and AMD SVM, and the one trait each of
+//! them implements: 2006's `struct kvm_arch_ops`, as two Rust traits.
+//!
+//! Generic code (`dev`, `vm`, `vcpu`, `exit`, `mmu`) knows nothing of VMX or
+//! SVM; it calls a backend only through [`Arch`] (once per module, and per
+//! CPU) and [`ArchVcpu`] (per vCPU). The backend is chosen when the module
+//! loads, by CPUID: [`select`].
+//!
+//! # The contract, for a backend implementer
+//!
+//! **Module level ([`Arch`]).** One `static` value per backend.
+//!
+//! - [`Arch::check_support`] runs once at load, on any CPU: `Ok` if the
+//!   extension is present and usable, else an [`Unsupported`] reason. The
+//!   module prints the reason and refuses to load. It must not change any
+//!   hardware state.
+//! - [`Arch::hardware_setup`] runs next, once, in process context: allocate
+//!   what every CPU needs (VMXON regions, host save areas) for CPUs
+//!   `0..ncpus`. [`Arch::hardware_unsetup`] frees it at unload, after every
+//!   CPU was disabled; it must also undo a half-done setup.
+//! - [`Arch::hardware_enable`] runs on CPU `cpu` itself, with preemption
+//!   and interrupts off (from `on_each_cpu`), after setup;
+//!   [`Arch::hardware_disable`] likewise at unload, or to undo a failed
+//!   enable on other CPUs. Disabling a CPU that is not enabled is a no-op.
+//!   Neither may sleep or allocate.
+//! - [`Arch::vcpu_create`] allocates one vCPU's hardware structure (VMCS or
+//!   VMCB) in process context; dropping the returned box frees it.
+//!
+//! **vCPU level ([`ArchVcpu`]).** Every call is made with the vCPU's lock
+//! held, from the task that runs it.
+//!
+//! - Generic code owns the general registers, RIP and RFLAGS ([`Entry`]):
+//!   [`ArchVcpu::run`] loads them into the hardware before each entry and
+//!   stores them back after each exit. Between entries they are valid only
+//!   in generic code's copy.
+//! - The backend owns every other piece of guest state: segments,
+//!   descriptor tables, CR0/CR2/CR3/CR4 and EFER. Generic code reads and
+//!   writes them only between entries, with preemption on, through
+//!   [`ArchVcpu::get_sregs`] and [`ArchVcpu::set_sregs`] (which the backend
+//!   may apply at once or at the next entry). Right after `vcpu_create`,
+//!   generic code calls `set_sregs` with the reset state.
+//! - Control registers in [`KvmSregs`] are always *the guest's view*: what
+//!   `mov eax, cr0` would give the guest. What the hardware runs with
+//!   differs (paging forced on for the module's page tables, caches on),
+//!   and is the backend's business alone.
+//! - [`ArchVcpu::run`] is called with preemption off, on [`Entry::cpu`],
+//!   and returns after exactly one exit, decoded into a [`VmExit`]. It never
+//!   sleeps, never takes a lock and never allocates. Inside, it switches
+//!   whatever the hardware does not (FPU, host segment and MSR state) and
+//!   keeps host interrupts able to end the guest's run: with interrupts
+//!   intercepted, a guest that never exits on its own still returns
+//!   [`VmExit::ExternalInterrupt`] at the next timer tick, which is how a
+//!   signal reaches a looping guest. The guest runs on the page table at
+//!   [`Entry::mmu_root`] (host-physical), with its TLB flushed first when
+//!   [`Entry::flush_tlb`] says so.
+//! - Every exit is decoded once, by the backend, into the arch-neutral
+//!   [`VmExit`]; every field is filled from the hardware's exit information
+//!   or, where the hardware gives none, from the instruction's bytes (read
+//!   with [`Entry::fetch`]). An exit the backend does not know is
+//!   [`VmExit::Unknown`] with the hardware's reason, never a panic.
+//! - [`ArchVcpu::skip_instruction`] moves RIP past an instruction that an
+//!   exit handler or userspace completed, and ends any interrupt shadow
+//!   (`sti`, `mov ss`) it left.
+//! - Every state the guest or userspace can put the vCPU in must be safe
+//!   for the host: a state the hardware refuses comes back as
+//!   [`VmExit::FailEntry`], and no guest state reaches host memory.
+
+use crate::kernel::KResult;
+//@ begin 5
+use crate::abi::KvmSregs;
+use crate::vcpu::NR_REGS;
+//@ end
+use alloc::boxed::Box;
+use core::fmt;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+//@ begin 5
+pub use crate::exit::VmExit;
+//@ end
+
+//@ begin 7
+pub mod svm;
+//@ end
+#[cfg(not(target_os = "none"))]
+pub mod fake;
+
+// ANCHOR: arch
+/// A hardware backend: what the module asks of VMX or SVM as a whole.
+pub trait Arch: Sync {
+    /// The backend's name for messages: "vmx" or "svm".
+    fn name(&self) -> &'static str;
+
+    /// Whether this processor has the extension and lets the module use it
+    /// (2006's `cpu_has_kvm_support` and `disabled_by_bios`).
+    fn check_support(&self) -> Result<(), Unsupported>;
+
+    /// Allocates the per-CPU state of CPUs `0..ncpus` (2006's
+    /// `hardware_setup`). Process context.
+    fn hardware_setup(&self, ncpus: usize) -> KResult<()>;
+
+    /// Frees what `hardware_setup` allocated, completely or in part.
+    fn hardware_unsetup(&self);
+
+    /// Turns the extension on on CPU `cpu`, the calling CPU. Interrupts off.
+    fn hardware_enable(&self, cpu: usize) -> KResult<()>;
+
+    /// Turns it off on the calling CPU `cpu`; a no-op if it is not on.
+    fn hardware_disable(&self, cpu: usize);
+
+    /// Allocates a vCPU's hardware state (VMCS or VMCB).
+    fn vcpu_create(&self) -> KResult<Box<dyn ArchVcpu>>;
+}
+// ANCHOR_END: arch
+
+// ANCHOR: arch_vcpu
+/// One vCPU's hardware state, owned by the generic [`crate::vcpu::Vcpu`].
+/// Dropping it frees the VMCS or VMCB.
+pub trait ArchVcpu: Send {
+    //@ begin 5
+    /// Writes into `sregs` the registers the backend owns: the eight
+    /// segment registers, GDTR, IDTR, CR0, CR2, CR3, CR4 and EFER, as the
+    /// guest sees them. Leaves every other field alone.
+    fn get_sregs(&self, sregs: &mut KvmSregs);
+
+    /// Takes the same registers from `sregs` (`KVM_SET_SREGS`, and the reset
+    /// state at creation). Userspace may give any values: what the
+    /// hardware refuses comes back from the next entry as
+    /// [`VmExit::FailEntry`], and what it would accept but the host cannot
+    /// allow (paging off for real, say) the backend never loads.
+    fn set_sregs(&mut self, sregs: &KvmSregs);
+
+    /// Enters the guest and returns its next exit, decoded. Called with
+    /// preemption off.
+    fn run(&mut self, entry: &mut Entry<'_>) -> VmExit;
+
+    /// Moves `*rip` past the `len` bytes of an instruction that was
+    /// completed outside the guest, and clears the interrupt shadow.
+    fn skip_instruction(&mut self, rip: &mut u64, len: u8);
+    //@ end
+}
+// ANCHOR_END: arch_vcpu
+
+//@ begin 5
+// ANCHOR: entry
+/// What generic code lends a backend for one entry into the guest.
+pub struct Entry<'a> {
+    /// The CPU we run on; preemption is off until `run` returns.
+    pub cpu: usize,
+    /// The general registers, indexed by [`crate::vcpu::Reg`].
+    pub regs: &'a mut [u64; NR_REGS],
+    pub rip: &'a mut u64,
+    pub rflags: &'a mut u64,
+    /// The host-physical address of the page table the guest runs on while
+    /// its own paging is off: the module's map of guest-physical memory
+    /// (`mmu::nonpaging`). The backend loads it into the hardware CR3.
+    pub mmu_root: u64,
+    /// Entries were removed from that table since the last entry: flush
+    /// the guest's TLB before running it.
+    pub flush_tlb: bool,
+    /// Reads guest memory by linear address, for decoding instructions.
+    pub fetch: &'a dyn GuestFetch,
+}
+// ANCHOR_END: entry
+
+/// Reads guest memory as the guest addresses it, through the tables it
+/// runs on. Used with preemption off: it must not sleep or take locks.
+pub trait GuestFetch {
+    /// Fills `buf` from guest-linear address `linear` on; `false` if any
+    /// byte is not mapped.
+    fn read_linear(&self, linear: u64, buf: &mut [u8]) -> bool;
+}
+//@ end
+
+// ANCHOR: unsupported
+/// Why a backend cannot run here. Each variant's text is the message the
+/// module prints when it refuses to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// The processor does not have the extension (CPUID says so).
+    NoExtension(&'static str),
+    /// The firmware turned the extension off and locked it (Intel's
+    /// IA32_FEATURE_CONTROL, AMD's VM_CR.SVMDIS).
+    DisabledByFirmware(&'static str),
+    /// Another hypervisor (kvm_intel, kvm_amd, VirtualBox, ...) has the
+    /// extension turned on already: CR4.VMXE or EFER.SVME is set.
+    InUse(&'static str),
+    /// The extension lacks a feature the backend needs.
+    MissingFeature(&'static str),
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unsupported::NoExtension(what) => write!(f, "this processor has no {what}"),
+            Unsupported::DisabledByFirmware(what) => write!(f, "{what} is disabled by the firmware (BIOS)"),
+            Unsupported::InUse(what) => {
+                write!(f, "{what} is in use by another hypervisor (unload kvm_intel or kvm_amd first)")
+            }
+            Unsupported::MissingFeature(what) => write!(f, "the processor lacks {what}"),
+        }
+    }
+}
+// ANCHOR_END: unsupported
+
+// ANCHOR: select
+/// Which backend the module chose at load; 0 until then.
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+
+/// The values of `CHOSEN`: one per backend.
+#[allow(dead_code)]
+const CHOSEN_VMX: u8 = 1;
+#[allow(dead_code)]
+const CHOSEN_SVM: u8 = 2;
+#[cfg(not(target_os = "none"))]
+const CHOSEN_FAKE: u8 = 100;
+
+/// Every backend this build knows, in the order they are tried.
+static BACKENDS: &[(u8, &dyn Arch)] = &[
+    // The VMX backend goes first: `(CHOSEN_VMX, &vmx::VMX)`.
+    //@ begin 7
+    (CHOSEN_SVM, &svm::SVM),
+    //@ end
+];
+
+fn backends() -> &'static [(u8, &'static dyn Arch)] {
+    BACKENDS
+}
+
+/// Chooses the backend this processor supports, at module load. When none
+/// fits, returns every backend's reason, for the refusal message.
+pub fn select() -> Result<&'static dyn Arch, [Option<(&'static str, Unsupported)>; 2]> {
+    let mut reasons = [None; 2];
+    for (i, &(id, arch)) in backends().iter().enumerate() {
+        match arch.check_support() {
+            Ok(()) => {
+                CHOSEN.store(id, Ordering::Release);
+                return Ok(arch);
+            }
+            Err(why) => {
+                if let Some(slot) = reasons.get_mut(i) {
+                    *slot = Some((arch.name(), why));
+                }
+            }
+        }
+    }
+    Err(reasons)
+}
+
+/// Forgets the choice, at module unload.
+pub fn deselect() {
+    CHOSEN.store(0, Ordering::Release);
+}
+
+/// The backend chosen at load. On the host, where no hardware is, a fake
+/// backend stands in (see [`fake`]) unless a test chose another.
+pub fn current() -> Option<&'static dyn Arch> {
+    let id = CHOSEN.load(Ordering::Acquire);
+    if let Some(&(_, arch)) = backends().iter().find(|(i, _)| *i == id) {
+        return Some(arch);
+    }
+    #[cfg(not(target_os = "none"))]
+    if id == 0 || id == CHOSEN_FAKE {
+        return Some(&fake::FAKE);
+    }
+    None
+}
+// ANCHOR_END: select
