@@ -148,6 +148,8 @@ impl Files {
 /// - The serial console runs at 115200 baud rather than Linux's default
 ///   9600: Bochs emulates the line speed, and at 9600 every console line
 ///   costs the guest about 80 ms.
+/// - The TSC rate is Bochs's: its TSC counts guest instructions, [`IPS`] a
+///   second (a rate given for other platforms, `tsc_early_khz`, is wrong here).
 /// - `rkvm.exit=bochs` tells `init.sh` how to leave the machine.
 /// - A reboot is a triple fault, so that a kernel panic (`panic=-1` reboots
 ///   at once) stops Bochs (`reset_on_triple_fault=0` makes a triple fault
@@ -157,9 +159,16 @@ impl Files {
 ///   no legacy BSD ptys (creating their 512 device nodes took 4.4 of the
 ///   13.5 guest seconds to init).
 fn cmdline(base: &str) -> String {
-    let words: Vec<&str> =
-        base.split_whitespace().map(|w| if w == "console=ttyS0" { "console=ttyS0,115200" } else { w }).collect();
-    format!("{} rkvm.exit=bochs reboot=t rcupdate.rcu_expedited=1 pty.legacy_count=0", words.join(" "))
+    let words: Vec<&str> = base
+        .split_whitespace()
+        .filter(|w| !w.starts_with("tsc_early_khz="))
+        .map(|w| if w == "console=ttyS0" { "console=ttyS0,115200" } else { w })
+        .collect();
+    format!(
+        "{} tsc_early_khz={} rkvm.exit=bochs reboot=t rcupdate.rcu_expedited=1 pty.legacy_count=0",
+        words.join(" "),
+        IPS / 1000
+    )
 }
 
 /// isolinux's configuration: the template in `xtask/l1/` with the command line.
@@ -456,10 +465,11 @@ mod tests {
 
     #[test]
     fn command_line_names_the_exit_method() {
-        let line = cmdline("console=ttyS0 panic=-1");
+        let line = cmdline("console=ttyS0 panic=-1 tsc_early_khz=2000000");
         assert_eq!(
             line,
-            "console=ttyS0,115200 panic=-1 rkvm.exit=bochs reboot=t rcupdate.rcu_expedited=1 pty.legacy_count=0"
+            "console=ttyS0,115200 panic=-1 tsc_early_khz=10000 rkvm.exit=bochs reboot=t \
+             rcupdate.rcu_expedited=1 pty.legacy_count=0"
         );
         let cfg = isolinux_cfg("LABEL l1\n  APPEND @CMDLINE@\n", &line);
         assert_eq!(cfg, format!("LABEL l1\n  APPEND {line}\n"));
