@@ -20,6 +20,10 @@
 #include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+//@ begin 5
+#include <asm/fpu/api.h>
+#include <asm/fpu/types.h>
+//@ end
 
 MODULE_AUTHOR("rkvm");
 MODULE_DESCRIPTION("rkvm: a kernel-based virtual machine monitor in Rust, after Linux 2.6.20's KVM");
@@ -131,7 +135,44 @@ struct page *rkvm_glue_alloc_page_below_4g(void **addr)
 /* The physical address of a page, for the processor's page tables. */
 u64 rkvm_glue_page_phys(struct page *page)
 {
-	return page_to_phys(page);
+	return (u64)page_to_pfn(page) << PAGE_SHIFT;
+}
+
+/*
+ * The guest's FPU around an entry (kmod/src/kernel/fpu.rs): the host
+ * task's user state is saved by kernel_fpu_begin() and restored on its
+ * return to user mode; the guest's lives in a 512-byte fxsave image.
+ */
+void rkvm_glue_fpu_enter(void *image)
+{
+	kernel_fpu_begin();
+	asm volatile("fxrstorq %0" : : "m" (*(struct fxregs_state *)image));
+}
+
+void rkvm_glue_fpu_exit(void *image)
+{
+	asm volatile("fxsaveq %0" : "=m" (*(struct fxregs_state *)image));
+	kernel_fpu_end();
+}
+//@ end
+
+//@ begin 7
+/*
+ * 2^order physically contiguous zeroed pages (kmod/src/kernel/contig.rs),
+ * for SVM's I/O and MSR permission maps.
+ */
+struct page *rkvm_glue_alloc_pages(unsigned int order, void **addr)
+{
+	struct page *page = alloc_pages(GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN, order);
+
+	if (page)
+		*addr = page_address(page);
+	return page;
+}
+
+void rkvm_glue_free_pages(struct page *page, unsigned int order)
+{
+	__free_pages(page, order);
 }
 //@ end
 

@@ -330,6 +330,13 @@ impl fmt::Write for FmtBuf {
     }
 }
 
+//@ begin 5
+pub mod fpu;
+//@ end
+//@ begin 7
+pub mod contig;
+//@ end
+
 // The kernel side, calls into the glue (`kernel/glue.rs`), and the host
 // side, fakes for unit tests (`kernel/host.rs`): the same functions, one
 // module or the other.

@@ -328,6 +328,9 @@ impl fmt::Write for FmtBuf {
     }
 }
 
+pub mod fpu;
+pub mod contig;
+
 // The kernel side, calls into the glue (`kernel/glue.rs`), and the host
 // side, fakes for unit tests (`kernel/host.rs`): the same functions, one
 // module or the other.
