@@ -53,6 +53,7 @@ run_guarded() {
 	wait "$pid"
 }
 
+log_start=$(dmesg | wc -l)
 if insmod ./rkvm.ko; then ok module-loads; else fail module-loads "insmod failed"; exit 1; fi
 run_guarded rkvm-devtest ./rkvm-devtest ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
 if [ -x ./rkvm-run ]; then
@@ -66,7 +67,14 @@ exec 3<&-
 if rmmod rkvm; then ok rmmod-after-close; else fail rmmod-after-close "rmmod failed"; fi
 if [ -e /dev/rkvm ]; then fail device-gone-after-rmmod "/dev/rkvm still exists"; else ok device-gone-after-rmmod; fi
 
-# Nothing worse than an info line from the kernel.
+# No warning, BUG or oops in the whole log.
 bad=$(dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|general protection|rkvm:.*(error|panic)' | head -n 5)
 if [ -z "$bad" ]; then ok dmesg-clean; else fail dmesg-clean "$(echo "$bad" | tr '\n' '|')"; fi
+
+# Since the module loaded, nothing worse than an info line: no line at
+# KERN_NOTICE (5) or above, except the kernel's own note that an unsigned,
+# out-of-tree module taints it.
+bad=$(dmesg -r | tail -n +$((log_start + 1)) | grep -E '^<[0-5]>' |
+	grep -vE 'taints kernel|module verification failed' | head -n 5)
+if [ -z "$bad" ]; then ok dmesg-nothing-above-info; else fail dmesg-nothing-above-info "$(echo "$bad" | tr '\n' '|')"; fi
 exit $status
