@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Help => Ok(print_usage()),
         Command::List => list(&cli),
-        Command::Run(name) => run_one(name, &options),
+        Command::Run(name) => run_one(name, &options, cli.repeat),
         Command::All => run_all(&cli, &options),
         Command::Check => check(&cli, &options),
     };
@@ -43,8 +43,24 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_one(name: &str, options: &Options) -> anyhow::Result<ExitCode> {
-    let outcome = run(&guests::find(name)?, options)?;
+/// Runs guest `name` `repeat` times, each in a new VM, and prints the last
+/// trace. With `repeat` above 1, each run's timing goes to stderr as
+/// `rkvm-run: run I of N: E exits to userspace, H hypervisor exits, S s`
+/// (H is `?` where debugfs does not show the hypervisor's counter).
+fn run_one(name: &str, options: &Options, repeat: u32) -> anyhow::Result<ExitCode> {
+    let guest = guests::find(name)?;
+    let mut outcome = run(&guest, options)?;
+    for i in 1..=repeat {
+        if i > 1 {
+            outcome = run(&guest, options)?;
+        }
+        if repeat > 1 {
+            let t = outcome.timing;
+            let counted = t.hypervisor_exits.map_or("?".to_string(), |n| n.to_string());
+            let secs = t.elapsed.as_secs_f64();
+            eprintln!("rkvm-run: run {i} of {repeat}: {} exits to userspace, {counted} hypervisor exits, {secs:.6} s", t.exits_to_userspace);
+        }
+    }
     print!("{}", outcome.trace);
     io::stdout().flush()?;
     Ok(status(outcome.stop))

@@ -8,7 +8,8 @@ use crate::layout;
 use crate::timer::Timer;
 use crate::trace::{self, Event};
 use anyhow::Result;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// How to run guests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +26,18 @@ pub struct Outcome {
     /// The whole trace, as `rkvm-run GUEST` prints it.
     pub trace: String,
     pub stop: Stop,
+    /// How the run went, for `--repeat`.
+    pub timing: Timing,
+}
+
+/// The cost of one run: the time from the first `KVM_RUN` to the stop,
+/// the exits userspace saw, and the exits the hypervisor counted (from
+/// debugfs, where it shows them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub elapsed: Duration,
+    pub exits_to_userspace: u64,
+    pub hypervisor_exits: Option<u64>,
 }
 
 /// Runs `guest` in a new VM and returns its trace.
@@ -34,7 +47,13 @@ pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
     layout::prepare(vcpu.memory(), header, &guest.image)?;
     vcpu.set_state(&layout::start_state(header.mode))?;
     let mut devices = Devices::default();
-    let stop = drive(vcpu.as_mut(), &mut devices, options)?;
+    let counted = || crate::debugfs::exits(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id());
+    let counted_before = counted();
+    let start = Instant::now();
+    let (stop, exits_to_userspace) = drive(vcpu.as_mut(), &mut devices, options)?;
+    let elapsed = start.elapsed();
+    let hypervisor_exits = counted_before.zip(counted()).map(|(before, after)| after.saturating_sub(before));
+    let timing = Timing { elapsed, exits_to_userspace, hypervisor_exits };
     if let Some(region) = header.dump {
         let bytes = &vcpu.memory()[region.addr as usize..(region.addr + region.len) as usize];
         devices.trace.extend(trace::dump(region.addr, bytes));
@@ -42,24 +61,27 @@ pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
     if stop.shows_registers() {
         devices.trace.extend(trace::registers(&vcpu.regs()?));
     }
-    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop })
+    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing })
 }
 
 /// The `KVM_RUN` loop: run, handle the exit, reply, until the guest stops.
-fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options) -> Result<Stop> {
+/// Returns how it stopped and how many times `KVM_RUN` returned.
+fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options) -> Result<(Stop, u64)> {
     let timer = Timer::start(options.timeout)?;
+    let mut runs = 0;
     loop {
         let exit = vcpu.run()?;
+        runs += 1;
         if options.verbose {
             eprintln!("rkvm-run: exit {exit:?}");
         }
         if timer.expired() {
             devices.record_stop(Event::Timeout(options.timeout.as_secs()));
-            return Ok(Stop::Timeout);
+            return Ok((Stop::Timeout, runs));
         }
         match handle(exit, devices) {
             Action::Resume(reply) => vcpu.reply(reply)?,
-            Action::Stop(stop) => return Ok(stop),
+            Action::Stop(stop) => return Ok((stop, runs)),
         }
     }
 }
