@@ -16,7 +16,7 @@ options:
   --max-stage N              with all, check and --list: only guests whose first stage is <= N
   --verbose                  print every exit on stderr
   --repeat N                 run one guest N times, each in a new VM, printing on stderr
-                             how long each run took and how many exits it made
+                             how long each run took and how many exits it made (N may be 1)
 exit status: 0 if the guest stopped by itself (or every check passed), 1 on an
 error or a failed check, 3 if a guest timed out.";
 
@@ -38,13 +38,13 @@ pub struct Cli {
     pub timeout: Duration,
     pub max_stage: Option<u32>,
     pub verbose: bool,
-    /// How many times to run one guest.
-    pub repeat: u32,
+    /// `--repeat N`: run one guest N times and report each run's timing.
+    pub repeat: Option<u32>,
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
-    let mut cli = Cli { command: Command::Help, backend: Backend::Rkvm, timeout: Duration::from_secs(10), max_stage: None, verbose: false, repeat: 1 };
+    let mut cli = Cli { command: Command::Help, backend: Backend::Rkvm, timeout: Duration::from_secs(10), max_stage: None, verbose: false, repeat: None };
     let mut command = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -54,7 +54,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
             "--timeout" => cli.timeout = Duration::from_secs(positive("--timeout", &value("--timeout")?)?),
             "--max-stage" => cli.max_stage = Some(positive("--max-stage", &value("--max-stage")?)? as u32),
             "--verbose" => cli.verbose = true,
-            "--repeat" => cli.repeat = positive("--repeat", &value("--repeat")?)? as u32,
+            "--repeat" => cli.repeat = Some(positive("--repeat", &value("--repeat")?)? as u32),
             "--list" => command = set(command, Command::List)?,
             "--help" | "-h" => command = set(command, Command::Help)?,
             option if option.starts_with("--") => bail!("unknown option `{option}`; see rkvm-run --help"),
@@ -64,7 +64,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
         }
     }
     cli.command = command.unwrap_or(Command::Help);
-    if cli.repeat > 1 && !matches!(cli.command, Command::Run(_)) {
+    if cli.repeat.is_some() && !matches!(cli.command, Command::Run(_)) {
         bail!("--repeat runs one guest: give its name; see rkvm-run --help");
     }
     Ok(cli)
@@ -111,8 +111,8 @@ mod tests {
     #[test]
     fn repeat_runs_one_guest_several_times() {
         let cli = parse_line("--repeat 5 --backend linux-kvm out-loop").unwrap();
-        assert_eq!((cli.command, cli.repeat), (Command::Run("out-loop".into()), 5));
-        assert_eq!(parse_line("hlt").unwrap().repeat, 1);
+        assert_eq!((cli.command, cli.repeat), (Command::Run("out-loop".into()), Some(5)));
+        assert_eq!(parse_line("hlt").unwrap().repeat, None);
         let error = parse_line("--repeat 3 check").unwrap_err().to_string();
         assert_eq!(error, "--repeat runs one guest: give its name; see rkvm-run --help");
     }

@@ -43,18 +43,19 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs guest `name` `repeat` times, each in a new VM, and prints the last
-/// trace. With `repeat` above 1, each run's timing goes to stderr as
+/// Runs guest `name` once, or `repeat` times, each in a new VM, and prints
+/// the last trace. With `--repeat`, each run's timing goes to stderr as
 /// `rkvm-run: run I of N: E exits to userspace, H hypervisor exits, S s`
 /// (H is `?` where debugfs does not show the hypervisor's counter).
-fn run_one(name: &str, options: &Options, repeat: u32) -> anyhow::Result<ExitCode> {
+fn run_one(name: &str, options: &Options, repeat: Option<u32>) -> anyhow::Result<ExitCode> {
     let guest = guests::find(name)?;
     let mut outcome = run(&guest, options)?;
-    for i in 1..=repeat {
+    let times = repeat.unwrap_or(1);
+    for i in 1..=times {
         if i > 1 {
             outcome = run(&guest, options)?;
         }
-        if repeat > 1 {
+        if let Some(repeat) = repeat {
             let t = outcome.timing;
             let counted = t.hypervisor_exits.map_or("?".to_string(), |n| n.to_string());
             let secs = t.elapsed.as_secs_f64();
