@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses the
 //! command line and dispatches.
 
+mod bench;
 mod book;
 mod doctor;
 mod exercises;
@@ -59,6 +60,8 @@ enum Command {
     Oracle(oracle::Args),
     /// Rewrite the golden traces from Linux KVM's behaviour.
     Bless(oracle::BlessArgs),
+    /// Time the exit benchmark guest on rkvm and on Linux's KVM in one L1 boot.
+    Bench(bench::Args),
 }
 
 fn main() {
@@ -85,5 +88,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Book(args) => book::run(args),
         Command::Oracle(args) => oracle::run(args),
         Command::Bless(args) => oracle::bless(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
