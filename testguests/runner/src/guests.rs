@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn max_stage_filters_by_first_stage() {
         let early: Vec<&str> = up_to_stage(Some(5)).map(|g| g.name).collect();
-        assert_eq!(early, ["hlt", "hlt-real"]);
+        assert_eq!(early, ["hlt", "hlt-real", "spin"]);
         assert_eq!(up_to_stage(None).count(), GUESTS.len());
     }
 

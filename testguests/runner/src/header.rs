@@ -6,9 +6,10 @@
 //! whose module must run it (`stage`), the CPU state the runner sets before
 //! the first `KVM_RUN` (`mode`) and what it `demonstrates`; it may give the
 //! size of guest memory (`memory`), a region the runner fills with the test
-//! pattern before the run (`preload: ADDR LEN`) and a region it prints after
-//! the run (`dump: ADDR LEN`). Anything else is an error, so a typo in a key
-//! cannot silently change how a guest runs.
+//! pattern before the run (`preload: ADDR LEN`), a region it prints after
+//! the run (`dump: ADDR LEN`), and, for a guest that never stops by itself,
+//! the seconds after which the runner stops it (`timeout`). Anything else is
+//! an error, so a typo in a key cannot silently change how a guest runs.
 //!
 //! This file uses only `std`: `build.rs` includes it too, so a malformed
 //! header fails the build with the same message the runner would give.
@@ -66,6 +67,9 @@ pub struct Header {
     pub memory: u64,
     pub preload: Option<Region>,
     pub dump: Option<Region>,
+    /// Stop the guest after this many seconds instead of `--timeout`'s: it
+    /// never stops by itself, and its golden trace ends in `timeout N`.
+    pub timeout: Option<u64>,
     pub demonstrates: String,
 }
 
@@ -93,7 +97,7 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
 }
 
 /// The keys a header may have.
-const KEYS: [&str; 7] = ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump"];
+const KEYS: [&str; 8] = ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout"];
 
 /// Each key's line number and value.
 type Fields<'a> = BTreeMap<&'a str, (usize, &'a str)>;
@@ -114,7 +118,16 @@ pub fn parse(source: &str) -> Result<Header, HeaderError> {
     let demonstrates = parse_demonstrates(required("demonstrates")?)?;
     let memory = fields.get("memory").map(|&v| parse_memory(v)).transpose()?.unwrap_or(DEFAULT_MEMORY);
     let region = |key| fields.get(key).map(|&v| parse_region(v, memory)).transpose();
-    Ok(Header { name, stage, mode, memory, preload: region("preload")?, dump: region("dump")?, demonstrates })
+    let timeout = fields.get("timeout").map(|&v| parse_timeout(v)).transpose()?;
+    Ok(Header { name, stage, mode, memory, preload: region("preload")?, dump: region("dump")?, timeout, demonstrates })
+}
+
+/// A guest's own timeout: 1 to 60 seconds.
+fn parse_timeout((line, text): (usize, &str)) -> Result<u64, HeaderError> {
+    match parse_number(text) {
+        Some(n @ 1..=60) => Ok(n),
+        _ => error(line, format!("timeout `{text}`: give whole seconds from 1 to 60")),
+    }
 }
 
 /// The header's `key: value` lines, each key known and given once.
@@ -216,16 +229,16 @@ mod tests {
     fn a_minimal_header_parses_with_defaults() {
         let h = parse(GOOD).unwrap();
         assert_eq!((h.name.as_str(), h.stage, h.mode), ("io-sizes", 6, Mode::Prot32));
-        assert_eq!((h.memory, h.preload, h.dump), (DEFAULT_MEMORY, None, None));
+        assert_eq!((h.memory, h.preload, h.dump, h.timeout), (DEFAULT_MEMORY, None, None, None));
         assert_eq!(h.demonstrates, "out and in");
     }
 
     #[test]
     fn optional_keys_and_remarks_in_parentheses() {
         let source = "; guest: m\n; stage: 06\n; mode: long64   (remark)\n; demonstrates: x\n\
-                      ; memory: 0x20000\n; preload: 0x10000 0x100\n; dump: 4096 16\n";
+                      ; memory: 0x20000\n; preload: 0x10000 0x100\n; dump: 4096 16\n; timeout: 2  (seconds)\n";
         let h = parse(source).unwrap();
-        assert_eq!((h.stage, h.mode, h.memory), (6, Mode::Long64, 0x20000));
+        assert_eq!((h.stage, h.mode, h.memory, h.timeout), (6, Mode::Long64, 0x20000, Some(2)));
         assert_eq!(h.preload, Some(Region { addr: 0x10000, len: 0x100 }));
         assert_eq!(h.dump, Some(Region { addr: 0x1000, len: 16 }));
     }
@@ -258,6 +271,8 @@ mod tests {
         assert_eq!(parse(&GOOD.replace("io-sizes", "IO")).unwrap_err().line, 1);
         let odd_memory = format!("{}; memory: 0x10001\n", &GOOD[..GOOD.find("\n\n").unwrap() + 1]);
         assert_eq!(parse(&odd_memory).unwrap_err().line, 5);
+        let no_timeout = format!("{}; timeout: 0\n", &GOOD[..GOOD.find("\n\n").unwrap() + 1]);
+        assert_eq!(parse(&no_timeout).unwrap_err().to_string(), "guest header, line 5: timeout `0`: give whole seconds from 1 to 60");
     }
 
     #[test]

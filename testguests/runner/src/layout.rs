@@ -256,6 +256,7 @@ mod tests {
             memory: DEFAULT_MEMORY,
             preload: Some(Region { addr: 0x10000, len: 4 }),
             dump: None,
+            timeout: None,
             demonstrates: "x".into(),
         }
     }

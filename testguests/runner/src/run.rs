@@ -50,6 +50,7 @@ pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
     let counted = || crate::debugfs::exits(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id());
     let counted_before = counted();
     let start = Instant::now();
+    let options = &Options { timeout: header.timeout.map_or(options.timeout, Duration::from_secs), ..*options };
     let (stop, exits_to_userspace) = drive(vcpu.as_mut(), &mut devices, options)?;
     let elapsed = start.elapsed();
     let hypervisor_exits = counted_before.zip(counted()).map(|(before, after)| after.saturating_sub(before));
