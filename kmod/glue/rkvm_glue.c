@@ -24,6 +24,20 @@
 #include <asm/fpu/api.h>
 #include <asm/fpu/types.h>
 //@ end
+//@ begin 4
+#include <linux/cpumask.h>
+#include <linux/sched/signal.h>
+#include <linux/smp.h>
+#include <linux/io.h>
+#include <asm/tlbflush.h>
+//@ end
+//@ begin 5
+#include <asm/cpu_entry_area.h>
+#include <asm/desc.h>
+#include <asm/msr.h>
+#include <asm/segment.h>
+#include <asm/special_insns.h>
+//@ end
 
 MODULE_AUTHOR("rkvm");
 MODULE_DESCRIPTION("rkvm: a kernel-based virtual machine monitor in Rust, after Linux 2.6.20's KVM");
@@ -243,6 +257,153 @@ unsigned long rkvm_glue_copy_to_user(unsigned long dst, const void *src, size_t 
 {
 	return copy_to_user((void __user *)dst, src, len);
 }
+
+//@ begin 4
+/* ---- Processors (kmod/src/kernel/cpu.rs) ---- */
+
+/* Runs fn(arg) on every online CPU, this one included, and waits. */
+void rkvm_glue_on_each_cpu(smp_call_func_t fn, void *arg)
+{
+	on_each_cpu(fn, arg, 1);
+}
+
+/* Runs fn(arg) on one CPU and waits; nonzero if it is not online. */
+int rkvm_glue_on_cpu(unsigned long cpu, smp_call_func_t fn, void *arg)
+{
+	if (cpu >= nr_cpu_ids)
+		return -EINVAL;
+	return smp_call_function_single(cpu, fn, arg, 1);
+}
+
+unsigned long rkvm_glue_nr_cpu_ids(void)
+{
+	return nr_cpu_ids;
+}
+
+unsigned long rkvm_glue_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+/* The caller is pinned (interrupt context, or preemption disabled). */
+unsigned long rkvm_glue_current_cpu(void)
+{
+	return raw_smp_processor_id();
+}
+
+/*
+ * Linux keeps a per-CPU copy of CR4 and rewrites CR4 from it, so CR4.VMXE
+ * is changed through that copy, as Linux's own KVM does.
+ */
+void rkvm_glue_cr4_set_bits(unsigned long mask)
+{
+	cr4_set_bits(mask);
+}
+
+void rkvm_glue_cr4_clear_bits(unsigned long mask)
+{
+	cr4_clear_bits(mask);
+}
+
+unsigned long rkvm_glue_read_cr4(void)
+{
+	return __read_cr4();
+}
+
+unsigned long rkvm_glue_virt_to_phys(void *addr)
+{
+	return __pa(addr);
+}
+
+void rkvm_glue_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void rkvm_glue_preempt_enable(void)
+{
+	preempt_enable();
+}
+
+int rkvm_glue_signal_pending(void)
+{
+	return signal_pending(current);
+}
+
+int rkvm_glue_need_resched(void)
+{
+	return need_resched();
+}
+
+void rkvm_glue_cond_resched(void)
+{
+	cond_resched();
+}
+//@ end
+
+//@ begin 5
+/* ---- Around a VM entry (kmod/src/kernel/cpu.rs, stage 05) ---- */
+
+void rkvm_glue_irq_disable(void)
+{
+	local_irq_disable();
+}
+
+void rkvm_glue_irq_enable(void)
+{
+	local_irq_enable();
+}
+
+/* The address of this CPU's TSS, for the VMCS's host TR base. */
+unsigned long rkvm_glue_host_tr_base(void)
+{
+	return (unsigned long)&get_cpu_entry_area(raw_smp_processor_id())->tss.x86_tss;
+}
+
+/*
+ * What a VM exit does not restore, as Linux's KVM handles it: the segment
+ * selectors userspace may use (the exit loads the VMCS's host selectors,
+ * which must be kernel ones), the LDT (the exit clears LDTR), the GDT
+ * limit (set to 0xffff) and the TSS limit (set to 0x67).
+ */
+struct rkvm_host_segments {
+	u16 ds, es, fs, gs, ldt;
+	unsigned long kernel_gs_base;
+};
+
+void rkvm_glue_save_host_segments(struct rkvm_host_segments *h)
+{
+	savesegment(ds, h->ds);
+	savesegment(es, h->es);
+	savesegment(fs, h->fs);
+	savesegment(gs, h->gs);
+	asm volatile("sldt %0" : "=r"(h->ldt));
+	rdmsrl(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
+}
+
+void rkvm_glue_restore_host_segments(const struct rkvm_host_segments *h)
+{
+	if (h->ldt || (h->gs & 7)) {
+		if (h->ldt)
+			asm volatile("lldt %0" : : "r"(h->ldt));
+		load_gs_index(h->gs);
+		wrmsrl(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
+	}
+	if (h->fs & 7) {
+		unsigned long base;
+
+		rdmsrl(MSR_FS_BASE, base);
+		loadsegment(fs, h->fs);
+		wrmsrl(MSR_FS_BASE, base);
+	}
+	if (h->ds)
+		loadsegment(ds, h->ds);
+	if (h->es)
+		loadsegment(es, h->es);
+	load_fixmap_gdt(raw_smp_processor_id());
+	invalidate_tss_limit();
+}
+//@ end
 
 /* ---- /dev/rkvm ---- */
 

@@ -330,6 +330,10 @@ impl fmt::Write for FmtBuf {
     }
 }
 
+//@ begin 4
+pub mod cpu;
+//@ end
+
 //@ begin 5
 pub mod fpu;
 //@ end

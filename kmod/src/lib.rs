@@ -25,6 +25,7 @@ pub mod memslot;
 //@ end
 //@ begin 4
 pub mod arch;
+pub mod hardware;
 //@ end
 //@ begin 5
 pub mod exit;

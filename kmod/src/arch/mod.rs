@@ -79,6 +79,9 @@ use core::sync::atomic::{AtomicU8, Ordering};
 pub use crate::exit::VmExit;
 //@ end
 
+//@ begin 4
+pub mod vmx;
+//@ end
 //@ begin 7
 pub mod svm;
 //@ end
@@ -217,7 +220,9 @@ const CHOSEN_FAKE: u8 = 100;
 
 /// Every backend this build knows, in the order they are tried.
 static BACKENDS: &[(u8, &dyn Arch)] = &[
-    // The VMX backend goes first: `(CHOSEN_VMX, &vmx::VMX)`.
+    //@ begin 4
+    (CHOSEN_VMX, &vmx::VMX),
+    //@ end
     //@ begin 7
     (CHOSEN_SVM, &svm::SVM),
     //@ end

@@ -15,13 +15,15 @@ use crate::vm::Vm;
 use alloc::boxed::Box;
 use core::ffi::c_void;
 
-/// Module load. Nothing to set up yet.
+/// Module load. From stage 04 on, hardware virtualization is turned on,
+/// on every CPU, or the module refuses to load.
 pub fn init() -> KResult<()> {
     log!(Info, "loaded, API version {}", abi::KVM_API_VERSION);
     Ok(())
 }
 
-/// Module unload.
+/// Module unload: every file is closed, so no vCPU runs. From stage 04
+/// on, hardware virtualization is turned off on every CPU.
 pub fn exit() {
     log!(Info, "unloaded");
 }

@@ -20,6 +20,11 @@
 #include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/cpumask.h>
+#include <linux/sched/signal.h>
+#include <linux/smp.h>
+#include <linux/io.h>
+#include <asm/tlbflush.h>
 
 MODULE_AUTHOR("rkvm");
 MODULE_DESCRIPTION("rkvm: a kernel-based virtual machine monitor in Rust, after Linux 2.6.20's KVM");
@@ -179,6 +184,87 @@ unsigned long rkvm_glue_copy_from_user(void *dst, unsigned long src, size_t len)
 unsigned long rkvm_glue_copy_to_user(unsigned long dst, const void *src, size_t len)
 {
 	return copy_to_user((void __user *)dst, src, len);
+}
+
+/* ---- Processors (kmod/src/kernel/cpu.rs) ---- */
+
+/* Runs fn(arg) on every online CPU, this one included, and waits. */
+void rkvm_glue_on_each_cpu(smp_call_func_t fn, void *arg)
+{
+	on_each_cpu(fn, arg, 1);
+}
+
+/* Runs fn(arg) on one CPU and waits; nonzero if it is not online. */
+int rkvm_glue_on_cpu(unsigned long cpu, smp_call_func_t fn, void *arg)
+{
+	if (cpu >= nr_cpu_ids)
+		return -EINVAL;
+	return smp_call_function_single(cpu, fn, arg, 1);
+}
+
+unsigned long rkvm_glue_nr_cpu_ids(void)
+{
+	return nr_cpu_ids;
+}
+
+unsigned long rkvm_glue_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+/* The caller is pinned (interrupt context, or preemption disabled). */
+unsigned long rkvm_glue_current_cpu(void)
+{
+	return raw_smp_processor_id();
+}
+
+/*
+ * Linux keeps a per-CPU copy of CR4 and rewrites CR4 from it, so CR4.VMXE
+ * is changed through that copy, as Linux's own KVM does.
+ */
+void rkvm_glue_cr4_set_bits(unsigned long mask)
+{
+	cr4_set_bits(mask);
+}
+
+void rkvm_glue_cr4_clear_bits(unsigned long mask)
+{
+	cr4_clear_bits(mask);
+}
+
+unsigned long rkvm_glue_read_cr4(void)
+{
+	return __read_cr4();
+}
+
+unsigned long rkvm_glue_virt_to_phys(void *addr)
+{
+	return __pa(addr);
+}
+
+void rkvm_glue_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void rkvm_glue_preempt_enable(void)
+{
+	preempt_enable();
+}
+
+int rkvm_glue_signal_pending(void)
+{
+	return signal_pending(current);
+}
+
+int rkvm_glue_need_resched(void)
+{
+	return need_resched();
+}
+
+void rkvm_glue_cond_resched(void)
+{
+	cond_resched();
 }
 
 /* ---- /dev/rkvm ---- */

@@ -301,6 +301,8 @@ impl fmt::Write for FmtBuf {
     }
 }
 
+pub mod cpu;
+
 // The kernel side, calls into the glue (`kernel/glue.rs`), and the host
 // side, fakes for unit tests (`kernel/host.rs`): the same functions, one
 // module or the other.

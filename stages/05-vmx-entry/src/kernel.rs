@@ -328,6 +328,8 @@ impl fmt::Write for FmtBuf {
     }
 }
 
+pub mod cpu;
+
 pub mod fpu;
 
 // The kernel side, calls into the glue (`kernel/glue.rs`), and the host

@@ -328,6 +328,8 @@ impl fmt::Write for FmtBuf {
     }
 }
 
+pub mod cpu;
+
 pub mod fpu;
 pub mod contig;
 

@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod stats;
 pub mod memslot;
 pub mod arch;
+pub mod hardware;
 pub mod exit;
 pub mod mmu;
 pub mod vcpu;

@@ -71,6 +71,7 @@ use alloc::boxed::Box;
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+pub mod vmx;
 #[cfg(not(target_os = "none"))]
 pub mod fake;
 
@@ -154,7 +155,7 @@ const CHOSEN_FAKE: u8 = 100;
 
 /// Every backend this build knows, in the order they are tried.
 static BACKENDS: &[(u8, &dyn Arch)] = &[
-    // The VMX backend goes first: `(CHOSEN_VMX, &vmx::VMX)`.
+    (CHOSEN_VMX, &vmx::VMX),
 ];
 
 fn backends() -> &'static [(u8, &'static dyn Arch)] {

@@ -75,6 +75,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 pub use crate::exit::VmExit;
 
+pub mod vmx;
 #[cfg(not(target_os = "none"))]
 pub mod fake;
 
@@ -206,7 +207,7 @@ const CHOSEN_FAKE: u8 = 100;
 
 /// Every backend this build knows, in the order they are tried.
 static BACKENDS: &[(u8, &dyn Arch)] = &[
-    // The VMX backend goes first: `(CHOSEN_VMX, &vmx::VMX)`.
+    (CHOSEN_VMX, &vmx::VMX),
 ];
 
 fn backends() -> &'static [(u8, &'static dyn Arch)] {

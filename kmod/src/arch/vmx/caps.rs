@@ -1,0 +1,392 @@
+//@ stage 4
+//! What this processor's VMX can do: CPUID's VMX bit, the
+//! IA32_FEATURE_CONTROL MSR that firmware uses to allow or forbid VMX, and
+//! the capability MSRs (SDM Vol. 3C, Appendix A "VMX Capability Reporting
+//! Facility").
+//!
+//! The MSRs are read through the [`Msrs`] trait, so the decisions made on
+//! their values run as host unit tests with made-up values.
+
+use super::insn;
+
+/// Reads model-specific registers. The kernel reads the hardware's; tests
+/// give values of their own.
+pub trait Msrs {
+    fn read(&self, msr: u32) -> u64;
+}
+
+// ANCHOR: msr_numbers
+/// IA32_FEATURE_CONTROL: bit 0 locks the MSR until reset, bit 2 allows
+/// VMXON outside SMX operation (SDM Vol. 3C, 24.7 "Enabling and Entering
+/// VMX Operation").
+pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
+pub const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
+pub const FEATURE_CONTROL_VMXON_OUTSIDE_SMX: u64 = 1 << 2;
+
+/// The capability MSRs (SDM Vol. 3C, Appendix A; Vol. 4, Table 2-2).
+pub const IA32_VMX_BASIC: u32 = 0x480;
+pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
+pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
+pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
+pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
+pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
+pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
+pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
+pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
+pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
+pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
+pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
+// ANCHOR_END: msr_numbers
+
+/// The CPU's own MSRs.
+pub struct HardwareMsrs;
+
+impl Msrs for HardwareMsrs {
+    fn read(&self, msr: u32) -> u64 {
+        // SAFETY: only the MSRs above are read, and only after CPUID said
+        // the processor has VMX, which makes them exist (SDM Vol. 3C, A.1).
+        unsafe { insn::rdmsr(msr) }
+    }
+}
+
+/// CPUID.1:ECX.VMX[bit 5]: "If CPUID.1:ECX.VMX[bit 5] = 1, then VMX
+/// operation is supported." (SDM Vol. 3C, 24.6 "Discovering Support for VMX")
+pub fn cpu_has_vmx() -> bool {
+    let cpuid = raw_cpuid::CpuId::new();
+    cpuid.get_feature_info().is_some_and(|f| f.has_vmx())
+}
+
+// ANCHOR: feature_control
+/// Why firmware's IA32_FEATURE_CONTROL forbids VMX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmxDisabledByFirmware;
+
+/// What to do with IA32_FEATURE_CONTROL before VMXON. "If the lock bit is
+/// clear, VMXON causes a general-protection exception" and "if [bit 2] is
+/// clear, VMXON outside SMX operation causes a general-protection
+/// exception" (SDM Vol. 3C, 24.7). Returns `Ok(None)` when the MSR already
+/// allows VMXON, `Ok(Some(value))` when it is unlocked and must be written
+/// with `value` (bit 2 and the lock set, the other bits kept), and an
+/// error when it is locked with VMX forbidden: only the firmware can
+/// change it then.
+pub fn feature_control_update(value: u64) -> Result<Option<u64>, VmxDisabledByFirmware> {
+    //@ exercise E4.2
+    //@ instruction: Decide from IA32_FEATURE_CONTROL's value whether VMXON
+    //@+ is allowed (`Ok(None)`), must be allowed by writing the MSR
+    //@+ (`Ok(Some(new value))`), or is forbidden by the firmware (`Err`).
+    //@ hint: Locked (bit 0) with bit 2 set: allowed. Locked without it:
+    //@+ forbidden. Unlocked: set bits 0 and 2, keep the others.
+    let wanted = FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMXON_OUTSIDE_SMX;
+    if value & FEATURE_CONTROL_LOCKED == 0 {
+        Ok(Some(value | wanted))
+    } else if value & FEATURE_CONTROL_VMXON_OUTSIDE_SMX == 0 {
+        Err(VmxDisabledByFirmware)
+    } else {
+        Ok(None)
+    }
+    //@ end
+}
+// ANCHOR_END: feature_control
+
+// ANCHOR: vmx_basic
+/// IA32_VMX_BASIC, decoded (SDM Vol. 3C, A.1 "Basic VMX Information").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmxBasic {
+    /// Bits 30:0: the VMCS revision identifier, written at the start of
+    /// the VMXON region and of every VMCS region.
+    pub revision_id: u32,
+    /// Bits 44:32: the bytes of a VMXON or VMCS region, at most 4096.
+    pub region_size: u32,
+    /// Bits 53:50: the memory type the processor uses for the VMCS; 6 is
+    /// write-back.
+    pub memory_type: u8,
+    /// Bit 54: VM exits due to `INS`/`OUTS` give instruction information.
+    pub ins_outs_info: bool,
+    /// Bit 55: the TRUE_* capability MSRs exist, and may allow controls
+    /// of the "default1" class to be 0 (SDM Vol. 3C, A.2).
+    pub true_controls: bool,
+}
+
+/// The memory type "write back" (SDM Vol. 3C, A.1).
+pub const MEMORY_TYPE_WB: u8 = 6;
+
+impl VmxBasic {
+    /// Decodes the MSR's value.
+    pub fn from_msr(value: u64) -> VmxBasic {
+        //@ exercise E4.3
+        //@ instruction: Decode IA32_VMX_BASIC: the revision identifier
+        //@+ (bits 30:0), the region size (bits 44:32), the memory type (bits
+        //@+ 53:50), and bits 54 and 55.
+        //@ hint: `(value >> 32) & 0x1FFF` is the region size; a field of n
+        //@+ bits at position p is `(value >> p) & ((1 << n) - 1)`.
+        VmxBasic {
+            revision_id: (value & 0x7FFF_FFFF) as u32,
+            region_size: ((value >> 32) & 0x1FFF) as u32,
+            memory_type: ((value >> 50) & 0xF) as u8,
+            ins_outs_info: value & 1 << 54 != 0,
+            true_controls: value & 1 << 55 != 0,
+        }
+        //@ end
+    }
+}
+// ANCHOR_END: vmx_basic
+
+/// A reason the capability MSRs rule this processor out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsupported {
+    /// The VMCS region is larger than a page.
+    RegionSize(u32),
+    /// The VMCS memory type is not write-back.
+    MemoryType(u8),
+}
+
+impl VmxBasic {
+    /// rkvm allocates one page per VMCS and expects write-back memory, as
+    /// every processor with VMX has offered.
+    pub fn check(&self) -> Result<(), Unsupported> {
+        if self.region_size == 0 || self.region_size > 4096 {
+            return Err(Unsupported::RegionSize(self.region_size));
+        }
+        if self.memory_type != MEMORY_TYPE_WB {
+            return Err(Unsupported::MemoryType(self.memory_type));
+        }
+        Ok(())
+    }
+}
+
+// ANCHOR: fixed_bits
+/// Checks `value` (CR0 or CR4) against the VMX fixed bits: "If bit X is 1
+/// in IA32_VMX_CR0_FIXED0, then that bit of CR0 is fixed to 1 in VMX
+/// operation. Similarly, if bit X is 0 in IA32_VMX_CR0_FIXED1, then that
+/// bit of CR0 is fixed to 0 in VMX operation." (SDM Vol. 3C, A.7; A.8 says
+/// the same of CR4.) Returns the bits that are wrong.
+pub fn fixed_bits_violations(value: u64, fixed0: u64, fixed1: u64) -> u64 {
+    (fixed0 & !value) | (value & !fixed1)
+}
+// ANCHOR_END: fixed_bits
+
+
+//@ begin 5
+// ANCHOR: adjust_controls
+/// Fits a control field to what the processor allows, from the capability
+/// MSR for that field: "Bits 31:0 indicate the allowed 0-settings of these
+/// controls. VM entry allows control X to be 0 if bit X in the MSR is
+/// cleared to 0; if bit X in the MSR is set to 1, VM entry fails if
+/// control X is 0." and "Bits 63:32 indicate the allowed 1-settings ...
+/// VM entry allows control X to be 1 if bit 32+X in the MSR is set to 1"
+/// (SDM Vol. 3C, A.3.1). Returns the field with every `required` bit, the
+/// `optional` bits the processor allows, and the bits it forces to 1; or,
+/// as the error, the required bits it cannot set.
+pub fn adjust_controls(required: u32, optional: u32, msr: u64) -> Result<u32, u32> {
+    //@ exercise E5.1
+    //@ instruction: Compute a control field from the bits rkvm requires,
+    //@+ the bits it would like, and the capability MSR; return the required
+    //@+ bits the processor cannot set as the error.
+    //@ hint: `msr as u32` are the bits that must be 1, `(msr >> 32) as u32`
+    //@+ the bits that may be 1. Start from `required | optional`, keep what
+    //@+ may be 1, add what must be 1.
+    let must_be_one = msr as u32;
+    let may_be_one = (msr >> 32) as u32;
+    let missing = required & !may_be_one;
+    if missing != 0 {
+        return Err(missing);
+    }
+    Ok(((required | optional) & may_be_one) | must_be_one)
+    //@ end
+}
+// ANCHOR_END: adjust_controls
+
+// ANCHOR: control_msrs
+/// The capability MSR that governs each control field. With
+/// IA32_VMX_BASIC bit 55 set, the TRUE_* MSRs report the real allowed
+/// 0-settings of the "default1" controls (SDM Vol. 3C, A.2 "Reserved
+/// Controls and Default Settings"); the others report them as fixed to 1.
+pub fn control_msrs(true_controls: bool) -> [u32; 4] {
+    if true_controls {
+        [IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_ENTRY_CTLS]
+    } else {
+        [IA32_VMX_PINBASED_CTLS, IA32_VMX_PROCBASED_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_ENTRY_CTLS]
+    }
+}
+
+/// The four control fields rkvm runs its guests with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Controls {
+    pub pin: u32,
+    pub cpu: u32,
+    pub exit: u32,
+    pub entry: u32,
+}
+
+/// A control field lacks bits rkvm cannot do without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MissingControls {
+    /// 0 pin-based, 1 processor-based, 2 VM-exit, 3 VM-entry.
+    pub field: usize,
+    pub bits: u32,
+}
+
+impl Controls {
+    /// The controls of every rkvm guest (see `vcpu.rs` for why each bit),
+    /// fitted to this processor.
+    pub fn for_processor(msrs: &dyn Msrs, true_controls: bool) -> Result<Controls, MissingControls> {
+        use super::fields::{cpu, exit, pin};
+        let [pin_msr, cpu_msr, exit_msr, entry_msr] = control_msrs(true_controls).map(|m| msrs.read(m));
+        let fit = |field, required, optional, msr| {
+            adjust_controls(required, optional, msr).map_err(|bits| MissingControls { field, bits })
+        };
+        Ok(Controls {
+            pin: fit(0, pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, 0, pin_msr)?,
+            cpu: fit(
+                1,
+                cpu::HLT_EXITING | cpu::CR3_LOAD_EXITING | cpu::CR3_STORE_EXITING | cpu::UNCONDITIONAL_IO_EXITING | cpu::MOV_DR_EXITING,
+                cpu::MWAIT_EXITING | cpu::MONITOR_EXITING,
+                cpu_msr,
+            )?,
+            exit: fit(2, exit::HOST_ADDRESS_SPACE_SIZE, 0, exit_msr)?,
+            entry: fit(3, 0, 0, entry_msr)?,
+        })
+    }
+}
+// ANCHOR_END: control_msrs
+//@ end
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IA32_VMX_BASIC like a Haswell's: revision 1, write-back,
+    /// 4096 bytes, TRUE controls, INS/OUTS information.
+    pub const HASWELL_BASIC: u64 = 0x00DA_1000_0000_0001;
+
+    #[test]
+    fn regions_must_fit_a_page_and_be_write_back() {
+        let good = VmxBasic { revision_id: 1, region_size: 4096, memory_type: 6, ins_outs_info: true, true_controls: true };
+        assert_eq!(good.check(), Ok(()));
+        assert_eq!(VmxBasic { region_size: 8192, ..good }.check(), Err(Unsupported::RegionSize(8192)));
+        assert_eq!(VmxBasic { memory_type: 0, ..good }.check(), Err(Unsupported::MemoryType(0)));
+    }
+
+    #[test]
+    fn fixed_bits_name_the_offending_bits() {
+        // CR0 with PE, NE and PG (what VMX requires, FIXED0 = 0x80000021).
+        assert_eq!(fixed_bits_violations(0x8005_0033, 0x8000_0021, 0xFFFF_FFFF), 0);
+        assert_eq!(fixed_bits_violations(0x0005_0033, 0x8000_0021, 0xFFFF_FFFF), 0x8000_0000, "PG missing");
+        // CR4 without VMXE (FIXED0 = 0x2000), and a bit FIXED1 forbids.
+        assert_eq!(fixed_bits_violations(0x0000_06F0, 0x2000, 0x3767FF), 0x2000);
+        assert_eq!(fixed_bits_violations(0x0040_26F0, 0x2000, 0x3767FF), 0x40_0000);
+    }
+
+    mod e4_2 {
+        use super::super::*;
+
+        #[test]
+        fn locked_with_vmx_allowed_needs_nothing() {
+            assert_eq!(feature_control_update(0x5), Ok(None));
+            assert_eq!(feature_control_update(0x7), Ok(None));
+            assert_eq!(feature_control_update(0x1_0005), Ok(None));
+        }
+
+        #[test]
+        fn locked_without_vmx_is_the_firmware_saying_no() {
+            assert_eq!(feature_control_update(0x1), Err(VmxDisabledByFirmware));
+            assert_eq!(feature_control_update(0x3), Err(VmxDisabledByFirmware), "only inside SMX");
+        }
+
+        #[test]
+        fn unlocked_is_allowed_and_locked_keeping_other_bits() {
+            assert_eq!(feature_control_update(0x0), Ok(Some(0x5)));
+            assert_eq!(feature_control_update(0x2), Ok(Some(0x7)));
+            assert_eq!(feature_control_update(0x10_0000), Ok(Some(0x10_0005)));
+        }
+    }
+
+    mod e4_3 {
+        use super::super::*;
+        use super::HASWELL_BASIC;
+
+        #[test]
+        fn a_haswell_value_decodes() {
+            let basic = VmxBasic::from_msr(HASWELL_BASIC);
+            let expected = VmxBasic { revision_id: 1, region_size: 4096, memory_type: 6, ins_outs_info: true, true_controls: true };
+            assert_eq!(basic, expected);
+        }
+
+        #[test]
+        fn fields_do_not_bleed_into_each_other() {
+            let basic = VmxBasic::from_msr(0xFFC3_0FFF_FFFF_FFFF);
+            assert_eq!(basic.revision_id, 0x7FFF_FFFF, "bit 31 is not part of the identifier");
+            assert_eq!(basic.region_size, 0x0FFF);
+            assert_eq!(basic.memory_type, 0);
+            assert!(basic.ins_outs_info && basic.true_controls);
+            let basic = VmxBasic::from_msr(0x003C_1000_0000_0000);
+            assert_eq!((basic.region_size, basic.memory_type), (0x1000, 0xF));
+            assert!(!basic.ins_outs_info && !basic.true_controls);
+        }
+    }
+
+    //@ begin 5
+    mod e5_1 {
+        use super::super::*;
+
+        /// Capability MSRs as a Haswell reports them (the TRUE ones).
+        struct HaswellMsrs;
+
+        impl Msrs for HaswellMsrs {
+            fn read(&self, msr: u32) -> u64 {
+                match msr {
+                    IA32_VMX_TRUE_PINBASED_CTLS => 0x0000_007F_0000_0016,
+                    IA32_VMX_TRUE_PROCBASED_CTLS => 0xFFF9_FFFE_0400_6172,
+                    IA32_VMX_TRUE_EXIT_CTLS => 0x007F_FFFF_0003_6DFB,
+                    IA32_VMX_TRUE_ENTRY_CTLS => 0x0000_FFFF_0000_11FB,
+                    _ => 0,
+                }
+            }
+        }
+
+        #[test]
+        fn rkvm_controls_fit_a_haswell() {
+            let c = Controls::for_processor(&HaswellMsrs, true).expect("a Haswell has everything");
+            assert_eq!(c.pin, 0x16 | 0x1 | 0x8);
+            assert_eq!(c.cpu & 0x0400_6172, 0x0400_6172, "the default1 bits stay set");
+            assert_eq!(c.cpu & (1 << 7 | 1 << 15 | 1 << 16 | 1 << 24), 1 << 7 | 1 << 15 | 1 << 16 | 1 << 24);
+            assert_eq!(c.exit & (1 << 9), 1 << 9);
+            assert_eq!(c.entry & (1 << 9), 0, "32-bit guests");
+        }
+
+        #[test]
+        fn a_processor_without_a_required_control_is_named() {
+            struct NoHlt;
+            impl Msrs for NoHlt {
+                fn read(&self, msr: u32) -> u64 {
+                    let value = HaswellMsrs.read(msr);
+                    if msr == IA32_VMX_TRUE_PROCBASED_CTLS { value & !(1u64 << (32 + 7)) } else { value }
+                }
+            }
+            assert_eq!(Controls::for_processor(&NoHlt, true), Err(MissingControls { field: 1, bits: 1 << 7 }));
+        }
+
+        #[test]
+        fn required_and_forced_bits_are_set() {
+            // Bits 1, 2 and 4 must be 1; bits 0 to 7 may be 1.
+            let msr = 0x0000_00FF_0000_0016;
+            assert_eq!(adjust_controls(0x1, 0, msr), Ok(0x17));
+            assert_eq!(adjust_controls(0x0, 0, msr), Ok(0x16));
+        }
+
+        #[test]
+        fn optional_bits_are_dropped_when_not_allowed() {
+            let msr = 0x0000_000F_0000_0000;
+            assert_eq!(adjust_controls(0x1, 0x30, msr), Ok(0x1));
+            assert_eq!(adjust_controls(0x1, 0x3, msr), Ok(0x3));
+        }
+
+        #[test]
+        fn required_bits_that_may_not_be_one_are_the_error() {
+            let msr = 0x0000_000F_0000_0001;
+            assert_eq!(adjust_controls(0x31, 0, msr), Err(0x30));
+        }
+    }
+    //@ end
+}

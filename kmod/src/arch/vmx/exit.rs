@@ -1,0 +1,341 @@
+//@ stage 5
+//! VM exits, decoded once: the raw exit information read from the VMCS
+//! becomes an arch-neutral [`VmExit`], and nothing after this file looks
+//! at a VMX exit reason again.
+//!
+//! "VM exits save the reason for the exit in the exit-reason field": bits
+//! 15:0 are the basic exit reason, and bit 31 is set when "VM entry
+//! failed" (SDM Vol. 3C, 28.2.1 "Basic VM-Exit Information"; the reasons
+//! are listed in Appendix C, "VMX Basic Exit Reasons"). Every decoder here
+//! is a pure function of the numbers, unit-tested on the host.
+
+use crate::arch::VmExit;
+//@ begin 6
+use crate::exit::{CrAccess, IoExit, StringIo};
+//@ end
+
+// ANCHOR: exit_reasons
+/// Basic exit reasons rkvm knows (SDM Vol. 3C, Appendix C).
+pub mod reason {
+    pub const EXCEPTION_NMI: u16 = 0;
+    pub const EXTERNAL_INTERRUPT: u16 = 1;
+    pub const TRIPLE_FAULT: u16 = 2;
+    pub const CPUID: u16 = 10;
+    pub const HLT: u16 = 12;
+    pub const CR_ACCESS: u16 = 28;
+    pub const IO_INSTRUCTION: u16 = 30;
+    pub const INVALID_GUEST_STATE: u16 = 33;
+}
+
+/// Exit-reason bit 31: the VM entry failed (SDM Vol. 3C, 28.2.1).
+pub const FAILED_VMENTRY: u32 = 1 << 31;
+// ANCHOR_END: exit_reasons
+
+// ANCHOR: exit_info
+/// Everything an exit's decoding needs, read from the VMCS (and the
+/// guest's registers) right after the exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The exit-reason field.
+    pub reason: u32,
+    /// The exit qualification (SDM Vol. 3C, 28.2.1).
+    pub qualification: u64,
+    /// The VM-exit interruption information (SDM Vol. 3C, 25.9.2).
+    pub intr_info: u32,
+    pub intr_error_code: u32,
+    /// The VM-exit instruction length.
+    pub insn_len: u32,
+    //@ begin 6
+    /// The guest-linear address of an `ins`/`outs` operand.
+    pub guest_linear_address: u64,
+    /// The guest's RAX, RCX and RFLAGS at the exit.
+    pub rax: u64,
+    pub rcx: u64,
+    pub rflags: u64,
+    /// The bits of RSI, RDI and RCX the guest's code segment uses: 16 or
+    /// 32 of them (an `ins`/`outs` counts and moves within these).
+    pub address_mask: u64,
+    //@ end
+}
+// ANCHOR_END: exit_info
+
+// ANCHOR: interruption_info
+/// The VM-exit interruption-information field (SDM Vol. 3C, 25.9.2,
+/// Table 25-19): bits 7:0 the vector, bits 10:8 the type (2 is an NMI,
+/// 3 a hardware exception), bit 11 "error code valid", bit 31 "valid".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interruption {
+    pub vector: u8,
+    pub kind: u8,
+    pub has_error_code: bool,
+}
+
+pub const INTR_TYPE_NMI: u8 = 2;
+
+impl Interruption {
+    pub fn from_field(field: u32) -> Option<Interruption> {
+        if field & 1 << 31 == 0 {
+            return None;
+        }
+        Some(Interruption { vector: field as u8, kind: ((field >> 8) & 7) as u8, has_error_code: field & 1 << 11 != 0 })
+    }
+}
+// ANCHOR_END: interruption_info
+
+/// The page-fault vector, whose exit qualification is the faulting address.
+const PF_VECTOR: u8 = 14;
+
+// ANCHOR: decode
+/// Decodes one exit. An exit with bit 31 set is a failed entry, reported
+/// with its basic reason; anything rkvm does not handle is
+/// [`VmExit::Unknown`] with the basic reason, never a panic.
+pub fn decode(info: &ExitInfo) -> VmExit {
+    let basic = info.reason as u16;
+    if info.reason & FAILED_VMENTRY != 0 {
+        return VmExit::FailEntry { hardware_reason: u32::from(basic) };
+    }
+    let insn_len = info.insn_len.min(15) as u8;
+    match basic {
+        reason::EXCEPTION_NMI => decode_exception(info),
+        reason::EXTERNAL_INTERRUPT => VmExit::ExternalInterrupt,
+        reason::TRIPLE_FAULT => VmExit::Shutdown,
+        reason::HLT => VmExit::Hlt { insn_len },
+        //@ begin 6
+        reason::CPUID => VmExit::Cpuid { insn_len },
+        reason::IO_INSTRUCTION => VmExit::Io(decode_io(info)),
+        reason::CR_ACCESS => match decode_cr(info.qualification, insn_len) {
+            Some(access) => VmExit::Cr(access),
+            None => VmExit::Unknown { hardware_reason: u32::from(basic) },
+        },
+        //@ end
+        _ => VmExit::Unknown { hardware_reason: u32::from(basic) },
+    }
+}
+
+/// Exit reason 0: an exception the exception bitmap intercepts, or an NMI.
+/// A host NMI that arrives while the guest runs exits this way too (NMI
+/// exiting is on); it is not the guest's, so it is reported like a host
+/// interrupt.
+fn decode_exception(info: &ExitInfo) -> VmExit {
+    let Some(intr) = Interruption::from_field(info.intr_info) else {
+        return VmExit::Unknown { hardware_reason: u32::from(reason::EXCEPTION_NMI) };
+    };
+    if intr.kind == INTR_TYPE_NMI {
+        return VmExit::ExternalInterrupt;
+    }
+    let error_code = if intr.has_error_code { info.intr_error_code } else { 0 };
+    if intr.vector == PF_VECTOR {
+        // "For a page-fault exception, the exit qualification contains the
+        // linear address that caused the page fault." (SDM Vol. 3C, 28.2.1)
+        return VmExit::PageFault { address: info.qualification, error_code };
+    }
+    VmExit::Exception { vector: intr.vector, error_code }
+}
+// ANCHOR_END: decode
+
+//@ begin 6
+// ANCHOR: io_qualification
+/// The exit qualification of an I/O instruction (SDM Vol. 3C, 28.2.1,
+/// Table 28-5 "Exit Qualification for I/O Instructions").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoQualification {
+    /// Bits 31:16: the port.
+    pub port: u16,
+    /// Bits 2:0, "size of access": 0 is 1 byte, 1 is 2 bytes, 3 is 4 bytes.
+    pub size: u8,
+    /// Bit 3, "direction of the attempted access": 1 is `in`.
+    pub is_in: bool,
+    /// Bit 4: a string instruction (`ins`, `outs`).
+    pub string: bool,
+    /// Bit 5: a `rep` prefix.
+    pub rep: bool,
+}
+
+impl IoQualification {
+    pub fn from_qualification(q: u64) -> IoQualification {
+        //@ exercise E6.1
+        //@ instruction: Decode the exit qualification of an I/O instruction
+        //@+ into port, size in bytes, direction, string and rep.
+        //@ hint: SDM Vol. 3C, Table 28-5. The size field holds the size
+        //@+ minus one; bit 6 (immediate or DX) does not matter here.
+        IoQualification {
+            port: (q >> 16) as u16,
+            size: (q & 7) as u8 + 1,
+            is_in: q & 1 << 3 != 0,
+            string: q & 1 << 4 != 0,
+            rep: q & 1 << 5 != 0,
+        }
+        //@ end
+    }
+}
+// ANCHOR_END: io_qualification
+
+// ANCHOR: decode_io
+/// RFLAGS.DF, bit 10: string instructions go down.
+const RFLAGS_DF: u64 = 1 << 10;
+
+/// An I/O exit, completed from the registers: the value of an `out`, and
+/// for `ins`/`outs` where the data lies and how many elements there are.
+fn decode_io(info: &ExitInfo) -> IoExit {
+    let q = IoQualification::from_qualification(info.qualification);
+    let value_mask = match q.size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    };
+    let string = q.string.then(|| StringIo {
+        address: info.guest_linear_address,
+        rep: q.rep,
+        down: info.rflags & RFLAGS_DF != 0,
+        count: if q.rep { info.rcx & info.address_mask } else { 1 },
+    });
+    IoExit {
+        port: q.port,
+        size: q.size,
+        is_in: q.is_in,
+        string,
+        value: if q.is_in || q.string { 0 } else { (info.rax & value_mask) as u32 },
+        insn_len: info.insn_len.min(15) as u8,
+    }
+}
+// ANCHOR_END: decode_io
+
+// ANCHOR: cr_qualification
+/// The exit qualification of a control-register access (SDM Vol. 3C,
+/// 28.2.1, Table 28-3 "Exit Qualification for Control-Register
+/// Accesses"): bits 3:0 the register, bits 5:4 the access type (0 `mov`
+/// to CR, 1 `mov` from CR, 2 `clts`, 3 `lmsw`), bits 11:8 the general
+/// register. `None` for `clts` and `lmsw`, which rkvm does not intercept
+/// separately: they go to userspace as unknown exits.
+pub fn decode_cr(q: u64, insn_len: u8) -> Option<CrAccess> {
+    //@ exercise E6.2
+    //@ instruction: Decode a control-register exit qualification into a
+    //@+ `CrAccess`, or `None` when the access is neither a move to nor a
+    //@+ move from a control register.
+    //@ hint: SDM Vol. 3C, Table 28-3. Access type 0 is a write (`mov crN,
+    //@+ reg`), 1 a read; the register number is already in `Reg` order.
+    let write = match (q >> 4) & 3 {
+        0 => true,
+        1 => false,
+        _ => return None,
+    };
+    Some(CrAccess { cr: (q & 0xF) as u8, write, gpr: ((q >> 8) & 0xF) as u8, insn_len })
+    //@ end
+}
+// ANCHOR_END: cr_qualification
+//@ end
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(reason: u32) -> ExitInfo {
+        ExitInfo { reason, insn_len: 1, ..ExitInfo::default() }
+    }
+
+    #[test]
+    fn simple_exits_decode_by_reason() {
+        assert_eq!(decode(&exit(12)), VmExit::Hlt { insn_len: 1 });
+        assert_eq!(decode(&exit(1)), VmExit::ExternalInterrupt);
+        assert_eq!(decode(&exit(2)), VmExit::Shutdown);
+        assert_eq!(decode(&exit(55)), VmExit::Unknown { hardware_reason: 55 });
+    }
+
+    #[test]
+    fn a_failed_entry_keeps_its_basic_reason() {
+        assert_eq!(decode(&exit(FAILED_VMENTRY | 33)), VmExit::FailEntry { hardware_reason: 33 });
+    }
+
+    #[test]
+    fn exceptions_page_faults_and_nmis() {
+        // #GP (13), hardware exception (type 3), error code valid, valid.
+        let gp = ExitInfo { intr_info: 1 << 31 | 1 << 11 | 3 << 8 | 13, intr_error_code: 0x18, ..exit(0) };
+        assert_eq!(decode(&gp), VmExit::Exception { vector: 13, error_code: 0x18 });
+        let pf = ExitInfo { intr_info: 1 << 31 | 1 << 11 | 3 << 8 | 14, intr_error_code: 2, qualification: 0xC000_0000, ..exit(0) };
+        assert_eq!(decode(&pf), VmExit::PageFault { address: 0xC000_0000, error_code: 2 });
+        let ud = ExitInfo { intr_info: 1 << 31 | 3 << 8 | 6, intr_error_code: 0x99, ..exit(0) };
+        assert_eq!(decode(&ud), VmExit::Exception { vector: 6, error_code: 0 }, "no error code for #UD");
+        let nmi = ExitInfo { intr_info: 1 << 31 | 2 << 8 | 2, ..exit(0) };
+        assert_eq!(decode(&nmi), VmExit::ExternalInterrupt);
+        assert_eq!(decode(&exit(0)), VmExit::Unknown { hardware_reason: 0 }, "invalid information");
+    }
+
+    //@ begin 6
+    mod e6_1 {
+        use super::super::*;
+        use super::exit;
+
+        /// `out dx, al` to port 0xE9 (DX encoding, size 1): qualification 0x00E9_0000.
+        #[test]
+        fn an_out_carries_the_low_bytes_of_rax() {
+            let info = ExitInfo { qualification: 0x00E9_0000, rax: 0x1234_5678, ..exit(30) };
+            let io = IoExit { port: 0xE9, size: 1, is_in: false, string: None, value: 0x78, insn_len: 1 };
+            assert_eq!(decode(&info), VmExit::Io(io));
+            let info = ExitInfo { qualification: 0x00E0_0043, rax: 0xFFFF_FFFF_1234_5678, insn_len: 2, ..exit(30) };
+            assert_eq!(decode(&info), VmExit::Io(IoExit { size: 4, port: 0xE0, value: 0x1234_5678, insn_len: 2, ..io }));
+        }
+
+        #[test]
+        fn string_io_counts_within_the_address_size() {
+            // rep insw from port 0xE4 (size 2: field 1; in; string; rep).
+            let q = 0x00E4_0000 | 1 | 1 << 3 | 1 << 4 | 1 << 5;
+            let info = ExitInfo {
+                qualification: q,
+                guest_linear_address: 0x9006,
+                rcx: 0xFFFF_0000_0001_0002,
+                rflags: 0x402,
+                address_mask: 0xFFFF,
+                insn_len: 3,
+                ..exit(30)
+            };
+            let string = StringIo { address: 0x9006, rep: true, down: true, count: 2 };
+            let io = IoExit { port: 0xE4, size: 2, is_in: true, string: Some(string), value: 0, insn_len: 3 };
+            assert_eq!(decode(&info), VmExit::Io(io));
+        }
+
+        #[test]
+        fn in_al_from_an_immediate_port() {
+            // in al, 0xE0: size 1 (field 0), in, immediate operand (bit 6).
+            let q = IoQualification::from_qualification(0x00E0_0048);
+            assert_eq!(q, IoQualification { port: 0xE0, size: 1, is_in: true, string: false, rep: false });
+        }
+
+        #[test]
+        fn out_dx_eax_and_rep_outsw() {
+            let q = IoQualification::from_qualification(0x0510_0003);
+            assert_eq!(q, IoQualification { port: 0x510, size: 4, is_in: false, string: false, rep: false });
+            let q = IoQualification::from_qualification(0xFFFF_0031);
+            assert_eq!(q, IoQualification { port: 0xFFFF, size: 2, is_in: false, string: true, rep: true });
+        }
+    }
+
+    mod e6_2 {
+        use super::super::*;
+        use super::exit;
+
+        #[test]
+        fn cr_exits_other_than_moves_are_unknown() {
+            // lmsw: access type 3.
+            assert_eq!(decode(&ExitInfo { qualification: 3 << 4, ..exit(28) }), VmExit::Unknown { hardware_reason: 28 });
+            let mov = ExitInfo { qualification: 3 | 3 << 8, insn_len: 3, ..exit(28) };
+            assert_eq!(decode(&mov), VmExit::Cr(CrAccess { cr: 3, write: true, gpr: 3, insn_len: 3 }));
+        }
+
+        #[test]
+        fn moves_to_and_from_control_registers() {
+            // mov cr0, eax: CR 0, type 0, register 0.
+            assert_eq!(decode_cr(0x0, 3), Some(CrAccess { cr: 0, write: true, gpr: 0, insn_len: 3 }));
+            // mov ebx, cr3: CR 3, type 1, register 3.
+            assert_eq!(decode_cr(0x313, 3), Some(CrAccess { cr: 3, write: false, gpr: 3, insn_len: 3 }));
+            // mov cr4, r15: CR 4, type 0, register 15.
+            assert_eq!(decode_cr(0xF04, 4), Some(CrAccess { cr: 4, write: true, gpr: 15, insn_len: 4 }));
+        }
+
+        #[test]
+        fn clts_and_lmsw_are_not_moves() {
+            assert_eq!(decode_cr(0x20, 2), None);
+            assert_eq!(decode_cr(0x30, 3), None);
+        }
+    }
+    //@ end
+}

@@ -1,0 +1,281 @@
+//@ stage 5
+//! The guest-state area of the VMCS (SDM Vol. 3C, 25.4 "Guest-State
+//! Area"): the guest's segments, descriptor tables and control registers,
+//! written before an entry from the guest's view of them (`KvmSregs`) and
+//! read back after an exit.
+//!
+//! The VMCS is reached through the [`Fields`] trait, so that the
+//! translation runs as host unit tests against a fake VMCS.
+//!
+//! # What the guest sees and what the hardware runs
+//!
+//! Without EPT, the processor translates every guest address through a
+//! page table whose entries hold host-physical addresses. A guest with
+//! paging off must still be confined to its own memory, so the hardware
+//! always runs it with CR0.PG = 1 on the module's "nonpaging" table
+//! (PAE, hence CR4.PAE = 1), and with CR0.PE and CR0.NE set because VMX
+//! requires them (IA32_VMX_CR0_FIXED0, SDM Vol. 3C, A.7). The guest must
+//! not notice: "For each position corresponding to a bit clear in the CR0
+//! guest/host mask, the destination operand is loaded with the value of
+//! the corresponding bit in CR0. For each position corresponding to a bit
+//! set in the CR0 guest/host mask, the destination operand is loaded with
+//! the value of the corresponding bit in the CR0 read shadow." (SDM Vol.
+//! 3C, 26.3 "Changes to Instruction Behavior in VMX Non-Root Operation",
+//! `mov` from CR0.) So the bits the host owns are set in the guest/host
+//! mask and the guest's own values sit in the read shadow; a guest write
+//! that would change an owned bit exits instead (VM exit reason 28), and
+//! the module updates the guest's view. CR4 works the same way, with
+//! every bit owned. CR3 is the module's table; `mov` to and from CR3
+//! exit (CR3-load and CR3-store exiting), so the guest sees its own value.
+
+use super::fields::{self, Seg};
+use crate::abi::{KvmDtable, KvmSegment, KvmSregs};
+
+/// Reads and writes fields of the current VMCS.
+pub trait Fields {
+    fn read(&self, field: u32) -> u64;
+    fn write(&mut self, field: u32, value: u64);
+}
+
+// ANCHOR: cr_bits
+pub const CR0_PE: u64 = 1 << 0;
+pub const CR0_ET: u64 = 1 << 4;
+pub const CR0_NE: u64 = 1 << 5;
+pub const CR0_NW: u64 = 1 << 29;
+pub const CR0_CD: u64 = 1 << 30;
+pub const CR0_PG: u64 = 1 << 31;
+pub const CR4_VME: u64 = 1 << 0;
+pub const CR4_PVI: u64 = 1 << 1;
+pub const CR4_TSD: u64 = 1 << 2;
+pub const CR4_DE: u64 = 1 << 3;
+pub const CR4_PAE: u64 = 1 << 5;
+pub const CR4_PCE: u64 = 1 << 8;
+pub const CR4_OSFXSR: u64 = 1 << 9;
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+pub const CR4_VMXE: u64 = 1 << 13;
+
+/// The CR0 bits the host owns: the guest reads them from the shadow and
+/// cannot change them without an exit. PE, NE and PG are forced on; CD
+/// and NW are forced off, so that guest memory, which is host memory, is
+/// always cached the way the host caches it.
+pub const CR0_HOST_OWNED: u64 = CR0_PE | CR0_NE | CR0_NW | CR0_CD | CR0_PG;
+
+/// The CR4 bits of the guest's that the hardware runs with; every other
+/// bit is the host's choice, and every bit is owned (in the mask).
+pub const CR4_GUEST_BITS: u64 = CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+// ANCHOR_END: cr_bits
+
+// ANCHOR: hardware_crs
+/// The VMX fixed bits of CR0 and CR4 (IA32_VMX_CR0_FIXED0/1,
+/// IA32_VMX_CR4_FIXED0/1): bits set in `*0` must be 1, bits clear in
+/// `*1` must be 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedBits {
+    pub cr0_fixed0: u64,
+    pub cr0_fixed1: u64,
+    pub cr4_fixed0: u64,
+    pub cr4_fixed1: u64,
+}
+
+/// The CR0 the hardware runs a guest with, whose own CR0 is `guest`.
+/// Without unrestricted guest, PE and PG are among the fixed-1 bits.
+pub fn hardware_cr0(guest: u64, fixed: &FixedBits) -> u64 {
+    ((guest | CR0_PE | CR0_NE | CR0_PG | fixed.cr0_fixed0) & !(CR0_CD | CR0_NW)) & fixed.cr0_fixed1
+}
+
+/// The CR4 the hardware runs a guest with: PAE for the module's table,
+/// VMXE as VMX requires, and the guest's own harmless bits.
+pub fn hardware_cr4(guest: u64, fixed: &FixedBits) -> u64 {
+    ((guest & CR4_GUEST_BITS) | CR4_PAE | CR4_VMXE | fixed.cr4_fixed0) & fixed.cr4_fixed1
+}
+// ANCHOR_END: hardware_crs
+
+// ANCHOR: access_rights
+/// Bit 16 of the access-rights field: "segment unusable".
+pub const AR_UNUSABLE: u32 = 1 << 16;
+
+/// The access-rights field of a segment (SDM Vol. 3C, 25.4.1, Table 25-2
+/// "Format of Access Rights"): bits 3:0 type, 4 S, 6:5 DPL, 7 P, 12 AVL,
+/// 13 L, 14 D/B, 15 G, 16 unusable. It is the descriptor's byte 5 and the
+/// high nibble of its byte 6, as `lar` shows them, plus "unusable".
+pub fn access_rights(seg: &KvmSegment) -> u32 {
+    //@ exercise E5.2
+    //@ instruction: Pack a `KvmSegment`'s attributes into the VMCS
+    //@+ access-rights format: type, s, dpl, present, avl, l, db, g and
+    //@+ unusable, each at its bit.
+    //@ hint: SDM Vol. 3C, Table 25-2. Mask every field to its width: the
+    //@+ `u8` fields come from userspace and may hold any value.
+    u32::from(seg.type_ & 0xF)
+        | u32::from(seg.s & 1) << 4
+        | u32::from(seg.dpl & 3) << 5
+        | u32::from(seg.present & 1) << 7
+        | u32::from(seg.avl & 1) << 12
+        | u32::from(seg.l & 1) << 13
+        | u32::from(seg.db & 1) << 14
+        | u32::from(seg.g & 1) << 15
+        | u32::from(seg.unusable & 1) << 16
+    //@ end
+}
+
+/// A segment as the VMCS holds it, back in `kvm_segment` form.
+pub fn segment_from_fields(selector: u16, base: u64, limit: u32, ar: u32) -> KvmSegment {
+    let bit = |n: u32| ((ar >> n) & 1) as u8;
+    KvmSegment {
+        base,
+        limit,
+        selector,
+        type_: (ar & 0xF) as u8,
+        s: bit(4),
+        dpl: ((ar >> 5) & 3) as u8,
+        present: bit(7),
+        avl: bit(12),
+        l: bit(13),
+        db: bit(14),
+        g: bit(15),
+        unusable: bit(16),
+        padding: 0,
+    }
+}
+// ANCHOR_END: access_rights
+
+/// The guest's eight segment registers in VMCS order.
+fn segments(sregs: &KvmSregs) -> [&KvmSegment; 8] {
+    [&sregs.es, &sregs.cs, &sregs.ss, &sregs.ds, &sregs.fs, &sregs.gs, &sregs.ldt, &sregs.tr]
+}
+
+fn segments_mut(sregs: &mut KvmSregs) -> [&mut KvmSegment; 8] {
+    let KvmSregs { es, cs, ss, ds, fs, gs, ldt, tr, .. } = sregs;
+    [es, cs, ss, ds, fs, gs, ldt, tr]
+}
+
+// ANCHOR: write_guest
+/// Writes the guest's view `sregs` into the guest-state area: segments,
+/// GDTR, IDTR, and CR0 and CR4 as the hardware runs them with their
+/// shadows. CR3 is the module's and is written before each entry; CR2 is
+/// not in the VMCS; EFER is not loaded (a 32-bit guest runs with the
+/// host's EFER, LMA and LME cleared by the entry).
+pub fn write_sregs(vmcs: &mut dyn Fields, sregs: &KvmSregs, fixed: &FixedBits) {
+    for (seg, s) in Seg::ALL.iter().zip(segments(sregs)) {
+        vmcs.write(seg.selector(), u64::from(s.selector));
+        vmcs.write(seg.base(), s.base);
+        vmcs.write(seg.limit(), u64::from(s.limit));
+        vmcs.write(seg.access_rights(), u64::from(access_rights(s)));
+    }
+    vmcs.write(fields::GUEST_GDTR_BASE, sregs.gdt.base);
+    vmcs.write(fields::GUEST_GDTR_LIMIT, u64::from(sregs.gdt.limit));
+    vmcs.write(fields::GUEST_IDTR_BASE, sregs.idt.base);
+    vmcs.write(fields::GUEST_IDTR_LIMIT, u64::from(sregs.idt.limit));
+    vmcs.write(fields::GUEST_CR0, hardware_cr0(sregs.cr0, fixed));
+    vmcs.write(fields::CR0_READ_SHADOW, sregs.cr0);
+    vmcs.write(fields::GUEST_CR4, hardware_cr4(sregs.cr4, fixed));
+    vmcs.write(fields::CR4_READ_SHADOW, sregs.cr4);
+}
+
+/// Reads back what the guest can change without an exit: its segment
+/// registers and descriptor tables. Control registers change only
+/// through exits, which update `sregs` themselves.
+pub fn read_sregs(vmcs: &dyn Fields, sregs: &mut KvmSregs) {
+    for (seg, s) in Seg::ALL.iter().zip(segments_mut(sregs)) {
+        *s = segment_from_fields(
+            vmcs.read(seg.selector()) as u16,
+            vmcs.read(seg.base()),
+            vmcs.read(seg.limit()) as u32,
+            vmcs.read(seg.access_rights()) as u32,
+        );
+    }
+    let table = |base, limit| KvmDtable { base: vmcs.read(base), limit: vmcs.read(limit) as u16, padding: [0; 3] };
+    sregs.gdt = table(fields::GUEST_GDTR_BASE, fields::GUEST_GDTR_LIMIT);
+    sregs.idt = table(fields::GUEST_IDTR_BASE, fields::GUEST_IDTR_LIMIT);
+}
+// ANCHOR_END: write_guest
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A VMCS made of a map from encodings to values.
+    #[derive(Default)]
+    pub struct FakeVmcs(pub HashMap<u32, u64>);
+
+    impl Fields for FakeVmcs {
+        fn read(&self, field: u32) -> u64 {
+            self.0.get(&field).copied().unwrap_or(0)
+        }
+        fn write(&mut self, field: u32, value: u64) {
+            self.0.insert(field, value);
+        }
+    }
+
+    /// Haswell's fixed bits: CR0 needs PE, NE, PG; CR4 needs VMXE.
+    pub const FIXED: FixedBits =
+        FixedBits { cr0_fixed0: 0x8000_0021, cr0_fixed1: 0xFFFF_FFFF, cr4_fixed0: 0x2000, cr4_fixed1: 0x3767FF };
+
+    fn flat_code32() -> KvmSegment {
+        KvmSegment { base: 0, limit: 0xFFFF_FFFF, selector: 8, type_: 0xB, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0, padding: 0 }
+    }
+
+    #[test]
+    fn a_guest_with_paging_off_runs_with_paging_on_and_sees_it_off() {
+        assert_eq!(hardware_cr0(0x11, &FIXED), 0x8000_0031);
+        assert_eq!(hardware_cr0(0x6000_0010, &FIXED), 0x8000_0031, "caches stay on");
+        assert_eq!(hardware_cr4(0, &FIXED), 0x2020);
+        assert_eq!(hardware_cr4(CR4_OSFXSR | 1 << 7, &FIXED), 0x2220, "PGE is not the guest's to set");
+        assert_eq!(CR0_HOST_OWNED & (1 << 31 | 1), 1 << 31 | 1);
+    }
+
+    mod e5_2 {
+        use super::super::*;
+        use super::{FIXED, FakeVmcs, flat_code32};
+
+        #[test]
+        fn the_shadow_holds_the_guest_view() {
+            let mut vmcs = FakeVmcs::default();
+            let sregs = KvmSregs { cr0: 0x11, cs: flat_code32(), ..KvmSregs::default() };
+            write_sregs(&mut vmcs, &sregs, &FIXED);
+            assert_eq!(vmcs.read(fields::GUEST_CR0), 0x8000_0031);
+            assert_eq!(vmcs.read(fields::CR0_READ_SHADOW), 0x11);
+        }
+
+        #[test]
+        fn segments_round_trip_through_the_vmcs() {
+            let mut vmcs = FakeVmcs::default();
+            let data = KvmSegment { selector: 0x10, type_: 3, ..flat_code32() };
+            let ldt = KvmSegment { base: 0, limit: 0xFFFF, selector: 0, type_: 2, present: 1, s: 0, db: 0, g: 0, ..data };
+            let sregs = KvmSregs {
+                cs: flat_code32(),
+                ds: data,
+                es: data,
+                fs: data,
+                gs: data,
+                ss: data,
+                ldt,
+                tr: KvmSegment { type_: 0xB, ..ldt },
+                gdt: KvmDtable { base: 0x1000, limit: 31, padding: [0; 3] },
+                ..KvmSregs::default()
+            };
+            write_sregs(&mut vmcs, &sregs, &FIXED);
+            assert_eq!(vmcs.read(Seg::Cs.access_rights()), 0xC09B);
+            let mut back = KvmSregs::default();
+            read_sregs(&vmcs, &mut back);
+            assert_eq!((back.cs, back.ds, back.ldt, back.tr, back.gdt), (sregs.cs, sregs.ds, sregs.ldt, sregs.tr, sregs.gdt));
+        }
+
+        #[test]
+        fn flat_32_bit_code_and_data() {
+            assert_eq!(access_rights(&flat_code32()), 0xC09B);
+            let data = KvmSegment { type_: 3, ..flat_code32() };
+            assert_eq!(access_rights(&data), 0xC093);
+        }
+
+        #[test]
+        fn unusable_long_mode_and_garbage() {
+            let null = KvmSegment { unusable: 1, present: 0, ..KvmSegment::default() };
+            assert_eq!(access_rights(&null), 1 << 16);
+            let code64 = KvmSegment { l: 1, db: 0, ..flat_code32() };
+            assert_eq!(access_rights(&code64), 0xA09B);
+            let garbage = KvmSegment { type_: 0xFF, s: 0xFF, dpl: 0xFF, present: 0xFF, avl: 0xFF, l: 0xFF, db: 0xFF, g: 0xFF, unusable: 0xFF, ..KvmSegment::default() };
+            assert_eq!(access_rights(&garbage), 0x1_F0FF);
+        }
+    }
+}
