@@ -62,7 +62,7 @@ pub const QEMU: &[Need] = &[
     file("/bin/busybox", "busybox-static", "L1's userspace"),
 ];
 
-/// What booting L1 under Bochs needs (platforms bochs-vmx and bochs-svm).
+/// What booting L1 under Bochs needs (platform bochs-vmx).
 pub const BOCHS: &[Need] = &[
     program("bochs-bin", "bochs", "the bochs-vmx platform (Bochs emulates VMX with EPT)"),
     file("/usr/share/bochs/BIOS-bochs-latest", "bochsbios", "Bochs's BIOS"),

@@ -1,6 +1,5 @@
 //! Bochs as an L1 platform: `bochs-vmx`, an emulated Intel CPU with VMX and
-//! EPT, on any x86 host (Debian's Bochs 2.7 is built with `--enable-vmx=2`);
-//! and `bochs-svm`, an emulated AMD CPU with SVM and nested paging.
+//! EPT, on any x86 host (Debian's Bochs 2.7 is built with `--enable-vmx=2`).
 //!
 //! Bochs has no kernel loader of its own, so the L1 kernel (`bzImage`) and
 //! the job's initramfs go onto an isolinux CD image, which Bochs boots. The
@@ -58,11 +57,6 @@ impl Bochs {
     /// Intel Haswell: VMX with EPT, VPID and unrestricted guest.
     pub fn vmx() -> Self {
         Bochs { name: "bochs-vmx", model: "corei7_haswell_4770", vendor: Vendor::Intel }
-    }
-
-    /// AMD Trinity: SVM with nested paging.
-    pub fn svm() -> Self {
-        Bochs { name: "bochs-svm", model: "trinity_apu", vendor: Vendor::Amd }
     }
 }
 

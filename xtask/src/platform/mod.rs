@@ -74,7 +74,7 @@ pub trait Platform {
 }
 
 /// The platforms `--platform` accepts.
-pub const NAMES: &[&str] = &["tcg-svm", "kvm", "bochs-vmx", "bochs-svm"];
+pub const NAMES: &[&str] = &["tcg-svm", "kvm", "bochs-vmx"];
 
 /// The platform named `name`, or the best one this host offers: `kvm` when
 /// the host's `/dev/kvm` offers nested VMX or SVM, else `tcg-svm`.
@@ -87,7 +87,6 @@ pub fn select(name: Option<&str>) -> Result<Box<dyn Platform>> {
     match name.as_str() {
         "tcg-svm" => Ok(Box::new(Qemu::tcg_svm())),
         "bochs-vmx" => Ok(Box::new(Bochs::vmx())),
-        "bochs-svm" => Ok(Box::new(Bochs::svm())),
         "kvm" => match host_virtualization() {
             Some(vendor) => Ok(Box::new(Qemu::kvm(vendor))),
             None => bail!("platform kvm needs a host /dev/kvm with nested VMX or SVM; this host has none (use tcg-svm)"),
