@@ -64,7 +64,7 @@ pub const QEMU: &[Need] = &[
 
 /// What booting L1 under Bochs needs (platform bochs-vmx).
 pub const BOCHS: &[Need] = &[
-    program("bochs-bin", "bochs", "the bochs-vmx platform (Bochs emulates VMX with EPT)"),
+    program("bochs-bin", "bochs", "the bochs-vmx platform, an emulated CPU with VMX and EPT"),
     file("/usr/share/bochs/BIOS-bochs-latest", "bochsbios", "Bochs's BIOS"),
     file("/usr/share/vgabios/vgabios.bin", "vgabios", "Bochs's VGA BIOS"),
     program("xorriso", "xorriso", "the boot CD Bochs starts L1 from"),

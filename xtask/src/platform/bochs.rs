@@ -39,7 +39,7 @@ const LDLINUX: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
 /// is ignored) and advances the clock by one tick per round while every CPU
 /// halts, so each idle guest second costs `IPS` rounds. 10 million keeps
 /// idle waits cheap while leaving 40,000 instructions between two timer
-/// ticks (HZ=250); see `notes/platforms.md` for the measurements.
+/// ticks (HZ=250); `book/src/platforms.md` has the measurements.
 const IPS: u64 = 10_000_000;
 /// How long L1 may take to leave Bochs after its job has ended.
 const GRACE: Duration = Duration::from_secs(10);
