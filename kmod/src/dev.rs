@@ -9,6 +9,9 @@
 //! and copies its result out; a bad user pointer is `EFAULT`.
 
 use crate::abi::{self, KvmMemoryRegion, KvmRegs, KvmSregs, Pod};
+//@ begin 5
+use crate::abi::KvmRun;
+//@ end
 use crate::kernel::{self, Errno, KResult};
 use crate::log;
 use crate::vm::Vm;
@@ -92,6 +95,9 @@ fn dispatch(vm: &Vm, cmd: u32, arg: usize) -> KResult<isize> {
         abi::KVM_SET_REGS => set_regs(vm, arg),
         abi::KVM_GET_SREGS => get_sregs(vm, arg),
         abi::KVM_SET_SREGS => set_sregs(vm, arg),
+        //@ begin 5
+        abi::KVM_RUN => run(vm, arg),
+        //@ end
         _ => Err(Errno::ENOTTY),
     }
 }
@@ -154,6 +160,23 @@ fn set_sregs(vm: &Vm, arg: usize) -> KResult<isize> {
     Ok(0)
 }
 // ANCHOR_END: handlers
+
+//@ begin 5
+// ANCHOR: kvm_run
+/// `KVM_RUN`: `struct kvm_run` is copied in, the guest runs until an exit
+/// for userspace, and the struct is copied out with the exit's details.
+/// Interrupted by a signal, the call fails with `EINTR`, and the struct is
+/// copied out as well (as in 2006), so userspace sees the last state.
+fn run(vm: &Vm, arg: usize) -> KResult<isize> {
+    let mut run: KvmRun = read_user(arg)?;
+    let result = vm.run(&mut run);
+    if result.is_ok() || result == Err(Errno::EINTR) {
+        write_user(arg, &run)?;
+    }
+    result.map(|()| 0)
+}
+// ANCHOR_END: kvm_run
+//@ end
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,15 @@ use crate::kernel::KResult;
 use crate::segments::{TYPE_ACCESSED, TYPE_CODE_EXECUTE_READ, TYPE_LDT, TYPE_TSS_BUSY};
 use crate::vm::try_box;
 use alloc::boxed::Box;
+//@ begin 5
+use crate::abi::KvmRun;
+use crate::arch::{self, ArchVcpu, Entry, VmExit};
+use crate::exit::{self, Action, ExitContext};
+use crate::kernel::{Errno, Mutex, cpu};
+use crate::memslot::MemSlots;
+use crate::mmu::nonpaging::NonpagingMmu;
+use crate::stats::{Counter, VmStats};
+//@ end
 
 // ANCHOR: regs
 /// The general registers, numbered as instructions encode them (the `reg`
@@ -48,7 +57,6 @@ pub const NR_REGS: usize = 16;
 const _: () = assert!(Reg::R15 as usize == NR_REGS - 1);
 
 /// One vCPU's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vcpu {
     /// The general registers, indexed by [`Reg`].
     pub regs: [u64; NR_REGS],
@@ -58,6 +66,12 @@ pub struct Vcpu {
     /// base and the interrupts queued for injection, as `KVM_SET_SREGS` gave
     /// them. Its `vcpu` and `padding` fields are always zero.
     pub sregs: KvmSregs,
+    //@ begin 5
+    /// The hardware half, from stage 05 on: `None` only in the bare
+    /// register state that [`Vcpu::reset_state`] returns, `Some` in every
+    /// vCPU that [`Vcpu::new`] makes.
+    hw: Option<Hw>,
+    //@ end
 }
 // ANCHOR_END: regs
 
@@ -90,12 +104,25 @@ impl Vcpu {
     pub fn reset_state() -> Vcpu {
         let mut regs = [0; NR_REGS];
         regs[Reg::Rdx as usize] = RESET_RDX;
-        Vcpu { regs, rip: RESET_RIP, rflags: RESET_RFLAGS, sregs: reset_sregs() }
+        Vcpu {
+            regs,
+            rip: RESET_RIP,
+            rflags: RESET_RFLAGS,
+            sregs: reset_sregs(),
+            //@ begin 5
+            hw: None,
+            //@ end
+        }
     }
 
     /// A new vCPU in the reset state.
     pub fn new() -> KResult<Box<Vcpu>> {
-        try_box(Vcpu::reset_state())
+        #[allow(unused_mut)]
+        let mut vcpu = Vcpu::reset_state();
+        //@ begin 5
+        vcpu.hw = Some(Hw::new(&vcpu.sregs)?);
+        //@ end
+        try_box(vcpu)
     }
 }
 
@@ -210,6 +237,13 @@ impl Vcpu {
     /// The special registers, as `KVM_GET_SREGS` returns them; `vcpu` is
     /// left zero for the caller to fill.
     pub fn get_sregs(&self) -> KvmSregs {
+        //@ begin 5
+        if let Some(hw) = &self.hw {
+            let mut sregs = self.sregs;
+            hw.arch.get_sregs(&mut sregs);
+            return sregs;
+        }
+        //@ end
         self.sregs
     }
 
@@ -217,9 +251,181 @@ impl Vcpu {
     /// as given (stage 05's backend checks what it loads).
     pub fn set_sregs(&mut self, sregs: &KvmSregs) {
         self.sregs = KvmSregs { vcpu: 0, padding: 0, ..*sregs };
+        //@ begin 5
+        if let Some(hw) = &mut self.hw {
+            hw.arch.set_sregs(&self.sregs);
+        }
+        //@ end
     }
 }
 // ANCHOR_END: get_set_sregs
+
+//@ begin 5
+// ANCHOR: hw
+/// The hardware half of a vCPU: what it needs to run.
+struct Hw {
+    /// The backend's half: the VMCS or VMCB.
+    arch: Box<dyn ArchVcpu>,
+    /// Guest-physical memory as the guest reaches it while its own paging
+    /// is off.
+    mmu: NonpagingMmu,
+    /// What the next `KVM_RUN` skips if userspace says it emulated the
+    /// instruction that exited: that instruction's length, or 0.
+    pending_skip: u8,
+    /// The vCPU's event counters (2006 kept them per vCPU too); with one
+    /// vCPU per VM, the VM's.
+    stats: VmStats,
+}
+
+impl Hw {
+    /// The hardware half, on the backend chosen at load, in state `sregs`.
+    fn new(sregs: &KvmSregs) -> KResult<Hw> {
+        let mut arch = arch::current().ok_or(Errno::ENODEV)?.vcpu_create()?;
+        arch.set_sregs(sregs);
+        Ok(Hw { arch, mmu: NonpagingMmu::new()?, pending_skip: 0, stats: VmStats::default() })
+    }
+}
+// ANCHOR_END: hw
+
+// ANCHOR: run_loop
+impl Vcpu {
+    /// `KVM_RUN`, between the copies of `kvm_run` in and out: finishes
+    /// what userspace completed, then runs the guest until an exit that
+    /// userspace must see (`Ok`), or until a signal is pending (`EINTR`).
+    pub fn run(&mut self, run: &mut KvmRun, memory: &Mutex<MemSlots>) -> KResult<()> {
+        let Some(hw) = self.hw.as_mut() else { return Err(Errno::ENODEV) };
+        let regs = Regs { gprs: &mut self.regs, rip: &mut self.rip, rflags: &mut self.rflags };
+        let mut vcpu = Running { hw, regs, sregs: &mut self.sregs, memory };
+        vcpu.complete_userspace(run);
+        loop {
+            if cpu::signal_pending() {
+                vcpu.hw.stats.count(Counter::SignalExits);
+                return Err(Errno::EINTR);
+            }
+            cpu::cond_resched();
+            let exit = vcpu.enter();
+            if exit::handle_exit(&exit, &mut vcpu, run) == Action::ToUser {
+                break;
+            }
+        }
+        vcpu.report(run);
+        Ok(())
+    }
+
+    /// This vCPU's count of `counter` events.
+    pub fn stat(&self, counter: Counter) -> u64 {
+        self.hw.as_ref().map_or(0, |hw| hw.stats.get(counter))
+    }
+}
+
+/// The registers generic code keeps, lent out while the vCPU runs.
+struct Regs<'a> {
+    gprs: &'a mut [u64; NR_REGS],
+    rip: &'a mut u64,
+    rflags: &'a mut u64,
+}
+
+/// A vCPU inside `KVM_RUN`: its parts, borrowed apart so that the backend
+/// and the exit handlers can each have what they need.
+struct Running<'a> {
+    hw: &'a mut Hw,
+    regs: Regs<'a>,
+    sregs: &'a mut KvmSregs,
+    memory: &'a Mutex<MemSlots>,
+}
+
+impl Running<'_> {
+    /// What userspace did since the last exit: with `emulated` set, it
+    /// finished the instruction that exited, which is skipped now. A
+    /// `KVM_RUN` without it leaves RIP where it was.
+    fn complete_userspace(&mut self, run: &mut KvmRun) {
+        let len = core::mem::take(&mut self.hw.pending_skip);
+        if run.emulated != 0 && len != 0 {
+            self.hw.arch.skip_instruction(self.regs.rip, len);
+        }
+        run.emulated = 0;
+    }
+
+    /// One entry into the guest, with preemption off from just before to
+    /// just after; returns its exit, decoded by the backend.
+    fn enter(&mut self) -> VmExit {
+        let hw = &mut *self.hw;
+        let flush_tlb = hw.mmu.sync(self.memory);
+        if flush_tlb {
+            hw.stats.count(Counter::TlbFlush);
+        }
+        cpu::preempt_disable();
+        let mut entry = Entry {
+            cpu: cpu::current_cpu(),
+            regs: self.regs.gprs,
+            rip: self.regs.rip,
+            rflags: self.regs.rflags,
+            mmu_root: hw.mmu.root(),
+            flush_tlb,
+            fetch: &hw.mmu,
+        };
+        let exit = hw.arch.run(&mut entry);
+        cpu::preempt_enable();
+        exit
+    }
+
+    /// The "out" fields every exit fills, as 2006's `post_kvm_run_save`:
+    /// the instruction's length, the interrupt flag, the task priority and
+    /// the APIC base.
+    fn report(&self, run: &mut KvmRun) {
+        const RFLAGS_IF: u64 = 1 << 9;
+        run.instruction_length = self.hw.pending_skip.into();
+        run.if_flag = u8::from(*self.regs.rflags & RFLAGS_IF != 0);
+        run.ready_for_interrupt_injection = 0;
+        run.cr8 = self.sregs.cr8;
+        run.apic_base = self.sregs.apic_base;
+    }
+}
+// ANCHOR_END: run_loop
+
+// ANCHOR: exit_context
+/// The vCPU as exit handlers see it, between two entries.
+impl ExitContext for Running<'_> {
+    fn skip_instruction(&mut self, len: u8) {
+        self.hw.arch.skip_instruction(self.regs.rip, len);
+    }
+
+    fn skip_if_emulated(&mut self, len: u8) {
+        self.hw.pending_skip = len;
+    }
+
+    fn gpr(&self, reg: u8) -> u64 {
+        self.regs.gprs.get(usize::from(reg)).copied().unwrap_or(0)
+    }
+
+    fn set_gpr(&mut self, reg: u8, value: u64) {
+        if let Some(r) = self.regs.gprs.get_mut(usize::from(reg)) {
+            *r = value;
+        }
+    }
+
+    fn sregs(&self) -> KvmSregs {
+        let mut sregs = *self.sregs;
+        self.hw.arch.get_sregs(&mut sregs);
+        sregs
+    }
+
+    fn set_sregs(&mut self, sregs: &KvmSregs) {
+        *self.sregs = KvmSregs { vcpu: 0, padding: 0, ..*sregs };
+        self.hw.arch.set_sregs(sregs);
+    }
+
+    fn map_guest_page(&mut self, gpa: u64) -> bool {
+        self.hw.mmu.map(gpa, self.memory)
+    }
+
+    fn count(&mut self, counter: Counter) {
+        self.hw.stats.count(counter);
+    }
+}
+// ANCHOR_END: exit_context
+//@ end
+
 
 #[cfg(test)]
 mod tests {
@@ -340,3 +546,143 @@ mod tests {
         }
     }
 }
+
+//@ begin 5
+/// The run loop on the fake backend: its exits come from a script, and the
+/// entries record what the backend was given.
+#[cfg(test)]
+mod run_loop_tests {
+    use super::*;
+    use crate::abi::{self, KvmMemoryRegion};
+    use crate::arch::fake::{self, Entered, Step};
+    use crate::exit::VmExit;
+    use crate::kernel::LockClass;
+    //@ begin 6
+    use crate::exit::IoExit;
+    //@ end
+
+    fn memory(pages: u64) -> Mutex<MemSlots> {
+        let m = Mutex::new(MemSlots::new(), LockClass::Memory).expect("a mutex");
+        let region = KvmMemoryRegion { slot: 0, flags: 0, guest_phys_addr: 0, memory_size: pages * 4096 };
+        m.lock().set_region(&region).expect("a slot");
+        m
+    }
+
+    fn vcpu_at(rip: u64) -> Box<Vcpu> {
+        let mut v = Vcpu::new().expect("a vCPU on the fake backend");
+        v.rip = rip;
+        v
+    }
+
+    fn step(advance: u64, exit: VmExit) -> Step {
+        Step { advance, exit }
+    }
+
+    //@ begin 6
+    fn out(insn_len: u8) -> VmExit {
+        VmExit::Io(IoExit { port: 0xE0, size: 1, is_in: false, string: None, value: 0x2A, insn_len })
+    }
+    //@ end
+
+    #[test]
+    fn hlt_ends_the_run_past_the_instruction() {
+        let m = memory(1);
+        let mut v = vcpu_at(0x8000);
+        fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!((run.exit_type, run.exit_reason), (abi::KVM_EXIT_TYPE_VM_EXIT, abi::KVM_EXIT_HLT));
+        assert_eq!(v.rip, 0x8001);
+        assert_eq!((v.stat(Counter::Exits), v.stat(Counter::HaltExits)), (1, 1));
+    }
+
+    //@ begin 6
+    #[test]
+    fn an_instruction_userspace_emulated_is_skipped_once() {
+        let m = memory(1);
+        let mut v = vcpu_at(0x8000);
+        fake::script(&[step(0, out(2)), step(0, out(2)), step(0, VmExit::Hlt { insn_len: 1 })]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!((run.exit_reason, run.instruction_length, run.exit.io().port), (abi::KVM_EXIT_IO, 2, 0xE0));
+        run.emulated = 1;
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(run.emulated, 0, "consumed");
+        // Without `emulated` the instruction runs again: RIP stays.
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        let rips: std::vec::Vec<u64> = fake::entries().iter().map(|e| e.rip).collect();
+        assert_eq!(rips, [0x8000, 0x8002, 0x8002]);
+        assert_eq!(v.stat(Counter::IoExits), 2);
+    }
+    //@ end
+
+    #[test]
+    fn interrupts_and_fixed_faults_resume_without_userspace() {
+        let m = memory(16);
+        let mut v = vcpu_at(0x8000);
+        fake::script(&[
+            step(0, VmExit::PageFault { address: 0x8000, error_code: 0x10 }),
+            step(0, VmExit::ExternalInterrupt),
+            step(4, VmExit::Hlt { insn_len: 1 }),
+        ]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(run.exit_reason, abi::KVM_EXIT_HLT);
+        assert_eq!(fake::entries().len(), 3, "one KVM_RUN, three entries");
+        assert_eq!(v.rip, 0x8005);
+        assert_eq!((v.stat(Counter::PfFixed), v.stat(Counter::IrqExits), v.stat(Counter::Exits)), (1, 1, 3));
+    }
+
+    #[test]
+    fn a_fault_outside_every_slot_reaches_userspace() {
+        let m = memory(16);
+        let mut v = vcpu_at(0x8000);
+        fake::script(&[step(0, VmExit::PageFault { address: 0xC000_0000, error_code: 6 })]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!((run.exit_reason, run.exit.ex().exception, run.exit.ex().error_code), (abi::KVM_EXIT_EXCEPTION, 14, 6));
+        assert_eq!(v.stat(Counter::PfFixed), 0);
+    }
+
+    #[test]
+    fn a_slot_change_flushes_the_guests_tlb_once() {
+        let m = memory(16);
+        let mut v = vcpu_at(0x8000);
+        let hlt = step(0, VmExit::Hlt { insn_len: 1 });
+        fake::script(&[step(0, VmExit::PageFault { address: 0x8000, error_code: 0x10 }), hlt, hlt, hlt]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        let region = KvmMemoryRegion { slot: 1, flags: 0, guest_phys_addr: 0x10_0000, memory_size: 4096 };
+        m.lock().set_region(&region).expect("a second slot");
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        let flushes: std::vec::Vec<bool> = fake::entries().iter().map(|e: &Entered| e.flush_tlb).collect();
+        assert_eq!(flushes, [false, false, true, false], "the map was dropped once, after the change");
+        assert_eq!(v.stat(Counter::TlbFlush), 1);
+    }
+
+    #[test]
+    fn registers_travel_to_the_backend_and_flags_to_kvm_run() {
+        let m = memory(1);
+        let mut v = vcpu_at(0x8000);
+        v.regs[Reg::Rax as usize] = 0x1234;
+        v.rflags = 0x202;
+        fake::script(&[step(0, VmExit::Shutdown)]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(fake::entries()[0].rax, 0x1234);
+        assert_eq!((run.exit_reason, run.if_flag, run.apic_base), (abi::KVM_EXIT_SHUTDOWN, 1, RESET_APIC_BASE));
+    }
+
+    #[test]
+    fn sregs_go_through_the_backend() {
+        let mut v = vcpu_at(0x8000);
+        let mut s = v.get_sregs();
+        s.cr0 = 0x11;
+        s.cr8 = 5;
+        v.set_sregs(&s);
+        let back = v.get_sregs();
+        assert_eq!((back.cr0, back.cr8), (0x11, 5));
+    }
+}
+//@ end

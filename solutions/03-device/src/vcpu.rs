@@ -48,7 +48,6 @@ pub const NR_REGS: usize = 16;
 const _: () = assert!(Reg::R15 as usize == NR_REGS - 1);
 
 /// One vCPU's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vcpu {
     /// The general registers, indexed by [`Reg`].
     pub regs: [u64; NR_REGS],
@@ -90,12 +89,19 @@ impl Vcpu {
     pub fn reset_state() -> Vcpu {
         let mut regs = [0; NR_REGS];
         regs[Reg::Rdx as usize] = RESET_RDX;
-        Vcpu { regs, rip: RESET_RIP, rflags: RESET_RFLAGS, sregs: reset_sregs() }
+        Vcpu {
+            regs,
+            rip: RESET_RIP,
+            rflags: RESET_RFLAGS,
+            sregs: reset_sregs(),
+        }
     }
 
     /// A new vCPU in the reset state.
     pub fn new() -> KResult<Box<Vcpu>> {
-        try_box(Vcpu::reset_state())
+        #[allow(unused_mut)]
+        let mut vcpu = Vcpu::reset_state();
+        try_box(vcpu)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::kernel::{Errno, KResult, LockClass, Mutex, PageRef};
 use crate::memslot::MemSlots;
 use crate::stats;
 use crate::vcpu::Vcpu;
+use crate::abi::KvmRun;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;
@@ -128,6 +129,20 @@ impl Vm {
 }
 // ANCHOR_END: vm_vcpus
 
+// ANCHOR: vm_run
+impl Vm {
+    /// `KVM_RUN` on vCPU `run.vcpu`, whose lock is held while the guest
+    /// runs; the memory lock is taken only between entries, by the exit
+    /// handlers that need the slots.
+    pub fn run(&self, run: &mut KvmRun) -> KResult<()> {
+        let index = usize::try_from(run.vcpu).map_err(|_| Errno::EINVAL)?;
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
+        vcpu.run(run, &self.memory)
+    }
+}
+// ANCHOR_END: vm_run
+
 /// `Box::new`, but returning `ENOMEM` instead of aborting when memory is short.
 pub fn try_box<T>(value: T) -> KResult<Box<T>> {
     let layout = Layout::new::<T>();
@@ -174,9 +189,10 @@ mod tests {
     fn dropping_a_vm_frees_its_memory() {
         let before = fake::live_pages();
         let vm = Vm::new().expect("a VM");
-        assert_eq!(vm.set_memory_region(&region(0, 0, 32 * 4096)), Ok(()));
         assert_eq!(vm.create_vcpu(0), Ok(()));
-        assert_eq!(fake::live_pages(), before + 32);
+        let with_vcpu = fake::live_pages();
+        assert_eq!(vm.set_memory_region(&region(0, 0, 32 * 4096)), Ok(()));
+        assert_eq!(fake::live_pages(), with_vcpu + 32);
         drop(vm);
         assert_eq!(fake::live_pages(), before);
     }

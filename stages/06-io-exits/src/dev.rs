@@ -9,6 +9,7 @@
 //! and copies its result out; a bad user pointer is `EFAULT`.
 
 use crate::abi::{self, KvmMemoryRegion, KvmRegs, KvmSregs, Pod};
+use crate::abi::KvmRun;
 use crate::kernel::{self, Errno, KResult};
 use crate::log;
 use crate::vm::Vm;
@@ -88,6 +89,7 @@ fn dispatch(vm: &Vm, cmd: u32, arg: usize) -> KResult<isize> {
         abi::KVM_SET_REGS => set_regs(vm, arg),
         abi::KVM_GET_SREGS => get_sregs(vm, arg),
         abi::KVM_SET_SREGS => set_sregs(vm, arg),
+        abi::KVM_RUN => run(vm, arg),
         _ => Err(Errno::ENOTTY),
     }
 }
@@ -150,6 +152,21 @@ fn set_sregs(vm: &Vm, arg: usize) -> KResult<isize> {
     Ok(0)
 }
 // ANCHOR_END: handlers
+
+// ANCHOR: kvm_run
+/// `KVM_RUN`: `struct kvm_run` is copied in, the guest runs until an exit
+/// for userspace, and the struct is copied out with the exit's details.
+/// Interrupted by a signal, the call fails with `EINTR`, and the struct is
+/// copied out as well (as in 2006), so userspace sees the last state.
+fn run(vm: &Vm, arg: usize) -> KResult<isize> {
+    let mut run: KvmRun = read_user(arg)?;
+    let result = vm.run(&mut run);
+    if result.is_ok() || result == Err(Errno::EINTR) {
+        write_user(arg, &run)?;
+    }
+    result.map(|()| 0)
+}
+// ANCHOR_END: kvm_run
 
 #[cfg(test)]
 mod tests {

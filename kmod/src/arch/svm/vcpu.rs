@@ -164,22 +164,30 @@ impl SvmVcpu {
     /// as the hardware must run them.
     fn load_sregs(&mut self, s: &KvmSregs) {
         self.shadows = Shadows { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer };
+        let paging = (hardware_cr0(s.cr0), hardware_cr4(s.cr4), hardware_efer(s.efer));
+        let v = &self.vmcb().save;
+        if paging != (v.cr0, v.cr4, v.efer) {
+            // "When the VMM changes a guest's paging mode by changing
+            // entries in the guest's VMCB, the VMM must ensure that the
+            // guest's TLB entries are flushed" (APM Vol. 2, 15.16): a new
+            // ASID at the next entry does it.
+            self.asid_generation = 0;
+        }
         let v = &mut self.vmcb_mut().save;
         (v.cs, v.ds, v.es, v.fs, v.gs, v.ss) =
             (vmcb_segment(&s.cs), vmcb_segment(&s.ds), vmcb_segment(&s.es), vmcb_segment(&s.fs), vmcb_segment(&s.gs), vmcb_segment(&s.ss));
         (v.tr, v.ldtr) = (vmcb_segment(&s.tr), vmcb_segment(&s.ldt));
         (v.gdtr.base, v.gdtr.limit) = (s.gdt.base, s.gdt.limit.into());
         (v.idtr.base, v.idtr.limit) = (s.idt.base, s.idt.limit.into());
-        v.cr0 = hardware_cr0(s.cr0);
-        v.cr4 = hardware_cr4(s.cr4);
-        v.efer = hardware_efer(s.efer);
+        (v.cr0, v.cr4, v.efer) = paging;
         v.cr2 = s.cr2;
         // The CPL is CS's DPL, 0 in real mode (2006's svm_set_segment).
         v.cpl = if s.cr0 & CR0_PE == 0 { 0 } else { s.cs.dpl & 3 };
     }
 
     /// After a shutdown the VMCB's content is undefined (APM Vol. 2,
-    /// 15.12 "Shutdown"): it is made anew, in the reset state, as 2006 did.
+    /// 15.14.3 "Shutdown Intercept"): it is made anew, in the reset state,
+    /// as 2006 did.
     fn reinit_after_shutdown(&mut self) {
         let (iopm, msrpm) = (self.vmcb().control.iopm_base_pa, self.vmcb().control.msrpm_base_pa);
         // SAFETY: the page holds the VMCB, which is plain data.

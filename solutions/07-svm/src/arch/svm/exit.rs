@@ -153,8 +153,10 @@ fn decode_io(guest: &Guest<'_>, info1: u64, next_rip: u64) -> VmExit {
 
 // ANCHOR: string_io
 /// Where `ins` or `outs` finds its data: ES:RDI for `ins`; DS:RSI for
-/// `outs`, unless a prefix names another segment, which only the
-/// instruction's bytes can tell without decode assists.
+/// `outs`, unless a prefix names another segment. Processors report that
+/// segment in bits 12:10 of `exit_info_1` (APM Vol. 2, 15.10.3); QEMU's
+/// SVM leaves them zero, which would read as ES, so the backend reads the
+/// instruction's prefixes instead, which gives the right answer on both.
 fn string_io(guest: &Guest<'_>, io: &Ioio) -> StringIo {
     let save = &guest.vmcb.save;
     let (bytes, n) = guest.instruction();

@@ -211,7 +211,7 @@ pub mod misc2 {
 /// `int_ctl.V_INTR_MASKING`: the guest's RFLAGS.IF masks only virtual
 /// interrupts; physical ones are masked by the host's RFLAGS.IF at
 /// `vmrun`, so a guest that runs `cli` cannot keep the host's timer out
-/// (APM Vol. 2, 15.21.1 "Physical Interrupt Masking").
+/// (APM Vol. 2, 15.21.1 "Physical (INTR) Interrupt Masking in EFLAGS").
 pub const V_INTR_MASKING: u32 = 1 << 24;
 
 /// `tlb_control`: flush every ASID's TLB entries at `vmrun`.
