@@ -7,6 +7,10 @@
 
 use core::ffi::{CStr, c_char};
 use core::sync::atomic::{AtomicU64, Ordering};
+//@ begin 5
+use core::ffi::c_void;
+use core::sync::atomic::AtomicPtr;
+//@ end
 
 /// The number of VMs alive now: one per open file of `/dev/rkvm`.
 pub static VMS: AtomicU64 = AtomicU64::new(0);
@@ -99,13 +103,55 @@ impl Counter {
     }
 }
 
-/// One VM's counters.
+impl Counter {
+    /// Every counter, in the order of their debugfs files.
+    pub const ALL: [Counter; NR_COUNTERS] = [
+        Counter::Exits,
+        Counter::IoExits,
+        Counter::HaltExits,
+        Counter::IrqExits,
+        Counter::SignalExits,
+        Counter::PfFixed,
+        Counter::TlbFlush,
+    ];
+
+    /// The name of its debugfs file.
+    pub fn name(self) -> &'static CStr {
+        match self {
+            Counter::Exits => c"exits",
+            Counter::IoExits => c"io_exits",
+            Counter::HaltExits => c"halt_exits",
+            Counter::IrqExits => c"irq_exits",
+            Counter::SignalExits => c"signal_exits",
+            Counter::PfFixed => c"pf_fixed",
+            Counter::TlbFlush => c"tlb_flush",
+        }
+    }
+}
+
+/// One VM's counters. Besides the module-wide files, each VM's own appear
+/// in a directory of `rkvm/` named `PID-N` (the process that opened it, and
+/// a serial number) while the VM lives, as in today's KVM.
 #[derive(Debug, Default)]
 pub struct VmStats {
     counts: [AtomicU64; NR_COUNTERS],
+    /// The VM's debugfs directory, once shown there.
+    dir: AtomicPtr<c_void>,
 }
 
 impl VmStats {
+    /// Shows the counters in debugfs. `self` must not move until dropped
+    /// (it lives in the boxed VM): the files point at its counters.
+    pub fn show_in_debugfs(&self) {
+        let entries = Counter::ALL.map(|c| RawStat { name: c.name().as_ptr(), value: self.counter(c) });
+        let dir = imp::vm_dir(&entries);
+        self.dir.store(dir, Ordering::Release);
+    }
+
+    fn counter(&self, counter: Counter) -> *const AtomicU64 {
+        self.counts.get(counter as usize).map_or(core::ptr::null(), |c| c as *const AtomicU64)
+    }
+
     /// Counts one `counter` event, in this VM and module-wide.
     pub fn count(&self, counter: Counter) {
         if let Some(c) = self.counts.get(counter as usize) {
@@ -118,6 +164,58 @@ impl VmStats {
     pub fn get(&self, counter: Counter) -> u64 {
         self.counts.get(counter as usize).map_or(0, |c| c.load(Ordering::Relaxed))
     }
+}
+
+impl Drop for VmStats {
+    /// The directory goes before the counters: debugfs waits for readers.
+    fn drop(&mut self) {
+        imp::remove_vm_dir(self.dir.swap(core::ptr::null_mut(), Ordering::AcqRel));
+    }
+}
+
+/// A per-VM debugfs file, for the glue: `struct rkvm_stat`'s layout.
+#[repr(C)]
+struct RawStat {
+    name: *const c_char,
+    value: *const AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<RawStat>() == core::mem::size_of::<StatEntry>());
+
+#[cfg(target_os = "none")]
+mod imp {
+    use super::RawStat;
+    use core::ffi::c_void;
+
+    unsafe extern "C" {
+        fn rkvm_glue_vm_debugfs(stats: *const RawStat, count: usize) -> *mut c_void;
+        fn rkvm_glue_vm_debugfs_remove(dir: *mut c_void);
+    }
+
+    pub fn vm_dir(entries: &[RawStat]) -> *mut c_void {
+        // SAFETY: the glue reads `count` entries, copying the names; the
+        // counters they point to outlive the directory (see `Drop`).
+        unsafe { rkvm_glue_vm_debugfs(entries.as_ptr(), entries.len()) }
+    }
+
+    pub fn remove_vm_dir(dir: *mut c_void) {
+        if !dir.is_null() {
+            // SAFETY: `dir` came from `vm_dir` and is removed once.
+            unsafe { rkvm_glue_vm_debugfs_remove(dir) }
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+mod imp {
+    use super::RawStat;
+    use core::ffi::c_void;
+
+    /// The host has no debugfs.
+    pub fn vm_dir(_entries: &[RawStat]) -> *mut c_void {
+        core::ptr::null_mut()
+    }
+    pub fn remove_vm_dir(_dir: *mut c_void) {}
 }
 // ANCHOR_END: counters
 //@ end
@@ -164,6 +262,14 @@ mod tests {
         vm.count(Counter::TlbFlush);
         assert_eq!((vm.get(Counter::Exits), vm.get(Counter::TlbFlush), vm.get(Counter::IoExits)), (2, 1, 0));
         assert!(EXITS.load(Ordering::Relaxed) >= before + 2);
+    }
+
+    #[test]
+    fn every_counter_has_a_name_and_a_place() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert!(STATS.iter().any(|e| core::ptr::eq(e.value, c.global())), "{:?}", c.name());
+        }
     }
 
     #[test]

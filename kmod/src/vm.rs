@@ -27,6 +27,7 @@ use crate::stats;
 use crate::vcpu::Vcpu;
 //@ begin 5
 use crate::abi::KvmRun;
+use crate::stats::VmStats;
 //@ end
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -43,6 +44,10 @@ pub struct Vm {
     memory: Mutex<MemSlots>,
     /// `vcpus[i]` is vCPU `i`, `None` until `KVM_CREATE_VCPU(i)`.
     vcpus: Vec<Mutex<Option<Box<Vcpu>>>>,
+    //@ begin 5
+    /// The VM's event counters.
+    stats: VmStats,
+    //@ end
 }
 
 impl Vm {
@@ -56,7 +61,16 @@ impl Vm {
         for _ in 0..KVM_MAX_VCPUS {
             vcpus.push(Mutex::new(None, LockClass::Vcpu)?);
         }
-        let vm = try_box(Vm { memory, vcpus })?;
+        let vm = try_box(Vm {
+            memory,
+            vcpus,
+            //@ begin 5
+            stats: VmStats::default(),
+            //@ end
+        })?;
+        //@ begin 5
+        vm.stats.show_in_debugfs();
+        //@ end
         stats::inc(&stats::VMS);
         Ok(vm)
     }
@@ -141,7 +155,12 @@ impl Vm {
         let index = usize::try_from(run.vcpu).map_err(|_| Errno::EINVAL)?;
         let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
         let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
-        vcpu.run(run, &self.memory)
+        vcpu.run(run, &self.memory, &self.stats)
+    }
+
+    /// This VM's counters.
+    pub fn stats(&self) -> &VmStats {
+        &self.stats
     }
 }
 // ANCHOR_END: vm_run

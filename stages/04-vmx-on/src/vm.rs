@@ -53,7 +53,10 @@ impl Vm {
         for _ in 0..KVM_MAX_VCPUS {
             vcpus.push(Mutex::new(None, LockClass::Vcpu)?);
         }
-        let vm = try_box(Vm { memory, vcpus })?;
+        let vm = try_box(Vm {
+            memory,
+            vcpus,
+        })?;
         stats::inc(&stats::VMS);
         Ok(vm)
     }

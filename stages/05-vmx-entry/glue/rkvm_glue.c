@@ -471,6 +471,34 @@ static void rkvm_debugfs_init(void)
 		debugfs_create_u64(stats[i].name, 0444, rkvm_debugfs_dir, stats[i].value);
 }
 
+/*
+ * One VM's counters (kmod/src/stats.rs: VmStats), in rkvm/PID-N/ while the
+ * VM lives. Returns the directory, or NULL if debugfs has none to give;
+ * the counters must outlive it. Removal waits for readers of its files.
+ */
+void *rkvm_glue_vm_debugfs(const struct rkvm_stat *stats, size_t count)
+{
+	static atomic_t serial = ATOMIC_INIT(0);
+	struct dentry *dir;
+	char name[32];
+	size_t i;
+
+	if (IS_ERR_OR_NULL(rkvm_debugfs_dir))
+		return NULL;
+	snprintf(name, sizeof(name), "%d-%d", task_pid_nr(current), atomic_inc_return(&serial));
+	dir = debugfs_create_dir(name, rkvm_debugfs_dir);
+	if (IS_ERR_OR_NULL(dir))
+		return NULL;
+	for (i = 0; i < count; i++)
+		debugfs_create_u64(stats[i].name, 0444, dir, stats[i].value);
+	return dir;
+}
+
+void rkvm_glue_vm_debugfs_remove(void *dir)
+{
+	debugfs_remove_recursive(dir);
+}
+
 /* ---- Module init and exit ---- */
 
 static int __init rkvm_init(void)

@@ -244,9 +244,6 @@ struct Hw {
     /// What the next `KVM_RUN` skips if userspace says it emulated the
     /// instruction that exited: that instruction's length, or 0.
     pending_skip: u8,
-    /// The vCPU's event counters (2006 kept them per vCPU too); with one
-    /// vCPU per VM, the VM's.
-    stats: VmStats,
 }
 
 impl Hw {
@@ -254,7 +251,7 @@ impl Hw {
     fn new(sregs: &KvmSregs) -> KResult<Hw> {
         let mut arch = arch::current().ok_or(Errno::ENODEV)?.vcpu_create()?;
         arch.set_sregs(sregs);
-        Ok(Hw { arch, mmu: NonpagingMmu::new()?, pending_skip: 0, stats: VmStats::default() })
+        Ok(Hw { arch, mmu: NonpagingMmu::new()?, pending_skip: 0 })
     }
 }
 // ANCHOR_END: hw
@@ -264,14 +261,15 @@ impl Vcpu {
     /// `KVM_RUN`, between the copies of `kvm_run` in and out: finishes
     /// what userspace completed, then runs the guest until an exit that
     /// userspace must see (`Ok`), or until a signal is pending (`EINTR`).
-    pub fn run(&mut self, run: &mut KvmRun, memory: &Mutex<MemSlots>) -> KResult<()> {
+    /// Events are counted in the VM's `stats`.
+    pub fn run(&mut self, run: &mut KvmRun, memory: &Mutex<MemSlots>, stats: &VmStats) -> KResult<()> {
         let Some(hw) = self.hw.as_mut() else { return Err(Errno::ENODEV) };
         let regs = Regs { gprs: &mut self.regs, rip: &mut self.rip, rflags: &mut self.rflags };
-        let mut vcpu = Running { hw, regs, sregs: &mut self.sregs, memory };
+        let mut vcpu = Running { hw, regs, sregs: &mut self.sregs, memory, stats };
         vcpu.complete_userspace(run);
         loop {
             if cpu::signal_pending() {
-                vcpu.hw.stats.count(Counter::SignalExits);
+                vcpu.stats.count(Counter::SignalExits);
                 return Err(Errno::EINTR);
             }
             cpu::cond_resched();
@@ -282,11 +280,6 @@ impl Vcpu {
         }
         vcpu.report(run);
         Ok(())
-    }
-
-    /// This vCPU's count of `counter` events.
-    pub fn stat(&self, counter: Counter) -> u64 {
-        self.hw.as_ref().map_or(0, |hw| hw.stats.get(counter))
     }
 }
 
@@ -304,6 +297,7 @@ struct Running<'a> {
     regs: Regs<'a>,
     sregs: &'a mut KvmSregs,
     memory: &'a Mutex<MemSlots>,
+    stats: &'a VmStats,
 }
 
 impl Running<'_> {
@@ -324,7 +318,7 @@ impl Running<'_> {
         let hw = &mut *self.hw;
         let flush_tlb = hw.mmu.sync(self.memory);
         if flush_tlb {
-            hw.stats.count(Counter::TlbFlush);
+            self.stats.count(Counter::TlbFlush);
         }
         cpu::preempt_disable();
         let mut entry = Entry {
@@ -392,7 +386,7 @@ impl ExitContext for Running<'_> {
     }
 
     fn count(&mut self, counter: Counter) {
-        self.hw.stats.count(counter);
+        self.stats.count(counter);
     }
 }
 // ANCHOR_END: exit_context
@@ -549,68 +543,73 @@ mod run_loop_tests {
     fn hlt_ends_the_run_past_the_instruction() {
         let m = memory(1);
         let mut v = vcpu_at(0x8000);
+        let st = VmStats::default();
         fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
         let mut run = KvmRun::default();
-        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
         assert_eq!((run.exit_type, run.exit_reason), (abi::KVM_EXIT_TYPE_VM_EXIT, abi::KVM_EXIT_HLT));
         assert_eq!(v.rip, 0x8001);
-        assert_eq!((v.stat(Counter::Exits), v.stat(Counter::HaltExits)), (1, 1));
+        assert_eq!((st.get(Counter::Exits), st.get(Counter::HaltExits)), (1, 1));
     }
 
     #[test]
     fn interrupts_and_fixed_faults_resume_without_userspace() {
         let m = memory(16);
         let mut v = vcpu_at(0x8000);
+        let st = VmStats::default();
         fake::script(&[
             step(0, VmExit::PageFault { address: 0x8000, error_code: 0x10 }),
             step(0, VmExit::ExternalInterrupt),
             step(4, VmExit::Hlt { insn_len: 1 }),
         ]);
         let mut run = KvmRun::default();
-        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
         assert_eq!(run.exit_reason, abi::KVM_EXIT_HLT);
         assert_eq!(fake::entries().len(), 3, "one KVM_RUN, three entries");
         assert_eq!(v.rip, 0x8005);
-        assert_eq!((v.stat(Counter::PfFixed), v.stat(Counter::IrqExits), v.stat(Counter::Exits)), (1, 1, 3));
+        assert_eq!((st.get(Counter::PfFixed), st.get(Counter::IrqExits), st.get(Counter::Exits)), (1, 1, 3));
     }
 
     #[test]
     fn a_fault_outside_every_slot_reaches_userspace() {
         let m = memory(16);
         let mut v = vcpu_at(0x8000);
+        let st = VmStats::default();
         fake::script(&[step(0, VmExit::PageFault { address: 0xC000_0000, error_code: 6 })]);
         let mut run = KvmRun::default();
-        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
         assert_eq!((run.exit_reason, run.exit.ex().exception, run.exit.ex().error_code), (abi::KVM_EXIT_EXCEPTION, 14, 6));
-        assert_eq!(v.stat(Counter::PfFixed), 0);
+        assert_eq!(st.get(Counter::PfFixed), 0);
     }
 
     #[test]
     fn a_slot_change_flushes_the_guests_tlb_once() {
         let m = memory(16);
         let mut v = vcpu_at(0x8000);
+        let st = VmStats::default();
         let hlt = step(0, VmExit::Hlt { insn_len: 1 });
         fake::script(&[step(0, VmExit::PageFault { address: 0x8000, error_code: 0x10 }), hlt, hlt, hlt]);
         let mut run = KvmRun::default();
-        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
         let region = KvmMemoryRegion { slot: 1, flags: 0, guest_phys_addr: 0x10_0000, memory_size: 4096 };
         m.lock().set_region(&region).expect("a second slot");
-        assert_eq!(v.run(&mut run, &m), Ok(()));
-        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
         let flushes: std::vec::Vec<bool> = fake::entries().iter().map(|e: &Entered| e.flush_tlb).collect();
         assert_eq!(flushes, [false, false, true, false], "the map was dropped once, after the change");
-        assert_eq!(v.stat(Counter::TlbFlush), 1);
+        assert_eq!(st.get(Counter::TlbFlush), 1);
     }
 
     #[test]
     fn registers_travel_to_the_backend_and_flags_to_kvm_run() {
         let m = memory(1);
         let mut v = vcpu_at(0x8000);
+        let st = VmStats::default();
         v.regs[Reg::Rax as usize] = 0x1234;
         v.rflags = 0x202;
         fake::script(&[step(0, VmExit::Shutdown)]);
         let mut run = KvmRun::default();
-        assert_eq!(v.run(&mut run, &m), Ok(()));
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
         assert_eq!(fake::entries()[0].rax, 0x1234);
         assert_eq!((run.exit_reason, run.if_flag, run.apic_base), (abi::KVM_EXIT_SHUTDOWN, 1, RESET_APIC_BASE));
     }

@@ -26,6 +26,7 @@ use crate::memslot::MemSlots;
 use crate::stats;
 use crate::vcpu::Vcpu;
 use crate::abi::KvmRun;
+use crate::stats::VmStats;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;
@@ -41,6 +42,8 @@ pub struct Vm {
     memory: Mutex<MemSlots>,
     /// `vcpus[i]` is vCPU `i`, `None` until `KVM_CREATE_VCPU(i)`.
     vcpus: Vec<Mutex<Option<Box<Vcpu>>>>,
+    /// The VM's event counters.
+    stats: VmStats,
 }
 
 impl Vm {
@@ -54,7 +57,12 @@ impl Vm {
         for _ in 0..KVM_MAX_VCPUS {
             vcpus.push(Mutex::new(None, LockClass::Vcpu)?);
         }
-        let vm = try_box(Vm { memory, vcpus })?;
+        let vm = try_box(Vm {
+            memory,
+            vcpus,
+            stats: VmStats::default(),
+        })?;
+        vm.stats.show_in_debugfs();
         stats::inc(&stats::VMS);
         Ok(vm)
     }
@@ -138,7 +146,12 @@ impl Vm {
         let index = usize::try_from(run.vcpu).map_err(|_| Errno::EINVAL)?;
         let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
         let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
-        vcpu.run(run, &self.memory)
+        vcpu.run(run, &self.memory, &self.stats)
+    }
+
+    /// This VM's counters.
+    pub fn stats(&self) -> &VmStats {
+        &self.stats
     }
 }
 // ANCHOR_END: vm_run
