@@ -22,7 +22,13 @@ impl VmxVcpu {
             vmcs: Vmcs::new()?,
         };
         cpu::preempt_disable();
-        let loaded = vcpu.vmcs.load(cpu::current_cpu());
+        let this_cpu = cpu::current_cpu();
+        // A CPU that came online after the module loaded has VMX off:
+        // VMCLEAR there would fault.
+        let loaded = match crate::hardware::is_on(this_cpu) {
+            true => vcpu.vmcs.load(this_cpu),
+            false => Err(VmxError::FailInvalid),
+        };
         cpu::preempt_enable();
         loaded.map_err(|e: VmxError| {
             log!(Err, "a new VMCS cannot be loaded: {e:?}");
