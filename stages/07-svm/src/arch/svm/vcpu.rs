@@ -217,6 +217,11 @@ impl ArchVcpu for SvmVcpu {
 
     // ANCHOR: run
     fn run(&mut self, entry: &mut Entry<'_>) -> VmExit {
+        // A CPU that came online after the module loaded has SVM off:
+        // `vmrun` there would fault in the kernel. Refuse the entry instead.
+        if !crate::hardware::is_on(entry.cpu) {
+            return VmExit::FailEntry { hardware_reason: u32::MAX };
+        }
         // SAFETY: preemption is off on `entry.cpu` until `run` returns.
         let Some((host_pa, asids)) = (unsafe { super::this_cpu(entry.cpu) }) else {
             return VmExit::FailEntry { hardware_reason: u32::MAX };
@@ -225,9 +230,9 @@ impl ArchVcpu for SvmVcpu {
         let vmcb_pa = self.vmcb_page.phys();
         let dr7 = insn::read_dr7();
         self.fpu.load();
-        // SAFETY: SVM is on on this CPU (`this_cpu` found its state, set
-        // up by `hardware_enable` on every CPU); the VMCB and the host's
-        // page are the module's. GIF is clear from `clgi` to `stgi`, so
+        // SAFETY: SVM is on on this CPU (`is_on`: `hardware_enable` ran
+        // here) with its host save area; the VMCB and the host's page are
+        // the module's. GIF is clear from `clgi` to `stgi`, so
         // no interrupt or NMI sees the guest's GS base or half-restored
         // state; host interrupts still end the guest's run (INTR
         // intercept, V_INTR_MASKING, RFLAGS.IF=1 at `vmrun`).
