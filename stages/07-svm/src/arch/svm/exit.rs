@@ -429,7 +429,7 @@ mod tests {
             regs[Reg::Rsi as usize] = 0x1_2345;
             regs[Reg::Rcx as usize] = 0x1_0002;
             let plain = Memory { at: 0x8000, bytes: &[0xF3, 0x6E] };
-            let info = (info1(0xE9, 1, 2, 0b1100) & !(7 << 7)) as u64;
+            let info = info1(0xE9, 1, 2, 0b1100) & !(7 << 7);
             exit(&mut v, code::IOIO, info, 0x8002);
             let VmExit::Io(io) = decode(&Guest { vmcb: &v, regs: &regs, fetch: &plain }) else { panic!("I/O") };
             assert_eq!(io.string.map(|s| (s.address, s.count)), Some((0x1_2345, 0x1_0002)), "32-bit code");
