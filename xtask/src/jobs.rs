@@ -7,7 +7,7 @@
 
 use crate::kernel::{self, L1Kernel};
 use crate::l1::{self, Check, Job};
-use crate::platform::Platform;
+use crate::platform::{Platform, Vendor};
 use crate::{kmod, paths};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,10 @@ pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Resu
 /// crate or its solved copy) with the checks and guests of stages up to it.
 /// Returns (passed, failed).
 pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Result<(u32, u32)> {
-    let platform = crate::platform::select(platform)?;
+    let platform = match stage_vendor(stage) {
+        Some(vendor) => crate::platform::select_for(platform, vendor)?,
+        None => crate::platform::select(platform)?,
+    };
     let (job, kernel) = module_job(&format!("stage-{stage:02}"), stage_dir, stage, None)?;
     let checks = run_checks(platform.as_ref(), &kernel, &job)?;
     let passed = checks.iter().filter(|c| c.passed).count() as u32;
@@ -90,6 +93,12 @@ pub fn run_commands(args: RunArgs) -> Result<()> {
     let done = l1::completion_check(&job, &outcome);
     l1::print_check(&done);
     Ok(())
+}
+
+/// The virtualization a stage's module needs: stages 04 to 06 know only
+/// Intel VMX; from stage 07 on the module chooses VMX or SVM at load time.
+pub fn stage_vendor(stage: u32) -> Option<Vendor> {
+    (4..=6).contains(&stage).then_some(Vendor::Intel)
 }
 
 /// The last stage kmod/ reaches: the module built from it passes the checks

@@ -116,7 +116,9 @@ fn course_checks(tally: &mut Tally, platform: Option<&str>, host_only: bool) -> 
     step(tally, "exercises --check", exercises::check_all);
     // From stage 03 on a stage's tests boot L1.
     for stage in stages::generated_stages()?.into_iter().filter(|&s| s < 3 || !host_only) {
-        let t = test_stage::test_stage(stage, true, platform)?;
+        // Stages that need one vendor's virtualization pick their own platform.
+        let stage_platform = if jobs::stage_vendor(stage).is_some() { None } else { platform };
+        let t = test_stage::test_stage(stage, true, stage_platform)?;
         let check = Check {
             name: format!("test-stage {stage} --solution ({} passed, {} failed)", t.passed, t.failed),
             passed: t.failed == 0 && t.passed > 0,

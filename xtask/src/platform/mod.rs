@@ -95,6 +95,23 @@ pub fn select(name: Option<&str>) -> Result<Box<dyn Platform>> {
     }
 }
 
+/// Like [`select`], for a module that runs only on `vendor`'s
+/// virtualization: without a name, the host's KVM when it nests that
+/// vendor, else the emulator that offers it (`bochs-vmx` for Intel,
+/// `tcg-svm` for AMD). A named platform of the other vendor is an error.
+pub fn select_for(name: Option<&str>, vendor: Vendor) -> Result<Box<dyn Platform>> {
+    let platform = match name {
+        Some(_) => select(name)?,
+        None if host_virtualization() == Some(vendor) => select(Some("kvm"))?,
+        None if vendor == Vendor::Intel => select(Some("bochs-vmx"))?,
+        None => select(Some("tcg-svm"))?,
+    };
+    if platform.vendor() != vendor {
+        bail!("this module needs {vendor:?} virtualization, which platform {} does not offer", platform.name());
+    }
+    Ok(platform)
+}
+
 /// The vendor whose virtualization the host's `/dev/kvm` can pass on to a
 /// guest (nested virtualization), if any.
 pub fn host_virtualization() -> Option<Vendor> {
