@@ -37,6 +37,7 @@
 #include <asm/msr.h>
 #include <asm/segment.h>
 #include <asm/special_insns.h>
+#include <asm/tsc.h>
 //@ end
 
 MODULE_AUTHOR("rkvm");
@@ -358,6 +359,12 @@ void rkvm_glue_irq_enable(void)
 unsigned long rkvm_glue_host_tr_base(void)
 {
 	return (unsigned long)&get_cpu_entry_area(raw_smp_processor_id())->tss.x86_tss;
+}
+
+/* The time-stamp counter's rate, in kHz. */
+unsigned long rkvm_glue_tsc_khz(void)
+{
+	return tsc_khz;
 }
 
 /*

@@ -32,6 +32,7 @@
 #include <asm/msr.h>
 #include <asm/segment.h>
 #include <asm/special_insns.h>
+#include <asm/tsc.h>
 
 MODULE_AUTHOR("rkvm");
 MODULE_DESCRIPTION("rkvm: a kernel-based virtual machine monitor in Rust, after Linux 2.6.20's KVM");
@@ -327,6 +328,12 @@ void rkvm_glue_irq_enable(void)
 unsigned long rkvm_glue_host_tr_base(void)
 {
 	return (unsigned long)&get_cpu_entry_area(raw_smp_processor_id())->tss.x86_tss;
+}
+
+/* The time-stamp counter's rate, in kHz. */
+unsigned long rkvm_glue_tsc_khz(void)
+{
+	return tsc_khz;
 }
 
 /*

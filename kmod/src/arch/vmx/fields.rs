@@ -86,6 +86,7 @@ pub const GUEST_ES_AR_BYTES: u32 = 0x4814;
 pub const GUEST_INTERRUPTIBILITY_INFO: u32 = 0x4824;
 pub const GUEST_ACTIVITY_STATE: u32 = 0x4826;
 pub const GUEST_SYSENTER_CS: u32 = 0x482A;
+pub const VMX_PREEMPTION_TIMER_VALUE: u32 = 0x482E;
 
 // 32-bit host-state field.
 pub const HOST_IA32_SYSENTER_CS: u32 = 0x4C00;
@@ -137,6 +138,9 @@ pub mod pin {
     pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     /// Host NMIs cause VM exits.
     pub const NMI_EXITING: u32 = 1 << 3;
+    /// The VMX-preemption timer counts down while the guest runs and
+    /// exits when it reaches zero.
+    pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
 /// Primary processor-based VM-execution controls (SDM Vol. 3C, 25.6.2,

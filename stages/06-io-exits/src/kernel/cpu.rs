@@ -105,6 +105,11 @@ pub fn host_tr_base() -> u64 {
     imp::host_tr_base()
 }
 
+/// The frequency of the time-stamp counter, in kHz (Linux's `tsc_khz`).
+pub fn tsc_khz() -> u64 {
+    imp::tsc_khz()
+}
+
 /// The host segment state a VM exit does not restore, saved before an
 /// entry by [`HostSegments::save`] and put back by
 /// [`HostSegments::restore`] after the exit. The layout is the glue's
@@ -155,6 +160,7 @@ mod imp {
         fn rkvm_glue_irq_disable();
         fn rkvm_glue_irq_enable();
         fn rkvm_glue_host_tr_base() -> u64;
+        fn rkvm_glue_tsc_khz() -> u64;
         fn rkvm_glue_save_host_segments(h: *mut super::HostSegments);
         fn rkvm_glue_restore_host_segments(h: *const super::HostSegments);
     }
@@ -226,6 +232,10 @@ mod imp {
     pub fn host_tr_base() -> u64 {
         // SAFETY: reads a per-CPU address; the caller is pinned.
         unsafe { rkvm_glue_host_tr_base() }
+    }
+    pub fn tsc_khz() -> u64 {
+        // SAFETY: reads a kernel variable.
+        unsafe { rkvm_glue_tsc_khz() }
     }
     pub fn save_host_segments(h: &mut super::HostSegments) {
         // SAFETY: the glue writes exactly its `struct rkvm_host_segments`.
@@ -307,6 +317,9 @@ mod imp {
     pub fn irq_enable() {}
     pub fn host_tr_base() -> u64 {
         0
+    }
+    pub fn tsc_khz() -> u64 {
+        2_000_000
     }
     pub fn save_host_segments(_: &mut super::HostSegments) {}
     pub fn restore_host_segments(_: &super::HostSegments) {}

@@ -23,6 +23,7 @@ pub mod reason {
     pub const CR_ACCESS: u16 = 28;
     pub const IO_INSTRUCTION: u16 = 30;
     pub const INVALID_GUEST_STATE: u16 = 33;
+    pub const PREEMPTION_TIMER: u16 = 52;
 }
 
 /// Exit-reason bit 31: the VM entry failed (SDM Vol. 3C, 28.2.1).
@@ -94,6 +95,8 @@ pub fn decode(info: &ExitInfo) -> VmExit {
     match basic {
         reason::EXCEPTION_NMI => decode_exception(info),
         reason::EXTERNAL_INTERRUPT => VmExit::ExternalInterrupt,
+        // The host's own timer: it takes its CPU back, as an interrupt does.
+        reason::PREEMPTION_TIMER => VmExit::ExternalInterrupt,
         reason::TRIPLE_FAULT => VmExit::Shutdown,
         reason::HLT => VmExit::Hlt { insn_len },
         reason::CPUID => VmExit::Cpuid { insn_len },
@@ -216,6 +219,7 @@ mod tests {
     fn simple_exits_decode_by_reason() {
         assert_eq!(decode(&exit(12)), VmExit::Hlt { insn_len: 1 });
         assert_eq!(decode(&exit(1)), VmExit::ExternalInterrupt);
+        assert_eq!(decode(&exit(52)), VmExit::ExternalInterrupt, "the VMX-preemption timer");
         assert_eq!(decode(&exit(2)), VmExit::Shutdown);
         assert_eq!(decode(&exit(55)), VmExit::Unknown { hardware_reason: 55 });
     }

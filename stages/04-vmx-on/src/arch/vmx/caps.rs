@@ -29,6 +29,7 @@ pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
 pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
 pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
 pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+pub const IA32_VMX_MISC: u32 = 0x485;
 pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
 pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
 pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;

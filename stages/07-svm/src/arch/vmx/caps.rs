@@ -29,6 +29,7 @@ pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
 pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
 pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
 pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+pub const IA32_VMX_MISC: u32 = 0x485;
 pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
 pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
 pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
@@ -214,7 +215,7 @@ impl Controls {
             adjust_controls(required, optional, msr).map_err(|bits| MissingControls { field, bits })
         };
         Ok(Controls {
-            pin: fit(0, pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, 0, pin_msr)?,
+            pin: fit(0, pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin::PREEMPTION_TIMER, pin_msr)?,
             cpu: fit(
                 1,
                 cpu::HLT_EXITING | cpu::CR3_LOAD_EXITING | cpu::CR3_STORE_EXITING | cpu::UNCONDITIONAL_IO_EXITING | cpu::MOV_DR_EXITING,
@@ -323,7 +324,7 @@ mod tests {
         #[test]
         fn rkvm_controls_fit_a_haswell() {
             let c = Controls::for_processor(&HaswellMsrs, true).expect("a Haswell has everything");
-            assert_eq!(c.pin, 0x16 | 0x1 | 0x8);
+            assert_eq!(c.pin, 0x16 | 0x1 | 0x8 | 0x40, "with the preemption timer");
             assert_eq!(c.cpu & 0x0400_6172, 0x0400_6172, "the default1 bits stay set");
             assert_eq!(c.cpu & (1 << 7 | 1 << 15 | 1 << 16 | 1 << 24), 1 << 7 | 1 << 15 | 1 << 16 | 1 << 24);
             assert_eq!(c.exit & (1 << 9), 1 << 9);
