@@ -13,11 +13,15 @@ use crate::kernel::KResult;
 use crate::segments::{TYPE_ACCESSED, TYPE_CODE_EXECUTE_READ, TYPE_LDT, TYPE_TSS_BUSY};
 use crate::vm::try_box;
 use alloc::boxed::Box;
+//@ begin 4
+use crate::arch::{self, ArchVcpu};
+use crate::kernel::Errno;
+//@ end
 //@ begin 5
 use crate::abi::KvmRun;
-use crate::arch::{self, ArchVcpu, Entry, VmExit};
+use crate::arch::{Entry, VmExit};
 use crate::exit::{self, Action, ExitContext};
-use crate::kernel::{Errno, Mutex, cpu};
+use crate::kernel::{Mutex, cpu};
 use crate::memslot::MemSlots;
 use crate::mmu::nonpaging::NonpagingMmu;
 use crate::stats::{Counter, VmStats};
@@ -66,10 +70,11 @@ pub struct Vcpu {
     /// base and the interrupts queued for injection, as `KVM_SET_SREGS` gave
     /// them. Its `vcpu` and `padding` fields are always zero.
     pub sregs: KvmSregs,
-    //@ begin 5
-    /// The hardware half, from stage 05 on: `None` only in the bare
-    /// register state that [`Vcpu::reset_state`] returns, `Some` in every
-    /// vCPU that [`Vcpu::new`] makes.
+    //@ begin 4
+    /// The hardware half, from stage 04 on (the backend's VMCS or VMCB;
+    /// from stage 05 also the page table the guest runs on): `None` only in
+    /// the bare register state that [`Vcpu::reset_state`] returns, `Some`
+    /// in every vCPU that [`Vcpu::new`] makes.
     hw: Option<Hw>,
     //@ end
 }
@@ -109,7 +114,7 @@ impl Vcpu {
             rip: RESET_RIP,
             rflags: RESET_RFLAGS,
             sregs: reset_sregs(),
-            //@ begin 5
+            //@ begin 4
             hw: None,
             //@ end
         }
@@ -119,7 +124,7 @@ impl Vcpu {
     pub fn new() -> KResult<Box<Vcpu>> {
         #[allow(unused_mut)]
         let mut vcpu = Vcpu::reset_state();
-        //@ begin 5
+        //@ begin 4
         vcpu.hw = Some(Hw::new(&vcpu.sregs)?);
         //@ end
         try_box(vcpu)
@@ -260,30 +265,49 @@ impl Vcpu {
 }
 // ANCHOR_END: get_set_sregs
 
-//@ begin 5
+//@ begin 4
 // ANCHOR: hw
 /// The hardware half of a vCPU: what it needs to run.
 struct Hw {
     /// The backend's half: the VMCS or VMCB.
+    //@ begin 4 until 5
+    #[allow(dead_code)] // stage 04 only holds it: dropping it frees it
+    //@ end
     arch: Box<dyn ArchVcpu>,
+    //@ begin 5
     /// Guest-physical memory as the guest reaches it while its own paging
     /// is off.
     mmu: NonpagingMmu,
     /// What the next `KVM_RUN` skips if userspace says it emulated the
     /// instruction that exited: that instruction's length, or 0.
     pending_skip: u8,
+    //@ end
 }
 
 impl Hw {
     /// The hardware half, on the backend chosen at load, in state `sregs`.
     fn new(sregs: &KvmSregs) -> KResult<Hw> {
+        #[allow(unused_mut)]
         let mut arch = arch::current().ok_or(Errno::ENODEV)?.vcpu_create()?;
+        //@ begin 4 until 5
+        let _ = sregs;
+        //@ end
+        //@ begin 5
         arch.set_sregs(sregs);
-        Ok(Hw { arch, mmu: NonpagingMmu::new()?, pending_skip: 0 })
+        //@ end
+        Ok(Hw {
+            arch,
+            //@ begin 5
+            mmu: NonpagingMmu::new()?,
+            pending_skip: 0,
+            //@ end
+        })
     }
 }
 // ANCHOR_END: hw
+//@ end
 
+//@ begin 5
 // ANCHOR: run_loop
 impl Vcpu {
     /// `KVM_RUN`, between the copies of `kvm_run` in and out: finishes

@@ -13,6 +13,8 @@ use crate::kernel::KResult;
 use crate::segments::{TYPE_ACCESSED, TYPE_CODE_EXECUTE_READ, TYPE_LDT, TYPE_TSS_BUSY};
 use crate::vm::try_box;
 use alloc::boxed::Box;
+use crate::arch::{self, ArchVcpu};
+use crate::kernel::Errno;
 
 // ANCHOR: regs
 /// The general registers, numbered as instructions encode them (the `reg`
@@ -57,6 +59,11 @@ pub struct Vcpu {
     /// base and the interrupts queued for injection, as `KVM_SET_SREGS` gave
     /// them. Its `vcpu` and `padding` fields are always zero.
     pub sregs: KvmSregs,
+    /// The hardware half, from stage 04 on (the backend's VMCS or VMCB;
+    /// from stage 05 also the page table the guest runs on): `None` only in
+    /// the bare register state that [`Vcpu::reset_state`] returns, `Some`
+    /// in every vCPU that [`Vcpu::new`] makes.
+    hw: Option<Hw>,
 }
 // ANCHOR_END: regs
 
@@ -94,6 +101,7 @@ impl Vcpu {
             rip: RESET_RIP,
             rflags: RESET_RFLAGS,
             sregs: reset_sregs(),
+            hw: None,
         }
     }
 
@@ -101,6 +109,7 @@ impl Vcpu {
     pub fn new() -> KResult<Box<Vcpu>> {
         #[allow(unused_mut)]
         let mut vcpu = Vcpu::reset_state();
+        vcpu.hw = Some(Hw::new(&vcpu.sregs)?);
         try_box(vcpu)
     }
 }
@@ -211,6 +220,27 @@ impl Vcpu {
     }
 }
 // ANCHOR_END: get_set_sregs
+
+// ANCHOR: hw
+/// The hardware half of a vCPU: what it needs to run.
+struct Hw {
+    /// The backend's half: the VMCS or VMCB.
+    #[allow(dead_code)] // stage 04 only holds it: dropping it frees it
+    arch: Box<dyn ArchVcpu>,
+}
+
+impl Hw {
+    /// The hardware half, on the backend chosen at load, in state `sregs`.
+    fn new(sregs: &KvmSregs) -> KResult<Hw> {
+        #[allow(unused_mut)]
+        let mut arch = arch::current().ok_or(Errno::ENODEV)?.vcpu_create()?;
+        let _ = sregs;
+        Ok(Hw {
+            arch,
+        })
+    }
+}
+// ANCHOR_END: hw
 
 #[cfg(test)]
 mod tests {

@@ -13,10 +13,12 @@ use crate::kernel::KResult;
 use crate::segments::{TYPE_ACCESSED, TYPE_CODE_EXECUTE_READ, TYPE_LDT, TYPE_TSS_BUSY};
 use crate::vm::try_box;
 use alloc::boxed::Box;
+use crate::arch::{self, ArchVcpu};
+use crate::kernel::Errno;
 use crate::abi::KvmRun;
-use crate::arch::{self, ArchVcpu, Entry, VmExit};
+use crate::arch::{Entry, VmExit};
 use crate::exit::{self, Action, ExitContext};
-use crate::kernel::{Errno, Mutex, cpu};
+use crate::kernel::{Mutex, cpu};
 use crate::memslot::MemSlots;
 use crate::mmu::nonpaging::NonpagingMmu;
 use crate::stats::{Counter, VmStats};
@@ -64,9 +66,10 @@ pub struct Vcpu {
     /// base and the interrupts queued for injection, as `KVM_SET_SREGS` gave
     /// them. Its `vcpu` and `padding` fields are always zero.
     pub sregs: KvmSregs,
-    /// The hardware half, from stage 05 on: `None` only in the bare
-    /// register state that [`Vcpu::reset_state`] returns, `Some` in every
-    /// vCPU that [`Vcpu::new`] makes.
+    /// The hardware half, from stage 04 on (the backend's VMCS or VMCB;
+    /// from stage 05 also the page table the guest runs on): `None` only in
+    /// the bare register state that [`Vcpu::reset_state`] returns, `Some`
+    /// in every vCPU that [`Vcpu::new`] makes.
     hw: Option<Hw>,
 }
 // ANCHOR_END: regs
@@ -249,9 +252,14 @@ struct Hw {
 impl Hw {
     /// The hardware half, on the backend chosen at load, in state `sregs`.
     fn new(sregs: &KvmSregs) -> KResult<Hw> {
+        #[allow(unused_mut)]
         let mut arch = arch::current().ok_or(Errno::ENODEV)?.vcpu_create()?;
         arch.set_sregs(sregs);
-        Ok(Hw { arch, mmu: NonpagingMmu::new()?, pending_skip: 0 })
+        Ok(Hw {
+            arch,
+            mmu: NonpagingMmu::new()?,
+            pending_skip: 0,
+        })
     }
 }
 // ANCHOR_END: hw
