@@ -111,8 +111,11 @@ pub fn decode(info: &ExitInfo) -> VmExit {
 
 /// Exit reason 0: an exception the exception bitmap intercepts, or an NMI.
 /// A host NMI that arrives while the guest runs exits this way too (NMI
-/// exiting is on); it is not the guest's, so it is reported like a host
-/// interrupt.
+/// exiting is on, so that it never reaches the guest's IDT); it is not the
+/// guest's, so it is reported like a host interrupt. rkvm does not hand it
+/// on to Linux's NMI handler (Linux's KVM calls the handler through a
+/// made-up interrupt frame), so such an NMI is lost; the NMI blocking the
+/// exit leaves ends at the host's next `iret`.
 fn decode_exception(info: &ExitInfo) -> VmExit {
     let Some(intr) = Interruption::from_field(info.intr_info) else {
         return VmExit::Unknown { hardware_reason: u32::from(reason::EXCEPTION_NMI) };
@@ -172,7 +175,7 @@ fn decode_io(info: &ExitInfo) -> IoExit {
         2 => 0xFFFF,
         _ => 0xFFFF_FFFF,
     };
-    let string = q.string.then(|| StringIo {
+    let string = q.string.then_some(StringIo {
         address: info.guest_linear_address,
         rep: q.rep,
         down: info.rflags & RFLAGS_DF != 0,

@@ -22,7 +22,7 @@
 //! numbers.
 
 use super::fields::{HOST_RIP, HOST_RSP};
-use super::insn::{VmFail, VmxError};
+use super::insn::{InstructionError, VmFail, VmxError};
 use crate::vcpu::{NR_REGS, Reg};
 use core::arch::asm;
 use core::mem::size_of;
@@ -143,7 +143,10 @@ pub unsafe fn enter(regs: &mut [u64; NR_REGS], launched: bool) -> Result<(), VmF
 
 /// What a failed entry instruction means for the caller.
 pub fn entry_error(fail: VmFail, error_number: impl FnOnce() -> u32) -> VmxError {
-    super::insn::check(fail == VmFail::Invalid, fail == VmFail::Valid, error_number).err().unwrap_or(VmxError::FailInvalid)
+    match fail {
+        VmFail::Invalid => VmxError::FailInvalid,
+        VmFail::Valid => VmxError::FailValid(InstructionError(error_number())),
+    }
 }
 
 // The array has a slot for every register the code above names.

@@ -87,10 +87,10 @@ impl Vmcs {
     }
 
     /// Makes this VMCS current on `cpu`, the calling CPU, which must stay
-    /// the same (preemption off) while the VMCS is used. Returns `true`
-    /// when it was not active here before: the host state that differs
-    /// between CPUs must then be written again.
-    pub fn load(&mut self, cpu: usize) -> Result<bool, VmxError> {
+    /// the same (preemption off) while the VMCS is used. When it comes from
+    /// another CPU, its launch state is clear again: the next entry is a
+    /// `VMLAUNCH`.
+    pub fn load(&mut self, cpu: usize) -> Result<(), VmxError> {
         let phys = self.region.phys();
         if self.loaded_on == Some(cpu) {
             // SAFETY: this CPU is in VMX operation (it runs rkvm's vCPUs).
@@ -98,7 +98,7 @@ impl Vmcs {
                 // SAFETY: the VMCS is active on this CPU only.
                 unsafe { insn::vmptrld(phys) }?;
             }
-            return Ok(false);
+            return Ok(());
         }
         match self.loaded_on.take() {
             Some(old) => clear_on(old, phys),
@@ -113,7 +113,7 @@ impl Vmcs {
         // identifier.
         unsafe { insn::vmptrld(phys) }?;
         self.loaded_on = Some(cpu);
-        Ok(true)
+        Ok(())
     }
 
     /// The physical address of the region.
