@@ -86,8 +86,12 @@ pub unsafe fn enter(regs: &mut [u64; NR_REGS], launched: bool) -> Result<(), VmF
             "vmresume",
             // A VM exit (all arithmetic flags clear) or a failed entry
             // (CF or ZF set) continues here. Nothing below changes flags
-            // until they are captured.
+            // until they are captured. Linux's KVM puts an `endbr64` at its
+            // exit label (`vmx_vmexit`) for kernels built with
+            // indirect-branch tracking (CET IBT), as the L1 kernel is; so
+            // does rkvm. Where CET is off it does nothing.
             "2:",
+            "endbr64",
             "push rdi",
             "mov rdi, [rsp + 8]",
             "mov [rdi + {rax}], rax",
