@@ -19,6 +19,7 @@ const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
 const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
 const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_IA32_DEBUGCTL: u32 = 0x1D9;
 const MSR_GS_BASE: u32 = 0xC000_0101;
 
 /// The operand of `sgdt`/`sidt`: a 2-byte limit and an 8-byte base.
@@ -101,3 +102,36 @@ pub fn write_per_entry(vmcs: &mut dyn Fields) {
     vmcs.write(HOST_FS_BASE, msr(MSR_FS_BASE));
 }
 // ANCHOR_END: host_per_cpu
+
+// ANCHOR: host_debug
+/// The host's debug state, which a VM exit resets: "DR7 is set to 400H" and
+/// "the IA32_DEBUGCTL MSR is cleared to 00H" (SDM Vol. 3C, 28.5.1 "Loading
+/// Host Control Registers, Debug Registers, MSRs"). A host process's
+/// hardware breakpoints (ptrace) or branch recording (perf) would be lost;
+/// like Linux's KVM, rkvm saves both before the entry and puts back what
+/// is not already the reset value.
+pub struct HostDebug {
+    dr7: u64,
+    debugctl: u64,
+}
+
+impl HostDebug {
+    pub fn save() -> HostDebug {
+        let dr7: u64;
+        // SAFETY: reading DR7 has no side effects; the module runs at CPL 0.
+        unsafe { asm!("mov {}, dr7", out(reg) dr7, options(nostack, nomem)) };
+        HostDebug { dr7, debugctl: msr(MSR_IA32_DEBUGCTL) }
+    }
+
+    pub fn restore(&self) {
+        if self.dr7 != 0x400 {
+            // SAFETY: the value is the one this CPU had before the entry.
+            unsafe { asm!("mov dr7, {}", in(reg) self.dr7, options(nostack, nomem)) };
+        }
+        if self.debugctl != 0 {
+            // SAFETY: as above.
+            unsafe { insn::wrmsr(MSR_IA32_DEBUGCTL, self.debugctl) };
+        }
+    }
+}
+// ANCHOR_END: host_debug

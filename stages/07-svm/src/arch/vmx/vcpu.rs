@@ -287,11 +287,13 @@ impl ArchVcpu for VmxVcpu {
         let host_segments = HostSegments::save();
         self.fpu.load();
         cpu::irq_disable();
+        let host_debug = host::HostDebug::save();
         // SAFETY: our VMCS is current with host and guest state written by
         // `prepare`; interrupts are off; what the exit does not restore is
         // restored right below.
         let result = unsafe { entry::enter(entry.regs, self.vmcs.launched) };
         host_segments.restore();
+        host_debug.restore();
         cpu::irq_enable();
         self.fpu.save();
         if let Err(fail) = result {
