@@ -76,14 +76,34 @@ if [ -z "$bad" ]; then echo "RKVM-CHECK ok dmesg-clean"; else echo "RKVM-CHECK f
 exit $status
 "#;
 
+/// Guests a platform cannot judge, as `rkvm-run` options. Bochs does not
+/// turn a host timer interrupt into a VM exit while a guest spins with
+/// interrupts off, so under Linux's kvm_intel the `spin` guest holds L1's
+/// CPU until an RCU-stall NMI, or for ever with one CPU (rkvm avoids this
+/// with the VMX-preemption timer; Linux's KVM does not use it there).
+fn left_out(platform: &str) -> Vec<&'static str> {
+    if platform == "bochs-vmx" {
+        println!("  leaving out guest `spin`: under Bochs, Linux's kvm_intel never takes it back from a guest spinning with interrupts off");
+        vec!["spin"]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `left_out` as an `rkvm-run` option.
+fn except_option(guests: &[&str]) -> String {
+    if guests.is_empty() { String::new() } else { format!("--except {}", guests.join(",")) }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let platform = platform::select(args.platform.as_deref())?;
     let kernel = kernel::ensure()?;
+    let except = except_option(&left_out(platform.name()));
     let job = oracle_job(&kernel, platform.vendor(), |setting| {
         // Each check line names the setting: `RKVM-CHECK ok npt=1/guest/hlt`.
         format!(
-            "./rkvm-run check --backend linux-kvm | sed 's#^RKVM-CHECK \\([a-z]*\\) #RKVM-CHECK \\1 {setting}/#' \
+            "./rkvm-run check --backend linux-kvm {except} | sed 's#^RKVM-CHECK \\([a-z]*\\) #RKVM-CHECK \\1 {setting}/#' \
              | grep -v '^rkvm-run check'\n"
         )
     })?;
@@ -132,12 +152,15 @@ const TRACE_LINE: &str = "RKVM-T| ";
 pub fn bless(args: BlessArgs) -> Result<()> {
     let platform = platform::select(args.platform.as_deref())?;
     let kernel = kernel::ensure()?;
+    let left_out = left_out(platform.name());
+    // A pattern no guest name matches when nothing is left out.
+    let skip = if left_out.is_empty() { "-".to_string() } else { left_out.join("|") };
     let mut job = oracle_job(&kernel, platform.vendor(), |setting| {
         if !setting.ends_with("=1") {
             return String::new();
         }
         format!(
-            "for g in $(./rkvm-run --list | cut -d' ' -f1); do echo \"RKVM-TRACE $g\"; \
+            "for g in $(./rkvm-run --list | cut -d' ' -f1 | grep -vxE '{skip}'); do echo \"RKVM-TRACE $g\"; \
              ./rkvm-run --backend linux-kvm $g | sed 's/^/{TRACE_LINE}/'; done\n"
         )
     })?;

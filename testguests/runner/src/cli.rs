@@ -14,6 +14,7 @@ options:
   --backend rkvm|linux-kvm   the hypervisor: /dev/rkvm (2006 ABI, the default) or /dev/kvm
   --timeout SECS             stop a guest that has not stopped after SECS seconds (default 10)
   --max-stage N              with all, check and --list: only guests whose first stage is <= N
+  --except A,B               with all and check: leave out these guests
   --verbose                  print every exit on stderr
   --repeat N                 run one guest N times, each in a new VM, printing on stderr
                              how long each run took and how many exits it made (N may be 1)
@@ -40,11 +41,13 @@ pub struct Cli {
     pub verbose: bool,
     /// `--repeat N`: run one guest N times and report each run's timing.
     pub repeat: Option<u32>,
+    /// `--except A,B`: guests that `all` and `check` leave out.
+    pub except: Vec<String>,
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
-    let mut cli = Cli { command: Command::Help, backend: Backend::Rkvm, timeout: Duration::from_secs(10), max_stage: None, verbose: false, repeat: None };
+    let mut cli = Cli { command: Command::Help, backend: Backend::Rkvm, timeout: Duration::from_secs(10), max_stage: None, verbose: false, repeat: None, except: Vec::new() };
     let mut command = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -54,6 +57,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
             "--timeout" => cli.timeout = Duration::from_secs(positive("--timeout", &value("--timeout")?)?),
             "--max-stage" => cli.max_stage = Some(positive("--max-stage", &value("--max-stage")?)? as u32),
             "--verbose" => cli.verbose = true,
+            "--except" => cli.except.extend(value("--except")?.split(',').map(str::to_string)),
             "--repeat" => cli.repeat = Some(positive("--repeat", &value("--repeat")?)? as u32),
             "--list" => command = set(command, Command::List)?,
             "--help" | "-h" => command = set(command, Command::Help)?,
@@ -115,6 +119,12 @@ mod tests {
         assert_eq!(parse_line("hlt").unwrap().repeat, None);
         let error = parse_line("--repeat 3 check").unwrap_err().to_string();
         assert_eq!(error, "--repeat runs one guest: give its name; see rkvm-run --help");
+    }
+
+    #[test]
+    fn except_names_guests_to_leave_out() {
+        let cli = parse_line("check --except spin,hlt --except ud").unwrap();
+        assert_eq!(cli.except, vec!["spin", "hlt", "ud"]);
     }
 
     #[test]

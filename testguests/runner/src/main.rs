@@ -69,7 +69,8 @@ fn run_one(name: &str, options: &Options, repeat: Option<u32>) -> anyhow::Result
 
 fn run_all(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
     let mut worst = ExitCode::SUCCESS;
-    for (i, guest) in guests::up_to_stage(cli.max_stage).enumerate() {
+    let selected = guests::up_to_stage(cli.max_stage).filter(|g| !cli.except.iter().any(|e| e == g.name));
+    for (i, guest) in selected.enumerate() {
         if i > 0 {
             println!();
         }
@@ -90,7 +91,8 @@ fn run_all(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
 }
 
 fn check(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
-    let selected: Vec<&EmbeddedGuest> = guests::up_to_stage(cli.max_stage).collect();
+    let selected: Vec<&EmbeddedGuest> =
+        guests::up_to_stage(cli.max_stage).filter(|g| !cli.except.iter().any(|e| e == g.name)).collect();
     let all_passed = rkvm_run::check::check(selected.into_iter(), options, &mut io::stdout().lock())?;
     Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
