@@ -14,8 +14,9 @@ use xshell::{Shell, cmd};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The L1 platform: tcg-svm or kvm (default: kvm where the host offers
-    /// nested virtualization, else tcg-svm).
+    /// The L1 platform: tcg-svm, kvm or bochs-vmx (default: kvm where the
+    /// host offers nested virtualization, else tcg-svm). Stages 04 to 06,
+    /// which know only Intel VMX, choose kvm or bochs-vmx themselves.
     #[arg(long)]
     pub platform: Option<String>,
     /// Run only the host tests, not the L1 checks.
