@@ -7,7 +7,8 @@
 //! `no_std` for the kernel and with `std` on the host, where its unit tests
 //! run under `cargo test`.
 //!
-//! The modules are listed bottom-up: each one uses only those above it.
+//! The modules are listed bottom-up: each one uses only those above it
+//! (tests aside), so the code reads top-down from `dev` to `segments`.
 #![cfg_attr(target_os = "none", no_std)]
 
 //@ begin 3
@@ -20,16 +21,17 @@ pub mod abi;
 //@ end
 //@ begin 3
 pub mod kernel;
+pub mod regs;
 pub mod stats;
 pub mod memslot;
+//@ end
+//@ begin 5
+pub mod mmu;
+pub mod exit;
 //@ end
 //@ begin 4
 pub mod arch;
 pub mod hardware;
-//@ end
-//@ begin 5
-pub mod exit;
-pub mod mmu;
 //@ end
 //@ begin 3
 pub mod vcpu;

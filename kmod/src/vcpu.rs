@@ -11,7 +11,8 @@
 use crate::abi::{KvmDtable, KvmRegs, KvmSegment, KvmSregs};
 use crate::kernel::KResult;
 use crate::segments::{TYPE_ACCESSED, TYPE_CODE_EXECUTE_READ, TYPE_LDT, TYPE_TSS_BUSY};
-use crate::vm::try_box;
+use crate::kernel::try_box;
+use crate::regs::{NR_REGS, Reg};
 use alloc::boxed::Box;
 //@ begin 4
 use crate::arch::{self, ArchVcpu};
@@ -28,38 +29,6 @@ use crate::stats::{Counter, VmStats};
 //@ end
 
 // ANCHOR: regs
-/// The general registers, numbered as instructions encode them (the `reg`
-/// and `r/m` fields of ModRM, extended by REX to 4 bits; Intel SDM Vol. 2A,
-/// Table 3-1 "Register Codes Associated With +rb, +rw, +rd, +ro"). 2006
-/// used the same order (`VCPU_REGS_RAX` ...) so that
-/// an exit handler can index the register file with a number taken from
-/// the exit information. `struct kvm_regs` lists them in another order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reg {
-    Rax = 0,
-    Rcx = 1,
-    Rdx = 2,
-    Rbx = 3,
-    Rsp = 4,
-    Rbp = 5,
-    Rsi = 6,
-    Rdi = 7,
-    R8 = 8,
-    R9 = 9,
-    R10 = 10,
-    R11 = 11,
-    R12 = 12,
-    R13 = 13,
-    R14 = 14,
-    R15 = 15,
-}
-
-/// The number of general registers in 64-bit mode.
-pub const NR_REGS: usize = 16;
-
-// Every `Reg` indexes the register array: `regs[reg as usize]` cannot panic.
-const _: () = assert!(Reg::R15 as usize == NR_REGS - 1);
-
 /// One vCPU's state.
 pub struct Vcpu {
     /// The general registers, indexed by [`Reg`].
@@ -331,7 +300,23 @@ impl Vcpu {
             }
         }
         vcpu.report(run);
+        if exit::is_shutdown(run) {
+            self.reset_after_shutdown();
+        }
         Ok(())
+    }
+
+    /// After a shutdown exit the whole vCPU is in the reset state: every
+    /// register userspace can read, RIP and RDX included, and the backend's
+    /// half (SVM must rebuild its VMCB anyway: its content is undefined
+    /// after a shutdown). A processor that shuts down waits for INIT or
+    /// RESET; this is the state RESET gives it, so that userspace that
+    /// runs the vCPU again restarts the machine rather than a mix of old
+    /// and new state.
+    fn reset_after_shutdown(&mut self) {
+        let fresh = Vcpu::reset_state();
+        (self.regs, self.rip, self.rflags) = (fresh.regs, fresh.rip, fresh.rflags);
+        self.set_sregs(&fresh.sregs);
     }
 }
 
@@ -696,6 +681,24 @@ mod run_loop_tests {
         assert_eq!(v.run(&mut run, &m, &st), Ok(()));
         assert_eq!(fake::entries()[0].rax, 0x1234);
         assert_eq!((run.exit_reason, run.if_flag, run.apic_base), (abi::KVM_EXIT_SHUTDOWN, 1, RESET_APIC_BASE));
+    }
+
+    #[test]
+    fn a_shutdown_leaves_the_whole_vcpu_in_the_reset_state() {
+        let m = memory(1);
+        let mut v = vcpu_at(0x8000);
+        let st = VmStats::default();
+        v.regs[Reg::Rax as usize] = 0x1234;
+        let mut s = v.get_sregs();
+        s.cr0 = 0x11;
+        v.set_sregs(&s);
+        fake::script(&[step(0, VmExit::Shutdown)]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+        assert_eq!(run.exit_reason, abi::KVM_EXIT_SHUTDOWN);
+        let reset = Vcpu::reset_state();
+        assert_eq!((v.regs, v.rip, v.rflags), (reset.regs, reset.rip, reset.rflags), "RIP and RDX too");
+        assert_eq!(v.get_sregs(), reset.sregs);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! `no_std` for the kernel and with `std` on the host, where its unit tests
 //! run under `cargo test`.
 //!
-//! The modules are listed bottom-up: each one uses only those above it.
+//! The modules are listed bottom-up: each one uses only those above it
+//! (tests aside), so the code reads top-down from `dev` to `segments`.
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod segments;

@@ -57,6 +57,25 @@ impl fmt::Debug for Errno {
 /// The result of anything that can fail with an errno.
 pub type KResult<T> = Result<T, Errno>;
 
+/// `Box::new`, but returning `ENOMEM` instead of aborting when memory is short.
+pub fn try_box<T>(value: T) -> KResult<alloc::boxed::Box<T>> {
+    let layout = core::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(alloc::boxed::Box::new(value));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { alloc::alloc::alloc(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(Errno::ENOMEM);
+    }
+    // SAFETY: `ptr` is a fresh, properly aligned allocation for one `T`, and
+    // `Box` frees it with the same global allocator and layout.
+    unsafe {
+        ptr.write(value);
+        Ok(alloc::boxed::Box::from_raw(ptr))
+    }
+}
+
 /// Log levels, as `printk`'s `KERN_*` prefixes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {

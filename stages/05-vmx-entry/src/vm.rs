@@ -21,7 +21,7 @@
 //! mutex can simply be held across the allocation.
 
 use crate::abi::KvmMemoryRegion;
-use crate::kernel::{Errno, KResult, LockClass, Mutex, PageRef};
+use crate::kernel::{Errno, KResult, LockClass, Mutex, PageRef, try_box};
 use crate::memslot::MemSlots;
 use crate::stats;
 use crate::vcpu::Vcpu;
@@ -29,7 +29,6 @@ use crate::abi::KvmRun;
 use crate::stats::VmStats;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::alloc::Layout;
 
 // ANCHOR: vm
 /// The number of vCPUs a VM may have: one, as in 2006 (`KVM_MAX_VCPUS`).
@@ -156,24 +155,6 @@ impl Vm {
 }
 // ANCHOR_END: vm_run
 
-/// `Box::new`, but returning `ENOMEM` instead of aborting when memory is short.
-pub fn try_box<T>(value: T) -> KResult<Box<T>> {
-    let layout = Layout::new::<T>();
-    if layout.size() == 0 {
-        return Ok(Box::new(value));
-    }
-    // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { alloc::alloc::alloc(layout) }.cast::<T>();
-    if ptr.is_null() {
-        return Err(Errno::ENOMEM);
-    }
-    // SAFETY: `ptr` is a fresh, properly aligned allocation for one `T`, and
-    // `Box` frees it with the same global allocator and layout.
-    unsafe {
-        ptr.write(value);
-        Ok(Box::from_raw(ptr))
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,10 @@
 //! state, and the module refuses to load; the backend has logged why.
 //!
 //! CPUs that come online after the module loaded are not turned on (2006
-//! had a CPU-hotplug notifier; rkvm has none): [`is_on`] lets `KVM_RUN`
-//! refuse to run on such a CPU instead of executing VMX or SVM
+//! registered no CPU-hotplug callback either: its `hardware_enable` says
+//! "FIXME: not cpu hotplug safe"; it had only a reboot notifier). The table
+//! of CPUs that are on is published to [`arch::is_on`], which lets the
+//! backends refuse to run on such a CPU instead of executing VMX or SVM
 //! instructions where they are not enabled.
 
 use crate::arch::{self, Arch};
@@ -18,15 +20,9 @@ use crate::kernel::{Errno, KResult, cpu};
 use crate::log;
 use alloc::vec::Vec;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 // ANCHOR: per_cpu
-/// The CPUs the backend was turned on on, indexed by CPU number, while the
-/// module is loaded. The kernel serializes module load and unload, and
-/// `KVM_RUN` reads it only while a file is open, which keeps the module
-/// loaded.
-static ENABLED: AtomicPtr<Vec<AtomicBool>> = AtomicPtr::new(core::ptr::null_mut());
-
 /// What the per-CPU calls need: the backend, and where to record success.
 struct Call<'a> {
     arch: &'a dyn Arch,
@@ -54,7 +50,7 @@ pub fn enable() -> KResult<()> {
     let mut enabled = Vec::new();
     enabled.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
     enabled.extend((0..n).map(|_| AtomicBool::new(false)));
-    let enabled = crate::vm::try_box(enabled)?;
+    let enabled = crate::kernel::try_box(enabled)?;
     if let Err(e) = arch.hardware_setup(n) {
         arch.hardware_unsetup();
         arch::deselect();
@@ -71,21 +67,16 @@ pub fn enable() -> KResult<()> {
     }
     let on = enabled.iter().filter(|c| c.load(Ordering::Acquire)).count();
     log!(Info, "{} on, on {on} of {} online CPUs", arch.name(), cpu::num_online_cpus());
-    ENABLED.store(alloc::boxed::Box::into_raw(enabled), Ordering::Release);
+    arch::publish_enabled(enabled);
     Ok(())
 }
 
 /// Turns the backend off on every CPU it is on, and lets it free its
 /// per-CPU state.
 pub fn disable() {
-    let table = ENABLED.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    let table = arch::take_enabled();
     let Some(arch) = arch::current() else { return };
-    if table.is_null() {
-        return;
-    }
-    // SAFETY: the pointer came from `Box::into_raw` in `enable`, and the
-    // swap made this the only owner.
-    let enabled = unsafe { alloc::boxed::Box::from_raw(table) };
+    let Some(enabled) = table else { return };
     let call = Call { arch, enabled: &enabled, failed: AtomicBool::new(false) };
     cpu::on_each_cpu(disable_this_cpu, &call);
     if enabled.iter().any(|c| c.load(Ordering::Acquire)) {
@@ -98,14 +89,6 @@ pub fn disable() {
     arch::deselect();
 }
 
-/// True when the backend is on on this CPU. The caller must be pinned to
-/// the CPU (preemption off).
-pub fn is_on(cpu: usize) -> bool {
-    // SAFETY: the table lives from `enable` to `disable`, and `disable`
-    // runs only when no file is open, so no caller can be running.
-    let Some(enabled) = (unsafe { ENABLED.load(Ordering::Acquire).as_ref() }) else { return false };
-    enabled.get(cpu).is_some_and(|c| c.load(Ordering::Acquire))
-}
 // ANCHOR_END: enable
 
 // ANCHOR: per_cpu_calls

@@ -197,7 +197,7 @@ impl Arch for Svm {
         iopm.fill(0xFF);
         let mut msrpm = ContiguousPages::alloc_zeroed(1)?;
         msrpm.fill(0xFF);
-        let globals = crate::vm::try_box(Globals { cpus, iopm, msrpm })?;
+        let globals = crate::kernel::try_box(Globals { cpus, iopm, msrpm })?;
         let old = GLOBALS.swap(Box::into_raw(globals), Ordering::AcqRel);
         if !old.is_null() {
             // SAFETY: a previous setup's box, never freed: free it now.
@@ -246,7 +246,7 @@ impl Arch for Svm {
 
     fn vcpu_create(&self) -> KResult<Box<dyn ArchVcpu>> {
         let (iopm, msrpm) = permission_maps().ok_or(Errno::ENODEV)?;
-        Ok(Box::new(vcpu::SvmVcpu::new(iopm, msrpm)?))
+        Ok(crate::kernel::try_box(vcpu::SvmVcpu::new(iopm, msrpm)?)?)
     }
 }
 // ANCHOR_END: arch_svm

@@ -16,7 +16,7 @@ use crate::arch::{ArchVcpu, Entry};
 use crate::exit::VmExit;
 use crate::kernel::fpu::GuestFpu;
 use crate::kernel::{KResult, Page};
-use crate::vcpu::{Reg, Vcpu};
+use crate::regs::Reg;
 
 // ANCHOR: cr_bits
 const CR0_PE: u64 = 1 << 0;
@@ -186,14 +186,15 @@ impl SvmVcpu {
     }
 
     /// After a shutdown the VMCB's content is undefined (APM Vol. 2,
-    /// 15.14.3 "Shutdown Intercept"): it is made anew, in the reset state,
-    /// as 2006 did.
+    /// 15.14.3 "Shutdown Intercept"): it is made anew, as 2006 did. Its
+    /// save area is filled again by the `set_sregs` with the reset state
+    /// that generic code makes after every shutdown.
     fn reinit_after_shutdown(&mut self) {
         let (iopm, msrpm) = (self.vmcb().control.iopm_base_pa, self.vmcb().control.msrpm_base_pa);
         // SAFETY: the page holds the VMCB, which is plain data.
         unsafe { core::ptr::write_bytes(self.vmcb_page.addr(), 0, core::mem::size_of::<Vmcb>()) };
         init_vmcb(self.vmcb_mut(), iopm, msrpm);
-        self.load_sregs(&Vcpu::reset_state().sregs);
+        self.load_sregs(&KvmSregs::default());
         self.cpu = None;
     }
 }
@@ -219,7 +220,7 @@ impl ArchVcpu for SvmVcpu {
     fn run(&mut self, entry: &mut Entry<'_>) -> VmExit {
         // A CPU that came online after the module loaded has SVM off:
         // `vmrun` there would fault in the kernel. Refuse the entry instead.
-        if !crate::hardware::is_on(entry.cpu) {
+        if !crate::arch::is_on(entry.cpu) {
             return VmExit::FailEntry { hardware_reason: u32::MAX };
         }
         // SAFETY: preemption is off on `entry.cpu` until `run` returns.
@@ -371,6 +372,7 @@ mod tests {
     /// These load segments into the VMCB, which takes E7.1's attributes.
     mod e7_1 {
         use super::super::*;
+        use crate::vcpu::Vcpu;
         use super::vcpu;
         use crate::abi::KvmSegment;
 

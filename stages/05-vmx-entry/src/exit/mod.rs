@@ -64,7 +64,7 @@ pub trait ExitContext {
     /// `kvm_run.emulated`: userspace completes the instruction.
     fn skip_if_emulated(&mut self, len: u8);
 
-    /// The general register number `reg` (0 to 15, as [`crate::vcpu::Reg`]).
+    /// The general register number `reg` (0 to 15, as [`crate::regs::Reg`]).
     fn gpr(&self, reg: u8) -> u64;
 
     /// Sets general register `reg`.
@@ -107,6 +107,11 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
     }
 }
 // ANCHOR_END: handle_exit
+
+/// Whether `run` reports a shutdown (a triple fault).
+pub fn is_shutdown(run: &KvmRun) -> bool {
+    run.exit_type == abi::KVM_EXIT_TYPE_VM_EXIT && run.exit_reason == abi::KVM_EXIT_SHUTDOWN
+}
 
 /// Fills `kvm_run` for an exit with no details.
 fn to_user(run: &mut KvmRun, reason: u32) -> Action {

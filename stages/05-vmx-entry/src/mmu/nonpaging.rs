@@ -24,7 +24,7 @@
 //! next entry, which sees that the slots changed and unmaps everything
 //! (flushing the guest's TLB). A freed page is never reachable.
 
-use crate::arch::GuestFetch;
+use super::GuestFetch;
 use crate::kernel::{Errno, KResult, Mutex, PAGE_SHIFT, PAGE_SIZE, Page, PageRef};
 use crate::memslot::MemSlots;
 use alloc::vec::Vec;

@@ -68,10 +68,12 @@
 
 use crate::kernel::KResult;
 use crate::abi::KvmSregs;
-use crate::vcpu::NR_REGS;
+use crate::mmu::GuestFetch;
+use crate::regs::NR_REGS;
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 pub use crate::exit::VmExit;
 
@@ -108,7 +110,7 @@ pub trait Arch: Sync {
 // ANCHOR_END: arch
 
 // ANCHOR: arch_vcpu
-/// One vCPU's hardware state, owned by the generic [`crate::vcpu::Vcpu`].
+/// One vCPU's hardware state, owned by the generic vCPU (`vcpu::Vcpu`).
 /// Dropping it frees the VMCS or VMCB.
 pub trait ArchVcpu: Send {
     /// Writes into `sregs` the registers the backend owns: the eight
@@ -138,7 +140,7 @@ pub trait ArchVcpu: Send {
 pub struct Entry<'a> {
     /// The CPU we run on; preemption is off until `run` returns.
     pub cpu: usize,
-    /// The general registers, indexed by [`crate::vcpu::Reg`].
+    /// The general registers, indexed by [`crate::regs::Reg`].
     pub regs: &'a mut [u64; NR_REGS],
     pub rip: &'a mut u64,
     pub rflags: &'a mut u64,
@@ -153,14 +155,6 @@ pub struct Entry<'a> {
     pub fetch: &'a dyn GuestFetch,
 }
 // ANCHOR_END: entry
-
-/// Reads guest memory as the guest addresses it, through the tables it
-/// runs on. Used with preemption off: it must not sleep or take locks.
-pub trait GuestFetch {
-    /// Fills `buf` from guest-linear address `linear` on; `false` if any
-    /// byte is not mapped.
-    fn read_linear(&self, linear: u64, buf: &mut [u8]) -> bool;
-}
 
 // ANCHOR: unsupported
 /// Why a backend cannot run here. Each variant's text is the message the
@@ -253,3 +247,39 @@ pub fn current() -> Option<&'static dyn Arch> {
     None
 }
 // ANCHOR_END: select
+
+// ANCHOR: is_on
+/// The CPUs the backend was turned on on, indexed by CPU number, while the
+/// module is loaded: published by `hardware::enable` once every CPU's
+/// call returned, taken back by `hardware::disable`. The kernel serializes
+/// module load and unload, and `KVM_RUN` reads it only while a file is
+/// open, which keeps the module loaded.
+static ENABLED: AtomicPtr<Vec<AtomicBool>> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Publishes the table of CPUs the backend is on on.
+pub fn publish_enabled(table: Box<Vec<AtomicBool>>) {
+    let old = ENABLED.swap(Box::into_raw(table), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: a published pointer came from `Box::into_raw` here, and
+        // the swap made this the only owner.
+        drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+/// Takes the table back, at unload.
+pub fn take_enabled() -> Option<Box<Vec<AtomicBool>>> {
+    let table = ENABLED.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: as in `publish_enabled`: the swap made this the only owner.
+    (!table.is_null()).then(|| unsafe { Box::from_raw(table) })
+}
+
+/// True when the backend is on on this CPU. The caller must be pinned to
+/// the CPU (preemption off).
+pub fn is_on(cpu: usize) -> bool {
+    // SAFETY: the table lives from `publish_enabled` to `take_enabled`,
+    // and the latter runs only when no file is open, so no caller can be
+    // running.
+    let Some(enabled) = (unsafe { ENABLED.load(Ordering::Acquire).as_ref() }) else { return false };
+    enabled.get(cpu).is_some_and(|c| c.load(Ordering::Acquire))
+}
+// ANCHOR_END: is_on

@@ -21,7 +21,7 @@
 //! FPU state, `kernel_fpu_begin` does the host half.
 
 use crate::kernel::{Errno, KResult};
-use crate::vm::try_box;
+use crate::kernel::try_box;
 use alloc::boxed::Box;
 
 /// An `fxsave` image: 512 bytes, 16-byte aligned (Intel SDM Vol. 1,

@@ -9,9 +9,9 @@
 //! instruction's bytes are read from guest memory and decoded here.
 
 use super::vmcb::Vmcb;
-use crate::arch::GuestFetch;
+use crate::mmu::GuestFetch;
 use crate::exit::{CrAccess, IoExit, StringIo, VmExit};
-use crate::vcpu::{NR_REGS, Reg};
+use crate::regs::{NR_REGS, Reg};
 
 // ANCHOR: exit_codes
 /// `SVM_EXIT_*` codes (APM Vol. 2, Appendix C).
@@ -276,7 +276,7 @@ pub fn decode_mov_cr(bytes: &[u8], long_mode: bool) -> Option<CrAccess> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::try_box;
+    use crate::kernel::try_box;
     use alloc::boxed::Box;
 
     /// Guest memory for the decoder: `bytes` at linear address `at`.

@@ -83,7 +83,7 @@ impl Arch for Vmx {
         for _ in 0..ncpus {
             regions.push(Region::new()?);
         }
-        let regions = crate::vm::try_box(regions)?;
+        let regions = crate::kernel::try_box(regions)?;
         let old = VMXON_REGIONS.swap(Box::into_raw(regions), Ordering::AcqRel);
         if !old.is_null() {
             // SAFETY: a table left by an earlier setup, owned by nobody else.
@@ -122,7 +122,7 @@ impl Arch for Vmx {
     }
 
     fn vcpu_create(&self) -> KResult<Box<dyn ArchVcpu>> {
-        Ok(Box::new(VmxVcpu::new()?))
+        Ok(crate::kernel::try_box(VmxVcpu::new()?)?)
     }
 }
 

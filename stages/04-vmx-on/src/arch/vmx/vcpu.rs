@@ -25,7 +25,7 @@ impl VmxVcpu {
         let this_cpu = cpu::current_cpu();
         // A CPU that came online after the module loaded has VMX off:
         // VMCLEAR there would fault.
-        let loaded = match crate::hardware::is_on(this_cpu) {
+        let loaded = match crate::arch::is_on(this_cpu) {
             true => vcpu.vmcs.load(this_cpu),
             false => Err(VmxError::FailInvalid),
         };

@@ -23,7 +23,7 @@
 
 use super::fields::{HOST_RIP, HOST_RSP};
 use super::insn::{InstructionError, VmFail, VmxError};
-use crate::vcpu::{NR_REGS, Reg};
+use crate::regs::{NR_REGS, Reg};
 use core::arch::asm;
 use core::mem::size_of;
 

@@ -17,7 +17,7 @@ use crate::abi::KvmSregs;
 use crate::arch::{Entry, VmExit};
 use crate::kernel::cpu::HostSegments;
 use crate::kernel::fpu::GuestFpu;
-use crate::vcpu::Reg;
+use crate::regs::Reg;
 
 // ANCHOR: vmx_vcpu
 /// A vCPU's VMX state.
@@ -68,7 +68,7 @@ impl VmxVcpu {
         let this_cpu = cpu::current_cpu();
         // A CPU that came online after the module loaded has VMX off:
         // VMCLEAR there would fault.
-        let loaded = match crate::hardware::is_on(this_cpu) {
+        let loaded = match crate::arch::is_on(this_cpu) {
             true => vcpu.vmcs.load(this_cpu),
             false => Err(VmxError::FailInvalid),
         };
@@ -177,7 +177,7 @@ impl VmxVcpu {
     /// Makes the VMCS current here and brings it up to date for the
     /// entry: fixed fields, host state, guest state.
     fn prepare(&mut self, entry: &mut Entry<'_>) -> Result<CurrentVmcs, VmExit> {
-        if !crate::hardware::is_on(entry.cpu) {
+        if !crate::arch::is_on(entry.cpu) {
             log!(Err, "CPU {} is not in VMX operation (it came online after the module loaded)", entry.cpu);
             return Err(VmExit::FailEntry { hardware_reason: FAIL_NOT_ENTERED });
         }

@@ -7,7 +7,7 @@
 //! that report a processor without it and must never be asked to run a
 //! guest.
 
-use crate::vcpu::{NR_REGS, Reg};
+use crate::regs::{NR_REGS, Reg};
 
 // ANCHOR: msrs
 /// EFER, the extended feature enable register; bit 12 is SVME.
