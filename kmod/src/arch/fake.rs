@@ -55,6 +55,11 @@ pub struct Entered {
     pub rip: u64,
     pub rax: u64,
     pub flush_tlb: bool,
+    //@ begin 8
+    /// The exception queued for this entry, and the guest's CR2 then.
+    pub exception: Option<(u8, Option<u32>)>,
+    pub cr2: u64,
+    //@ end
 }
 
 std::thread_local! {
@@ -81,6 +86,9 @@ pub struct FakeVcpu {
     //@ begin 5
     sregs: KvmSregs,
     //@ end
+    //@ begin 8
+    queued: Option<(u8, Option<u32>)>,
+    //@ end
 }
 
 impl ArchVcpu for FakeVcpu {
@@ -97,7 +105,15 @@ impl ArchVcpu for FakeVcpu {
     }
 
     fn run(&mut self, entry: &mut Entry<'_>) -> VmExit {
-        let entered = Entered { rip: *entry.rip, rax: entry.regs[0], flush_tlb: entry.flush_tlb };
+        let entered = Entered {
+            rip: *entry.rip,
+            rax: entry.regs[0],
+            flush_tlb: entry.flush_tlb,
+            //@ begin 8
+            exception: self.queued.take(),
+            cr2: self.sregs.cr2,
+            //@ end
+        };
         ENTRIES.with(|e| e.borrow_mut().push(entered));
         let Some(step) = SCRIPT.with(|s| s.borrow_mut().pop_front()) else {
             return VmExit::Shutdown;
@@ -108,6 +124,12 @@ impl ArchVcpu for FakeVcpu {
 
     fn skip_instruction(&mut self, rip: &mut u64, len: u8) {
         *rip = rip.wrapping_add(len.into());
+    }
+    //@ end
+    //@ begin 8
+
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.queued = Some((vector, error_code));
     }
     //@ end
 }

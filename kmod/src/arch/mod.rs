@@ -143,6 +143,17 @@ pub trait ArchVcpu: Send {
     /// completed outside the guest, and clears the interrupt shadow.
     fn skip_instruction(&mut self, rip: &mut u64, len: u8);
     //@ end
+    //@ begin 8
+
+    /// Queues hardware exception `vector` for the guest: the next entry
+    /// delivers it through the guest's IDT, as if the instruction at RIP
+    /// had raised it (`error_code` for the vectors that push one: 8, 10 to
+    /// 14, 17, 21). For a page fault the caller first sets the guest's CR2
+    /// with `set_sregs`. It replaces any event the backend would have
+    /// delivered again; the rules for a fault during the delivery of
+    /// another (double fault, shutdown) come in stage 12.
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>);
+    //@ end
 }
 // ANCHOR_END: arch_vcpu
 

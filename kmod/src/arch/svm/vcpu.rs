@@ -257,7 +257,29 @@ impl ArchVcpu for SvmVcpu {
         // The skipped instruction's interrupt shadow ends with it.
         self.vmcb_mut().control.int_state &= !1;
     }
+    //@ begin 8
+
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.vmcb_mut().control.event_inj = event_inj(vector, error_code);
+    }
+    //@ end
 }
+
+//@ begin 8
+// ANCHOR: event_inj
+/// The EVENTINJ field that delivers hardware exception `vector` at the next
+/// VMRUN (APM Vol. 2, 15.20 "Event Injection", Figure 15-5): the vector in
+/// bits 7:0, type 3 ("exception") in bits 10:8, EV (an error code is
+/// pushed) in bit 11, V (valid) in bit 31, the error code in bits 63:32.
+pub fn event_inj(vector: u8, error_code: Option<u32>) -> u64 {
+    const VALID: u64 = 1 << 31;
+    const TYPE_EXCEPTION: u64 = 3 << 8;
+    const ERROR_CODE_VALID: u64 = 1 << 11;
+    let pushed = error_code.map_or(0, |code| ERROR_CODE_VALID | u64::from(code) << 32);
+    u64::from(vector) | TYPE_EXCEPTION | pushed | VALID
+}
+// ANCHOR_END: event_inj
+//@ end
 
 // ANCHOR: prepare
 impl SvmVcpu {
@@ -359,6 +381,17 @@ mod tests {
         assert_eq!(reinject(1 << 31 | 3 << 8 | 3), 0, "int3 runs again");
         assert_eq!(reinject(0x21), 0, "not valid");
     }
+
+    //@ begin 8
+    #[test]
+    fn a_queued_page_fault_is_an_exception_event_with_its_error_code() {
+        assert_eq!(event_inj(14, Some(6)), 0x0000_0006_8000_0B0E);
+        assert_eq!(event_inj(6, None), 0x8000_0306, "#UD pushes no error code");
+        let mut v = vcpu();
+        v.queue_exception(13, Some(0));
+        assert_eq!(v.vmcb().control.event_inj, 0x8000_0B0D);
+    }
+    //@ end
 
     #[test]
     fn skipping_ends_the_interrupt_shadow() {

@@ -70,6 +70,9 @@ pub const VM_EXIT_MSR_LOAD_COUNT: u32 = 0x4010;
 pub const VM_ENTRY_CONTROLS: u32 = 0x4012;
 pub const VM_ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
 pub const VM_ENTRY_INTR_INFO_FIELD: u32 = 0x4016;
+//@ begin 8
+pub const VM_ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x4018;
+//@ end
 
 // 32-bit read-only data fields.
 pub const VM_EXIT_REASON: u32 = 0x4402;

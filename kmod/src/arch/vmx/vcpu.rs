@@ -43,6 +43,11 @@ pub struct VmxVcpu {
     fixed: FixedBits,
     /// The VMX-preemption timer's start value, if the processor has one.
     preemption_timer: Option<u32>,
+    //@ begin 8
+    /// The VM-entry interruption information (and error code) of an
+    /// exception queued for the next entry.
+    queued_event: Option<(u32, u32)>,
+    //@ end
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
     //@ end
@@ -63,6 +68,9 @@ impl VmxVcpu {
             controls: processor_controls()?,
             fixed: fixed_bits(&HardwareMsrs),
             preemption_timer: None,
+            //@ begin 8
+            queued_event: None,
+            //@ end
             fpu: GuestFpu::new()?,
             //@ end
         };
@@ -218,6 +226,12 @@ impl VmxVcpu {
             vmcs.write(GUEST_INTERRUPTIBILITY_INFO, 0);
             self.clear_interrupt_shadow = false;
         }
+        //@ begin 8
+        if let Some((info, error_code)) = self.queued_event.take() {
+            vmcs.write(VM_ENTRY_INTR_INFO_FIELD, info.into());
+            vmcs.write(VM_ENTRY_EXCEPTION_ERROR_CODE, error_code.into());
+        }
+        //@ end
         vmcs.write(GUEST_CR3, entry.mmu_root);
         vmcs.write(GUEST_RIP, *entry.rip);
         vmcs.write(GUEST_RSP, entry.regs[Reg::Rsp as usize]);
@@ -340,7 +354,29 @@ impl ArchVcpu for VmxVcpu {
         self.clear_interrupt_shadow = true;
     }
     //@ end
+    //@ begin 8
+
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.queued_event = Some((entry_interruption(vector, error_code.is_some()), error_code.unwrap_or(0)));
+    }
+    //@ end
 }
+
+//@ begin 8
+// ANCHOR: entry_interruption
+/// The VM-entry interruption-information field that delivers hardware
+/// exception `vector` (SDM Vol. 3C, 25.8.3 "VM-Entry Controls for Event
+/// Injection", Table 25-17): the vector in bits 7:0, type 3 ("hardware
+/// exception") in bits 10:8, "deliver error code" in bit 11, valid in bit
+/// 31. A successful entry clears the valid bit (SDM Vol. 3C, 27.2).
+pub fn entry_interruption(vector: u8, has_error_code: bool) -> u32 {
+    const VALID: u32 = 1 << 31;
+    const TYPE_HARDWARE_EXCEPTION: u32 = 3 << 8;
+    const DELIVER_ERROR_CODE: u32 = 1 << 11;
+    u32::from(vector) | TYPE_HARDWARE_EXCEPTION | if has_error_code { DELIVER_ERROR_CODE } else { 0 } | VALID
+}
+// ANCHOR_END: entry_interruption
+//@ end
 
 //@ begin 5
 #[cfg(test)]
@@ -368,6 +404,14 @@ mod tests {
         assert_eq!(preemption_timer_value(u64::MAX, 0), u32::MAX);
         assert_eq!(preemption_timer_value(0, 0), 1);
     }
+
+    //@ begin 8
+    #[test]
+    fn exceptions_are_injected_as_hardware_exceptions() {
+        assert_eq!(entry_interruption(14, true), 0x8000_0B0E);
+        assert_eq!(entry_interruption(6, false), 0x8000_0306);
+    }
+    //@ end
 
     #[test]
     fn failed_entries_report_the_instruction_error() {
