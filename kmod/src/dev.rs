@@ -98,6 +98,9 @@ fn dispatch(vm: &Vm, cmd: u32, arg: usize) -> KResult<isize> {
         //@ begin 5
         abi::KVM_RUN => run(vm, arg),
         //@ end
+        //@ begin 8
+        abi::KVM_TRANSLATE => translate(vm, arg),
+        //@ end
         _ => Err(Errno::ENOTTY),
     }
 }
@@ -176,6 +179,18 @@ fn run(vm: &Vm, arg: usize) -> KResult<isize> {
     result.map(|()| 0)
 }
 // ANCHOR_END: kvm_run
+//@ end
+
+//@ begin 8
+// ANCHOR: kvm_translate
+/// `KVM_TRANSLATE`: the struct in, the walk, the struct out.
+fn translate(vm: &Vm, arg: usize) -> KResult<isize> {
+    let request: abi::KvmTranslation = read_user(arg)?;
+    let answer = vm.translate(&request)?;
+    write_user(arg, &answer)?;
+    Ok(0)
+}
+// ANCHOR_END: kvm_translate
 //@ end
 
 #[cfg(test)]

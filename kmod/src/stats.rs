@@ -52,6 +52,12 @@ pub static STATS: &[StatEntry] = &[
     entry(c"pf_fixed", &PF_FIXED),
     entry(c"tlb_flush", &TLB_FLUSH),
     //@ end
+    //@ begin 8
+    entry(c"pf_guest", &PF_GUEST),
+    entry(c"invlpg", &INVLPG),
+    entry(c"mmu_shadow_made", &SHADOW_PAGES_MADE),
+    entry(c"mmu_shadow_zapped", &SHADOW_PAGES_ZAPPED),
+    //@ end
 ];
 
 //@ begin 5
@@ -75,10 +81,19 @@ pub enum Counter {
     PfFixed,
     /// Flushes of the guest's TLB.
     TlbFlush,
+    //@ begin 8
+    /// Page faults the guest's own tables caused, given to the guest.
+    PfGuest,
+    /// `invlpg` instructions.
+    Invlpg,
+    /// Shadow pages made, and thrown away.
+    ShadowPagesMade,
+    ShadowPagesZapped,
+    //@ end
 }
 
 /// The number of [`Counter`]s.
-pub const NR_COUNTERS: usize = Counter::TlbFlush as usize + 1;
+pub const NR_COUNTERS: usize = Counter::ALL.len();
 
 pub static EXITS: AtomicU64 = AtomicU64::new(0);
 pub static IO_EXITS: AtomicU64 = AtomicU64::new(0);
@@ -87,6 +102,12 @@ pub static IRQ_EXITS: AtomicU64 = AtomicU64::new(0);
 pub static SIGNAL_EXITS: AtomicU64 = AtomicU64::new(0);
 pub static PF_FIXED: AtomicU64 = AtomicU64::new(0);
 pub static TLB_FLUSH: AtomicU64 = AtomicU64::new(0);
+//@ begin 8
+pub static PF_GUEST: AtomicU64 = AtomicU64::new(0);
+pub static INVLPG: AtomicU64 = AtomicU64::new(0);
+pub static SHADOW_PAGES_MADE: AtomicU64 = AtomicU64::new(0);
+pub static SHADOW_PAGES_ZAPPED: AtomicU64 = AtomicU64::new(0);
+//@ end
 
 impl Counter {
     /// The module-wide counter.
@@ -99,13 +120,19 @@ impl Counter {
             Counter::SignalExits => &SIGNAL_EXITS,
             Counter::PfFixed => &PF_FIXED,
             Counter::TlbFlush => &TLB_FLUSH,
+            //@ begin 8
+            Counter::PfGuest => &PF_GUEST,
+            Counter::Invlpg => &INVLPG,
+            Counter::ShadowPagesMade => &SHADOW_PAGES_MADE,
+            Counter::ShadowPagesZapped => &SHADOW_PAGES_ZAPPED,
+            //@ end
         }
     }
 }
 
 impl Counter {
     /// Every counter, in the order of their debugfs files.
-    pub const ALL: [Counter; NR_COUNTERS] = [
+    pub const ALL: &[Counter] = &[
         Counter::Exits,
         Counter::IoExits,
         Counter::HaltExits,
@@ -113,6 +140,12 @@ impl Counter {
         Counter::SignalExits,
         Counter::PfFixed,
         Counter::TlbFlush,
+        //@ begin 8
+        Counter::PfGuest,
+        Counter::Invlpg,
+        Counter::ShadowPagesMade,
+        Counter::ShadowPagesZapped,
+        //@ end
     ];
 
     /// The name of its debugfs file.
@@ -125,6 +158,12 @@ impl Counter {
             Counter::SignalExits => c"signal_exits",
             Counter::PfFixed => c"pf_fixed",
             Counter::TlbFlush => c"tlb_flush",
+            //@ begin 8
+            Counter::PfGuest => c"pf_guest",
+            Counter::Invlpg => c"invlpg",
+            Counter::ShadowPagesMade => c"mmu_shadow_made",
+            Counter::ShadowPagesZapped => c"mmu_shadow_zapped",
+            //@ end
         }
     }
 }
@@ -143,7 +182,10 @@ impl VmStats {
     /// Shows the counters in debugfs. `self` must not move until dropped
     /// (it lives in the boxed VM): the files point at its counters.
     pub fn show_in_debugfs(&self) {
-        let entries = Counter::ALL.map(|c| RawStat { name: c.name().as_ptr(), value: self.counter(c) });
+        let entries: [RawStat; NR_COUNTERS] = core::array::from_fn(|i| {
+            let c = Counter::ALL.get(i).copied().unwrap_or(Counter::Exits);
+            RawStat { name: c.name().as_ptr(), value: self.counter(c) }
+        });
         let dir = imp::vm_dir(&entries);
         self.dir.store(dir, Ordering::Release);
     }
@@ -159,6 +201,19 @@ impl VmStats {
         }
         inc(counter.global());
     }
+
+    //@ begin 8
+    /// Counts `n` `counter` events at once.
+    pub fn add(&self, counter: Counter, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(c) = self.counts.get(counter as usize) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        counter.global().fetch_add(n, Ordering::Relaxed);
+    }
+    //@ end
 
     /// This VM's count of `counter` events.
     pub fn get(&self, counter: Counter) -> u64 {

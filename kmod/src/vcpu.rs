@@ -24,8 +24,12 @@ use crate::arch::{Entry, VmExit};
 use crate::exit::{self, Action, ExitContext};
 use crate::kernel::{Mutex, cpu};
 use crate::memslot::MemSlots;
-use crate::mmu::nonpaging::NonpagingMmu;
+use crate::exit::PageFault;
+use crate::mmu::{Mmu, Root};
 use crate::stats::{Counter, VmStats};
+//@ end
+//@ begin 8
+use crate::abi::KvmTranslation;
 //@ end
 
 // ANCHOR: regs
@@ -244,9 +248,10 @@ struct Hw {
     //@ end
     arch: Box<dyn ArchVcpu>,
     //@ begin 5
-    /// Guest-physical memory as the guest reaches it while its own paging
-    /// is off.
-    mmu: NonpagingMmu,
+    /// The tables the guest runs on: guest-physical memory as the guest
+    /// reaches it while its own paging is off (from stage 08 also the
+    /// shadow of its own tables).
+    mmu: Mmu,
     /// What the next `KVM_RUN` skips if userspace says it emulated the
     /// instruction that exited: that instruction's length, or 0.
     pending_skip: u8,
@@ -267,7 +272,7 @@ impl Hw {
         Ok(Hw {
             arch,
             //@ begin 5
-            mmu: NonpagingMmu::new()?,
+            mmu: Mmu::new()?,
             pending_skip: 0,
             //@ end
         })
@@ -286,7 +291,14 @@ impl Vcpu {
     pub fn run(&mut self, run: &mut KvmRun, memory: &Mutex<MemSlots>, stats: &VmStats) -> KResult<()> {
         let Some(hw) = self.hw.as_mut() else { return Err(Errno::ENODEV) };
         let regs = Regs { gprs: &mut self.regs, rip: &mut self.rip, rflags: &mut self.rflags };
-        let mut vcpu = Running { hw, regs, sregs: &mut self.sregs, memory, stats };
+        let mut vcpu = Running {
+            hw,
+            regs,
+            sregs: &mut self.sregs,
+            memory,
+            stats,
+            root: Root { phys: 0, flush_tlb: false },
+        };
         vcpu.complete_userspace(run);
         loop {
             if cpu::signal_pending() {
@@ -294,6 +306,7 @@ impl Vcpu {
                 return Err(Errno::EINTR);
             }
             cpu::cond_resched();
+            vcpu.prepare_mmu()?;
             let exit = vcpu.enter();
             if exit::handle_exit(&exit, &mut vcpu, run) == Action::ToUser {
                 break;
@@ -335,6 +348,8 @@ struct Running<'a> {
     sregs: &'a mut KvmSregs,
     memory: &'a Mutex<MemSlots>,
     stats: &'a VmStats,
+    /// The page table the next entry runs on.
+    root: Root,
 }
 
 impl Running<'_> {
@@ -353,7 +368,7 @@ impl Running<'_> {
     /// just after; returns its exit, decoded by the backend.
     fn enter(&mut self) -> VmExit {
         let hw = &mut *self.hw;
-        let flush_tlb = hw.mmu.sync(self.memory);
+        let (mmu_root, flush_tlb) = (self.root.phys, self.root.flush_tlb);
         if flush_tlb {
             self.stats.count(Counter::TlbFlush);
         }
@@ -363,13 +378,29 @@ impl Running<'_> {
             regs: self.regs.gprs,
             rip: self.regs.rip,
             rflags: self.regs.rflags,
-            mmu_root: hw.mmu.root(),
+            mmu_root,
             flush_tlb,
             fetch: &hw.mmu,
         };
         let exit = hw.arch.run(&mut entry);
         cpu::preempt_enable();
         exit
+    }
+
+    /// Before each entry: the table the guest runs on.
+    //@ begin 8
+    /// From stage 08, the shadow pages made and thrown away since the
+    /// last entry go to the VM's statistics.
+    //@ end
+    fn prepare_mmu(&mut self) -> KResult<()> {
+        let sregs = ExitContext::sregs(self);
+        self.root = self.hw.mmu.prepare(&sregs, self.memory)?;
+        //@ begin 8
+        let (made, zapped) = self.hw.mmu.shadow_counts();
+        self.stats.add(Counter::ShadowPagesMade, made);
+        self.stats.add(Counter::ShadowPagesZapped, zapped);
+        //@ end
+        Ok(())
     }
 
     /// The "out" fields every exit fills, as 2006's `post_kvm_run_save`:
@@ -418,15 +449,64 @@ impl ExitContext for Running<'_> {
         self.hw.arch.set_sregs(sregs);
     }
 
-    fn map_guest_page(&mut self, gpa: u64) -> bool {
-        self.hw.mmu.map(gpa, self.memory)
+    fn page_fault(&mut self, address: u64, error_code: u32) -> PageFault {
+        self.hw.mmu.page_fault(address, error_code, self.memory)
     }
+    //@ begin 8
+
+    fn flush_guest_tlb(&mut self) {
+        self.hw.mmu.flush();
+    }
+
+    fn invlpg(&mut self, address: u64) {
+        self.hw.mmu.invlpg(address);
+    }
+
+    fn pdptes_valid(&self, cr3: u64) -> bool {
+        self.hw.mmu.pdptes_valid(cr3, self.memory)
+    }
+
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.hw.arch.queue_exception(vector, error_code);
+    }
+    //@ end
 
     fn count(&mut self, counter: Counter) {
         self.stats.count(counter);
     }
 }
 // ANCHOR_END: exit_context
+//@ end
+
+//@ begin 8
+// ANCHOR: translate
+impl Vcpu {
+    /// `KVM_TRANSLATE`, as 2006 answered it: the guest-physical address of
+    /// `linear` through the guest's own tables (the address itself while
+    /// its paging is off), and whether there is one. Like 2006 (and
+    /// Linux's KVM today), `writeable` is always 1 and `usermode` 0; unlike
+    /// them, the walk sets no accessed bit: a debugger's look must not
+    /// change the guest.
+    pub fn translate(&mut self, linear: u64, memory: &Mutex<MemSlots>) -> KvmTranslation {
+        let mut out = KvmTranslation { linear_address: linear, writeable: 1, ..KvmTranslation::default() };
+        let sregs = self.get_sregs();
+        let Some(hw) = self.hw.as_mut() else { return out };
+        let gpa = match crate::mmu::paging_mode(&sregs) {
+            None => Some(linear & 0xFFFF_FFFF),
+            Some(_) => {
+                if hw.mmu.prepare(&sregs, memory).is_err() {
+                    return out;
+                }
+                hw.mmu.translate(linear, memory).map(|t| t.gpa)
+            }
+        };
+        if let Some(gpa) = gpa {
+            (out.physical_address, out.valid) = (gpa, 1);
+        }
+        out
+    }
+}
+// ANCHOR_END: translate
 //@ end
 
 

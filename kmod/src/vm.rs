@@ -25,6 +25,9 @@ use crate::kernel::{Errno, KResult, LockClass, Mutex, PageRef, try_box};
 use crate::memslot::MemSlots;
 use crate::stats;
 use crate::vcpu::Vcpu;
+//@ begin 8
+use crate::abi::KvmTranslation;
+//@ end
 //@ begin 5
 use crate::abi::KvmRun;
 use crate::stats::VmStats;
@@ -163,6 +166,20 @@ impl Vm {
     }
 }
 // ANCHOR_END: vm_run
+//@ end
+
+//@ begin 8
+// ANCHOR: vm_translate
+impl Vm {
+    /// `KVM_TRANSLATE` on vCPU `tr.vcpu`.
+    pub fn translate(&self, tr: &KvmTranslation) -> KResult<KvmTranslation> {
+        let index = usize::try_from(tr.vcpu).map_err(|_| Errno::EINVAL)?;
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
+        Ok(KvmTranslation { vcpu: tr.vcpu, ..vcpu.translate(tr.linear_address, &self.memory) })
+    }
+}
+// ANCHOR_END: vm_translate
 //@ end
 
 

@@ -1,7 +1,7 @@
 //@ stage 5
 //! A fake vCPU for the handlers' tests: it records what the handlers asked.
 
-use super::ExitContext;
+use super::{ExitContext, PageFault};
 use crate::abi::KvmSregs;
 use crate::stats::{Counter, NR_COUNTERS};
 use std::vec::Vec;
@@ -17,9 +17,21 @@ pub struct FakeContext {
     pub sregs: KvmSregs,
     /// Guest-physical memory below this address is backed by a slot.
     pub backed: u64,
-    /// The addresses `map_guest_page` mapped.
+    /// The addresses `page_fault` mapped.
     pub mapped: Vec<u64>,
     pub counts: [u64; NR_COUNTERS],
+    //@ begin 8
+    /// What `page_fault` answers for an address that is not backed:
+    /// the guest's fault with this error code, or (`None`) not memory.
+    pub guest_fault: Option<u32>,
+    /// The exception queued last.
+    pub queued: Option<(u8, Option<u32>)>,
+    /// Calls of `flush_guest_tlb`, and the addresses given to `invlpg`.
+    pub flushes: u32,
+    pub invlpgs: Vec<u64>,
+    /// `pdptes_valid` answers no.
+    pub bad_pdptes: bool,
+    //@ end
 }
 
 impl FakeContext {
@@ -53,12 +65,36 @@ impl ExitContext for FakeContext {
         self.sregs = *sregs;
     }
 
-    fn map_guest_page(&mut self, gpa: u64) -> bool {
-        if gpa < self.backed {
-            self.mapped.push(gpa);
+    fn page_fault(&mut self, address: u64, _error_code: u32) -> PageFault {
+        if address < self.backed {
+            self.mapped.push(address);
+            return PageFault::Fixed;
         }
-        gpa < self.backed
+        //@ begin 8
+        if let Some(error_code) = self.guest_fault {
+            return PageFault::Guest { error_code };
+        }
+        //@ end
+        PageFault::NotMemory
     }
+    //@ begin 8
+
+    fn flush_guest_tlb(&mut self) {
+        self.flushes += 1;
+    }
+
+    fn invlpg(&mut self, address: u64) {
+        self.invlpgs.push(address);
+    }
+
+    fn pdptes_valid(&self, _cr3: u64) -> bool {
+        !self.bad_pdptes
+    }
+
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.queued = Some((vector, error_code));
+    }
+    //@ end
 
     fn count(&mut self, counter: Counter) {
         self.counts[counter as usize] += 1;

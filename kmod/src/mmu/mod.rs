@@ -3,9 +3,32 @@
 //! builds and the guest never sees.
 //!
 //! Stage 05 has one kind: [`nonpaging`], for a guest whose own paging is
-//! off. Shadow paging for guests that turn paging on comes in stage 08.
+//! off.
+//@ begin 8
+//! Stage 08 adds the guest's side, [`walk`] (the guest's own page
+//! tables, read as the processor reads them), and [`shadow`] (the tables
+//! the processor walks instead, composed from the guest's and the memory
+//! slots), and [`Mmu`], which chooses between them by the guest's paging
+//! mode and answers the page faults of both.
+//@ end
 
 pub mod nonpaging;
+//@ begin 8
+pub mod bits;
+pub mod walk;
+pub mod shadow;
+//@ end
+
+use crate::abi::KvmSregs;
+use crate::kernel::{KResult, Mutex};
+use crate::memslot::MemSlots;
+use nonpaging::NonpagingMmu;
+//@ begin 8
+use crate::kernel::PAGE_SHIFT;
+use bits::{Cr0, Cr4, Efer};
+use shadow::{Leaf, ShadowMmu};
+use walk::{Access, EntrySize, GuestTables, PagingMode, PagingState, WalkError};
+//@ end
 
 // ANCHOR: guest_fetch
 /// Reads guest memory as the guest addresses it, through the tables it
@@ -16,3 +39,344 @@ pub trait GuestFetch {
     fn read_linear(&self, linear: u64, buf: &mut [u8]) -> bool;
 }
 // ANCHOR_END: guest_fetch
+
+//@ begin 8
+// ANCHOR: maxphyaddr
+/// The physical-address width the guest is shown: the host processor's
+/// (CPUID 8000_0008h, EAX bits 7:0), as Linux's KVM shows it by default.
+/// Bits at and above it are reserved in page-table entries and in a
+/// long-mode CR3.
+pub fn maxphyaddr() -> u8 {
+    let cpuid = raw_cpuid::CpuId::new();
+    cpuid.get_processor_capacity_feature_info().map_or(36, |info| info.physical_address_bits()).clamp(32, 52)
+}
+// ANCHOR_END: maxphyaddr
+
+/// What the shadow was built for: when any of it changes, every shadow
+/// translation may be wrong, and the tree is thrown away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Built {
+    state: PagingState,
+    generation: u64,
+}
+//@ end
+
+// ANCHOR: page_fault_kind
+/// Whose fault a page fault on the module's tables is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFault {
+    /// The module's tables lacked what the guest may reach: fixed, and
+    /// the instruction runs again.
+    Fixed,
+    //@ begin 8
+    /// The guest's own tables refuse the access: the guest's #PF handler
+    /// must see it, with this error code.
+    Guest { error_code: u32 },
+    //@ end
+    /// The guest-physical address is in no memory slot (MMIO, from stage
+    /// 10): userspace hears of it.
+    NotMemory,
+}
+// ANCHOR_END: page_fault_kind
+
+// ANCHOR: mmu
+/// A vCPU's MMU: the tables the guest runs on.
+//@ begin 8
+/// From stage 08: the nonpaging map while the guest's paging is off, the
+/// shadow tree while it is on.
+//@ end
+pub struct Mmu {
+    nonpaging: NonpagingMmu,
+    /// Translations were removed since the last entry.
+    needs_flush: bool,
+    //@ begin 8
+    shadow: ShadowMmu,
+    /// The paging state the shadow holds translations of; `None` while
+    /// the guest's paging is off.
+    built: Option<Built>,
+    /// The guest's physical-address width.
+    maxphyaddr: u8,
+    //@ end
+}
+
+impl Mmu {
+    pub fn new() -> KResult<Mmu> {
+        Ok(Mmu {
+            nonpaging: NonpagingMmu::new()?,
+            needs_flush: false,
+            //@ begin 8
+            shadow: ShadowMmu::new()?,
+            built: None,
+            maxphyaddr: maxphyaddr(),
+            //@ end
+        })
+    }
+}
+// ANCHOR_END: mmu
+
+// ANCHOR: prepare
+/// The page table an entry runs on.
+pub struct Root {
+    /// Its host-physical address, for the hardware's CR3.
+    pub phys: u64,
+    /// Translations were removed since the last entry: flush the guest's
+    /// TLB first.
+    pub flush_tlb: bool,
+}
+
+impl Mmu {
+    /// Before each entry: the root of the tables for the guest as `sregs`
+    /// describe it, emptied first if the memory slots changed.
+    //@ begin 8
+    /// From stage 08 the shadow is thrown away first if the guest's
+    /// paging mode, CR3 or the slots changed since it was built, and
+    /// `ENOMEM` comes back if no root can be made.
+    //@ end
+    pub fn prepare(&mut self, sregs: &KvmSregs, memory: &Mutex<MemSlots>) -> KResult<Root> {
+        self.needs_flush |= self.nonpaging.sync(memory);
+        //@ begin 8
+        if let Some(mode) = paging_mode(sregs) {
+            return self.prepare_shadow(mode, sregs, memory);
+        }
+        self.built = None;
+        //@ end
+        //@ begin 5 until 8
+        let _ = sregs;
+        //@ end
+        Ok(Root { phys: self.nonpaging.root(), flush_tlb: core::mem::take(&mut self.needs_flush) })
+    }
+}
+// ANCHOR_END: prepare
+
+// ANCHOR: page_fault
+impl Mmu {
+    /// A page fault at linear `address` on the tables the guest runs on,
+    /// with the hardware's error code. With the guest's paging off, the
+    /// address is guest-physical: map it.
+    //@ begin 8
+    /// With it on, the shadow's business ([`Mmu::shadow_fault`]).
+    //@ end
+    pub fn page_fault(&mut self, address: u64, error_code: u32, memory: &Mutex<MemSlots>) -> PageFault {
+        //@ begin 8
+        if let Some(built) = self.built {
+            return self.shadow_fault(&built, address, error_code, memory);
+        }
+        //@ end
+        //@ begin 5 until 8
+        let _ = error_code;
+        //@ end
+        if self.nonpaging.map(address, memory) { PageFault::Fixed } else { PageFault::NotMemory }
+    }
+}
+// ANCHOR_END: page_fault
+
+impl GuestFetch for Mmu {
+    fn read_linear(&self, linear: u64, buf: &mut [u8]) -> bool {
+        //@ begin 8
+        if self.built.is_some() {
+            return shadow::read_through(|l| self.shadow.mapped(l).map(|p| p.addr().cast_const()), linear, buf);
+        }
+        //@ end
+        self.nonpaging.read_linear(linear, buf)
+    }
+}
+
+//@ begin 8
+// ANCHOR: prepare_shadow
+impl Mmu {
+    /// `prepare` while the guest's paging is on.
+    fn prepare_shadow(&mut self, mode: PagingMode, sregs: &KvmSregs, memory: &Mutex<MemSlots>) -> KResult<Root> {
+        let slots = memory.lock();
+        let state = self.paging_state(mode, sregs, &SlotTables(&slots));
+        let built = Built { state, generation: slots.generation() };
+        drop(slots);
+        if self.built != Some(built) {
+            self.shadow.zap_all();
+            self.built = Some(built);
+            self.needs_flush = true;
+        }
+        let phys = self.shadow.root(mode == PagingMode::Long).ok_or(crate::kernel::Errno::ENOMEM)?;
+        Ok(Root { phys, flush_tlb: core::mem::take(&mut self.needs_flush) })
+    }
+
+    /// The walk's view of the guest's registers. PAE's four PDPTEs are
+    /// read here, before the entry (the processor reads them when CR3 is
+    /// loaded); ones that cannot be read are not present.
+    fn paging_state(&self, mode: PagingMode, sregs: &KvmSregs, tables: &dyn GuestTables) -> PagingState {
+        let (cr0, cr4, efer) =
+            (Cr0::from_bits_retain(sregs.cr0), Cr4::from_bits_retain(sregs.cr4), Efer::from_bits_retain(sregs.efer));
+        let pdptes = match mode {
+            PagingMode::Pae => walk::load_pdptes(sregs.cr3, self.maxphyaddr, tables).unwrap_or([0; 4]),
+            _ => [0; 4],
+        };
+        PagingState {
+            mode,
+            cr3: sregs.cr3,
+            wp: cr0.contains(Cr0::WP),
+            pse: cr4.contains(Cr4::PSE),
+            nxe: efer.contains(Efer::NXE),
+            gbpages: false,
+            maxphyaddr: self.maxphyaddr,
+            pdptes,
+        }
+    }
+}
+
+/// The guest's paging format, `None` while its paging is off.
+pub fn paging_mode(sregs: &KvmSregs) -> Option<PagingMode> {
+    if !Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PG) {
+        None
+    } else if Efer::from_bits_retain(sregs.efer).contains(Efer::LMA) {
+        Some(PagingMode::Long)
+    } else if Cr4::from_bits_retain(sregs.cr4).contains(Cr4::PAE) {
+        Some(PagingMode::Pae)
+    } else {
+        Some(PagingMode::Bits32)
+    }
+}
+// ANCHOR_END: prepare_shadow
+
+// ANCHOR: shadow_fault
+impl Mmu {
+    /// A page fault while the guest's paging is on: walk the guest's
+    /// tables for the same access. If they allow it, install the
+    /// translation in the shadow; if not, the fault is the guest's, with
+    /// the error code its own tables give.
+    fn shadow_fault(&mut self, built: &Built, address: u64, error_code: u32, memory: &Mutex<MemSlots>) -> PageFault {
+        let access = Access {
+            write: error_code & walk::pfec::W != 0,
+            user: error_code & walk::pfec::U != 0,
+            fetch: error_code & walk::pfec::ID != 0,
+        };
+        let slots = memory.lock();
+        let translation = match walk::walk(&built.state, address, access, &mut SlotTables(&slots), true) {
+            Ok(t) => t,
+            Err(WalkError::Fault { error_code }) => return PageFault::Guest { error_code },
+            // A guest table outside guest memory: as 2006, a fault the
+            // guest sees (not present).
+            Err(WalkError::Unbacked { .. }) => {
+                return PageFault::Guest { error_code: walk::access_code(access, &built.state) };
+            }
+        };
+        let Some(page) = slots.gfn_to_page(translation.gpa >> PAGE_SHIFT).map(|p| p.get()) else {
+            return PageFault::NotMemory;
+        };
+        drop(slots);
+        let leaf = shadow_leaf(page, &translation, access, built.state.wp);
+        match self.shadow.install(address, leaf) {
+            Ok(()) => PageFault::Fixed,
+            // No memory for a shadow table: the guest runs the faulting
+            // instruction again, and the host is not hurt.
+            Err(_) => PageFault::Fixed,
+        }
+    }
+}
+
+/// The shadow entry for a translation the guest's tables allow: its rights
+/// are the guest's, but a page the guest has not yet dirtied is mapped
+/// read-only, so that the first write faults and the walk sets the
+/// guest's D bit as the processor would have (2006's "dirty bits through
+/// write protection"). A supervisor write with CR0.WP = 0 may write a
+/// read-only page: the shadow then allows writing but not user access,
+/// so that a later user access faults and is judged again.
+fn shadow_leaf(page: crate::kernel::PageRef, t: &walk::Translation, access: Access, wp: bool) -> Leaf {
+    let supervisor_override = access.write && !access.user && !wp && !t.writable;
+    Leaf {
+        page,
+        writable: (t.writable || supervisor_override) && t.dirty,
+        user: t.user && !supervisor_override,
+        no_execute: !t.executable,
+    }
+}
+// ANCHOR_END: shadow_fault
+
+// ANCHOR: flush
+impl Mmu {
+    /// The guest loaded CR3: 2.6.20-rc1 threw every shadow page away.
+    pub fn flush(&mut self) {
+        if self.built.is_some() {
+            self.shadow.zap_all();
+            self.needs_flush = true;
+        }
+    }
+
+    /// The guest's `invlpg`.
+    pub fn invlpg(&mut self, address: u64) {
+        if self.built.is_some() {
+            self.shadow.invalidate(address);
+            self.needs_flush = true;
+        }
+    }
+
+    /// Whether PAE PDPTEs can be loaded from `cr3` (for `mov cr3` and
+    /// friends, which give #GP if not).
+    pub fn pdptes_valid(&self, cr3: u64, memory: &Mutex<MemSlots>) -> bool {
+        walk::load_pdptes(cr3, self.maxphyaddr, &SlotTables(&memory.lock())).is_ok()
+    }
+
+    /// Shadow pages made and zapped since the last call, and in use.
+    pub fn shadow_counts(&mut self) -> (u64, u64) {
+        self.shadow.take_counts()
+    }
+
+    /// `KVM_TRANSLATE`: the guest-physical address of `linear` as the
+    /// guest's tables give it, with no accessed or dirty bit set; the
+    /// address itself while paging is off. `None` if it is not mapped.
+    pub fn translate(&self, linear: u64, memory: &Mutex<MemSlots>) -> Option<walk::Translation> {
+        let built = self.built?;
+        walk::walk(&built.state, linear, Access::default(), &mut SlotTables(&memory.lock()), false).ok()
+    }
+
+    /// Whether the guest's paging is on, as of the last entry.
+    pub fn paging(&self) -> bool {
+        self.built.is_some()
+    }
+}
+// ANCHOR_END: flush
+
+// ANCHOR: slot_tables
+/// Guest memory, for the walk: guest-physical addresses through the slots.
+struct SlotTables<'a>(&'a MemSlots);
+
+impl SlotTables<'_> {
+    /// The kernel address of the `size` bytes at `gpa`, if a slot backs
+    /// them and they do not cross a page (entries are naturally aligned).
+    fn at(&self, gpa: u64, size: EntrySize) -> Option<*mut u8> {
+        let offset = (gpa & 0xFFF) as usize;
+        if !offset.is_multiple_of(size.bytes() as usize) {
+            return None;
+        }
+        let page = self.0.gfn_to_page(gpa >> PAGE_SHIFT)?;
+        // SAFETY: `offset` is below the page size.
+        Some(unsafe { page.addr().add(offset) })
+    }
+}
+
+impl GuestTables for SlotTables<'_> {
+    fn read(&self, gpa: u64, size: EntrySize) -> Option<u64> {
+        let p = self.at(gpa, size)?;
+        // SAFETY: an aligned entry inside a live slot page; userspace may
+        // write it at the same time, which gives an old or a new value.
+        Some(unsafe {
+            match size {
+                EntrySize::Four => u64::from(p.cast::<u32>().read_volatile()),
+                EntrySize::Eight => p.cast::<u64>().read_volatile(),
+            }
+        })
+    }
+
+    fn write(&mut self, gpa: u64, size: EntrySize, value: u64) -> bool {
+        let Some(p) = self.at(gpa, size) else { return false };
+        // SAFETY: as in `read`; the processor too writes A and D bits into
+        // memory the guest may be writing.
+        unsafe {
+            match size {
+                EntrySize::Four => p.cast::<u32>().write_volatile(value as u32),
+                EntrySize::Eight => p.cast::<u64>().write_volatile(value),
+            }
+        }
+        true
+    }
+}
+// ANCHOR_END: slot_tables
+//@ end

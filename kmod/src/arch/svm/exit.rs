@@ -27,6 +27,9 @@ pub mod code {
     pub const SMI: u64 = 0x62;
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
+    //@ begin 8
+    pub const INVLPG: u64 = 0x79;
+    //@ end
     pub const IOIO: u64 = 0x7B;
     pub const MSR: u64 = 0x7C;
     pub const SHUTDOWN: u64 = 0x7F;
@@ -136,6 +139,10 @@ pub fn decode(guest: &Guest<'_>) -> VmExit {
         code::IOIO => decode_io(guest, c.exit_info_1, c.exit_info_2),
         code::CPUID => VmExit::Cpuid { insn_len: 2 },
         code::HLT => VmExit::Hlt { insn_len: 1 },
+        //@ begin 8
+        code::MSR => VmExit::Msr { write: c.exit_info_1 & 1 != 0, insn_len: 2, hardware_reason: code::MSR as u32 },
+        code::INVLPG => decode_invlpg(guest),
+        //@ end
         code::PF => VmExit::PageFault { address: c.exit_info_2, error_code: c.exit_info_1 as u32 },
         code::INTR | code::NMI | code::SMI => VmExit::ExternalInterrupt,
         code::SHUTDOWN => VmExit::Shutdown,
@@ -251,6 +258,13 @@ fn decode_cr(guest: &Guest<'_>, exit_code: u64) -> VmExit {
     let unknown = VmExit::Unknown { hardware_reason: exit_code as u32 };
     let (bytes, n) = guest.instruction();
     let Some(bytes) = bytes.get(..n) else { return unknown };
+    //@ begin 8
+    if exit_code == code::CR0_WRITE
+        && let Some(exit) = decode_clts_lmsw(bytes, guest)
+    {
+        return exit;
+    }
+    //@ end
     let Some(access) = decode_mov_cr(bytes, guest.long_mode()) else { return unknown };
     let write = exit_code >= code::CR0_WRITE;
     if access.write != write || u64::from(access.cr) != exit_code & 0xF {
@@ -284,10 +298,116 @@ pub fn decode_mov_cr(bytes: &[u8], long_mode: bool) -> Option<CrAccess> {
 }
 // ANCHOR_END: decode_cr
 
+//@ begin 8
+// ANCHOR: decode_invlpg
+/// `invlpg m` (0F 01 /7). Without decode assists the hardware gives no
+/// address (APM Vol. 2, 15.13: EXITINFO1 holds it only with them), and
+/// finding it means computing the operand's effective address, the
+/// emulator's work (stage 10). Only the length is decoded here, and the
+/// whole shadow is dropped: more than the guest asked, never less.
+fn decode_invlpg(guest: &Guest<'_>) -> VmExit {
+    let unknown = VmExit::Unknown { hardware_reason: code::INVLPG as u32 };
+    let (bytes, n) = guest.instruction();
+    let Some(bytes) = bytes.get(..n) else { return unknown };
+    let (start, prefixes) = skip_prefixes(bytes, guest.long_mode());
+    let sixteen = guest.address_mask(prefixes.address_size) == 0xFFFF;
+    match (bytes.get(start), bytes.get(start + 1), bytes.get(start + 2)) {
+        (Some(0x0F), Some(0x01), Some(&modrm)) if modrm >> 6 != 3 && (modrm >> 3) & 7 == 7 => {
+            let Some(len) = memory_operand_len(bytes.get(start + 2..).unwrap_or(&[]), sixteen) else { return unknown };
+            match u8::try_from(start + 2 + len) {
+                Ok(insn_len) => VmExit::Invlpg { address: None, insn_len },
+                Err(_) => unknown,
+            }
+        }
+        _ => unknown,
+    }
+}
+
+/// `clts` (0F 06) or `lmsw` from a register (0F 01 /6, mod 3): the CR0
+/// writes that are not `mov`.
+fn decode_clts_lmsw(bytes: &[u8], guest: &Guest<'_>) -> Option<VmExit> {
+    let (start, _) = skip_prefixes(bytes, guest.long_mode());
+    let len = |n: usize| u8::try_from(start + n).ok();
+    match (bytes.get(start)?, bytes.get(start + 1)?) {
+        (0x0F, 0x06) => Some(VmExit::Clts { insn_len: len(2)? }),
+        (0x0F, 0x01) => {
+            let modrm = *bytes.get(start + 2)?;
+            if modrm >> 6 != 3 || (modrm >> 3) & 7 != 6 {
+                return None;
+            }
+            let rex_b = bytes.get(start.checked_sub(1)?).filter(|&&b| guest.long_mode() && b & 0xF0 == 0x40).map_or(0, |b| (b & 1) << 3);
+            let value = guest.regs.get(usize::from(modrm & 7 | rex_b)).copied().unwrap_or(0) as u16;
+            Some(VmExit::Lmsw { value, insn_len: len(3)? })
+        }
+        _ => None,
+    }
+}
+
+/// The legacy prefixes (and, in 64-bit mode, REX) at the start of
+/// `bytes`: where the opcode starts, and what they change.
+fn skip_prefixes(bytes: &[u8], long_mode: bool) -> (usize, Prefixes) {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3 => {}
+            0x40..=0x4F if long_mode => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    (i, prefixes(bytes.get(..i).unwrap_or(&[])))
+}
+
+/// The length of a ModRM byte and what follows it for a memory operand
+/// (SDM Vol. 2A, 2.1.5, Tables 2-1 and 2-2; 2-3 for SIB): with 16-bit
+/// addressing, a displacement of 0, 1 or 2 bytes; with 32- or 64-bit
+/// addressing, an optional SIB byte and a displacement of 0, 1 or 4.
+pub fn memory_operand_len(bytes: &[u8], sixteen: bool) -> Option<usize> {
+    let modrm = *bytes.first()?;
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    if sixteen {
+        return Some(1 + match (md, rm) {
+            (0, 6) | (2, _) => 2,
+            (1, _) => 1,
+            _ => 0,
+        });
+    }
+    let sib = rm == 4 && md != 3;
+    let base_is_disp32 = sib && md == 0 && bytes.get(1)? & 7 == 5;
+    let disp = match (md, rm) {
+        (0, 5) => 4,
+        (0, _) if base_is_disp32 => 4,
+        (1, _) => 1,
+        (2, _) => 4,
+        _ => 0,
+    };
+    Some(1 + usize::from(sib) + disp)
+}
+// ANCHOR_END: decode_invlpg
+//@ end
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernel::try_box;
+
+    //@ begin 8
+    #[test]
+    fn memory_operands_are_measured_in_both_address_sizes() {
+        // invlpg [eax]; [ebp+8]; [esp]; [0x1234]; [eax*4+0x10] (SIB, disp32 base)
+        assert_eq!(memory_operand_len(&[0x38], false), Some(1));
+        assert_eq!(memory_operand_len(&[0x7D, 0x08], false), Some(2));
+        assert_eq!(memory_operand_len(&[0x3C, 0x24], false), Some(2));
+        assert_eq!(memory_operand_len(&[0x3D, 0, 0, 0, 0], false), Some(5));
+        assert_eq!(memory_operand_len(&[0x3C, 0x85], false), Some(6));
+        // 16-bit: [bx+si]; [0x1234]; [bp+0x10]; [bx+0x1234]
+        assert_eq!(memory_operand_len(&[0x38], true), Some(1));
+        assert_eq!(memory_operand_len(&[0x3E], true), Some(3));
+        assert_eq!(memory_operand_len(&[0x7E], true), Some(2));
+        assert_eq!(memory_operand_len(&[0xBF], true), Some(3));
+        assert_eq!(memory_operand_len(&[], false), None);
+    }
+    //@ end
     use alloc::boxed::Box;
 
     /// Guest memory for the decoder: `bytes` at linear address `at`.
@@ -331,7 +451,9 @@ mod tests {
             (code::NMI, VmExit::ExternalInterrupt),
             (code::SHUTDOWN, VmExit::Shutdown),
             (code::INVALID, VmExit::FailEntry { hardware_reason: u32::MAX }),
-            (code::MSR, VmExit::Unknown { hardware_reason: 0x7C }),
+            //@ begin 8
+            (code::MSR, VmExit::Msr { write: false, insn_len: 2, hardware_reason: 0x7C }),
+            //@ end
             (0x400, VmExit::Unknown { hardware_reason: 0x400 }),
             (code::EXCP_BASE + 6, VmExit::Exception { vector: 6, error_code: 0 }),
         ];

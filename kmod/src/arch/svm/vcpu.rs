@@ -54,7 +54,18 @@ pub fn hardware_cr4(guest: u64) -> u64 {
 
 /// The EFER the hardware runs with: SVME (VMRUN requires it), no long
 /// mode while the guest's paging is off.
+//@ begin 8
+/// From stage 08, long mode exactly when the guest's is active (the
+/// shadow tree then has four levels); while the guest has only set LME,
+/// its paging is still off and the module's PAE map runs it.
+//@ end
 pub fn hardware_efer(guest: u64) -> u64 {
+    //@ begin 8
+    const EFER_LME_LMA: u64 = 1 << 8 | 1 << 10;
+    if guest & 1 << 10 != 0 {
+        return guest & (EFER_SCE | EFER_NXE) | EFER_LME_LMA | insn::EFER_SVME;
+    }
+    //@ end
     guest & (EFER_SCE | EFER_NXE) | insn::EFER_SVME
 }
 // ANCHOR_END: hw_crs
@@ -151,6 +162,9 @@ pub fn misc1_intercepts() -> u32 {
         | misc1::INVD
         | misc1::HLT
         | misc1::INVLPGA
+        //@ begin 8
+        | misc1::INVLPG
+        //@ end
         | misc1::IOIO_PROT
         | misc1::MSR_PROT
         | misc1::TASK_SWITCH
@@ -366,7 +380,7 @@ mod tests {
 
     #[test]
     fn the_guest_cannot_turn_on_long_mode_or_avx_for_real() {
-        assert_eq!(hardware_efer(0x500 | 1 << 11), insn::EFER_SVME | 1 << 11);
+        assert_eq!(hardware_efer(0x100 | 1 << 11), insn::EFER_SVME | 1 << 11, "LME alone is not long mode");
         assert_eq!(hardware_cr4(1 << 18 | 1 << 9 | 1 << 4), 1 << 9 | CR4_PAE, "no OSXSAVE, no PSE");
         assert_eq!(hardware_cr0(0x11), 0x8001_0011);
     }

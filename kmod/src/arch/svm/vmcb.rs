@@ -187,6 +187,9 @@ pub mod misc1 {
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
+    //@ begin 8
+    pub const INVLPG: u32 = 1 << 25;
+    //@ end
     pub const INVLPGA: u32 = 1 << 26;
     pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;
