@@ -11,6 +11,7 @@
 
 mod memory;
 mod sys;
+mod translate;
 mod vcpu;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -49,6 +50,8 @@ const CHECKS: &[CheckDef] = &[
     check("sregs-errors", 3, vcpu::sregs_errors),
     check("ioctl-arguments-in-guest-memory", 3, vcpu::arguments_in_guest_memory),
     check("threads-share-a-vm", 3, vcpu::threads_share_a_vm),
+    check("translate-walks-the-guests-tables", 8, translate::walks_the_guests_tables),
+    check("translate-errors", 8, translate::errors),
     check("thousand-vms-with-memory-leak-nothing", 3, memory::leak_check),
 ];
 
