@@ -202,7 +202,7 @@ bitflags! {
     /// The bits of a paging-structure entry the walk interprets (SDM
     /// Tables 4-4 to 4-20). The others are the address, reserved, or
     /// ignored.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(Clone, Copy)]
     struct Pte: u64 {
         /// Present.
         const P = 1 << 0;
@@ -452,7 +452,9 @@ pub fn check_access(rights: Rights, access: Access, state: &PagingState) -> Resu
     let user_denied = access.user && !rights.user;
     let write_denied = access.write && !rights.writable && (access.user || state.wp);
     let fetch_denied = access.fetch && !rights.executable;
-    if user_denied || write_denied || fetch_denied { Err(pfec::P | access_code(access, state)) } else { Ok(()) }
+    let denied = user_denied || write_denied || fetch_denied;
+    if denied { Err(pfec::P | access_code(access, state)) } else { Ok(()) }
+    //@ end
 }
 // ANCHOR_END: check
 
