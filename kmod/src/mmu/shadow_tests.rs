@@ -107,67 +107,67 @@ mod e8_2 {
         mmu.zap_all();
         assert_eq!(fake::live_pages(), before, "every table freed");
     }
-}
 
-#[test]
-fn invlpg_forgets_one_page_only() {
-    let mut mmu = ShadowMmu::new().expect("an MMU");
-    let root = mmu.root(false).expect("a root");
-    let (a, _) = guest_page();
-    mmu.install(0x1000, leaf(&a, true, true, false)).expect("a");
-    mmu.install(0x2000, leaf(&a, true, true, false)).expect("a again");
-    mmu.invalidate(0x1000);
-    assert_eq!(walk(root, 0x1000, false), None);
-    assert!(walk(root, 0x2000, false).is_some());
-    mmu.invalidate(0xDEAD_B000);
-}
-
-#[test]
-fn the_tree_never_grows_past_its_bound_and_recycles_the_oldest() {
-    let mut mmu = ShadowMmu::new().expect("an MMU");
-    let root = mmu.root(true).expect("a root");
-    let (page, _) = guest_page();
-    // Each 1 GiB region needs a PDPT? No: one PDPT per 512 GiB, one page
-    // directory per GiB and one page table per 2 MiB: 2 MiB apart, every
-    // install needs a page table; 1 GiB apart, a directory too.
-    for i in 0..600u64 {
-        mmu.install(i << 30, leaf(&page, false, false, false)).expect("installed");
-        assert!(mmu.in_use() <= MAX_SHADOW_PAGES);
+    #[test]
+    fn invlpg_forgets_one_page_only() {
+        let mut mmu = ShadowMmu::new().expect("an MMU");
+        let root = mmu.root(false).expect("a root");
+        let (a, _) = guest_page();
+        mmu.install(0x1000, leaf(&a, true, true, false)).expect("a");
+        mmu.install(0x2000, leaf(&a, true, true, false)).expect("a again");
+        mmu.invalidate(0x1000);
+        assert_eq!(walk(root, 0x1000, false), None);
+        assert!(walk(root, 0x2000, false).is_some());
+        mmu.invalidate(0xDEAD_B000);
     }
-    assert!(walk(root, 599 << 30, true).is_some(), "the newest is mapped");
-    assert!(walk(root, 0, true).is_none(), "the oldest was recycled");
-    let (made, zapped) = mmu.take_counts();
-    assert_eq!(made - zapped, mmu.in_use() as u64);
-}
 
-#[test]
-fn a_new_paging_mode_throws_the_tree_away() {
-    let mut mmu = ShadowMmu::new().expect("an MMU");
-    let pae = mmu.root(false).expect("a root");
-    let (page, _) = guest_page();
-    mmu.install(0x1000, leaf(&page, true, true, false)).expect("installed");
-    let long = mmu.root(true).expect("a long-mode root");
-    assert_ne!(long, 0);
-    assert_eq!(walk(long, 0x1000, true), None);
-    assert!(mmu.root(false).is_some_and(|r| r != pae || walk(r, 0x1000, false).is_none()));
-}
-
-#[test]
-fn fetch_reads_across_pages_and_stops_at_an_unmapped_one() {
-    let mut mmu = ShadowMmu::new().expect("an MMU");
-    mmu.root(false).expect("a root");
-    let (a, _) = guest_page();
-    let (b, _) = guest_page();
-    // SAFETY: both pages are alive and 4 KiB long.
-    unsafe {
-        a.addr().add(0xFFF).write(0xAA);
-        b.addr().write(0xBB);
+    #[test]
+    fn the_tree_never_grows_past_its_bound_and_recycles_the_oldest() {
+        let mut mmu = ShadowMmu::new().expect("an MMU");
+        let root = mmu.root(true).expect("a root");
+        let (page, _) = guest_page();
+        // Each 1 GiB region needs a PDPT? No: one PDPT per 512 GiB, one page
+        // directory per GiB and one page table per 2 MiB: 2 MiB apart, every
+        // install needs a page table; 1 GiB apart, a directory too.
+        for i in 0..600u64 {
+            mmu.install(i << 30, leaf(&page, false, false, false)).expect("installed");
+            assert!(mmu.in_use() <= MAX_SHADOW_PAGES);
+        }
+        assert!(walk(root, 599 << 30, true).is_some(), "the newest is mapped");
+        assert!(walk(root, 0, true).is_none(), "the oldest was recycled");
+        let (made, zapped) = mmu.take_counts();
+        assert_eq!(made - zapped, mmu.in_use() as u64);
     }
-    mmu.install(0x7000, leaf(&a, false, false, false)).expect("a");
-    mmu.install(0x8000, leaf(&b, false, false, false)).expect("b");
-    let mut buf = [0; 2];
-    let mapped = |l| mmu.mapped(l).map(|p| p.addr() as *const u8);
-    assert!(read_through(mapped, 0x7FFF, &mut buf));
-    assert_eq!(buf, [0xAA, 0xBB]);
-    assert!(!read_through(mapped, 0x8FFF, &mut buf));
+
+    #[test]
+    fn a_new_paging_mode_throws_the_tree_away() {
+        let mut mmu = ShadowMmu::new().expect("an MMU");
+        let pae = mmu.root(false).expect("a root");
+        let (page, _) = guest_page();
+        mmu.install(0x1000, leaf(&page, true, true, false)).expect("installed");
+        let long = mmu.root(true).expect("a long-mode root");
+        assert_ne!(long, 0);
+        assert_eq!(walk(long, 0x1000, true), None);
+        assert!(mmu.root(false).is_some_and(|r| r != pae || walk(r, 0x1000, false).is_none()));
+    }
+
+    #[test]
+    fn fetch_reads_across_pages_and_stops_at_an_unmapped_one() {
+        let mut mmu = ShadowMmu::new().expect("an MMU");
+        mmu.root(false).expect("a root");
+        let (a, _) = guest_page();
+        let (b, _) = guest_page();
+        // SAFETY: both pages are alive and 4 KiB long.
+        unsafe {
+            a.addr().add(0xFFF).write(0xAA);
+            b.addr().write(0xBB);
+        }
+        mmu.install(0x7000, leaf(&a, false, false, false)).expect("a");
+        mmu.install(0x8000, leaf(&b, false, false, false)).expect("b");
+        let mut buf = [0; 2];
+        let mapped = |l| mmu.mapped(l).map(|p| p.addr() as *const u8);
+        assert!(read_through(mapped, 0x7FFF, &mut buf));
+        assert_eq!(buf, [0xAA, 0xBB]);
+        assert!(!read_through(mapped, 0x8FFF, &mut buf));
+    }
 }

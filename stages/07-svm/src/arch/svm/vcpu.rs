@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn the_guest_cannot_turn_on_long_mode_or_avx_for_real() {
-        assert_eq!(hardware_efer(0x500 | 1 << 11), insn::EFER_SVME | 1 << 11);
+        assert_eq!(hardware_efer(0x100 | 1 << 11), insn::EFER_SVME | 1 << 11, "LME alone is not long mode");
         assert_eq!(hardware_cr4(1 << 18 | 1 << 9 | 1 << 4), 1 << 9 | CR4_PAE, "no OSXSAVE, no PSE");
         assert_eq!(hardware_cr0(0x11), 0x8001_0011);
     }
