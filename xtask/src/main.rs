@@ -5,6 +5,7 @@
 
 mod bench;
 mod book;
+mod counts;
 mod doctor;
 mod exercises;
 mod initramfs;
@@ -62,6 +63,8 @@ enum Command {
     Bless(oracle::BlessArgs),
     /// Time the exit benchmark guest on rkvm and on Linux's KVM in one L1 boot.
     Bench(bench::Args),
+    /// Count each paging guest's exits and page faults on rkvm and on Linux's KVM without nested paging.
+    Counts(counts::Args),
 }
 
 fn main() {
@@ -89,5 +92,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Oracle(args) => oracle::run(args),
         Command::Bless(args) => oracle::bless(args),
         Command::Bench(args) => bench::run(args),
+        Command::Counts(args) => counts::run(args),
     }
 }
