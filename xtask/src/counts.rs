@@ -32,57 +32,49 @@ const COUNTERS: [&str; 5] = ["exits", "pf_fixed", "pf_guest", "tlb_flush", "invl
 
 /// The L1 script: for each guest, rkvm (loaded for its run only, since one
 /// hypervisor at a time can own the CPU's virtualization), then Linux's
-/// KVM. Each run prints `RKVM-COUNT side guest c1 c2 ...` (differences).
+/// KVM. `rkvm-run --repeat 1` reads each hypervisor's counters while the
+/// VM lives (Linux's KVM shows a VM's counters only then) and prints them
+/// on its timing line, which the script tags `RKVM-COUNT side guest`.
 fn script(stage: u32, vendor_modules: &[String], setting: &str) -> String {
     let mut s = String::from("status=0\n");
-    s += &format!(
-        "guests=$(./rkvm-run --list --max-stage {stage} | awk '$3 == {stage} {{ print $1 }}')\n\
-         read_counters() {{ for c in {counters}; do cat /sys/kernel/debug/$1/$c 2>/dev/null || echo 0; done | tr '\\n' ' '; }}\n\
-         count() {{ side=$1; dir=$2; guest=$3; before=$(read_counters $dir); \
-         ./rkvm-run --backend $side $guest >/dev/null 2>&1; after=$(read_counters $dir); \
-         echo \"RKVM-COUNT $side $guest $before / $after\"; }}\n",
-        counters = COUNTERS.join(" ")
-    );
+    s += &format!("guests=$(./rkvm-run --list --max-stage {stage} | awk '$3 == {stage} {{ print $1 }}')\n");
+    s += "count() { ./rkvm-run --repeat 1 --backend $1 $2 2>&1 >/dev/null | grep '^rkvm-run: run' | sed \"s/^/RKVM-COUNT $1 $2 /\"; }\n";
     for m in vendor_modules {
         let extra = if m.starts_with("kvm-") { setting } else { "" };
         s += &format!("insmod ./{m} {extra} || {{ echo 'RKVM-CHECK fail load-{m}: insmod failed'; exit 1; }}\n");
     }
     s += "for g in $guests; do\n\
           \tinsmod ./rkvm.ko || { echo 'RKVM-CHECK fail load-rkvm: insmod failed'; exit 1; }\n\
-          \tcount rkvm rkvm $g\n\
+          \tcount rkvm $g\n\
           \trmmod rkvm\n\
-          \tcount linux-kvm kvm $g\n\
+          \tcount linux-kvm $g\n\
           done\n\
           echo 'RKVM-CHECK ok counts-ran'\nexit $status\n";
     s
 }
 
-/// One guest's counts on one side: the differences of `COUNTERS`.
+/// One guest's counts on one side, in the order of `COUNTERS` (`None`
+/// where the hypervisor did not show one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counts {
     pub side: String,
     pub guest: String,
-    pub deltas: Vec<u64>,
+    pub values: Vec<Option<u64>>,
 }
 
-/// Parses `RKVM-COUNT side guest b1 .. b5 / a1 .. a5`.
+/// Parses `RKVM-COUNT side guest rkvm-run: run 1 of 1: E exits to
+/// userspace, H hypervisor exits, S s, pf_fixed=F pf_guest=G ...`.
 pub fn parse_count(line: &str) -> Option<Counts> {
     let rest = line.trim().strip_prefix("RKVM-COUNT ")?;
-    let mut words = rest.split_whitespace();
-    let side = words.next()?.to_string();
-    let guest = words.next()?.to_string();
-    let numbers: Vec<&str> = words.collect();
-    let slash = numbers.iter().position(|w| *w == "/")?;
-    let (before, after) = (numbers.get(..slash)?, numbers.get(slash + 1..)?);
-    if before.len() != COUNTERS.len() || after.len() != COUNTERS.len() {
-        return None;
+    let (side, rest) = rest.split_once(' ')?;
+    let (guest, rest) = rest.split_once(' ')?;
+    let exits = rest.split(", ").find_map(|f| f.strip_suffix(" hypervisor exits"))?;
+    let mut values = vec![exits.parse().ok()];
+    for name in &COUNTERS[1..] {
+        let value = rest.split_whitespace().find_map(|w| w.strip_prefix(name)?.strip_prefix('='))?;
+        values.push(value.parse().ok());
     }
-    let deltas = before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| Some(a.parse::<u64>().ok()?.saturating_sub(b.parse::<u64>().ok()?)))
-        .collect::<Option<Vec<u64>>>()?;
-    Some(Counts { side, guest, deltas })
+    Some(Counts { side: side.to_string(), guest: guest.to_string(), values })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -129,7 +121,7 @@ fn print_table(counts: &[Counts], linux: &str) {
     println!("  {:<14} {}", "", COUNTERS.map(|_| format!("{:>15}", format!("rkvm / {}", &linux[..3]))).join(" "));
     for (guest, (rkvm, kvm)) in by_guest {
         let cell = |i: usize| {
-            let get = |c: Option<&Counts>| c.and_then(|c| c.deltas.get(i)).map_or("-".to_string(), |v| v.to_string());
+            let get = |c: Option<&Counts>| c.and_then(|c| c.values.get(i).copied().flatten()).map_or("?".to_string(), |v| v.to_string());
             format!("{:>15}", format!("{} / {}", get(rkvm), get(kvm)))
         };
         let cells: Vec<String> = (0..COUNTERS.len()).map(cell).collect();
@@ -143,17 +135,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_count_line_gives_the_differences() {
-        let c = parse_count("RKVM-COUNT rkvm pae 10 2 0 1 0 / 60 30 1 3 0").expect("a count");
-        assert_eq!((c.side.as_str(), c.guest.as_str()), ("rkvm", "pae"));
-        assert_eq!(c.deltas, [50, 28, 1, 2, 0]);
+    fn a_count_line_gives_each_counter() {
+        let line = "RKVM-COUNT linux-kvm pae rkvm-run: run 1 of 1: 5 exits to userspace, 50 hypervisor exits, \
+                    0.012 s, pf_fixed=28 pf_guest=1 tlb_flush=2 invlpg=0";
+        let c = parse_count(line).expect("a count");
+        assert_eq!((c.side.as_str(), c.guest.as_str()), ("linux-kvm", "pae"));
+        assert_eq!(c.values, [Some(50), Some(28), Some(1), Some(2), Some(0)]);
     }
 
     #[test]
-    fn malformed_lines_are_ignored() {
-        assert_eq!(parse_count("RKVM-COUNT rkvm pae 1 2 3 / 4 5 6"), None);
+    fn unknown_counters_and_malformed_lines() {
+        let line = "RKVM-COUNT rkvm x rkvm-run: run 1 of 1: 5 exits to userspace, ? hypervisor exits, 0.1 s, \
+                    pf_fixed=? pf_guest=? tlb_flush=? invlpg=?";
+        assert_eq!(parse_count(line).map(|c| c.values), Some(vec![None; 5]));
+        assert_eq!(parse_count("RKVM-COUNT rkvm pae garbage"), None);
         assert_eq!(parse_count("RKVM-CHECK ok x"), None);
-        assert_eq!(parse_count("RKVM-COUNT rkvm pae 1 2 3 4 x / 1 2 3 4 5"), None);
     }
 
     #[test]

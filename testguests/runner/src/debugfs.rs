@@ -13,17 +13,27 @@ use std::path::Path;
 /// Where debugfs is mounted.
 pub const DEBUGFS: &str = "/sys/kernel/debug";
 
+/// The counters `--repeat` reports besides the exits: page faults fixed in
+/// the shadow page tables and given to the guest, TLB flushes and
+/// `invlpg`s. Both hypervisors name them so.
+pub const MMU_COUNTERS: [&str; 4] = ["pf_fixed", "pf_guest", "tlb_flush", "invlpg"];
+
 /// The exits counted so far for this process's VMs on `backend`, under
 /// the debugfs root `root`; `None` if debugfs does not show them.
 pub fn exits(backend: Backend, root: &Path, pid: u32) -> Option<u64> {
+    counter(backend, root, pid, "exits")
+}
+
+/// Counter `name` so far for this process's VMs on `backend`.
+pub fn counter(backend: Backend, root: &Path, pid: u32, name: &str) -> Option<u64> {
     match backend {
-        Backend::Rkvm => read_number(&root.join("rkvm/exits")),
+        Backend::Rkvm => read_number(&root.join("rkvm").join(name)),
         Backend::LinuxKvm => {
             let prefix = format!("{pid}-");
             let mut total = None;
             for entry in std::fs::read_dir(root.join("kvm")).ok()?.flatten() {
                 if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                    let n = read_number(&entry.path().join("exits"))?;
+                    let n = read_number(&entry.path().join(name))?;
                     total = Some(total.unwrap_or(0) + n);
                 }
             }
@@ -46,6 +56,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("rkvm")).unwrap();
         std::fs::write(root.join("rkvm/exits"), "1234\n").unwrap();
+        std::fs::write(root.join("rkvm/pf_fixed"), "9\n").unwrap();
         for (dir, n) in [("77-11", "40\n"), ("77-12", "2\n"), ("78-11", "1000\n")] {
             std::fs::create_dir_all(root.join("kvm").join(dir)).unwrap();
             std::fs::write(root.join("kvm").join(dir).join("exits"), n).unwrap();
@@ -54,6 +65,8 @@ mod tests {
         assert_eq!(exits(Backend::LinuxKvm, &root, 77), Some(42), "this process's VMs only");
         assert_eq!(exits(Backend::LinuxKvm, &root, 79), None, "no VM of this process");
         assert_eq!(exits(Backend::Rkvm, &root.join("nowhere"), 77), None);
+        assert_eq!(counter(Backend::Rkvm, &root, 77, "pf_fixed"), Some(9));
+        assert_eq!(counter(Backend::LinuxKvm, &root, 77, "pf_fixed"), None, "not shown");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

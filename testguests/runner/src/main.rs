@@ -45,8 +45,9 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// Runs guest `name` once, or `repeat` times, each in a new VM, and prints
 /// the last trace. With `--repeat`, each run's timing goes to stderr as
-/// `rkvm-run: run I of N: E exits to userspace, H hypervisor exits, S s`
-/// (H is `?` where debugfs does not show the hypervisor's counter).
+/// `rkvm-run: run I of N: E exits to userspace, H hypervisor exits, S s,
+/// pf_fixed=F pf_guest=G tlb_flush=T invlpg=I` (H and the counters are `?`
+/// where debugfs does not show them).
 fn run_one(name: &str, options: &Options, repeat: Option<u32>) -> anyhow::Result<ExitCode> {
     let guest = guests::find(name)?;
     let mut outcome = run(&guest, options)?;
@@ -59,7 +60,16 @@ fn run_one(name: &str, options: &Options, repeat: Option<u32>) -> anyhow::Result
             let t = outcome.timing;
             let counted = t.hypervisor_exits.map_or("?".to_string(), |n| n.to_string());
             let secs = t.elapsed.as_secs_f64();
-            eprintln!("rkvm-run: run {i} of {repeat}: {} exits to userspace, {counted} hypervisor exits, {secs:.6} s", t.exits_to_userspace);
+            let mmu: Vec<String> = rkvm_run::debugfs::MMU_COUNTERS
+                .iter()
+                .zip(t.mmu_counts)
+                .map(|(name, n)| format!("{name}={}", n.map_or("?".to_string(), |n| n.to_string())))
+                .collect();
+            eprintln!(
+                "rkvm-run: run {i} of {repeat}: {} exits to userspace, {counted} hypervisor exits, {secs:.6} s, {}",
+                t.exits_to_userspace,
+                mmu.join(" ")
+            );
         }
     }
     print!("{}", outcome.trace);

@@ -38,6 +38,9 @@ pub struct Timing {
     pub elapsed: Duration,
     pub exits_to_userspace: u64,
     pub hypervisor_exits: Option<u64>,
+    /// The hypervisor's MMU counters during the run
+    /// ([`crate::debugfs::MMU_COUNTERS`]), where debugfs shows them.
+    pub mmu_counts: [Option<u64>; 4],
 }
 
 /// Runs `guest` in a new VM and returns its trace.
@@ -48,13 +51,20 @@ pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
     vcpu.set_state(&layout::start_state(header.mode))?;
     let mut devices = Devices::default();
     let counted = || crate::debugfs::exits(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id());
+    let mmu_counted = || {
+        crate::debugfs::MMU_COUNTERS
+            .map(|c| crate::debugfs::counter(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id(), c))
+    };
     let counted_before = counted();
+    let mmu_before = mmu_counted();
     let start = Instant::now();
     let options = &Options { timeout: header.timeout.map_or(options.timeout, Duration::from_secs), ..*options };
     let (stop, exits_to_userspace) = drive(vcpu.as_mut(), &mut devices, options)?;
     let elapsed = start.elapsed();
     let hypervisor_exits = counted_before.zip(counted()).map(|(before, after)| after.saturating_sub(before));
-    let timing = Timing { elapsed, exits_to_userspace, hypervisor_exits };
+    let mmu_after = mmu_counted();
+    let mmu_counts = core::array::from_fn(|i| mmu_before[i].zip(mmu_after[i]).map(|(b, a)| a.saturating_sub(b)));
+    let timing = Timing { elapsed, exits_to_userspace, hypervisor_exits, mmu_counts };
     if let Some(region) = header.dump {
         let bytes = &vcpu.memory()[region.addr as usize..(region.addr + region.len) as usize];
         devices.trace.extend(trace::dump(region.addr, bytes));
