@@ -155,7 +155,6 @@ impl Vm {
 }
 // ANCHOR_END: vm_run
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@ use crate::arch::{Entry, VmExit};
 use crate::exit::{self, Action, ExitContext};
 use crate::kernel::{Mutex, cpu};
 use crate::memslot::MemSlots;
-use crate::mmu::nonpaging::NonpagingMmu;
+use crate::exit::PageFault;
+use crate::mmu::{Mmu, Root};
 use crate::stats::{Counter, VmStats};
 
 // ANCHOR: regs
@@ -210,9 +211,10 @@ impl Vcpu {
 struct Hw {
     /// The backend's half: the VMCS or VMCB.
     arch: Box<dyn ArchVcpu>,
-    /// Guest-physical memory as the guest reaches it while its own paging
-    /// is off.
-    mmu: NonpagingMmu,
+    /// The tables the guest runs on: guest-physical memory as the guest
+    /// reaches it while its own paging is off (from stage 08 also the
+    /// shadow of its own tables).
+    mmu: Mmu,
     /// What the next `KVM_RUN` skips if userspace says it emulated the
     /// instruction that exited: that instruction's length, or 0.
     pending_skip: u8,
@@ -226,7 +228,7 @@ impl Hw {
         arch.set_sregs(sregs);
         Ok(Hw {
             arch,
-            mmu: NonpagingMmu::new()?,
+            mmu: Mmu::new()?,
             pending_skip: 0,
         })
     }
@@ -242,7 +244,14 @@ impl Vcpu {
     pub fn run(&mut self, run: &mut KvmRun, memory: &Mutex<MemSlots>, stats: &VmStats) -> KResult<()> {
         let Some(hw) = self.hw.as_mut() else { return Err(Errno::ENODEV) };
         let regs = Regs { gprs: &mut self.regs, rip: &mut self.rip, rflags: &mut self.rflags };
-        let mut vcpu = Running { hw, regs, sregs: &mut self.sregs, memory, stats };
+        let mut vcpu = Running {
+            hw,
+            regs,
+            sregs: &mut self.sregs,
+            memory,
+            stats,
+            root: Root { phys: 0, flush_tlb: false },
+        };
         vcpu.complete_userspace(run);
         loop {
             if cpu::signal_pending() {
@@ -250,6 +259,7 @@ impl Vcpu {
                 return Err(Errno::EINTR);
             }
             cpu::cond_resched();
+            vcpu.prepare_mmu()?;
             let exit = vcpu.enter();
             if exit::handle_exit(&exit, &mut vcpu, run) == Action::ToUser {
                 break;
@@ -291,6 +301,8 @@ struct Running<'a> {
     sregs: &'a mut KvmSregs,
     memory: &'a Mutex<MemSlots>,
     stats: &'a VmStats,
+    /// The page table the next entry runs on.
+    root: Root,
 }
 
 impl Running<'_> {
@@ -309,7 +321,7 @@ impl Running<'_> {
     /// just after; returns its exit, decoded by the backend.
     fn enter(&mut self) -> VmExit {
         let hw = &mut *self.hw;
-        let flush_tlb = hw.mmu.sync(self.memory);
+        let (mmu_root, flush_tlb) = (self.root.phys, self.root.flush_tlb);
         if flush_tlb {
             self.stats.count(Counter::TlbFlush);
         }
@@ -319,13 +331,20 @@ impl Running<'_> {
             regs: self.regs.gprs,
             rip: self.regs.rip,
             rflags: self.regs.rflags,
-            mmu_root: hw.mmu.root(),
+            mmu_root,
             flush_tlb,
             fetch: &hw.mmu,
         };
         let exit = hw.arch.run(&mut entry);
         cpu::preempt_enable();
         exit
+    }
+
+    /// Before each entry: the table the guest runs on.
+    fn prepare_mmu(&mut self) -> KResult<()> {
+        let sregs = ExitContext::sregs(self);
+        self.root = self.hw.mmu.prepare(&sregs, self.memory)?;
+        Ok(())
     }
 
     /// The "out" fields every exit fills, as 2006's `post_kvm_run_save`:
@@ -374,8 +393,8 @@ impl ExitContext for Running<'_> {
         self.hw.arch.set_sregs(sregs);
     }
 
-    fn map_guest_page(&mut self, gpa: u64) -> bool {
-        self.hw.mmu.map(gpa, self.memory)
+    fn page_fault(&mut self, address: u64, error_code: u32) -> PageFault {
+        self.hw.mmu.page_fault(address, error_code, self.memory)
     }
 
     fn count(&mut self, counter: Counter) {
@@ -383,7 +402,6 @@ impl ExitContext for Running<'_> {
     }
 }
 // ANCHOR_END: exit_context
-
 
 #[cfg(test)]
 mod tests {

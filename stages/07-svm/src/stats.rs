@@ -73,7 +73,7 @@ pub enum Counter {
 }
 
 /// The number of [`Counter`]s.
-pub const NR_COUNTERS: usize = Counter::TlbFlush as usize + 1;
+pub const NR_COUNTERS: usize = Counter::ALL.len();
 
 pub static EXITS: AtomicU64 = AtomicU64::new(0);
 pub static IO_EXITS: AtomicU64 = AtomicU64::new(0);
@@ -100,7 +100,7 @@ impl Counter {
 
 impl Counter {
     /// Every counter, in the order of their debugfs files.
-    pub const ALL: [Counter; NR_COUNTERS] = [
+    pub const ALL: &[Counter] = &[
         Counter::Exits,
         Counter::IoExits,
         Counter::HaltExits,
@@ -138,7 +138,10 @@ impl VmStats {
     /// Shows the counters in debugfs. `self` must not move until dropped
     /// (it lives in the boxed VM): the files point at its counters.
     pub fn show_in_debugfs(&self) {
-        let entries = Counter::ALL.map(|c| RawStat { name: c.name().as_ptr(), value: self.counter(c) });
+        let entries: [RawStat; NR_COUNTERS] = core::array::from_fn(|i| {
+            let c = Counter::ALL.get(i).copied().unwrap_or(Counter::Exits);
+            RawStat { name: c.name().as_ptr(), value: self.counter(c) }
+        });
         let dir = imp::vm_dir(&entries);
         self.dir.store(dir, Ordering::Release);
     }

@@ -90,7 +90,11 @@ impl ArchVcpu for FakeVcpu {
     }
 
     fn run(&mut self, entry: &mut Entry<'_>) -> VmExit {
-        let entered = Entered { rip: *entry.rip, rax: entry.regs[0], flush_tlb: entry.flush_tlb };
+        let entered = Entered {
+            rip: *entry.rip,
+            rax: entry.regs[0],
+            flush_tlb: entry.flush_tlb,
+        };
         ENTRIES.with(|e| e.borrow_mut().push(entered));
         let Some(step) = SCRIPT.with(|s| s.borrow_mut().pop_front()) else {
             return VmExit::Shutdown;

@@ -15,17 +15,15 @@ const EFER_LMA: u64 = 1 << 10;
 // ANCHOR: handle_cr
 /// Emulates `mov crN, reg` or `mov reg, crN`, then skips it.
 pub fn handle_cr(access: &CrAccess, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
-    let mut sregs = ctx.sregs();
+    let sregs = ctx.sregs();
     let width = operand_mask(&sregs);
-    let Some(cr) = cr_mut(&mut sregs, access.cr) else {
-        return to_user_unknown(0, run);
-    };
     if access.write {
-        *cr = ctx.gpr(access.gpr) & width;
-        ctx.set_sregs(&sregs);
+        let value = ctx.gpr(access.gpr) & width;
+        let Some(new) = with_cr(&sregs, access.cr, value) else { return to_user_unknown(0, run) };
+        ctx.set_sregs(&new);
     } else {
-        let value = *cr & width;
-        ctx.set_gpr(access.gpr, value);
+        let Some(value) = read_cr(&sregs, access.cr) else { return to_user_unknown(0, run) };
+        ctx.set_gpr(access.gpr, value & width);
     }
     ctx.skip_instruction(access.insn_len);
     Action::Resume
@@ -34,13 +32,26 @@ pub fn handle_cr(access: &CrAccess, ctx: &mut dyn ExitContext, run: &mut KvmRun)
 
 /// The guest's copy of control register `cr`, if it is one the backend
 /// intercepts.
-fn cr_mut(sregs: &mut KvmSregs, cr: u8) -> Option<&mut u64> {
+fn read_cr(sregs: &KvmSregs, cr: u8) -> Option<u64> {
     match cr {
-        0 => Some(&mut sregs.cr0),
-        3 => Some(&mut sregs.cr3),
-        4 => Some(&mut sregs.cr4),
+        0 => Some(sregs.cr0),
+        3 => Some(sregs.cr3),
+        4 => Some(sregs.cr4),
         _ => None,
     }
+}
+
+/// `sregs` with control register `cr` set to `value`, if it is one the
+/// backend intercepts.
+fn with_cr(sregs: &KvmSregs, cr: u8, value: u64) -> Option<KvmSregs> {
+    let mut new = *sregs;
+    match cr {
+        0 => new.cr0 = value,
+        3 => new.cr3 = value,
+        4 => new.cr4 = value,
+        _ => return None,
+    }
+    Some(new)
 }
 
 /// Outside 64-bit mode, `mov` to and from control registers moves 32 bits.
@@ -81,4 +92,5 @@ mod tests {
         assert_eq!(handle_cr(&access, &mut ctx, &mut run), Action::ToUser);
         assert_eq!(ctx.skipped, 0);
     }
+
 }

@@ -3,9 +3,14 @@
 //! builds and the guest never sees.
 //!
 //! Stage 05 has one kind: [`nonpaging`], for a guest whose own paging is
-//! off. Shadow paging for guests that turn paging on comes in stage 08.
+//! off.
 
 pub mod nonpaging;
+
+use crate::abi::KvmSregs;
+use crate::kernel::{KResult, Mutex};
+use crate::memslot::MemSlots;
+use nonpaging::NonpagingMmu;
 
 // ANCHOR: guest_fetch
 /// Reads guest memory as the guest addresses it, through the tables it
@@ -16,3 +21,73 @@ pub trait GuestFetch {
     fn read_linear(&self, linear: u64, buf: &mut [u8]) -> bool;
 }
 // ANCHOR_END: guest_fetch
+
+// ANCHOR: page_fault_kind
+/// Whose fault a page fault on the module's tables is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFault {
+    /// The module's tables lacked what the guest may reach: fixed, and
+    /// the instruction runs again.
+    Fixed,
+    /// The guest-physical address is in no memory slot (MMIO, from stage
+    /// 10): userspace hears of it.
+    NotMemory,
+}
+// ANCHOR_END: page_fault_kind
+
+// ANCHOR: mmu
+/// A vCPU's MMU: the tables the guest runs on.
+pub struct Mmu {
+    nonpaging: NonpagingMmu,
+    /// Translations were removed since the last entry.
+    needs_flush: bool,
+}
+
+impl Mmu {
+    pub fn new() -> KResult<Mmu> {
+        Ok(Mmu {
+            nonpaging: NonpagingMmu::new()?,
+            needs_flush: false,
+        })
+    }
+}
+// ANCHOR_END: mmu
+
+// ANCHOR: prepare
+/// The page table an entry runs on.
+pub struct Root {
+    /// Its host-physical address, for the hardware's CR3.
+    pub phys: u64,
+    /// Translations were removed since the last entry: flush the guest's
+    /// TLB first.
+    pub flush_tlb: bool,
+}
+
+impl Mmu {
+    /// Before each entry: the root of the tables for the guest as `sregs`
+    /// describe it, emptied first if the memory slots changed.
+    pub fn prepare(&mut self, sregs: &KvmSregs, memory: &Mutex<MemSlots>) -> KResult<Root> {
+        self.needs_flush |= self.nonpaging.sync(memory);
+        let _ = sregs;
+        Ok(Root { phys: self.nonpaging.root(), flush_tlb: core::mem::take(&mut self.needs_flush) })
+    }
+}
+// ANCHOR_END: prepare
+
+// ANCHOR: page_fault
+impl Mmu {
+    /// A page fault at linear `address` on the tables the guest runs on,
+    /// with the hardware's error code. With the guest's paging off, the
+    /// address is guest-physical: map it.
+    pub fn page_fault(&mut self, address: u64, error_code: u32, memory: &Mutex<MemSlots>) -> PageFault {
+        let _ = error_code;
+        if self.nonpaging.map(address, memory) { PageFault::Fixed } else { PageFault::NotMemory }
+    }
+}
+// ANCHOR_END: page_fault
+
+impl GuestFetch for Mmu {
+    fn read_linear(&self, linear: u64, buf: &mut [u8]) -> bool {
+        self.nonpaging.read_linear(linear, buf)
+    }
+}

@@ -19,6 +19,7 @@ pub mod cr;
 
 use crate::abi::{self, KvmRun, KvmRunEx, KvmRunExit, KvmSregs};
 use crate::stats::Counter;
+pub use crate::mmu::PageFault;
 
 // ANCHOR: vm_exit
 /// Why the guest stopped running, in the vocabulary of neither manual.
@@ -98,6 +99,7 @@ pub struct CrAccess {
 }
 // ANCHOR_END: cr_access
 
+
 // ANCHOR: action
 /// What the run loop does after a handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,9 +135,11 @@ pub trait ExitContext {
     /// Changes the special registers, as `KVM_SET_SREGS` would.
     fn set_sregs(&mut self, sregs: &KvmSregs);
 
-    /// The guest-physical page at `gpa` is missing from the module's page
-    /// table: map it if a memory slot backs it (`true`), else `false`.
-    fn map_guest_page(&mut self, gpa: u64) -> bool;
+    /// A page fault at linear `address` on the module's page tables, with
+    /// the hardware's error code: the MMU fixes it if it can (while the
+    /// guest's paging is off, by mapping the guest-physical page at
+    /// `address` if a memory slot backs it).
+    fn page_fault(&mut self, address: u64, error_code: u32) -> PageFault;
 
     /// Counts an event in the VM's and the global statistics.
     fn count(&mut self, counter: Counter);
@@ -211,16 +215,19 @@ fn handle_cpuid(insn_len: u8, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Ac
 
 // ANCHOR: handle_page_fault
 /// A fault on the module's own page table. While the guest's paging is
-/// off, a linear address is a guest-physical one: map its page if a slot
-/// backs it and resume; otherwise userspace hears of it as a page fault
-/// (MMIO comes in stage 10). Guest memory is reachable only this way, so
-/// an address outside every slot can never reach host memory.
+/// off, a linear address is a guest-physical one: the MMU maps its page
+/// if a slot backs it, and the guest resumes; otherwise userspace hears
+/// of it as a page fault (MMIO comes in stage 10). Guest memory is
+/// reachable only this way, so an address outside every slot can never
+/// reach host memory.
 fn handle_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
-    if ctx.map_guest_page(address) {
-        ctx.count(Counter::PfFixed);
-        return Action::Resume;
+    match ctx.page_fault(address, error_code) {
+        PageFault::Fixed => {
+            ctx.count(Counter::PfFixed);
+            Action::Resume
+        }
+        PageFault::NotMemory => to_user_exception(14, error_code, run),
     }
-    to_user_exception(14, error_code, run)
 }
 // ANCHOR_END: handle_page_fault
 

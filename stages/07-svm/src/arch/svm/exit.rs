@@ -267,6 +267,7 @@ pub fn decode_mov_cr(bytes: &[u8], long_mode: bool) -> Option<CrAccess> {
 mod tests {
     use super::*;
     use crate::kernel::try_box;
+
     use alloc::boxed::Box;
 
     /// Guest memory for the decoder: `bytes` at linear address `at`.
@@ -310,7 +311,6 @@ mod tests {
             (code::NMI, VmExit::ExternalInterrupt),
             (code::SHUTDOWN, VmExit::Shutdown),
             (code::INVALID, VmExit::FailEntry { hardware_reason: u32::MAX }),
-            (code::MSR, VmExit::Unknown { hardware_reason: 0x7C }),
             (0x400, VmExit::Unknown { hardware_reason: 0x400 }),
             (code::EXCP_BASE + 6, VmExit::Exception { vector: 6, error_code: 0 }),
         ];
