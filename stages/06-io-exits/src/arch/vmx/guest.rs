@@ -259,31 +259,32 @@ pub mod tests {
         KvmSegment { base: u64::from(selector) << 4, limit: 0xFFFF, selector, type_: 3, present: 1, s: 1, ..KvmSegment::default() }
     }
 
-    #[test]
-    fn real_mode_selectors_enter_with_rpl_0_and_read_back_as_given() {
-        let mut vmcs = FakeVmcs::default();
-        let code = KvmSegment { type_: 0xB, ..real_mode_data(0x0F01) };
-        let sregs = KvmSregs { cr0: 0x10, cs: code, ss: real_mode_data(0x1403), ds: real_mode_data(0x2002), ..KvmSregs::default() };
-        write_sregs(&mut vmcs, &sregs, &FIXED);
-        assert_eq!(vmcs.read(Seg::Cs.selector()), 0x0F00, "CS.RPL 0 = CS.DPL");
-        assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1400, "SS.RPL 0 = CS.RPL");
-        assert_eq!(vmcs.read(Seg::Ss.base()), 0x14030, "the base stays the guest's");
-        let mut back = sregs;
-        read_sregs(&vmcs, &mut back);
-        assert_eq!((back.cs, back.ss, back.ds), (sregs.cs, sregs.ss, sregs.ds));
-        // A segment the guest loaded meanwhile is what the hardware says.
-        vmcs.write(Seg::Ds.selector(), 0x10);
-        read_sregs(&vmcs, &mut back);
-        assert_eq!(back.ds.selector, 0x10);
-        // Protected mode: selectors as given.
-        let prot = KvmSregs { cr0: 0x11, ..sregs };
-        write_sregs(&mut vmcs, &prot, &FIXED);
-        assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1403);
-    }
-
     mod e5_2 {
         use super::super::*;
-        use super::{FIXED, FakeVmcs, flat_code32};
+        use super::{FIXED, FakeVmcs, flat_code32, real_mode_data};
+
+        /// Writing real-mode segments packs their attributes (E5.2).
+        #[test]
+        fn real_mode_selectors_enter_with_rpl_0_and_read_back_as_given() {
+            let mut vmcs = FakeVmcs::default();
+            let code = KvmSegment { type_: 0xB, ..real_mode_data(0x0F01) };
+            let sregs = KvmSregs { cr0: 0x10, cs: code, ss: real_mode_data(0x1403), ds: real_mode_data(0x2002), ..KvmSregs::default() };
+            write_sregs(&mut vmcs, &sregs, &FIXED);
+            assert_eq!(vmcs.read(Seg::Cs.selector()), 0x0F00, "CS.RPL 0 = CS.DPL");
+            assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1400, "SS.RPL 0 = CS.RPL");
+            assert_eq!(vmcs.read(Seg::Ss.base()), 0x14030, "the base stays the guest's");
+            let mut back = sregs;
+            read_sregs(&vmcs, &mut back);
+            assert_eq!((back.cs, back.ss, back.ds), (sregs.cs, sregs.ss, sregs.ds));
+            // A segment the guest loaded meanwhile is what the hardware says.
+            vmcs.write(Seg::Ds.selector(), 0x10);
+            read_sregs(&vmcs, &mut back);
+            assert_eq!(back.ds.selector, 0x10);
+            // Protected mode: selectors as given.
+            let prot = KvmSregs { cr0: 0x11, ..sregs };
+            write_sregs(&mut vmcs, &prot, &FIXED);
+            assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1403);
+        }
 
         #[test]
         fn the_shadow_holds_the_guest_view() {
