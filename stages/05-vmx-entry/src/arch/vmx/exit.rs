@@ -93,13 +93,18 @@ pub fn decode(info: &ExitInfo) -> VmExit {
     }
 }
 
+/// Whether an exit is a host NMI: exit reason 0 with interruption type
+/// NMI. NMI exiting is on, so an NMI that arrives while the guest runs
+/// never reaches the guest's IDT; it is the host's, and `vcpu.rs` hands
+/// it to Linux's NMI handler right after the exit, interrupts still off.
+pub fn is_host_nmi(reason: u32, intr_info: u32) -> bool {
+    reason == u32::from(reason::EXCEPTION_NMI)
+        && Interruption::from_field(intr_info).is_some_and(|i| i.kind == INTR_TYPE_NMI)
+}
+
 /// Exit reason 0: an exception the exception bitmap intercepts, or an NMI.
-/// A host NMI that arrives while the guest runs exits this way too (NMI
-/// exiting is on, so that it never reaches the guest's IDT); it is not the
-/// guest's, so it is reported like a host interrupt. rkvm does not hand it
-/// on to Linux's NMI handler (Linux's KVM calls the handler through a
-/// made-up interrupt frame), so such an NMI is lost; the NMI blocking the
-/// exit leaves ends at the host's next `iret`.
+/// The NMI was the host's and was handled already (`is_host_nmi`); for
+/// generic code it is like a host interrupt.
 fn decode_exception(info: &ExitInfo) -> VmExit {
     let Some(intr) = Interruption::from_field(info.intr_info) else {
         return VmExit::Unknown { hardware_reason: u32::from(reason::EXCEPTION_NMI) };
@@ -150,6 +155,10 @@ mod tests {
         assert_eq!(decode(&ud), VmExit::Exception { vector: 6, error_code: 0 }, "no error code for #UD");
         let nmi = ExitInfo { intr_info: 1 << 31 | 2 << 8 | 2, ..exit(0) };
         assert_eq!(decode(&nmi), VmExit::ExternalInterrupt);
+        assert!(is_host_nmi(0, nmi.intr_info));
+        assert!(!is_host_nmi(0, gp.intr_info), "an exception");
+        assert!(!is_host_nmi(1, nmi.intr_info), "another reason");
+        assert!(!is_host_nmi(0, 2 << 8 | 2), "not valid");
         assert_eq!(decode(&exit(0)), VmExit::Unknown { hardware_reason: 0 }, "invalid information");
     }
 

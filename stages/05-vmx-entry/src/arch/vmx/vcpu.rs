@@ -127,11 +127,33 @@ pub fn preemption_timer_value(tsc_khz: u64, rate: u32) -> u32 {
 }
 // ANCHOR_END: preemption_timer
 
-/// The exception bitmap: only page faults (vector 14) exit. Every guest
-/// runs on the module's page table, so a page fault means a page to map
-/// (or, from stage 10, MMIO); every other exception goes to the guest's
-/// own IDT, as on bare hardware.
-const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14;
+/// The exception bitmap of a guest in protected or long mode: page
+/// faults (vector 14) exit. Every guest runs on the module's page table,
+/// so a page fault means a page to map (or, from stage 10, MMIO); every
+/// other exception goes to the guest's own IDT, as on bare hardware.
+const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14
+    ;
+
+// ANCHOR: real_mode
+/// The exception bitmap of a guest in real mode: every exception exits.
+/// Without unrestricted guest (which needs EPT, beyond 2006), VMX cannot
+/// run real mode; rkvm runs it as 16-bit protected mode at CPL 0 with
+/// the guest's segments (`guest::real_mode_segment`). An exception there
+/// would go through the guest's IVT read as a protected-mode IDT, whose
+/// "gates" are garbage: a #GP, then a double fault, then a shutdown, or
+/// worse, a jump to wherever the garbage points. Segment loads (`mov ds,
+/// ax`, far jumps and calls, `iret`) fault the same way: they read
+/// descriptors from the GDT. So every exception exits and goes to
+/// userspace as `KVM_EXIT_EXCEPTION`, a clear refusal instead of a
+/// shutdown; 2006 ran real mode in virtual-8086 mode and emulated what
+/// faults there, which rkvm does not. Page faults are still the MMU's.
+const EXCEPTIONS_INTERCEPTED_REAL_MODE: u64 = 0xFFFF_FFFF;
+
+/// The exception bitmap for a guest whose registers are `sregs`.
+pub fn exception_bitmap(sregs: &KvmSregs) -> u64 {
+    if guest::real_mode(sregs) { EXCEPTIONS_INTERCEPTED_REAL_MODE } else { EXCEPTIONS_INTERCEPTED }
+}
+// ANCHOR_END: real_mode
 
 /// "If the VMCS link pointer is not in use, software should set it to
 /// FFFFFFFF_FFFFFFFFH to avoid VM-entry failures" (SDM Vol. 3C, 25.4.2).
@@ -154,7 +176,8 @@ fn write_setup(vmcs: &mut dyn Fields, controls: &Controls) {
     vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-    vmcs.write(CR0_GUEST_HOST_MASK, guest::CR0_HOST_OWNED);
+    let cr0_owned = guest::CR0_HOST_OWNED;
+    vmcs.write(CR0_GUEST_HOST_MASK, cr0_owned);
     vmcs.write(CR4_GUEST_HOST_MASK, u64::MAX);
     vmcs.write(VMCS_LINK_POINTER, NO_LINK_POINTER);
     vmcs.write(GUEST_IA32_DEBUGCTL, 0);
@@ -203,6 +226,7 @@ impl VmxVcpu {
         host::write_per_entry(&mut vmcs);
         if self.sregs_dirty {
             guest::write_sregs(&mut vmcs, &self.sregs, &self.fixed);
+            vmcs.write(EXCEPTION_BITMAP, exception_bitmap(&self.sregs));
             self.sregs_dirty = false;
         }
         if self.clear_interrupt_shadow {
@@ -270,9 +294,12 @@ impl ArchVcpu for VmxVcpu {
         // SAFETY: our VMCS is current with host and guest state written by
         // `prepare`; interrupts are off; what the exit does not restore is
         // restored right below.
-        let result = unsafe { entry::enter(entry.regs, self.vmcs.launched) };
+        let result = unsafe { entry::enter(entry.regs, self.vmcs.launched, &mut self.sregs.cr2) };
         host_segments.restore();
         host_debug.restore();
+        if result.is_ok() && exit::is_host_nmi(vmcs.read(VM_EXIT_REASON) as u32, vmcs.read(VM_EXIT_INTR_INFO) as u32) {
+            entry::host_nmi();
+        }
         cpu::irq_enable();
         self.fpu.save();
         if let Err(fail) = result {
@@ -312,11 +339,21 @@ mod tests {
         let mut vmcs = FakeVmcs::default();
         let controls = Controls { pin: 9, cpu: 0x0100_8080, exit: 0x200, entry: 0 };
         write_setup(&mut vmcs, &controls);
-        assert_eq!(vmcs.read(EXCEPTION_BITMAP), 1 << 14);
+        assert_eq!(vmcs.read(EXCEPTION_BITMAP) & 1 << 14, 1 << 14);
         assert_eq!(vmcs.read(CR4_GUEST_HOST_MASK), u64::MAX);
+        assert_eq!(vmcs.read(CR0_GUEST_HOST_MASK) & guest::CR0_HOST_OWNED, guest::CR0_HOST_OWNED);
         assert_eq!(vmcs.read(VMCS_LINK_POINTER), u64::MAX);
         assert_eq!(vmcs.read(CPU_BASED_VM_EXEC_CONTROL), 0x0100_8080);
         assert_eq!(vmcs.read(GUEST_DR7), 0x400);
+    }
+
+    #[test]
+    fn real_mode_intercepts_every_exception() {
+        let real = KvmSregs { cr0: 0x10, ..KvmSregs::default() };
+        assert_eq!(exception_bitmap(&real), 0xFFFF_FFFF);
+        let prot = KvmSregs { cr0: 0x11, ..real };
+        assert_eq!(exception_bitmap(&prot) & 1 << 14, 1 << 14);
+        assert_eq!(exception_bitmap(&prot) & 1 << 6, 0, "#UD goes to the guest's IDT");
     }
 
     #[test]

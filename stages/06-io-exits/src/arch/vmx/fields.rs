@@ -161,12 +161,17 @@ pub mod cpu {
 
 /// VM-exit controls (SDM Vol. 3C, 25.7.1, Table 25-13).
 pub mod exit {
+    /// The exit saves the guest's DR7 and IA32_DEBUGCTL into the VMCS.
+    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     /// The host is 64-bit: the exit lands in IA-32e mode.
     pub const HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
 }
 
 /// VM-entry controls (SDM Vol. 3C, 25.8.1, Table 25-15).
 pub mod entry {
+    /// The entry loads the guest's DR7 and IA32_DEBUGCTL from the VMCS
+    /// (SDM Vol. 3C, 27.3.2.1); without it they are not loaded at all.
+    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     /// The guest runs in IA-32e mode (long mode); clear for 32-bit guests.
     pub const IA32E_MODE_GUEST: u32 = 1 << 9;
 }

@@ -40,6 +40,9 @@ pub struct VmxVcpu {
     fixed: FixedBits,
     /// The VMX-preemption timer's start value, if the processor has one.
     preemption_timer: Option<u32>,
+    /// The processor reports the address size of `ins` and `outs` in the
+    /// VM-exit instruction-information field (IA32_VMX_BASIC bit 54).
+    ins_outs_info: bool,
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
 }
@@ -58,6 +61,7 @@ impl VmxVcpu {
             controls: processor_controls()?,
             fixed: fixed_bits(&HardwareMsrs),
             preemption_timer: None,
+            ins_outs_info: caps::VmxBasic::from_msr(HardwareMsrs.read(caps::IA32_VMX_BASIC)).ins_outs_info,
             fpu: GuestFpu::new()?,
         };
         if vcpu.controls.pin & pin::PREEMPTION_TIMER != 0 {
@@ -127,11 +131,33 @@ pub fn preemption_timer_value(tsc_khz: u64, rate: u32) -> u32 {
 }
 // ANCHOR_END: preemption_timer
 
-/// The exception bitmap: only page faults (vector 14) exit. Every guest
-/// runs on the module's page table, so a page fault means a page to map
-/// (or, from stage 10, MMIO); every other exception goes to the guest's
-/// own IDT, as on bare hardware.
-const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14;
+/// The exception bitmap of a guest in protected or long mode: page
+/// faults (vector 14) exit. Every guest runs on the module's page table,
+/// so a page fault means a page to map (or, from stage 10, MMIO); every
+/// other exception goes to the guest's own IDT, as on bare hardware.
+const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14
+    ;
+
+// ANCHOR: real_mode
+/// The exception bitmap of a guest in real mode: every exception exits.
+/// Without unrestricted guest (which needs EPT, beyond 2006), VMX cannot
+/// run real mode; rkvm runs it as 16-bit protected mode at CPL 0 with
+/// the guest's segments (`guest::real_mode_segment`). An exception there
+/// would go through the guest's IVT read as a protected-mode IDT, whose
+/// "gates" are garbage: a #GP, then a double fault, then a shutdown, or
+/// worse, a jump to wherever the garbage points. Segment loads (`mov ds,
+/// ax`, far jumps and calls, `iret`) fault the same way: they read
+/// descriptors from the GDT. So every exception exits and goes to
+/// userspace as `KVM_EXIT_EXCEPTION`, a clear refusal instead of a
+/// shutdown; 2006 ran real mode in virtual-8086 mode and emulated what
+/// faults there, which rkvm does not. Page faults are still the MMU's.
+const EXCEPTIONS_INTERCEPTED_REAL_MODE: u64 = 0xFFFF_FFFF;
+
+/// The exception bitmap for a guest whose registers are `sregs`.
+pub fn exception_bitmap(sregs: &KvmSregs) -> u64 {
+    if guest::real_mode(sregs) { EXCEPTIONS_INTERCEPTED_REAL_MODE } else { EXCEPTIONS_INTERCEPTED }
+}
+// ANCHOR_END: real_mode
 
 /// "If the VMCS link pointer is not in use, software should set it to
 /// FFFFFFFF_FFFFFFFFH to avoid VM-entry failures" (SDM Vol. 3C, 25.4.2).
@@ -154,7 +180,8 @@ fn write_setup(vmcs: &mut dyn Fields, controls: &Controls) {
     vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-    vmcs.write(CR0_GUEST_HOST_MASK, guest::CR0_HOST_OWNED);
+    let cr0_owned = guest::CR0_HOST_OWNED;
+    vmcs.write(CR0_GUEST_HOST_MASK, cr0_owned);
     vmcs.write(CR4_GUEST_HOST_MASK, u64::MAX);
     vmcs.write(VMCS_LINK_POINTER, NO_LINK_POINTER);
     vmcs.write(GUEST_IA32_DEBUGCTL, 0);
@@ -203,6 +230,7 @@ impl VmxVcpu {
         host::write_per_entry(&mut vmcs);
         if self.sregs_dirty {
             guest::write_sregs(&mut vmcs, &self.sregs, &self.fixed);
+            vmcs.write(EXCEPTION_BITMAP, exception_bitmap(&self.sregs));
             self.sregs_dirty = false;
         }
         if self.clear_interrupt_shadow {
@@ -233,23 +261,40 @@ impl VmxVcpu {
             rax: entry.regs[Reg::Rax as usize],
             rcx: entry.regs[Reg::Rcx as usize],
             rflags: *entry.rflags,
-            address_mask: self.address_mask(),
+            address_mask: if reason as u16 == exit::reason::IO_INSTRUCTION { self.address_mask(vmcs, entry) } else { 0 },
         }
     }
 
-    /// The bits of an index register the guest's code uses: 64 in 64-bit
-    /// code, 32 with CS.D set, else 16.
-    fn address_mask(&self) -> u64 {
+    // ANCHOR: address_mask
+    /// The bits of RSI, RDI and RCX an `ins` or `outs` uses, from its
+    /// address size: what the processor reports in the VM-exit
+    /// instruction-information field where it does (IA32_VMX_BASIC bit
+    /// 54), else the code segment's default switched by a 0x67 prefix,
+    /// read from the instruction (as the SVM backend does). CS.D alone is
+    /// wrong for `rep insw` with 0x67 in 16-bit code, which counts in ECX.
+    fn address_mask(&self, vmcs: &CurrentVmcs, entry: &Entry<'_>) -> u64 {
         const EFER_LMA: u64 = 1 << 10;
-        let cs = &self.sregs.cs;
-        if self.sregs.efer & EFER_LMA != 0 && cs.l != 0 {
-            u64::MAX
-        } else if cs.db != 0 {
-            0xFFFF_FFFF
-        } else {
-            0xFFFF
+        if self.ins_outs_info
+            && let Some(mask) = exit::address_mask_from_info(vmcs.read(VMX_INSTRUCTION_INFO) as u32)
+        {
+            return mask;
         }
+        let cs = &self.sregs.cs;
+        let long = self.sregs.efer & EFER_LMA != 0 && cs.l != 0;
+        let mut bytes = [0u8; 15];
+        let linear = cs.base.wrapping_add(*entry.rip);
+        let linear = if long { linear } else { linear & 0xFFFF_FFFF };
+        let mut len = 0;
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            if !entry.fetch.read_linear(linear.wrapping_add(i as u64), core::slice::from_mut(byte)) {
+                break;
+            }
+            len = i + 1;
+        }
+        let prefix = exit::has_address_size_prefix(bytes.get(..len).unwrap_or(&[]), long);
+        exit::address_mask(long, cs.db != 0, prefix)
     }
+    // ANCHOR_END: address_mask
 }
 
 /// The number a failed VM-entry instruction reports in `exit_reason`: the
@@ -291,9 +336,12 @@ impl ArchVcpu for VmxVcpu {
         // SAFETY: our VMCS is current with host and guest state written by
         // `prepare`; interrupts are off; what the exit does not restore is
         // restored right below.
-        let result = unsafe { entry::enter(entry.regs, self.vmcs.launched) };
+        let result = unsafe { entry::enter(entry.regs, self.vmcs.launched, &mut self.sregs.cr2) };
         host_segments.restore();
         host_debug.restore();
+        if result.is_ok() && exit::is_host_nmi(vmcs.read(VM_EXIT_REASON) as u32, vmcs.read(VM_EXIT_INTR_INFO) as u32) {
+            entry::host_nmi();
+        }
         cpu::irq_enable();
         self.fpu.save();
         if let Err(fail) = result {
@@ -333,11 +381,21 @@ mod tests {
         let mut vmcs = FakeVmcs::default();
         let controls = Controls { pin: 9, cpu: 0x0100_8080, exit: 0x200, entry: 0 };
         write_setup(&mut vmcs, &controls);
-        assert_eq!(vmcs.read(EXCEPTION_BITMAP), 1 << 14);
+        assert_eq!(vmcs.read(EXCEPTION_BITMAP) & 1 << 14, 1 << 14);
         assert_eq!(vmcs.read(CR4_GUEST_HOST_MASK), u64::MAX);
+        assert_eq!(vmcs.read(CR0_GUEST_HOST_MASK) & guest::CR0_HOST_OWNED, guest::CR0_HOST_OWNED);
         assert_eq!(vmcs.read(VMCS_LINK_POINTER), u64::MAX);
         assert_eq!(vmcs.read(CPU_BASED_VM_EXEC_CONTROL), 0x0100_8080);
         assert_eq!(vmcs.read(GUEST_DR7), 0x400);
+    }
+
+    #[test]
+    fn real_mode_intercepts_every_exception() {
+        let real = KvmSregs { cr0: 0x10, ..KvmSregs::default() };
+        assert_eq!(exception_bitmap(&real), 0xFFFF_FFFF);
+        let prot = KvmSregs { cr0: 0x11, ..real };
+        assert_eq!(exception_bitmap(&prot) & 1 << 14, 1 << 14);
+        assert_eq!(exception_bitmap(&prot) & 1 << 6, 0, "#UD goes to the guest's IDT");
     }
 
     #[test]
