@@ -482,14 +482,18 @@ impl CachedMmu {
 // ANCHOR: write_fault
 impl CachedMmu {
     /// A guest write to guest frame `gfn`, which the cache protects. If
-    /// `gfn` is not one of the tables `t` went through, its shadow pages
-    /// are thrown away (the guest's table changes, so they would be
-    /// wrong) and the write may go ahead; if it is, they become unsync.
+    /// `gfn` is neither one of the tables `t` went through nor a table of
+    /// the root, its shadow pages are thrown away (the guest's table
+    /// changes, so they would be wrong) and the write may go ahead; if it
+    /// is, they become unsync.
     pub fn unprotect(&mut self, gfn: u64, t: &Translation) {
         let on_path = t.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn);
         let shadows: Vec<usize> = self.shadows_of(gfn);
+        // A table of the root cannot go either: the next entry would make
+        // it again, protected, before the guest's write is done.
+        let keep = on_path || shadows.iter().any(|&i| self.in_root(i));
         for i in shadows {
-            if on_path {
+            if keep {
                 if let Some(p) = self.page_mut(i) {
                     p.unsync = true;
                 }

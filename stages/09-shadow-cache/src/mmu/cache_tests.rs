@@ -119,6 +119,23 @@ mod e9_1 {
     }
 
     #[test]
+    fn a_write_to_a_table_of_the_root_makes_it_unsync_not_gone() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        // The page directory, CR3's table, written through a walk that does
+        // not use it (an alias whose table the guest reaches otherwise
+        // cannot exist in 32-bit paging, so the walk is made up).
+        let elsewhere = walk32(0x90000, 0x80_0000, 0x21000, 0x10000);
+        mmu.unprotect(0x10, &elsewhere);
+        assert!(mmu.root_phys().is_some(), "the root stays until the guest flushes");
+        assert!(!mmu.is_protected(0x10));
+        mmu.sync();
+        assert!(mmu.root_phys().is_none(), "then it goes, and the next entry makes it again");
+    }
+
+    #[test]
     fn the_cache_never_passes_its_bound_and_keeps_the_root() {
         let page = Page::alloc_zeroed().expect("a page");
         let mut mmu = mmu_with_root(0x10000);
