@@ -361,6 +361,24 @@ unsigned long rkvm_glue_host_tr_base(void)
 	return (unsigned long)&get_cpu_entry_area(raw_smp_processor_id())->tss.x86_tss;
 }
 
+//@ begin 9
+/*
+ * The shadow MMU each new VM gets: the page cache of 2.6.20-rc4 (1, the
+ * default) or the naive MMU of rc1 (0), kept so that the two can be
+ * compared on the same guest in the same boot. Writable at run time in
+ * /sys/module/rkvm/parameters/shadow_cache; a VM keeps what it started
+ * with.
+ */
+static bool shadow_cache = true;
+module_param(shadow_cache, bool, 0644);
+MODULE_PARM_DESC(shadow_cache, "cache shadow page tables across CR3 loads (1) or rebuild them at each (0)");
+
+bool rkvm_glue_shadow_cache(void)
+{
+	return READ_ONCE(shadow_cache);
+}
+//@ end
+
 /* The time-stamp counter's rate, in kHz. */
 unsigned long rkvm_glue_tsc_khz(void)
 {

@@ -360,6 +360,14 @@ pub mod fpu;
 pub mod contig;
 //@ end
 
+//@ begin 9
+/// Whether a new VM gets the shadow page cache of stage 09 (the module
+/// parameter `shadow_cache`), or the naive shadow MMU of stage 08.
+pub fn shadow_cache() -> bool {
+    imp::shadow_cache()
+}
+//@ end
+
 // The kernel side, calls into the glue (`kernel/glue.rs`), and the host
 // side, fakes for unit tests (`kernel/host.rs`): the same functions, one
 // module or the other.
@@ -391,6 +399,13 @@ pub mod fake {
     pub fn set_available_pages(n: usize) {
         super::imp::control::set_available_pages(n)
     }
+    //@ begin 9
+
+    /// What [`super::shadow_cache`] answers on this thread (yes unless set).
+    pub fn set_shadow_cache(on: bool) {
+        super::imp::control::set_shadow_cache(on)
+    }
+    //@ end
 }
 
 #[cfg(test)]

@@ -79,6 +79,16 @@ pub fn put_page(page: NonNull<c_void>) {
     unsafe { rkvm_glue_put_page(page.as_ptr()) }
 }
 
+//@ begin 9
+pub fn shadow_cache() -> bool {
+    unsafe extern "C" {
+        fn rkvm_glue_shadow_cache() -> bool;
+    }
+    // SAFETY: reads a module parameter.
+    unsafe { rkvm_glue_shadow_cache() }
+}
+//@ end
+
 pub fn available_pages() -> usize {
     // SAFETY: reads the kernel's memory counters; no preconditions.
     unsafe { rkvm_glue_available_pages() }

@@ -33,6 +33,9 @@ std::thread_local! {
     static LIVE_PAGES: Arc<AtomicIsize> = Arc::new(AtomicIsize::new(0));
     static FAIL_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
     static AVAILABLE: Cell<usize> = const { Cell::new(1 << 20) };
+    //@ begin 9
+    static SHADOW_CACHE: Cell<bool> = const { Cell::new(true) };
+    //@ end
 }
 
 pub fn alloc_page() -> Option<(NonNull<c_void>, NonNull<u8>)> {
@@ -135,7 +138,19 @@ pub mod control {
     pub fn set_available_pages(n: usize) {
         AVAILABLE.with(|a| a.set(n));
     }
+    //@ begin 9
+
+    pub fn set_shadow_cache(on: bool) {
+        SHADOW_CACHE.with(|c| c.set(on));
+    }
+    //@ end
 }
+
+//@ begin 9
+pub fn shadow_cache() -> bool {
+    SHADOW_CACHE.with(Cell::get)
+}
+//@ end
 
 pub fn log(level: Level, msg: &[u8]) {
     std::eprintln!("rkvm: <{:?}> {}", level, std::string::String::from_utf8_lossy(msg));

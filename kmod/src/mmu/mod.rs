@@ -18,6 +18,9 @@ pub mod bits;
 pub mod walk;
 pub mod shadow;
 //@ end
+//@ begin 9
+pub mod cache;
+//@ end
 
 use crate::abi::KvmSregs;
 use crate::kernel::{KResult, Mutex};
@@ -28,6 +31,9 @@ use crate::kernel::PAGE_SHIFT;
 use bits::{Cr0, Cr4, Efer};
 use shadow::{Leaf, ShadowMmu};
 use walk::{Access, EntrySize, GuestTables, PagingMode, PagingState, WalkError};
+//@ end
+//@ begin 9
+use cache::CachedMmu;
 //@ end
 
 // ANCHOR: guest_fetch
@@ -97,6 +103,11 @@ pub struct Mmu {
     /// The guest's physical-address width.
     maxphyaddr: u8,
     //@ end
+    //@ begin 9
+    /// The shadow page cache, unless the module parameter `shadow_cache`
+    /// was off when the VM was made: then `shadow`, the naive MMU, serves.
+    cache: Option<CachedMmu>,
+    //@ end
 }
 
 impl Mmu {
@@ -108,6 +119,9 @@ impl Mmu {
             shadow: ShadowMmu::new()?,
             built: None,
             maxphyaddr: maxphyaddr(),
+            //@ end
+            //@ begin 9
+            cache: if crate::kernel::shadow_cache() { Some(CachedMmu::new()?) } else { None },
             //@ end
         })
     }
@@ -173,6 +187,12 @@ impl Mmu {
 impl GuestFetch for Mmu {
     fn read_linear(&self, linear: u64, buf: &mut [u8]) -> bool {
         //@ begin 8
+        //@ begin 9
+        if let (Some(cache), Some(built)) = (&self.cache, self.built) {
+            let mapped = |l| cache.mapped(l, built.state.mode).map(|p| p.addr().cast_const());
+            return shadow::read_through(mapped, linear, buf);
+        }
+        //@ end
         if self.built.is_some() {
             return shadow::read_through(|l| self.shadow.mapped(l).map(|p| p.addr().cast_const()), linear, buf);
         }
@@ -190,6 +210,11 @@ impl Mmu {
         let state = self.paging_state(mode, sregs, &SlotTables(&slots));
         let built = Built { state, generation: slots.generation() };
         drop(slots);
+        //@ begin 9
+        if let Some(cache) = &mut self.cache {
+            return prepare_cache(cache, &mut self.built, built, &mut self.needs_flush);
+        }
+        //@ end
         if self.built != Some(built) {
             self.shadow.zap_all();
             self.built = Some(built);
@@ -221,6 +246,33 @@ impl Mmu {
         }
     }
 }
+
+//@ begin 9
+// ANCHOR: prepare_cache
+/// `prepare` with the shadow page cache. A new paging mode, new memory
+/// slots or a new CR0.WP, CR4.PSE or EFER.NXE throw every shadow page
+/// away, as in the naive MMU; a new CR3 (or PAE PDPTEs) only points the
+/// root at the shadow pages of the new tables, made if they are missing
+/// and reused if the cache still has them.
+fn prepare_cache(cache: &mut CachedMmu, built: &mut Option<Built>, now: Built, flush: &mut bool) -> KResult<Root> {
+    let same_mode = |old: &Built| {
+        let (a, b) = (&old.state, &now.state);
+        (a.mode, a.wp, a.pse, a.nxe, a.gbpages, a.maxphyaddr, old.generation)
+            == (b.mode, b.wp, b.pse, b.nxe, b.gbpages, b.maxphyaddr, now.generation)
+    };
+    if !built.as_ref().is_some_and(same_mode) {
+        cache.zap_all();
+    }
+    if *built != Some(now) || cache.root_phys().is_none() {
+        cache.set_root(now.state.mode, now.state.cr3, &now.state.pdptes)?;
+        *built = Some(now);
+    }
+    let phys = cache.root_phys().ok_or(crate::kernel::Errno::ENOMEM)?;
+    let flush_tlb = core::mem::take(flush) | core::mem::take(&mut cache.needs_flush);
+    Ok(Root { phys, flush_tlb })
+}
+// ANCHOR_END: prepare_cache
+//@ end
 
 /// The guest's paging format, `None` while its paging is off.
 pub fn paging_mode(sregs: &KvmSregs) -> Option<PagingMode> {
@@ -263,6 +315,18 @@ impl Mmu {
         };
         drop(slots);
         let leaf = shadow_leaf(page, &translation, access, built.state.wp);
+        //@ begin 9
+        if let Some(cache) = &mut self.cache {
+            let gfn = translation.gpa >> PAGE_SHIFT;
+            if access.write && cache.is_protected(gfn) {
+                cache.unprotect(gfn, &translation);
+            }
+            // Not installed (no root, or no memory): the guest runs the
+            // instruction again, and the next entry makes the root anew.
+            let _ = cache.install(address, &translation, built.state.mode, leaf);
+            return PageFault::Fixed;
+        }
+        //@ end
         match self.shadow.install(address, leaf) {
             Ok(()) => PageFault::Fixed,
             // No memory for a shadow table: the guest runs the faulting
@@ -294,6 +358,15 @@ fn shadow_leaf(page: crate::kernel::PageRef, t: &walk::Translation, access: Acce
 impl Mmu {
     /// The guest loaded CR3: 2.6.20-rc1 threw every shadow page away.
     pub fn flush(&mut self) {
+        //@ begin 9
+        // 2.6.20-rc4 kept them: the cache only drops its unsync pages,
+        // and the next entry points the root at the new CR3's tables.
+        if let Some(cache) = &mut self.cache {
+            cache.sync();
+            self.needs_flush = true;
+            return;
+        }
+        //@ end
         if self.built.is_some() {
             self.shadow.zap_all();
             self.needs_flush = true;
@@ -302,6 +375,13 @@ impl Mmu {
 
     /// The guest's `invlpg`.
     pub fn invlpg(&mut self, address: u64) {
+        //@ begin 9
+        if let (Some(cache), Some(built)) = (&mut self.cache, self.built) {
+            cache.invalidate(address, built.state.mode);
+            self.needs_flush = true;
+            return;
+        }
+        //@ end
         if self.built.is_some() {
             self.shadow.invalidate(address);
             self.needs_flush = true;
@@ -316,6 +396,11 @@ impl Mmu {
 
     /// Shadow pages made and zapped since the last call, and in use.
     pub fn shadow_counts(&mut self) -> (u64, u64) {
+        //@ begin 9
+        if let Some(cache) = &mut self.cache {
+            return cache.take_counts();
+        }
+        //@ end
         self.shadow.take_counts()
     }
 

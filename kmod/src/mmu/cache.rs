@@ -1,0 +1,692 @@
+//@ stage 9
+//! The shadow page cache of 2.6.20-rc4: shadow pages that outlive a CR3
+//! load.
+//!
+//! The naive MMU of stage 08 ([`super::shadow`]) keeps shadow pages in a
+//! tree indexed by linear address, so it must throw the tree away whenever
+//! the guest switches address spaces. Here a shadow page stands for one
+//! guest page table: it is found by the guest frame that holds the table
+//! and its [`Role`], and shared by every address space, every CR3, whose
+//! walk passes through that table. Switching back to an address space
+//! finds its shadow pages still there.
+//!
+//! Keeping them is only correct if they follow the guest's tables. So
+//! every guest page table that has a shadow page is write-protected: the
+//! shadow maps it read-only wherever it maps it, found through the
+//! reverse map ([`Rmap`]: guest frame to the shadow entries that map it).
+//! A guest write to such a table faults, and the module throws away the
+//! shadow pages of that table, unprotects it and lets the write happen
+//! (2006 emulated the write and updated the shadow instead; the emulator
+//! comes in stage 10). A write to a table the faulting access itself is
+//! translated through cannot be done that way (the fault would come back
+//! for ever): those shadow pages become *unsync*, writable and possibly
+//! stale, until the guest's next CR3 load or `invlpg`, which the processor
+//! requires anyway before a changed entry must take effect (SDM Vol. 3A,
+//! 4.10.4 "Invalidation of TLBs and Paging-Structure Caches").
+
+use super::walk::{PagingMode, Translation};
+use crate::kernel::{Errno, KResult, PAGE_SHIFT, Page, PageRef};
+use alloc::vec::Vec;
+
+// ANCHOR: role
+/// What a shadow page is, besides the guest frame it shadows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// Its level in the shadow's tables: 1 for a page table up to 4.
+    pub level: u8,
+    /// The guest's paging format.
+    pub guest: PagingMode,
+    /// Which part of a larger guest table it shadows: a 32-bit guest's
+    /// page directory (1,024 entries of 4 MiB) needs four shadow
+    /// directories of 512 entries of 2 MiB, and its page table (4 MiB)
+    /// two shadow page tables.
+    pub quadrant: u8,
+    /// It maps part of a guest large page: no guest table is behind it,
+    /// and `gfn` is the first guest frame it maps.
+    pub direct: bool,
+    /// The rights the guest's entries above it grant (bit 0 write, bit 1
+    /// user, bit 2 execute): two walks that reach one guest table with
+    /// different rights need different shadow pages.
+    pub access: u8,
+}
+
+pub const ACCESS_W: u8 = 1;
+pub const ACCESS_U: u8 = 2;
+pub const ACCESS_X: u8 = 4;
+pub const ACCESS_ALL: u8 = ACCESS_W | ACCESS_U | ACCESS_X;
+// ANCHOR_END: role
+
+/// The bits of a shadow entry, as in [`super::shadow`].
+const P: u64 = 1 << 0;
+const RW: u64 = 1 << 1;
+const US: u64 = 1 << 2;
+const A: u64 = 1 << 5;
+const D: u64 = 1 << 6;
+const XD: u64 = 1 << 63;
+const NON_LEAF: u64 = P | RW | US | A;
+const PAE_PDPTE: u64 = P;
+const ENTRIES: usize = 512;
+/// No link: the end of a reverse-map chain.
+const NIL: u32 = u32::MAX;
+/// Buckets of the reverse map.
+const RMAP_BUCKETS: usize = 1024;
+
+pub use super::shadow::{Leaf, MAX_SHADOW_PAGES};
+
+// ANCHOR: cached_page
+/// One shadow page of the cache.
+struct CachedPage {
+    table: Page,
+    /// The guest frame of the table it shadows (of the first page it maps,
+    /// if direct).
+    gfn: u64,
+    role: Role,
+    /// The entries that point at it: (shadow page, entry).
+    parents: Vec<(u16, u16)>,
+    /// Non-leaf pages: the shadow page each entry points at.
+    children: Vec<Option<u16>>,
+    /// Page tables: the guest page each entry maps, its frame, and the
+    /// next link of the reverse-map chain the entry is in.
+    frames: Vec<Option<PageRef>>,
+    gfns: Vec<u64>,
+    next: Vec<u32>,
+    /// When it was last used, to recycle the least recently used.
+    used: u64,
+    /// The guest may write its table without a fault (see the module
+    /// text); thrown away at the next CR3 load or `invlpg`.
+    unsync: bool,
+}
+// ANCHOR_END: cached_page
+
+/// The root the processor starts from.
+enum Root {
+    None,
+    /// Long mode: a shadow PML4.
+    Long(u16),
+    /// Otherwise: the module's own PAE PDPT, whose four entries point at
+    /// shadow page directories (or at none, where the guest's PDPTE is not
+    /// present).
+    Pae([Option<u16>; 4]),
+}
+
+// ANCHOR: cached_mmu
+/// One vCPU's shadow page cache.
+pub struct CachedMmu {
+    pages: Vec<Option<CachedPage>>,
+    root: Root,
+    /// The PDPT of a PAE-shaped root, below 4 GiB: CR3 holds it.
+    pae_root: Page,
+    /// The reverse map's chains, by guest frame.
+    rmap: Vec<u32>,
+    clock: u64,
+    /// Shadow pages made and thrown away since the last `take_counts`.
+    made: u64,
+    zapped: u64,
+    /// Translations were removed or write-protected: flush the TLB.
+    pub needs_flush: bool,
+}
+// ANCHOR_END: cached_mmu
+
+impl CachedMmu {
+    pub fn new() -> KResult<CachedMmu> {
+        let mut pages = Vec::new();
+        pages.try_reserve_exact(MAX_SHADOW_PAGES).map_err(|_| Errno::ENOMEM)?;
+        pages.resize_with(MAX_SHADOW_PAGES, || None);
+        let mut rmap = Vec::new();
+        rmap.try_reserve_exact(RMAP_BUCKETS).map_err(|_| Errno::ENOMEM)?;
+        rmap.resize(RMAP_BUCKETS, NIL);
+        let pae_root = Page::alloc_zeroed_below_4g()?;
+        Ok(CachedMmu { pages, root: Root::None, pae_root, rmap, clock: 0, made: 0, zapped: 0, needs_flush: false })
+    }
+
+    /// Shadow pages in use.
+    pub fn in_use(&self) -> usize {
+        self.pages.iter().flatten().count()
+    }
+
+    /// Pages made and zapped since the last call.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (core::mem::take(&mut self.made), core::mem::take(&mut self.zapped))
+    }
+
+    fn page(&self, i: usize) -> Option<&CachedPage> {
+        self.pages.get(i)?.as_ref()
+    }
+
+    fn page_mut(&mut self, i: usize) -> Option<&mut CachedPage> {
+        self.pages.get_mut(i)?.as_mut()
+    }
+}
+
+/// The entry of a shadow table at `level` that covers `linear`.
+fn index(linear: u64, level: u8) -> usize {
+    ((linear >> (PAGE_SHIFT + 9 * u32::from(level.saturating_sub(1)))) & 511) as usize
+}
+
+// ANCHOR: lookup
+impl CachedMmu {
+    /// The shadow page of guest frame `gfn` in `role`, from the cache or
+    /// made now. A new page of a guest table write-protects the table.
+    fn get(&mut self, gfn: u64, role: Role) -> KResult<usize> {
+        self.clock += 1;
+        let clock = self.clock;
+        let found = self.pages.iter_mut().enumerate().find_map(|(i, p)| {
+            let p = p.as_mut().filter(|p| p.gfn == gfn && p.role == role)?;
+            p.used = clock;
+            Some(i)
+        });
+        if let Some(i) = found {
+            return Ok(i);
+        }
+        let i = self.make(gfn, role)?;
+        if !role.direct {
+            self.write_protect(gfn);
+        }
+        Ok(i)
+    }
+
+    /// Whether guest frame `gfn` holds a table the cache shadows and keeps
+    /// in sync: the shadow must not map it writable.
+    pub fn is_protected(&self, gfn: u64) -> bool {
+        self.pages.iter().flatten().any(|p| p.gfn == gfn && !p.role.direct && !p.unsync)
+    }
+
+    /// Makes every shadow entry that maps `gfn` read-only.
+    fn write_protect(&mut self, gfn: u64) {
+        //@ exercise E9.1
+        //@ instruction: Once guest frame `gfn` holds a table the cache
+        //@+ shadows, no shadow entry may let the guest write it, or the
+        //@+ guest could change its table behind the cache's back. Find every
+        //@+ entry that maps `gfn` through the reverse map (`rmap`, `bucket`,
+        //@+ `split`, each leaf's `gfns` and `next`), take away its write
+        //@+ right, and remember that the TLB may still hold the old
+        //@+ translation (SDM Vol. 3A, 4.10.4.1). The tests in `e9_1` check
+        //@+ the shadow the processor would walk.
+        //@ hint: A chain may hold entries of other frames that share the
+        //@+ bucket. A read-only entry must not keep the dirty bit either, or
+        //@+ the next write would not fault... think about what D means in a
+        //@+ shadow entry the processor never writes.
+        let mut link = self.rmap.get(bucket(gfn)).copied().unwrap_or(NIL);
+        while link != NIL {
+            let (page, entry) = split(link);
+            let Some(p) = self.page(page) else { return };
+            let next = p.next.get(entry).copied().unwrap_or(NIL);
+            if p.gfns.get(entry) == Some(&gfn) {
+                let old = read_entry(&p.table, entry);
+                if old & RW != 0 {
+                    write_entry(&p.table, entry, old & !(RW | D));
+                    self.needs_flush = true;
+                }
+            }
+            link = next;
+        }
+        //@ end
+    }
+}
+
+/// The reverse-map bucket of a guest frame.
+fn bucket(gfn: u64) -> usize {
+    (gfn.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % RMAP_BUCKETS
+}
+
+/// A reverse-map link: shadow page and entry in one number.
+fn link(page: usize, entry: usize) -> u32 {
+    (page * ENTRIES + entry) as u32
+}
+
+fn split(link: u32) -> (usize, usize) {
+    (link as usize / ENTRIES, link as usize % ENTRIES)
+}
+// ANCHOR_END: lookup
+
+// ANCHOR: fill
+impl CachedMmu {
+    /// Installs the translation `t` of `linear`, which the guest's tables
+    /// allow, as `leaf` says: down from the root through the shadow pages
+    /// of the guest tables `t` went through (made if missing), then the
+    /// leaf entry, read-only if the page it maps is a protected guest table.
+    pub fn install(&mut self, linear: u64, t: &Translation, mode: PagingMode, mut leaf: Leaf) -> KResult<()> {
+        self.make_room(4);
+        let gfn = t.gpa >> PAGE_SHIFT;
+        let mut at = self.root_for(linear).ok_or(Errno::EINVAL)?;
+        let top = if mode == PagingMode::Long { 4 } else { 2 };
+        for level in (2..=top).rev() {
+            at = self.child(at, linear, level, t, mode)?;
+        }
+        if self.is_protected(gfn) {
+            leaf.writable = false;
+        }
+        self.set_leaf(at, index(linear, 1), gfn, leaf)
+    }
+
+    /// The shadow page below entry `linear` of page `at` at `level`: the
+    /// one the link points at, or the shadow of the guest table (or large
+    /// page) the walk found there, linked now.
+    fn child(&mut self, at: usize, linear: u64, level: u8, t: &Translation, mode: PagingMode) -> KResult<usize> {
+        let entry = index(linear, level);
+        let parent = self.page(at).ok_or(Errno::EINVAL)?;
+        let (gfn, role) = child_of(parent.role, linear, level, t, mode).ok_or(Errno::EINVAL)?;
+        if let Some(Some(linked)) = parent.children.get(entry).copied() {
+            let linked = usize::from(linked);
+            if self.page(linked).is_some_and(|c| c.gfn == gfn && c.role == role) {
+                return Ok(linked);
+            }
+            // An unsync parent whose guest entry changed: the link is stale.
+            self.unlink(at, entry);
+        }
+        let child = self.get(gfn, role)?;
+        self.link(at, entry, child)?;
+        Ok(child)
+    }
+
+    /// Clears entry `entry` of page `at`, a link to a child.
+    fn unlink(&mut self, at: usize, entry: usize) {
+        let Some(child) = self.page_mut(at).and_then(|p| p.children.get_mut(entry)).and_then(Option::take) else {
+            return;
+        };
+        if let Some(p) = self.page(at) {
+            write_entry(&p.table, entry, 0);
+        }
+        if let Some(c) = self.page_mut(usize::from(child)) {
+            c.parents.retain(|&(p, e)| (usize::from(p), usize::from(e)) != (at, entry));
+        }
+        self.needs_flush = true;
+    }
+
+    /// Points entry `entry` of page `at` at page `child`.
+    fn link(&mut self, at: usize, entry: usize, child: usize) -> KResult<()> {
+        let phys = self.page(child).map(|c| c.table.phys()).ok_or(Errno::EINVAL)?;
+        let c = self.page_mut(child).ok_or(Errno::EINVAL)?;
+        c.parents.try_reserve(1).map_err(|_| Errno::ENOMEM)?;
+        c.parents.push((at as u16, entry as u16));
+        let p = self.page_mut(at).ok_or(Errno::EINVAL)?;
+        if let Some(slot) = p.children.get_mut(entry) {
+            *slot = Some(child as u16);
+        }
+        write_entry(&p.table, entry, phys | NON_LEAF);
+        Ok(())
+    }
+
+    /// Writes leaf entry `entry` of page table `at`, keeping the reverse
+    /// map in step.
+    fn set_leaf(&mut self, at: usize, entry: usize, gfn: u64, leaf: Leaf) -> KResult<()> {
+        self.clear_leaf(at, entry);
+        let head = self.rmap.get(bucket(gfn)).copied().unwrap_or(NIL);
+        let p = self.page_mut(at).ok_or(Errno::EINVAL)?;
+        let mut value = leaf.page.phys() | P | A;
+        if leaf.writable {
+            value |= RW | D;
+        }
+        if leaf.user {
+            value |= US;
+        }
+        if leaf.no_execute {
+            value |= XD;
+        }
+        let (Some(frame), Some(g), Some(next)) = (p.frames.get_mut(entry), p.gfns.get_mut(entry), p.next.get_mut(entry))
+        else {
+            return Err(Errno::EINVAL);
+        };
+        (*frame, *g, *next) = (Some(leaf.page), gfn, head);
+        write_entry(&p.table, entry, value);
+        if let Some(h) = self.rmap.get_mut(bucket(gfn)) {
+            *h = link(at, entry);
+        }
+        Ok(())
+    }
+
+    /// Clears leaf entry `entry` of page table `at` and takes it out of
+    /// the reverse map.
+    fn clear_leaf(&mut self, at: usize, entry: usize) {
+        let Some(p) = self.page_mut(at) else { return };
+        let Some(frame) = p.frames.get_mut(entry) else { return };
+        if frame.take().is_none() {
+            return;
+        }
+        write_entry(&p.table, entry, 0);
+        let gfn = p.gfns.get(entry).copied().unwrap_or(0);
+        let after = p.next.get(entry).copied().unwrap_or(NIL);
+        let me = link(at, entry);
+        let Some(head) = self.rmap.get(bucket(gfn)).copied() else { return };
+        if head == me {
+            if let Some(h) = self.rmap.get_mut(bucket(gfn)) {
+                *h = after;
+            }
+            return;
+        }
+        let mut cur = head;
+        while cur != NIL {
+            let (page, e) = split(cur);
+            let Some(next) = self.page(page).and_then(|p| p.next.get(e).copied()) else { return };
+            if next == me {
+                if let Some(n) = self.page_mut(page).and_then(|p| p.next.get_mut(e)) {
+                    *n = after;
+                }
+                return;
+            }
+            cur = next;
+        }
+    }
+}
+
+/// What shadows the table below `linear`'s entry of a shadow page at
+/// `level` in `role`: the guest table the walk `t` found in that entry,
+/// or, below a guest large page, a direct page of the frames it maps.
+fn child_of(role: Role, linear: u64, level: u8, t: &Translation, mode: PagingMode) -> Option<(u64, Role)> {
+    //@ exercise E9.2
+    //@ instruction: Say which shadow page belongs below `linear`'s entry
+    //@+ of a shadow page at `level`: the guest frame it stands for and its
+    //@+ `Role`. Two walks may share a shadow page only if every entry in it
+    //@+ would be the same for both: think of what else than the guest
+    //@+ table decides an entry (the rights above it: SDM Vol. 3A, 4.6; a
+    //@+ guest large page, which has no table; a 32-bit guest's tables,
+    //@+ twice the reach of the shadow's). The tests in `e9_2` check it.
+    //@ hint: `t.entries[level - 1]` is the guest entry at `level`; below
+    //@+ a direct page everything is direct; `rights` and `table_address`
+    //@+ read an entry; bit 21 of the address picks half of a 32-bit page
+    //@+ table.
+    let below = level.checked_sub(1).filter(|&l| l >= 1)?;
+    let covers = 1u64 << (9 * u32::from(below - 1) + 9);
+    let direct_gfn = (t.gpa >> PAGE_SHIFT) & !(covers - 1);
+    if role.direct {
+        return Some((direct_gfn, Role { level: below, quadrant: 0, ..role }));
+    }
+    let guest = t.entries.get(usize::from(level) - 1).copied().flatten()?;
+    let access = role.access & rights(guest.value, mode);
+    if guest_leaf_level(t.page_size) == level {
+        return Some((direct_gfn, Role { level: below, guest: mode, quadrant: 0, direct: true, access }));
+    }
+    let table = table_address(guest.value, mode) >> PAGE_SHIFT;
+    let quadrant = if mode == PagingMode::Bits32 && below == 1 { ((linear >> 21) & 1) as u8 } else { 0 };
+    Some((table, Role { level: below, guest: mode, quadrant, direct: false, access }))
+    //@ end
+}
+
+/// The guest level whose entry maps a page of `page_size`.
+fn guest_leaf_level(page_size: u64) -> u8 {
+    match page_size {
+        0x1000 => 1,
+        0x20_0000 | 0x40_0000 => 2,
+        _ => 3,
+    }
+}
+
+/// The rights a guest entry grants.
+fn rights(entry: u64, mode: PagingMode) -> u8 {
+    let mut r = 0;
+    if entry & RW != 0 {
+        r |= ACCESS_W;
+    }
+    if entry & US != 0 {
+        r |= ACCESS_U;
+    }
+    if mode == PagingMode::Bits32 || entry & XD == 0 {
+        r |= ACCESS_X;
+    }
+    r
+}
+
+/// The table address in a guest entry.
+fn table_address(entry: u64, mode: PagingMode) -> u64 {
+    match mode {
+        PagingMode::Bits32 => entry & 0xFFFF_F000,
+        _ => entry & 0x000F_FFFF_FFFF_F000,
+    }
+}
+// ANCHOR_END: fill
+
+// ANCHOR: root
+impl CachedMmu {
+    /// Points the root at the guest's top-level tables: CR3's for long
+    /// mode and 32-bit paging, the four PDPTEs' for PAE. Shadow pages
+    /// already cached for them are reused; that is the whole point.
+    pub fn set_root(&mut self, mode: PagingMode, cr3: u64, pdptes: &[u64; 4]) -> KResult<()> {
+        self.make_room(4);
+        let old = core::mem::replace(&mut self.root, Root::None);
+        self.needs_flush = true;
+        let root = match mode {
+            PagingMode::Long => {
+                let role = Role { level: 4, guest: mode, quadrant: 0, direct: false, access: ACCESS_ALL };
+                Root::Long(self.get((cr3 & 0x000F_FFFF_FFFF_F000) >> PAGE_SHIFT, role)? as u16)
+            }
+            PagingMode::Pae | PagingMode::Bits32 => {
+                let mut children = [None; 4];
+                for (i, child) in children.iter_mut().enumerate() {
+                    let (gfn, quadrant) = match mode {
+                        PagingMode::Pae if pdptes[i] & P != 0 => ((pdptes[i] & 0x000F_FFFF_FFFF_F000) >> PAGE_SHIFT, 0),
+                        PagingMode::Pae => continue,
+                        _ => ((cr3 & 0xFFFF_F000) >> PAGE_SHIFT, i as u8),
+                    };
+                    let role = Role { level: 2, guest: mode, quadrant, direct: false, access: ACCESS_ALL };
+                    *child = Some(self.get(gfn, role)? as u16);
+                }
+                Root::Pae(children)
+            }
+        };
+        let _ = old;
+        self.root = root;
+        self.write_pae_root();
+        Ok(())
+    }
+
+    /// The root's host-physical address, for CR3.
+    pub fn root_phys(&self) -> Option<u64> {
+        match self.root {
+            Root::None => None,
+            Root::Long(i) => self.page(usize::from(i)).map(|p| p.table.phys()),
+            Root::Pae(_) => Some(self.pae_root.phys()),
+        }
+    }
+
+    /// The shadow page the walk of `linear` starts in.
+    fn root_for(&self, linear: u64) -> Option<usize> {
+        match self.root {
+            Root::None => None,
+            Root::Long(i) => Some(usize::from(i)),
+            Root::Pae(children) => children.get(((linear >> 30) & 3) as usize).copied().flatten().map(usize::from),
+        }
+    }
+
+    /// Writes the PAE root's four entries from `root`.
+    fn write_pae_root(&self) {
+        let Root::Pae(children) = self.root else { return };
+        for (i, child) in children.iter().enumerate() {
+            let value = child.and_then(|c| self.page(usize::from(c))).map_or(0, |p| p.table.phys() | PAE_PDPTE);
+            write_entry(&self.pae_root, i, value);
+        }
+    }
+
+    /// Whether page `i` is part of the root.
+    fn in_root(&self, i: usize) -> bool {
+        match self.root {
+            Root::None => false,
+            Root::Long(r) => usize::from(r) == i,
+            Root::Pae(children) => children.contains(&Some(i as u16)),
+        }
+    }
+}
+// ANCHOR_END: root
+
+// ANCHOR: write_fault
+impl CachedMmu {
+    /// A guest write to guest frame `gfn`, which the cache protects. If
+    /// `gfn` is neither one of the tables `t` went through nor a table of
+    /// the root, its shadow pages are thrown away (the guest's table
+    /// changes, so they would be wrong) and the write may go ahead; if it
+    /// is, they become unsync.
+    pub fn unprotect(&mut self, gfn: u64, t: &Translation) {
+        let on_path = t.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn);
+        let shadows: Vec<usize> = self.shadows_of(gfn);
+        // A table of the root cannot go either: the next entry would make
+        // it again, protected, before the guest's write is done.
+        let keep = on_path || shadows.iter().any(|&i| self.in_root(i));
+        for i in shadows {
+            if keep {
+                if let Some(p) = self.page_mut(i) {
+                    p.unsync = true;
+                }
+            } else {
+                self.zap(i);
+            }
+        }
+        self.needs_flush = true;
+    }
+
+    /// The shadow pages of guest table `gfn` (not direct ones).
+    fn shadows_of(&self, gfn: u64) -> Vec<usize> {
+        let mut found = Vec::new();
+        if found.try_reserve(MAX_SHADOW_PAGES).is_err() {
+            return found;
+        }
+        found.extend(self.pages.iter().enumerate().filter_map(|(i, p)| {
+            p.as_ref().filter(|p| p.gfn == gfn && !p.role.direct).map(|_| i)
+        }));
+        found
+    }
+
+    /// The guest loaded CR3 or executed `invlpg`: unsync shadow pages may
+    /// be stale from now on, so they go.
+    pub fn sync(&mut self) {
+        let unsync: Vec<usize> = (0..MAX_SHADOW_PAGES).filter(|&i| self.page(i).is_some_and(|p| p.unsync)).collect();
+        for i in unsync {
+            self.zap(i);
+        }
+    }
+
+    /// `invlpg`: forgets the translation of `linear`'s page.
+    pub fn invalidate(&mut self, linear: u64, mode: PagingMode) {
+        self.sync();
+        let Some(mut at) = self.root_for(linear) else { return };
+        let top = if mode == PagingMode::Long { 4 } else { 2 };
+        for level in (2..=top).rev() {
+            match self.page(at).and_then(|p| p.children.get(index(linear, level)).copied().flatten()) {
+                Some(child) => at = usize::from(child),
+                None => return,
+            }
+        }
+        self.clear_leaf(at, index(linear, 1));
+        self.needs_flush = true;
+    }
+}
+// ANCHOR_END: write_fault
+
+// ANCHOR: zap
+impl CachedMmu {
+    /// Frees shadow page `i`: the entries that point at it are cleared, its
+    /// children forget it as a parent, and its leaf entries leave the
+    /// reverse map. A page of the root takes the root with it: the next
+    /// entry makes a new one.
+    fn zap(&mut self, i: usize) {
+        if self.page(i).is_none() {
+            return;
+        }
+        for entry in 0..ENTRIES {
+            self.clear_leaf(i, entry);
+        }
+        let Some(page) = self.pages.get_mut(i).and_then(Option::take) else { return };
+        self.zapped += 1;
+        self.needs_flush = true;
+        for &(parent, entry) in &page.parents {
+            if let Some(p) = self.page_mut(usize::from(parent)) {
+                write_entry(&p.table, usize::from(entry), 0);
+                if let Some(slot) = p.children.get_mut(usize::from(entry)) {
+                    *slot = None;
+                }
+            }
+        }
+        for (entry, child) in page.children.iter().enumerate() {
+            if let Some(c) = child.and_then(|c| self.page_mut(usize::from(c))) {
+                c.parents.retain(|&(p, e)| (usize::from(p), usize::from(e)) != (i, entry));
+            }
+        }
+        if self.in_root(i) {
+            self.root = Root::None;
+            for e in 0..4 {
+                write_entry(&self.pae_root, e, 0);
+            }
+        }
+    }
+
+    /// Throws every shadow page away (a new paging mode, new memory
+    /// slots).
+    pub fn zap_all(&mut self) {
+        for i in 0..MAX_SHADOW_PAGES {
+            self.zap(i);
+        }
+        self.root = Root::None;
+    }
+
+    /// Makes sure `needed` pages can be made: while fewer are free, the
+    /// least recently used page outside the root goes.
+    fn make_room(&mut self, needed: usize) {
+        while self.pages.iter().filter(|p| p.is_none()).count() < needed {
+            let lru = (0..MAX_SHADOW_PAGES)
+                .filter(|&i| !self.in_root(i))
+                .filter_map(|i| self.page(i).map(|p| (p.used, i)))
+                .min();
+            match lru {
+                Some((_, i)) => self.zap(i),
+                None => return,
+            }
+        }
+    }
+
+    /// Makes an empty shadow page of `gfn` in `role`.
+    fn make(&mut self, gfn: u64, role: Role) -> KResult<usize> {
+        let free = self.pages.iter().position(Option::is_none).ok_or(Errno::ENOMEM)?;
+        let table = Page::alloc_zeroed()?;
+        let (mut children, mut frames, mut gfns, mut next) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if role.level == 1 {
+            frames.try_reserve_exact(ENTRIES).map_err(|_| Errno::ENOMEM)?;
+            gfns.try_reserve_exact(ENTRIES).map_err(|_| Errno::ENOMEM)?;
+            next.try_reserve_exact(ENTRIES).map_err(|_| Errno::ENOMEM)?;
+            frames.resize_with(ENTRIES, || None);
+            gfns.resize(ENTRIES, 0);
+            next.resize(ENTRIES, NIL);
+        } else {
+            children.try_reserve_exact(ENTRIES).map_err(|_| Errno::ENOMEM)?;
+            children.resize(ENTRIES, None);
+        }
+        let parents = Vec::new();
+        self.clock += 1;
+        self.made += 1;
+        let page = CachedPage { table, gfn, role, parents, children, frames, gfns, next, used: self.clock, unsync: false };
+        if let Some(slot) = self.pages.get_mut(free) {
+            *slot = Some(page);
+        }
+        Ok(free)
+    }
+}
+// ANCHOR_END: zap
+
+impl CachedMmu {
+    /// The guest page mapped at `linear`'s page, if the cache maps it.
+    pub fn mapped(&self, linear: u64, mode: PagingMode) -> Option<&PageRef> {
+        let mut at = self.root_for(linear)?;
+        let top = if mode == PagingMode::Long { 4 } else { 2 };
+        for level in (2..=top).rev() {
+            at = usize::from(self.page(at)?.children.get(index(linear, level))?.as_ref().copied()?);
+        }
+        self.page(at)?.frames.get(index(linear, 1))?.as_ref()
+    }
+}
+
+fn read_entry(page: &Page, index: usize) -> u64 {
+    if index >= ENTRIES {
+        return 0;
+    }
+    // SAFETY: `index` is within the page, which is alive and 8-byte aligned.
+    unsafe { page.addr().cast::<u64>().add(index).read_volatile() }
+}
+
+fn write_entry(page: &Page, index: usize, value: u64) {
+    if index < ENTRIES {
+        // SAFETY: `index` is within the page, which is alive and 8-byte
+        // aligned; the page is the module's own, never mapped to userspace.
+        unsafe { page.addr().cast::<u64>().add(index).write_volatile(value) };
+    }
+}
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;

@@ -1,0 +1,215 @@
+//@ stage 9
+//! Host tests of the shadow page cache: guest walks are made by hand, and
+//! the shadow is read back as the processor would walk it.
+
+use super::*;
+use crate::kernel::fake;
+use crate::mmu::walk::GuestEntry;
+
+/// Entry `index` of the table at host "physical" address `phys`.
+fn entry(phys: u64, index: u64) -> u64 {
+    // SAFETY: in host tests a physical address is the page's address.
+    unsafe { ((phys & 0x000F_FFFF_FFFF_F000) as *const u64).add(index as usize).read() }
+}
+
+/// The processor's walk of a PAE-shaped shadow: the leaf entry of `linear`.
+fn shadow_leaf(root: u64, linear: u64) -> Option<u64> {
+    let pdpte = Some(entry(root, (linear >> 30) & 3)).filter(|e| e & P != 0)?;
+    let pde = Some(entry(pdpte, (linear >> 21) & 511)).filter(|e| e & P != 0)?;
+    Some(entry(pde, (linear >> 12) & 511)).filter(|e| e & P != 0)
+}
+
+/// A 32-bit guest's 4 KiB translation of `linear`: page directory at
+/// `cr3`, page table at `pt`, page at `frame`, everything writable, user
+/// and dirty.
+fn walk32(cr3: u64, linear: u64, pt: u64, frame: u64) -> Translation {
+    let pde = GuestEntry { gpa: cr3 + ((linear >> 22) & 1023) * 4, value: pt | 0x67 };
+    let pte = GuestEntry { gpa: pt + ((linear >> 12) & 1023) * 4, value: frame | 0x67 };
+    Translation {
+        gpa: frame | (linear & 0xFFF),
+        writable: true,
+        user: true,
+        executable: true,
+        dirty: true,
+        page_size: 0x1000,
+        leaf_gpa: pte.gpa,
+        entries: [Some(pte), Some(pde), None, None],
+    }
+}
+
+fn leaf(page: &Page) -> Leaf {
+    Leaf { page: page.get(), writable: true, user: true, no_execute: false }
+}
+
+fn mmu_with_root(cr3: u64) -> CachedMmu {
+    let mut mmu = CachedMmu::new().expect("a cache");
+    mmu.set_root(PagingMode::Bits32, cr3, &[0; 4]).expect("a root");
+    mmu
+}
+
+mod e9_1 {
+    use super::*;
+
+    #[test]
+    fn shadow_pages_outlive_a_cr3_switch_and_are_shared() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        let first = mmu.root_phys().expect("a root");
+        assert!(shadow_leaf(first, 0x40_1000).is_some());
+        // Another address space whose directory uses the same page table.
+        mmu.set_root(PagingMode::Bits32, 0x11000, &[0; 4]).expect("a second root");
+        let tables = mmu.in_use();
+        mmu.install(0x40_2000, &walk32(0x11000, 0x40_2000, 0x20000, 0x31000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        assert_eq!(mmu.in_use(), tables, "the guest page table's shadow page is shared");
+        // Back to the first: its translation is still there, no fault needed.
+        mmu.set_root(PagingMode::Bits32, 0x10000, &[0; 4]).expect("the first root again");
+        let again = mmu.root_phys().expect("a root");
+        assert!(shadow_leaf(again, 0x40_1000).is_some(), "cached across the CR3 loads");
+        assert!(shadow_leaf(again, 0x40_2000).is_some(), "and what the other address space added to the shared table");
+    }
+
+    #[test]
+    fn a_shadowed_guest_table_is_mapped_read_only_wherever_it_is_mapped() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        // The guest maps its own page table 0x20000 at 0x80_0000, before
+        // that table is shadowed: writable.
+        let alias = walk32(0x10000, 0x80_0000, 0x21000, 0x20000);
+        mmu.install(0x80_0000, &alias, PagingMode::Bits32, leaf(&page)).expect("alias");
+        let root = mmu.root_phys().expect("a root");
+        assert_ne!(shadow_leaf(root, 0x80_0000).expect("mapped") & RW, 0);
+        assert!(!mmu.is_protected(0x20));
+        // Now a walk goes through table 0x20000: the alias turns read-only.
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        assert!(mmu.is_protected(0x20));
+        assert_eq!(shadow_leaf(root, 0x80_0000).expect("mapped") & RW, 0, "write-protected");
+        assert!(mmu.needs_flush, "the TLB may hold the writable translation");
+        // A new mapping of the table is read-only from the start.
+        let mut ro = leaf(&page);
+        ro.writable = true;
+        mmu.install(0x80_0000, &alias, PagingMode::Bits32, ro).expect("alias again");
+        assert_eq!(shadow_leaf(root, 0x80_0000).expect("mapped") & RW, 0);
+    }
+
+    #[test]
+    fn a_write_to_a_shadowed_table_throws_its_shadow_away_unless_it_is_on_the_path() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        let root = mmu.root_phys().expect("a root");
+        // A write through an alias whose own walk does not use table 0x20000.
+        let alias = walk32(0x10000, 0x80_0000, 0x21000, 0x20000);
+        mmu.unprotect(0x20, &alias);
+        assert!(!mmu.is_protected(0x20));
+        assert_eq!(shadow_leaf(root, 0x40_1000), None, "its shadow page is gone");
+        // A write to the table that translates the writing access itself.
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed again");
+        let self_map = walk32(0x10000, 0x40_5000, 0x20000, 0x20000);
+        mmu.unprotect(0x20, &self_map);
+        assert!(!mmu.is_protected(0x20), "unsync: writable");
+        assert!(shadow_leaf(root, 0x40_1000).is_some(), "kept until the guest flushes");
+        mmu.sync();
+        assert_eq!(shadow_leaf(mmu.root_phys().unwrap_or(root), 0x40_1000), None, "gone at the flush");
+    }
+
+    #[test]
+    fn a_write_to_a_table_of_the_root_makes_it_unsync_not_gone() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        // The page directory, CR3's table, written through a walk that does
+        // not use it (an alias whose table the guest reaches otherwise
+        // cannot exist in 32-bit paging, so the walk is made up).
+        let elsewhere = walk32(0x90000, 0x80_0000, 0x21000, 0x10000);
+        mmu.unprotect(0x10, &elsewhere);
+        assert!(mmu.root_phys().is_some(), "the root stays until the guest flushes");
+        assert!(!mmu.is_protected(0x10));
+        mmu.sync();
+        assert!(mmu.root_phys().is_none(), "then it goes, and the next entry makes it again");
+    }
+
+    #[test]
+    fn the_cache_never_passes_its_bound_and_keeps_the_root() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        for i in 0..600u64 {
+            let linear = i << 22;
+            let t = walk32(0x10000, linear, 0x100_0000 + (i << 12), 0x30000);
+            mmu.install(linear, &t, PagingMode::Bits32, leaf(&page)).expect("installed");
+            assert!(mmu.in_use() <= MAX_SHADOW_PAGES);
+        }
+        let root = mmu.root_phys().expect("the root survived");
+        assert!(shadow_leaf(root, 599 << 22).is_some());
+        let (made, zapped) = mmu.take_counts();
+        assert_eq!(made - zapped, mmu.in_use() as u64);
+    }
+
+    #[test]
+    fn invlpg_and_zap_all_leave_nothing_behind() {
+        let before = fake::live_pages();
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        mmu.invalidate(0x40_1000, PagingMode::Bits32);
+        assert!(mmu.mapped(0x40_1000, PagingMode::Bits32).is_none());
+        mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
+            .expect("installed");
+        mmu.zap_all();
+        assert_eq!(mmu.in_use(), 0);
+        drop((mmu, page));
+        assert_eq!(fake::live_pages(), before);
+    }
+}
+
+mod e9_2 {
+    use super::*;
+
+    #[test]
+    fn a_32_bit_guest_table_is_shadowed_in_halves_and_quarters() {
+        let top = Role { level: 2, guest: PagingMode::Bits32, quadrant: 3, direct: false, access: ACCESS_ALL };
+        let t = walk32(0x10000, 0xC060_0000, 0x20000, 0x30000);
+        let (gfn, role) = child_of(top, 0xC060_0000, 2, &t, PagingMode::Bits32).expect("a child");
+        assert_eq!((gfn, role.level, role.quadrant, role.direct), (0x20, 1, 1, false), "bit 21 picks the half");
+        let t = walk32(0x10000, 0xC040_0000, 0x20000, 0x30000);
+        assert_eq!(child_of(top, 0xC040_0000, 2, &t, PagingMode::Bits32).map(|(_, r)| r.quadrant), Some(0));
+    }
+
+    #[test]
+    fn rights_above_are_part_of_the_role() {
+        let top = Role { level: 2, guest: PagingMode::Bits32, quadrant: 0, direct: false, access: ACCESS_ALL };
+        let mut t = walk32(0x10000, 0x40_0000, 0x20000, 0x30000);
+        let (_, rw_user) = child_of(top, 0x40_0000, 2, &t, PagingMode::Bits32).expect("a child");
+        if let Some(pde) = t.entries[1].as_mut() {
+            pde.value &= !(0x2 | 0x4);
+        }
+        let (_, read_only) = child_of(top, 0x40_0000, 2, &t, PagingMode::Bits32).expect("a child");
+        assert_eq!((rw_user.access, read_only.access), (ACCESS_ALL, ACCESS_X));
+        assert_ne!(rw_user, read_only, "two shadow pages for one guest table");
+    }
+
+    #[test]
+    fn a_large_page_has_a_direct_shadow_page_for_each_2_mib() {
+        let top = Role { level: 2, guest: PagingMode::Bits32, quadrant: 0, direct: false, access: ACCESS_ALL };
+        let pde = GuestEntry { gpa: 0x10000 + 4, value: 0x80_0000 | 0xE7 };
+        let t = Translation {
+            gpa: 0xA0_1234,
+            writable: true,
+            user: true,
+            executable: true,
+            dirty: true,
+            page_size: 0x40_0000,
+            leaf_gpa: pde.gpa,
+            entries: [None, Some(pde), None, None],
+        };
+        let (gfn, role) = child_of(top, 0x60_1234, 2, &t, PagingMode::Bits32).expect("a child");
+        assert_eq!((gfn, role.direct, role.level), (0xA00, true, 1), "the second 2 MiB of the 4 MiB page");
+    }
+}
