@@ -188,6 +188,10 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
         VmExit::Msr { write, insn_len, hardware_reason } => msr::handle_msr(write, insn_len, hardware_reason, ctx, run),
         VmExit::Hlt { insn_len } => handle_hlt(insn_len, ctx, run),
         VmExit::PageFault { address, error_code } => handle_page_fault(address, error_code, ctx, run),
+        // #DB and #AC, which backends intercept so that their delivery
+        // cannot loop inside the processor: the guest's own handler runs.
+        VmExit::Exception { vector: 1, .. } => reflect(1, None, ctx),
+        VmExit::Exception { vector: 17, error_code } => reflect(17, Some(error_code), ctx),
         VmExit::Exception { vector, error_code } => to_user_exception(vector, error_code, run),
         VmExit::Shutdown => to_user(run, abi::KVM_EXIT_SHUTDOWN),
         VmExit::ExternalInterrupt => {
@@ -286,6 +290,12 @@ pub fn reflect_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitConte
 
 /// The page-fault vector.
 const PF_VECTOR: u8 = 14;
+
+/// Gives an intercepted exception back to the guest, and resumes.
+fn reflect(vector: u8, error_code: Option<u32>, ctx: &mut dyn ExitContext) -> Action {
+    ctx.queue_exception(vector, error_code);
+    Action::Resume
+}
 
 // ANCHOR: handle_invlpg
 /// `invlpg`: the guest's TLB entry for `address` is gone; so must the
@@ -386,6 +396,18 @@ mod tests {
             reflect_page_fault(0x1000, 4, &mut ctx);
             assert_eq!((ctx.sregs.cr0, ctx.sregs.cr3, ctx.sregs.cr2), (0x8000_0011, 0x5000, 0x1000));
         }
+    }
+
+    #[test]
+    fn debug_and_alignment_exceptions_go_back_to_the_guest() {
+        let mut ctx = FakeContext::default();
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&VmExit::Exception { vector: 17, error_code: 0 }, &mut ctx, &mut run), Action::Resume);
+        assert_eq!(ctx.queued, Some((17, Some(0))));
+        assert_eq!(handle_exit(&VmExit::Exception { vector: 1, error_code: 0 }, &mut ctx, &mut run), Action::Resume);
+        assert_eq!(ctx.queued, Some((1, None)), "#DB pushes no error code");
+        assert_eq!(handle_exit(&VmExit::Exception { vector: 13, error_code: 0 }, &mut ctx, &mut run), Action::ToUser);
+        assert_eq!((ctx.skipped, run.exit_reason), (0, abi::KVM_EXIT_EXCEPTION));
     }
 
     #[test]

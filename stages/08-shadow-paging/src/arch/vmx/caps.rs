@@ -209,21 +209,32 @@ impl Controls {
     /// The controls of every rkvm guest (see `vcpu.rs` for why each bit),
     /// fitted to this processor.
     pub fn for_processor(msrs: &dyn Msrs, true_controls: bool) -> Result<Controls, MissingControls> {
-        use super::fields::{cpu, exit, pin};
+        use super::fields::{cpu, entry, exit, pin};
         let [pin_msr, cpu_msr, exit_msr, entry_msr] = control_msrs(true_controls).map(|m| msrs.read(m));
         let fit = |field, required, optional, msr| {
             adjust_controls(required, optional, msr).map_err(|bits| MissingControls { field, bits })
         };
+        let cpu_required =
+            cpu::HLT_EXITING | cpu::CR3_LOAD_EXITING | cpu::CR3_STORE_EXITING | cpu::UNCONDITIONAL_IO_EXITING | cpu::MOV_DR_EXITING;
+        // The guest's DR7 and IA32_DEBUGCTL (0x400 and 0) are loaded at
+        // each entry only with "load debug controls" (SDM Vol. 3C,
+        // 27.3.2.1). Without the TRUE MSRs that control is a default1 bit,
+        // always on; with them (IA32_VMX_BASIC bit 55) it may be 0, and
+        // then the guest would run with the host's DR7 and DEBUGCTL: it is
+        // asked for, with its twin "save debug controls" on exits.
+        let exit_optional = exit::SAVE_DEBUG_CONTROLS;
+        let entry_optional = entry::LOAD_DEBUG_CONTROLS;
+        // Stage 08: `invlpg` exits for the shadow, and the guest's EFER is
+        // loaded at each entry and the host's at each exit where the
+        // processor can (else `vcpu.rs` uses the MSR-load lists).
+        let cpu_required = cpu_required | cpu::INVLPG_EXITING;
+        let exit_optional = exit_optional | exit::SAVE_IA32_EFER | exit::LOAD_IA32_EFER;
+        let entry_optional = entry_optional | entry::LOAD_IA32_EFER;
         Ok(Controls {
             pin: fit(0, pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin::PREEMPTION_TIMER, pin_msr)?,
-            cpu: fit(
-                1,
-                cpu::HLT_EXITING | cpu::CR3_LOAD_EXITING | cpu::CR3_STORE_EXITING | cpu::UNCONDITIONAL_IO_EXITING | cpu::MOV_DR_EXITING,
-                cpu::MWAIT_EXITING | cpu::MONITOR_EXITING,
-                cpu_msr,
-            )?,
-            exit: fit(2, exit::HOST_ADDRESS_SPACE_SIZE, 0, exit_msr)?,
-            entry: fit(3, 0, 0, entry_msr)?,
+            cpu: fit(1, cpu_required, cpu::MWAIT_EXITING | cpu::MONITOR_EXITING, cpu_msr)?,
+            exit: fit(2, exit::HOST_ADDRESS_SPACE_SIZE, exit_optional, exit_msr)?,
+            entry: fit(3, 0, entry_optional, entry_msr)?,
         })
     }
 }
@@ -329,6 +340,36 @@ mod tests {
             assert_eq!(c.cpu & (1 << 7 | 1 << 15 | 1 << 16 | 1 << 24), 1 << 7 | 1 << 15 | 1 << 16 | 1 << 24);
             assert_eq!(c.exit & (1 << 9), 1 << 9);
             assert_eq!(c.entry & (1 << 9), 0, "32-bit guests");
+            assert_eq!(c.entry & (1 << 2), 1 << 2, "load debug controls, which a Haswell lets be 0");
+            assert_eq!(c.exit & (1 << 2), 1 << 2, "save debug controls");
+        }
+
+        #[test]
+        fn without_true_msrs_debug_controls_are_forced_on() {
+            struct Old;
+            impl Msrs for Old {
+                fn read(&self, msr: u32) -> u64 {
+                    match msr {
+                        IA32_VMX_PINBASED_CTLS => 0x0000_007F_0000_0016,
+                        IA32_VMX_PROCBASED_CTLS => 0xFFF9_FFFE_0401_E172,
+                        // Bit 2 may not be 0 in the non-TRUE MSRs.
+                        IA32_VMX_EXIT_CTLS => 0x007F_FFFF_0003_6DFF,
+                        IA32_VMX_ENTRY_CTLS => 0x0000_FFFF_0000_11FF,
+                        _ => 0,
+                    }
+                }
+            }
+            let c = Controls::for_processor(&Old, false).expect("controls");
+            assert_eq!((c.entry & 1 << 2, c.exit & 1 << 2), (1 << 2, 1 << 2));
+        }
+
+        #[test]
+        fn stage_8_exits_on_invlpg_and_every_msr_and_loads_efer() {
+            let c = Controls::for_processor(&HaswellMsrs, true).expect("a Haswell has everything");
+            assert_eq!(c.cpu & (1 << 9), 1 << 9, "INVLPG exiting");
+            assert_eq!(c.cpu & (1 << 28), 0, "no MSR bitmaps: every rdmsr and wrmsr exits");
+            assert_eq!(c.entry & (1 << 15), 1 << 15, "load IA32_EFER");
+            assert_eq!(c.exit & (3 << 20), 3 << 20, "save and load IA32_EFER");
         }
 
         #[test]

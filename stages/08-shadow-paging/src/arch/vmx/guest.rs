@@ -41,6 +41,7 @@ pub trait Fields {
 pub const CR0_PE: u64 = 1 << 0;
 pub const CR0_ET: u64 = 1 << 4;
 pub const CR0_NE: u64 = 1 << 5;
+pub const CR0_WP: u64 = 1 << 16;
 pub const CR0_NW: u64 = 1 << 29;
 pub const CR0_CD: u64 = 1 << 30;
 pub const CR0_PG: u64 = 1 << 31;
@@ -80,13 +81,34 @@ pub struct FixedBits {
 /// The CR0 the hardware runs a guest with, whose own CR0 is `guest`.
 /// Without unrestricted guest, PE and PG are among the fixed-1 bits.
 pub fn hardware_cr0(guest: u64, fixed: &FixedBits) -> u64 {
-    ((guest | CR0_PE | CR0_NE | CR0_PG | fixed.cr0_fixed0) & !(CR0_CD | CR0_NW)) & fixed.cr0_fixed1
+    let forced = CR0_PE | CR0_NE | CR0_PG;
+    // From stage 08 the shadow maps read-only the pages the guest has not
+    // dirtied yet, and a supervisor write must fault on them too: the
+    // hardware always runs with WP, whatever the guest's own WP.
+    let forced = forced | CR0_WP;
+    ((guest | forced | fixed.cr0_fixed0) & !(CR0_CD | CR0_NW)) & fixed.cr0_fixed1
 }
 
 /// The CR4 the hardware runs a guest with: PAE for the module's table,
 /// VMXE as VMX requires, and the guest's own harmless bits.
 pub fn hardware_cr4(guest: u64, fixed: &FixedBits) -> u64 {
     ((guest & CR4_GUEST_BITS) | CR4_PAE | CR4_VMXE | fixed.cr4_fixed0) & fixed.cr4_fixed1
+}
+
+pub const EFER_SCE: u64 = 1 << 0;
+pub const EFER_LME: u64 = 1 << 8;
+pub const EFER_LMA: u64 = 1 << 10;
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// The EFER the hardware runs a guest with, whose own EFER is `guest`:
+/// its SCE and NXE, and long mode exactly when the guest's is active.
+/// While the guest has only set LME its paging is off, the module's PAE
+/// map runs it, and the hardware's LME must stay 0: with CR0.PG = 1, VM
+/// entry requires LME = LMA = the "IA-32e mode guest" control (SDM Vol.
+/// 3C, 27.3.1.1).
+pub fn hardware_efer(guest: u64) -> u64 {
+    let long = if guest & EFER_LMA != 0 { EFER_LME | EFER_LMA } else { 0 };
+    guest & (EFER_SCE | EFER_NXE) | long
 }
 // ANCHOR_END: hardware_crs
 
@@ -131,6 +153,27 @@ pub fn segment_from_fields(selector: u16, base: u64, limit: u32, ar: u32) -> Kvm
 }
 // ANCHOR_END: access_rights
 
+// ANCHOR: real_mode_segment
+/// The segment the hardware runs a real-mode guest's `seg` with. Without
+/// unrestricted guest, VMX runs real mode as 16-bit protected mode at
+/// CPL 0 (see `vcpu.rs`), and VM entry checks the selectors as protected
+/// mode does: CS.RPL must equal CS.DPL and SS.RPL, SS.DPL the CPL, and a
+/// data segment's DPL must not be below its RPL (SDM Vol. 3C, 27.3.1.2).
+/// A real-mode selector is a paragraph number whose low two bits mean
+/// nothing, yet they are the RPL there: 0x1403 in SS would fail the entry.
+/// So the hardware gets the selector with RPL 0 and DPL 0, and the guest
+/// keeps its own (see [`read_sregs`]). Base, limit and type stay the
+/// guest's: only the checks of protected mode are satisfied.
+pub fn real_mode_segment(seg: &KvmSegment) -> KvmSegment {
+    KvmSegment { selector: seg.selector & !3, dpl: 0, ..*seg }
+}
+
+/// Whether `sregs` is real mode (CR0.PE clear).
+pub fn real_mode(sregs: &KvmSregs) -> bool {
+    sregs.cr0 & CR0_PE == 0
+}
+// ANCHOR_END: real_mode_segment
+
 /// The guest's eight segment registers in VMCS order.
 fn segments(sregs: &KvmSregs) -> [&KvmSegment; 8] {
     [&sregs.es, &sregs.cs, &sregs.ss, &sregs.ds, &sregs.fs, &sregs.gs, &sregs.ldt, &sregs.tr]
@@ -148,7 +191,9 @@ fn segments_mut(sregs: &mut KvmSregs) -> [&mut KvmSegment; 8] {
 /// not in the VMCS; EFER is not loaded (a 32-bit guest runs with the
 /// host's EFER, LMA and LME cleared by the entry).
 pub fn write_sregs(vmcs: &mut dyn Fields, sregs: &KvmSregs, fixed: &FixedBits) {
+    let real = real_mode(sregs);
     for (seg, s) in Seg::ALL.iter().zip(segments(sregs)) {
+        let s = &if real { real_mode_segment(s) } else { *s };
         vmcs.write(seg.selector(), u64::from(s.selector));
         vmcs.write(seg.base(), s.base);
         vmcs.write(seg.limit(), u64::from(s.limit));
@@ -167,14 +212,23 @@ pub fn write_sregs(vmcs: &mut dyn Fields, sregs: &KvmSregs, fixed: &FixedBits) {
 /// Reads back what the guest can change without an exit: its segment
 /// registers and descriptor tables. Control registers change only
 /// through exits, which update `sregs` themselves.
+///
+/// In real mode a segment the guest did not load again keeps the
+/// selector and DPL the guest gave it, which [`real_mode_segment`] hid
+/// from the hardware.
 pub fn read_sregs(vmcs: &dyn Fields, sregs: &mut KvmSregs) {
+    let real = real_mode(sregs);
     for (seg, s) in Seg::ALL.iter().zip(segments_mut(sregs)) {
-        *s = segment_from_fields(
+        let mut hw = segment_from_fields(
             vmcs.read(seg.selector()) as u16,
             vmcs.read(seg.base()),
             vmcs.read(seg.limit()) as u32,
             vmcs.read(seg.access_rights()) as u32,
         );
+        if real && hw == (KvmSegment { padding: 0, ..real_mode_segment(s) }) {
+            (hw.selector, hw.dpl) = (s.selector, s.dpl);
+        }
+        *s = hw;
     }
     let table = |base, limit| KvmDtable { base: vmcs.read(base), limit: vmcs.read(limit) as u16, padding: [0; 3] };
     sregs.gdt = table(fields::GUEST_GDTR_BASE, fields::GUEST_GDTR_LIMIT);
@@ -208,25 +262,65 @@ pub mod tests {
         KvmSegment { base: 0, limit: 0xFFFF_FFFF, selector: 8, type_: 0xB, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0, padding: 0 }
     }
 
+    /// CR0 as the hardware runs it, without WP, which stage 08 forces on.
+    fn hardware_cr0_but_wp(guest: u64) -> u64 {
+        hardware_cr0(guest, &FIXED) & !(1 << 16)
+    }
+
     #[test]
     fn a_guest_with_paging_off_runs_with_paging_on_and_sees_it_off() {
-        assert_eq!(hardware_cr0(0x11, &FIXED), 0x8000_0031);
-        assert_eq!(hardware_cr0(0x6000_0010, &FIXED), 0x8000_0031, "caches stay on");
+        assert_eq!(hardware_cr0_but_wp(0x11), 0x8000_0031);
+        assert_eq!(hardware_cr0_but_wp(0x6000_0010), 0x8000_0031, "caches stay on");
         assert_eq!(hardware_cr4(0, &FIXED), 0x2020);
         assert_eq!(hardware_cr4(CR4_OSFXSR | 1 << 7, &FIXED), 0x2220, "PGE is not the guest's to set");
         assert_eq!(CR0_HOST_OWNED & (1 << 31 | 1), 1 << 31 | 1);
     }
 
+    fn real_mode_data(selector: u16) -> KvmSegment {
+        KvmSegment { base: u64::from(selector) << 4, limit: 0xFFFF, selector, type_: 3, present: 1, s: 1, ..KvmSegment::default() }
+    }
+
+    #[test]
+    fn stage_8_runs_with_wp_and_the_guests_efer() {
+        assert_eq!(hardware_cr0(0x11, &FIXED), 0x8001_0031, "WP whatever the guest's");
+        assert_eq!(hardware_efer(EFER_LME | EFER_NXE | EFER_SCE), EFER_NXE | EFER_SCE, "LME alone is not long mode");
+        assert_eq!(hardware_efer(EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!(hardware_efer(1 << 12), 0, "nothing else");
+    }
+
     mod e5_2 {
         use super::super::*;
-        use super::{FIXED, FakeVmcs, flat_code32};
+        use super::{FIXED, FakeVmcs, flat_code32, real_mode_data};
+
+        /// Writing real-mode segments packs their attributes (E5.2).
+        #[test]
+        fn real_mode_selectors_enter_with_rpl_0_and_read_back_as_given() {
+            let mut vmcs = FakeVmcs::default();
+            let code = KvmSegment { type_: 0xB, ..real_mode_data(0x0F01) };
+            let sregs = KvmSregs { cr0: 0x10, cs: code, ss: real_mode_data(0x1403), ds: real_mode_data(0x2002), ..KvmSregs::default() };
+            write_sregs(&mut vmcs, &sregs, &FIXED);
+            assert_eq!(vmcs.read(Seg::Cs.selector()), 0x0F00, "CS.RPL 0 = CS.DPL");
+            assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1400, "SS.RPL 0 = CS.RPL");
+            assert_eq!(vmcs.read(Seg::Ss.base()), 0x14030, "the base stays the guest's");
+            let mut back = sregs;
+            read_sregs(&vmcs, &mut back);
+            assert_eq!((back.cs, back.ss, back.ds), (sregs.cs, sregs.ss, sregs.ds));
+            // A segment the guest loaded meanwhile is what the hardware says.
+            vmcs.write(Seg::Ds.selector(), 0x10);
+            read_sregs(&vmcs, &mut back);
+            assert_eq!(back.ds.selector, 0x10);
+            // Protected mode: selectors as given.
+            let prot = KvmSregs { cr0: 0x11, ..sregs };
+            write_sregs(&mut vmcs, &prot, &FIXED);
+            assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1403);
+        }
 
         #[test]
         fn the_shadow_holds_the_guest_view() {
             let mut vmcs = FakeVmcs::default();
             let sregs = KvmSregs { cr0: 0x11, cs: flat_code32(), ..KvmSregs::default() };
             write_sregs(&mut vmcs, &sregs, &FIXED);
-            assert_eq!(vmcs.read(fields::GUEST_CR0), 0x8000_0031);
+            assert_eq!(vmcs.read(fields::GUEST_CR0) & !(1 << 16), 0x8000_0031, "WP aside, stage 08's");
             assert_eq!(vmcs.read(fields::CR0_READ_SHADOW), 0x11);
         }
 

@@ -135,3 +135,27 @@ impl HostDebug {
     }
 }
 // ANCHOR_END: host_debug
+
+/// The host's IA32_EFER, which every exit loads again.
+pub fn efer() -> u64 {
+    msr(0xC000_0080)
+}
+
+/// DR6, the debug status register.
+pub fn dr6() -> u64 {
+    let dr6: u64;
+    // SAFETY: reading DR6 has no side effects; the module runs at CPL 0.
+    unsafe { asm!("mov {}, dr6", out(reg) dr6, options(nostack, nomem)) };
+    dr6
+}
+
+/// Loads DR6.
+///
+/// # Safety
+/// Interrupts must be off, and the host's value must be put back before
+/// they are on again: Linux reads DR6 in its #DB handler.
+pub unsafe fn set_dr6(value: u64) {
+    // SAFETY: writing DR6 only changes what the next #DB handler reads;
+    // the caller puts the host's value back.
+    unsafe { asm!("mov dr6, {}", in(reg) value, options(nostack, nomem)) };
+}

@@ -18,6 +18,7 @@ use crate::arch::{Entry, VmExit};
 use crate::kernel::cpu::HostSegments;
 use crate::kernel::fpu::GuestFpu;
 use crate::regs::Reg;
+use crate::kernel::Page;
 
 // ANCHOR: vmx_vcpu
 /// A vCPU's VMX state.
@@ -40,9 +41,24 @@ pub struct VmxVcpu {
     fixed: FixedBits,
     /// The VMX-preemption timer's start value, if the processor has one.
     preemption_timer: Option<u32>,
-    /// The VM-entry interruption information (and error code) of an
-    /// exception queued for the next entry.
-    queued_event: Option<(u32, u32)>,
+    /// The processor reports the address size of `ins` and `outs` in the
+    /// VM-exit instruction-information field (IA32_VMX_BASIC bit 54).
+    ins_outs_info: bool,
+    /// The event the next entry delivers: an exception queued by a
+    /// handler, or an event whose delivery an exit interrupted.
+    queued_event: Option<Event>,
+    /// The last exit was a #DB from `int1` (ICEBP, a privileged software
+    /// exception), of this length: reflected, it must be one again.
+    icebp_len: Option<u32>,
+    /// The DR6 bits (B0-B3, BD, BS) of the last #DB exit: the processor
+    /// does not write DR6 for a #DB that exits (SDM Vol. 3C, 28.1), so
+    /// they are loaded into DR6 when the #DB is delivered to the guest.
+    db_dr6: u64,
+    /// The DR6 the next entry runs the guest with, when it delivers a #DB.
+    load_dr6: Option<u64>,
+    /// The VM-entry and VM-exit MSR-load lists of EFER, on a processor
+    /// without the "load IA32_EFER" controls.
+    efer_msrs: Option<Page>,
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
 }
@@ -61,12 +77,20 @@ impl VmxVcpu {
             controls: processor_controls()?,
             fixed: fixed_bits(&HardwareMsrs),
             preemption_timer: None,
+            ins_outs_info: caps::VmxBasic::from_msr(HardwareMsrs.read(caps::IA32_VMX_BASIC)).ins_outs_info,
             queued_event: None,
+            icebp_len: None,
+            db_dr6: 0,
+            load_dr6: None,
+            efer_msrs: None,
             fpu: GuestFpu::new()?,
         };
         if vcpu.controls.pin & pin::PREEMPTION_TIMER != 0 {
             let rate = (HardwareMsrs.read(caps::IA32_VMX_MISC) & 0x1F) as u32;
             vcpu.preemption_timer = Some(preemption_timer_value(cpu::tsc_khz(), rate));
+        }
+        if !efer_by_controls(&vcpu.controls) {
+            vcpu.efer_msrs = Some(Page::alloc_zeroed()?);
         }
         cpu::preempt_disable();
         let this_cpu = cpu::current_cpu();
@@ -131,11 +155,42 @@ pub fn preemption_timer_value(tsc_khz: u64, rate: u32) -> u32 {
 }
 // ANCHOR_END: preemption_timer
 
-/// The exception bitmap: only page faults (vector 14) exit. Every guest
-/// runs on the module's page table, so a page fault means a page to map
-/// (or, from stage 10, MMIO); every other exception goes to the guest's
-/// own IDT, as on bare hardware.
-const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14;
+/// The exception bitmap of a guest in protected or long mode: page
+/// faults (vector 14) exit. Every guest runs on the module's page table,
+/// so a page fault means a page to map (or, from stage 10, MMIO); every
+/// other exception goes to the guest's own IDT, as on bare hardware.
+/// From stage 08 #DB (1) and #AC (17) exit too, and are given back to the
+/// guest by the exit handler: the processor can deliver either forever
+/// without reaching an instruction boundary, where a host interrupt
+/// would end the guest's run (a #DB whose delivery hits a breakpoint on
+/// the IDT, an #AC whose delivery at CPL 3 pushes to a misaligned stack:
+/// CVE-2015-8104 and CVE-2015-5307). With them intercepted, each
+/// delivery is an exit, and the host keeps its CPU.
+const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14
+    | 1 << 1
+    | 1 << 17
+    ;
+
+// ANCHOR: real_mode
+/// The exception bitmap of a guest in real mode: every exception exits.
+/// Without unrestricted guest (which needs EPT, beyond 2006), VMX cannot
+/// run real mode; rkvm runs it as 16-bit protected mode at CPL 0 with
+/// the guest's segments (`guest::real_mode_segment`). An exception there
+/// would go through the guest's IVT read as a protected-mode IDT, whose
+/// "gates" are garbage: a #GP, then a double fault, then a shutdown, or
+/// worse, a jump to wherever the garbage points. Segment loads (`mov ds,
+/// ax`, far jumps and calls, `iret`) fault the same way: they read
+/// descriptors from the GDT. So every exception exits and goes to
+/// userspace as `KVM_EXIT_EXCEPTION`, a clear refusal instead of a
+/// shutdown; 2006 ran real mode in virtual-8086 mode and emulated what
+/// faults there, which rkvm does not. Page faults are still the MMU's.
+const EXCEPTIONS_INTERCEPTED_REAL_MODE: u64 = 0xFFFF_FFFF;
+
+/// The exception bitmap for a guest whose registers are `sregs`.
+pub fn exception_bitmap(sregs: &KvmSregs) -> u64 {
+    if guest::real_mode(sregs) { EXCEPTIONS_INTERCEPTED_REAL_MODE } else { EXCEPTIONS_INTERCEPTED }
+}
+// ANCHOR_END: real_mode
 
 /// "If the VMCS link pointer is not in use, software should set it to
 /// FFFFFFFF_FFFFFFFFH to avoid VM-entry failures" (SDM Vol. 3C, 25.4.2).
@@ -158,7 +213,14 @@ fn write_setup(vmcs: &mut dyn Fields, controls: &Controls) {
     vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-    vmcs.write(CR0_GUEST_HOST_MASK, guest::CR0_HOST_OWNED);
+    let cr0_owned = guest::CR0_HOST_OWNED;
+    // From stage 08 every CR0 bit is the host's: a guest write that
+    // changes any bit exits, so the guest's view in `sregs` is always
+    // exact (TS, MP, EM, WP and AM were the guest's before, and a change
+    // was lost at the next `write_sregs`), and the module sees WP and PG,
+    // on which the shadow depends.
+    let cr0_owned = cr0_owned | !guest::CR0_HOST_OWNED;
+    vmcs.write(CR0_GUEST_HOST_MASK, cr0_owned);
     vmcs.write(CR4_GUEST_HOST_MASK, u64::MAX);
     vmcs.write(VMCS_LINK_POINTER, NO_LINK_POINTER);
     vmcs.write(GUEST_IA32_DEBUGCTL, 0);
@@ -176,6 +238,99 @@ fn write_setup(vmcs: &mut dyn Fields, controls: &Controls) {
 /// CPU is not in VMX operation (one that came online after the module
 /// loaded): not a VMX exit reason, which are below 0x10000.
 pub const FAIL_NOT_ENTERED: u32 = 0xFFFF_FFFF;
+
+/// `FailEntry`'s reason when an event should be delivered to a guest in
+/// real mode: it would go through the IVT, which this backend cannot do
+/// (see [`EXCEPTIONS_INTERCEPTED_REAL_MODE`]). The module refuses to
+/// enter, and userspace hears of it.
+pub const FAIL_REAL_MODE_EVENT: u32 = 0xFFFF_FFFE;
+
+// ANCHOR: event
+/// An event for the VM-entry event-injection fields (SDM Vol. 3C, 25.8.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The VM-entry interruption-information field.
+    pub info: u32,
+    pub error_code: u32,
+    /// The VM-entry instruction length, for software interrupts and
+    /// exceptions: the event pushes RIP plus this.
+    pub insn_len: u32,
+}
+
+/// Interruption types (SDM Vol. 3C, Table 25-17).
+const TYPE_SOFTWARE_INTERRUPT: u32 = 4;
+const TYPE_PRIVILEGED_SOFTWARE_EXCEPTION: u32 = 5;
+const TYPE_SOFTWARE_EXCEPTION: u32 = 6;
+
+/// The event to deliver again after an exit that interrupted its
+/// delivery, from the IDT-vectoring information field, its error code and
+/// the VM-exit instruction length (SDM Vol. 3C, 28.2.4 "Information for
+/// VM Exits During Event Delivery"; 27.2.4 for its use on reentry).
+/// `None` if no delivery was interrupted. A page fault on an IDT page the
+/// shadow has not mapped, during the guest's own #UD or an exception the
+/// module injected, is the common case: without this the event is lost.
+/// Unlike SVM, VMX gives the length of an `int n`, `int3`, `into` or
+/// `int1` whose delivery was cut, so it is injected again with that
+/// length (RIP still points at the instruction), rather than run again.
+/// Bit 12 is undefined there and reserved in the entry field.
+pub fn reinject(idt_vectoring: u32, error_code: u32, exit_insn_len: u32) -> Option<Event> {
+    const VALID: u32 = 1 << 31;
+    const ERROR_CODE_VALID: u32 = 1 << 11;
+    if idt_vectoring & VALID == 0 {
+        return None;
+    }
+    let kind = (idt_vectoring >> 8) & 7;
+    let software = matches!(kind, TYPE_SOFTWARE_INTERRUPT | TYPE_PRIVILEGED_SOFTWARE_EXCEPTION | TYPE_SOFTWARE_EXCEPTION);
+    Some(Event {
+        info: idt_vectoring & (VALID | ERROR_CODE_VALID | 0x7FF),
+        error_code: if idt_vectoring & ERROR_CODE_VALID != 0 { error_code } else { 0 },
+        insn_len: if software { exit_insn_len } else { 0 },
+    })
+}
+// ANCHOR_END: event
+
+// ANCHOR: efer
+/// Whether the processor loads EFER at entries and exits by the VMCS's
+/// fields; else the VM-entry and VM-exit MSR-load lists do (SDM Vol. 3C,
+/// 25.7.2 and 25.8.2; 27.4 and 28.6).
+pub fn efer_by_controls(controls: &Controls) -> bool {
+    use super::fields::{entry, exit as exit_ctl};
+    controls.entry & entry::LOAD_IA32_EFER != 0 && controls.exit & exit_ctl::LOAD_IA32_EFER != 0
+}
+
+/// The VM-entry controls for a guest whose EFER is `efer`: "IA-32e mode
+/// guest" exactly when its long mode is active, which the guest turns on
+/// by itself (`wrmsr` EFER.LME, then CR0.PG). VM entry checks that it
+/// equals the EFER.LMA it loads (SDM Vol. 3C, 27.3.1.1).
+pub fn entry_controls(base: u32, efer: u64) -> u32 {
+    use super::fields::entry;
+    if efer & guest::EFER_LMA != 0 { base | entry::IA32E_MODE_GUEST } else { base & !entry::IA32E_MODE_GUEST }
+}
+
+/// IA32_EFER's index.
+const MSR_EFER: u32 = 0xC000_0080;
+
+/// The MSR-load lists' page: the VM-entry list (the guest's EFER) at
+/// offset 0, the VM-exit list (the host's) at offset 16; each entry is
+/// the MSR's index, 4 reserved bytes and the value (SDM Vol. 3C, 25.7.2,
+/// Table 25-15).
+const ENTRY_LIST: usize = 0;
+const EXIT_LIST: usize = 16;
+
+/// Writes one MSR-load entry, EFER = `value`, at byte `offset` of `page`.
+fn write_efer_entry(page: &Page, offset: usize, value: u64) {
+    // SAFETY: the page is the vCPU's own, 4 KiB; both entries lie in its
+    // first 32 bytes, 8-byte aligned. The processor reads it only during
+    // entries and exits, never while this runs (preemption is off and
+    // this vCPU is not in the guest).
+    unsafe {
+        let entry = page.addr().add(offset);
+        entry.cast::<u32>().write(MSR_EFER);
+        entry.add(4).cast::<u32>().write(0);
+        entry.add(8).cast::<u64>().write(value);
+    }
+}
+// ANCHOR_END: efer
 
 impl VmxVcpu {
     /// Makes the VMCS current here and brings it up to date for the
@@ -197,25 +352,50 @@ impl VmxVcpu {
             if let Some(value) = self.preemption_timer {
                 vmcs.write(VMX_PREEMPTION_TIMER_VALUE, value.into());
             }
+            if let Some(page) = &self.efer_msrs {
+                vmcs.write(VM_ENTRY_MSR_LOAD_ADDR, page.phys() + ENTRY_LIST as u64);
+                vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 1);
+                vmcs.write(VM_EXIT_MSR_LOAD_ADDR, page.phys() + EXIT_LIST as u64);
+                vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 1);
+            }
             self.setup_done = true;
             self.sregs_dirty = true;
         }
         if self.host_cpu != Some(entry.cpu) {
             host::write_per_cpu(&mut vmcs);
+            // The host's EFER, which every exit puts back.
+            let host_efer = host::efer();
+            match &self.efer_msrs {
+                Some(page) => write_efer_entry(page, EXIT_LIST, host_efer),
+                None => vmcs.write(HOST_IA32_EFER, host_efer),
+            }
             self.host_cpu = Some(entry.cpu);
         }
         host::write_per_entry(&mut vmcs);
         if self.sregs_dirty {
             guest::write_sregs(&mut vmcs, &self.sregs, &self.fixed);
+            vmcs.write(EXCEPTION_BITMAP, exception_bitmap(&self.sregs));
+            let efer = guest::hardware_efer(self.sregs.efer);
+            match &self.efer_msrs {
+                Some(page) => write_efer_entry(page, ENTRY_LIST, efer),
+                None => vmcs.write(GUEST_IA32_EFER, efer),
+            }
+            vmcs.write(VM_ENTRY_CONTROLS, entry_controls(self.controls.entry, self.sregs.efer).into());
             self.sregs_dirty = false;
         }
         if self.clear_interrupt_shadow {
             vmcs.write(GUEST_INTERRUPTIBILITY_INFO, 0);
             self.clear_interrupt_shadow = false;
         }
-        if let Some((info, error_code)) = self.queued_event.take() {
-            vmcs.write(VM_ENTRY_INTR_INFO_FIELD, info.into());
-            vmcs.write(VM_ENTRY_EXCEPTION_ERROR_CODE, error_code.into());
+        if let Some(event) = self.queued_event.take() {
+            if guest::real_mode(&self.sregs) {
+                log!(Err, "an event for a real-mode guest, which VMX without unrestricted guest cannot deliver: {event:?}");
+                return Err(VmExit::FailEntry { hardware_reason: FAIL_REAL_MODE_EVENT });
+            }
+            vmcs.write(VM_ENTRY_INTR_INFO_FIELD, event.info.into());
+            vmcs.write(VM_ENTRY_EXCEPTION_ERROR_CODE, event.error_code.into());
+            vmcs.write(VM_ENTRY_INSTRUCTION_LEN, event.insn_len.into());
+            self.deliver_db_dr6(event.info);
         }
         vmcs.write(GUEST_CR3, entry.mmu_root);
         vmcs.write(GUEST_RIP, *entry.rip);
@@ -241,21 +421,69 @@ impl VmxVcpu {
             rax: entry.regs[Reg::Rax as usize],
             rcx: entry.regs[Reg::Rcx as usize],
             rflags: *entry.rflags,
-            address_mask: self.address_mask(),
+            address_mask: if reason as u16 == exit::reason::IO_INSTRUCTION { self.address_mask(vmcs, entry) } else { 0 },
         }
     }
 
-    /// The bits of an index register the guest's code uses: 64 in 64-bit
-    /// code, 32 with CS.D set, else 16.
-    fn address_mask(&self) -> u64 {
+    // ANCHOR: address_mask
+    /// The bits of RSI, RDI and RCX an `ins` or `outs` uses, from its
+    /// address size: what the processor reports in the VM-exit
+    /// instruction-information field where it does (IA32_VMX_BASIC bit
+    /// 54), else the code segment's default switched by a 0x67 prefix,
+    /// read from the instruction (as the SVM backend does). CS.D alone is
+    /// wrong for `rep insw` with 0x67 in 16-bit code, which counts in ECX.
+    fn address_mask(&self, vmcs: &CurrentVmcs, entry: &Entry<'_>) -> u64 {
         const EFER_LMA: u64 = 1 << 10;
+        if self.ins_outs_info
+            && let Some(mask) = exit::address_mask_from_info(vmcs.read(VMX_INSTRUCTION_INFO) as u32)
+        {
+            return mask;
+        }
         let cs = &self.sregs.cs;
-        if self.sregs.efer & EFER_LMA != 0 && cs.l != 0 {
-            u64::MAX
-        } else if cs.db != 0 {
-            0xFFFF_FFFF
-        } else {
-            0xFFFF
+        let long = self.sregs.efer & EFER_LMA != 0 && cs.l != 0;
+        let mut bytes = [0u8; 15];
+        let linear = cs.base.wrapping_add(*entry.rip);
+        let linear = if long { linear } else { linear & 0xFFFF_FFFF };
+        let mut len = 0;
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            if !entry.fetch.read_linear(linear.wrapping_add(i as u64), core::slice::from_mut(byte)) {
+                break;
+            }
+            len = i + 1;
+        }
+        let prefix = exit::has_address_size_prefix(bytes.get(..len).unwrap_or(&[]), long);
+        exit::address_mask(long, cs.db != 0, prefix)
+    }
+    // ANCHOR_END: address_mask
+
+    /// A #DB about to be delivered as a hardware exception finds in DR6
+    /// what the processor would have put there.
+    fn deliver_db_dr6(&mut self, info: u32) {
+        const DR6_FIXED_1: u64 = 0xFFFF_0FF0;
+        if info & 0x7FF == 1 | 3 << 8 {
+            self.load_dr6 = Some(DR6_FIXED_1 | self.db_dr6);
+        }
+    }
+
+    /// After an exit: an event whose delivery it cut short goes again at
+    /// the next entry, and a #DB's DR6 bits and an `int1`'s length are
+    /// kept for its reflection.
+    fn after_exit(&mut self, vmcs: &CurrentVmcs, info: &ExitInfo) {
+        self.queued_event = reinject(
+            vmcs.read(IDT_VECTORING_INFO_FIELD) as u32,
+            vmcs.read(IDT_VECTORING_ERROR_CODE) as u32,
+            info.insn_len,
+        );
+        self.icebp_len = None;
+        if info.reason == u32::from(exit::reason::EXCEPTION_NMI)
+            && let Some(intr) = exit::Interruption::from_field(info.intr_info)
+            && intr.vector == 1
+        {
+            // Table 28-1 (SDM Vol. 3C, 28.2.1): B0-B3, BD, BS.
+            self.db_dr6 = info.qualification & 0x600F;
+            if u32::from(intr.kind) == TYPE_PRIVILEGED_SOFTWARE_EXCEPTION {
+                self.icebp_len = Some(info.insn_len);
+            }
         }
     }
 }
@@ -296,12 +524,25 @@ impl ArchVcpu for VmxVcpu {
         self.fpu.load();
         cpu::irq_disable();
         let host_debug = host::HostDebug::save();
+        let host_dr6 = self.load_dr6.take().map(|dr6| {
+            let host = host::dr6();
+            // SAFETY: interrupts are off until the host's value is back.
+            unsafe { host::set_dr6(dr6) };
+            host
+        });
         // SAFETY: our VMCS is current with host and guest state written by
         // `prepare`; interrupts are off; what the exit does not restore is
         // restored right below.
-        let result = unsafe { entry::enter(entry.regs, self.vmcs.launched) };
+        let result = unsafe { entry::enter(entry.regs, self.vmcs.launched, &mut self.sregs.cr2) };
         host_segments.restore();
         host_debug.restore();
+        if let Some(dr6) = host_dr6 {
+            // SAFETY: the host's own value, read above on this CPU.
+            unsafe { host::set_dr6(dr6) };
+        }
+        if result.is_ok() && exit::is_host_nmi(vmcs.read(VM_EXIT_REASON) as u32, vmcs.read(VM_EXIT_INTR_INFO) as u32) {
+            entry::host_nmi();
+        }
         cpu::irq_enable();
         self.fpu.save();
         if let Err(fail) = result {
@@ -317,6 +558,12 @@ impl ArchVcpu for VmxVcpu {
         let info = self.exit_info(&vmcs, entry);
         if info.reason & exit::FAILED_VMENTRY == 0 {
             self.vmcs.launched = true;
+            self.after_exit(&vmcs, &info);
+            if info.reason == u32::from(exit::reason::TRIPLE_FAULT) {
+                // A shutdown: generic code resets the vCPU, and nothing is
+                // left to deliver.
+                self.queued_event = None;
+            }
         }
         exit::decode(&info)
     }
@@ -331,7 +578,15 @@ impl ArchVcpu for VmxVcpu {
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.queued_event = Some((entry_interruption(vector, error_code.is_some()), error_code.unwrap_or(0)));
+        let mut event = Event { info: entry_interruption(vector, error_code.is_some()), error_code: error_code.unwrap_or(0), insn_len: 0 };
+        if vector == 1
+            && let Some(len) = self.icebp_len.take()
+        {
+            // `int1` reflected: a privileged software exception again,
+            // which pushes the address after the instruction.
+            event = Event { info: event.info & !(7 << 8) | TYPE_PRIVILEGED_SOFTWARE_EXCEPTION << 8, error_code: 0, insn_len: len };
+        }
+        self.queued_event = Some(event);
     }
 }
 
@@ -359,11 +614,21 @@ mod tests {
         let mut vmcs = FakeVmcs::default();
         let controls = Controls { pin: 9, cpu: 0x0100_8080, exit: 0x200, entry: 0 };
         write_setup(&mut vmcs, &controls);
-        assert_eq!(vmcs.read(EXCEPTION_BITMAP), 1 << 14);
+        assert_eq!(vmcs.read(EXCEPTION_BITMAP) & 1 << 14, 1 << 14);
         assert_eq!(vmcs.read(CR4_GUEST_HOST_MASK), u64::MAX);
+        assert_eq!(vmcs.read(CR0_GUEST_HOST_MASK) & guest::CR0_HOST_OWNED, guest::CR0_HOST_OWNED);
         assert_eq!(vmcs.read(VMCS_LINK_POINTER), u64::MAX);
         assert_eq!(vmcs.read(CPU_BASED_VM_EXEC_CONTROL), 0x0100_8080);
         assert_eq!(vmcs.read(GUEST_DR7), 0x400);
+    }
+
+    #[test]
+    fn real_mode_intercepts_every_exception() {
+        let real = KvmSregs { cr0: 0x10, ..KvmSregs::default() };
+        assert_eq!(exception_bitmap(&real), 0xFFFF_FFFF);
+        let prot = KvmSregs { cr0: 0x11, ..real };
+        assert_eq!(exception_bitmap(&prot) & 1 << 14, 1 << 14);
+        assert_eq!(exception_bitmap(&prot) & 1 << 6, 0, "#UD goes to the guest's IDT");
     }
 
     #[test]
@@ -379,6 +644,46 @@ mod tests {
     fn exceptions_are_injected_as_hardware_exceptions() {
         assert_eq!(entry_interruption(14, true), 0x8000_0B0E);
         assert_eq!(entry_interruption(6, false), 0x8000_0306);
+    }
+
+    #[test]
+    fn stage_8_owns_all_of_cr0_and_intercepts_db_and_ac() {
+        let mut vmcs = FakeVmcs::default();
+        write_setup(&mut vmcs, &Controls { pin: 9, cpu: 0x0100_8080, exit: 0x200, entry: 0 });
+        assert_eq!(vmcs.read(CR0_GUEST_HOST_MASK), u64::MAX, "no CR0 bit changes without an exit");
+        assert_eq!(EXCEPTIONS_INTERCEPTED, 1 << 1 | 1 << 14 | 1 << 17);
+    }
+
+    #[test]
+    fn interrupted_deliveries_are_delivered_again() {
+        // A #PF exit while the guest's #UD was being delivered.
+        let ud = reinject(1 << 31 | 3 << 8 | 6, 0x55, 2);
+        assert_eq!(ud, Some(Event { info: 0x8000_0306, error_code: 0, insn_len: 0 }));
+        // A #GP with its error code, bit 12 (undefined) dropped.
+        let gp = reinject(1 << 31 | 1 << 12 | 1 << 11 | 3 << 8 | 13, 0x18, 3);
+        assert_eq!(gp, Some(Event { info: 0x8000_0B0D, error_code: 0x18, insn_len: 0 }));
+        // int 0x21 (2 bytes): injected again with its length.
+        assert_eq!(reinject(1 << 31 | 4 << 8 | 0x21, 0, 2), Some(Event { info: 0x8000_0421, error_code: 0, insn_len: 2 }));
+        assert_eq!(reinject(1 << 31 | 6 << 8 | 3, 0, 1).map(|e| e.insn_len), Some(1), "int3");
+        assert_eq!(reinject(0x0000_0B0E, 0, 0), None, "not valid");
+    }
+
+    #[test]
+    fn the_entry_controls_follow_the_guests_long_mode() {
+        assert_eq!(entry_controls(0x11FB, 0x500), 0x11FB | 1 << 9);
+        assert_eq!(entry_controls(0x11FB | 1 << 9, 0x100), 0x11FB, "LME alone is not long mode");
+        let with = Controls { pin: 0, cpu: 0, exit: 1 << 21 | 1 << 20, entry: 1 << 15 };
+        assert!(efer_by_controls(&with));
+        assert!(!efer_by_controls(&Controls { entry: 0, ..with }), "else the MSR-load lists");
+    }
+
+    #[test]
+    fn efer_msr_load_entries_have_the_msr_format() {
+        let page = Page::alloc_zeroed().expect("a page");
+        write_efer_entry(&page, EXIT_LIST, 0xD01);
+        // SAFETY: the test's own page.
+        let words = unsafe { core::slice::from_raw_parts(page.addr().cast::<u32>(), 8) };
+        assert_eq!(words, [0, 0, 0, 0, 0xC000_0080, 0, 0xD01, 0]);
     }
 
     #[test]

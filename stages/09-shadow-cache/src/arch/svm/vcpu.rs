@@ -125,6 +125,11 @@ pub fn init_vmcb(vmcb: &mut Vmcb, iopm_pa: u64, msrpm_pa: u64) {
     c.intercept_dr = 0x00FF_00FF;
     // Page faults: on the module's table, they are the MMU's business.
     c.intercept_exceptions = 1 << 14;
+    // #DB and #AC: the processor can deliver either forever without an
+    // instruction boundary where the host's interrupt would end the run
+    // (CVE-2015-8104, CVE-2015-5307); intercepted, each delivery exits
+    // and the exit handler gives it back to the guest.
+    c.intercept_exceptions |= 1 << 1 | 1 << 17;
     c.intercept_misc1 = misc1_intercepts();
     c.intercept_misc2 = misc2::VMRUN
         | misc2::VMMCALL
@@ -363,7 +368,7 @@ mod tests {
             assert_ne!(c.intercept_misc1 & bit, 0, "{bit:#x}");
         }
         assert_eq!(c.intercept_cr, 0x0019_0019, "CR0, CR3, CR4 reads and writes");
-        assert_eq!(c.intercept_exceptions, 1 << 14, "#PF only: the guest's IDT gets the rest");
+        assert_eq!(c.intercept_exceptions & !(1 << 1 | 1 << 17), 1 << 14, "#PF: the guest's IDT gets the rest");
         assert_eq!((c.iopm_base_pa, c.msrpm_base_pa), (0x10_0000, 0x20_0000));
         assert_ne!(c.int_ctl & vmcb::V_INTR_MASKING, 0);
     }
@@ -384,6 +389,11 @@ mod tests {
         assert_eq!(reinject(1 << 31 | 4 << 8 | 0x21), 0, "int 0x21 runs again");
         assert_eq!(reinject(1 << 31 | 3 << 8 | 3), 0, "int3 runs again");
         assert_eq!(reinject(0x21), 0, "not valid");
+    }
+
+    #[test]
+    fn debug_and_alignment_exceptions_are_intercepted() {
+        assert_eq!(vcpu().vmcb().control.intercept_exceptions, 1 << 1 | 1 << 14 | 1 << 17);
     }
 
     #[test]

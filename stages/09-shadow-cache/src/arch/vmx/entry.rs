@@ -39,13 +39,21 @@ const fn off(r: Reg) -> usize {
 /// stored back in `regs`; or with the failure of the entry instruction
 /// (the caller reads the error number for VMfailValid).
 ///
+/// `cr2` is the guest's CR2. The VMCS has no field for it: the guest
+/// runs with the processor's own CR2 (SDM Vol. 3C, 25.4.1 lists no CR2),
+/// so it is loaded right before the entry and stored back right after
+/// the exit, with interrupts off, so that no host page fault comes in
+/// between. A page fault in the guest sets it, and the guest's handler
+/// reads it; the MMU sets it when it reflects a fault.
+///
 /// # Safety
 /// A VMCS must be current on this CPU, with valid host state and guest
 /// state for the next entry (the processor checks them; anything it
 /// rejects is reported, not executed), interrupts must be disabled, and
 /// the caller must restore what VM exits do not (see `vcpu.rs`).
-pub unsafe fn enter(regs: &mut [u64; NR_REGS], launched: bool) -> Result<(), VmFail> {
+pub unsafe fn enter(regs: &mut [u64; NR_REGS], launched: bool, cr2: &mut u64) -> Result<(), VmFail> {
     let (cf, zf): (u8, u8);
+    let guest_cr2: u64;
     // SAFETY: see the function's contract. The block saves RBX and RBP
     // (which Rust does not let it name as operands) on the stack, and
     // declares every other register it or the guest changes as clobbered.
@@ -61,6 +69,13 @@ pub unsafe fn enter(regs: &mut [u64; NR_REGS], launched: bool) -> Result<(), VmF
             "lea rbx, [rip + 2f]",
             "mov rax, {host_rip}",
             "vmwrite rax, rbx",
+            // The guest's CR2, written only if it differs: a move to CR2
+            // costs more than a move from it.
+            "mov rax, cr2",
+            "cmp rax, r8",
+            "je 4f",
+            "mov cr2, r8",
+            "4:",
             // Flags for the choice between VMLAUNCH and VMRESUME; `mov`
             // does not change them.
             "test sil, sil",
@@ -110,6 +125,9 @@ pub unsafe fn enter(regs: &mut [u64; NR_REGS], launched: bool) -> Result<(), VmF
             "mov [rdi + {r15}], r15",
             "pop rax",
             "mov [rdi + {rdi}], rax",
+            // The guest's CR2, before anything can fault; moves from a
+            // control register leave the flags alone.
+            "mov r8, cr2",
             "setc cl",
             "setz dl",
             "pop rdi",
@@ -137,13 +155,33 @@ pub unsafe fn enter(regs: &mut [u64; NR_REGS], launched: bool) -> Result<(), VmF
             out("rax") _,
             out("cl") cf,
             out("dl") zf,
-            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            inout("r8") *cr2 => guest_cr2,
+            out("r9") _, out("r10") _, out("r11") _,
             out("r12") _, out("r13") _, out("r14") _, out("r15") _,
         );
     }
+    *cr2 = guest_cr2;
     VmFail::from_flags(cf != 0, zf != 0)
 }
 // ANCHOR_END: enter
+
+// ANCHOR: host_nmi
+/// Hands a host NMI that caused a VM exit to Linux's NMI handler, as
+/// 2006's `vmx.c` did: `int 2` runs the handler of vector 2 through the
+/// host's IDT, on its NMI stack (the gate's IST), as if the NMI had
+/// arrived now. Called right after the exit, with interrupts still off,
+/// so nothing else runs first. Linux's handler copes with an NMI that
+/// arrives while it runs (it keeps its own nesting state), and its
+/// `iret` ends the NMI blocking the exit left, if any. Linux's KVM today
+/// calls a variant of the handler through a made-up interrupt frame; it
+/// needs a symbol only kernels built with KVM_INTEL export, `int 2` none.
+pub fn host_nmi() {
+    // SAFETY: the module runs at CPL 0, where vector 2's gate (DPL 0) may
+    // be invoked; the handler saves and restores every register and the
+    // flags, and returns with `iret` right after the `int`.
+    unsafe { asm!("int 2") };
+}
+// ANCHOR_END: host_nmi
 
 /// What a failed entry instruction means for the caller.
 pub fn entry_error(fail: VmFail, error_number: impl FnOnce() -> u32) -> VmxError {

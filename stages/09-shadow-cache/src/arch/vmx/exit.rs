@@ -20,8 +20,11 @@ pub mod reason {
     pub const TRIPLE_FAULT: u16 = 2;
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
+    pub const INVLPG: u16 = 14;
     pub const CR_ACCESS: u16 = 28;
     pub const IO_INSTRUCTION: u16 = 30;
+    pub const RDMSR: u16 = 31;
+    pub const WRMSR: u16 = 32;
     pub const INVALID_GUEST_STATE: u16 = 33;
     pub const PREEMPTION_TIMER: u16 = 52;
 }
@@ -103,19 +106,36 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::IO_INSTRUCTION => VmExit::Io(decode_io(info)),
         reason::CR_ACCESS => match decode_cr(info.qualification, insn_len) {
             Some(access) => VmExit::Cr(access),
-            None => VmExit::Unknown { hardware_reason: u32::from(basic) },
+            None => {
+                if let Some(exit) = decode_clts_lmsw(info.qualification, insn_len) {
+                    return exit;
+                }
+                VmExit::Unknown { hardware_reason: u32::from(basic) }
+            }
         },
+        // "For INVLPG, the exit qualification contains the linear-address
+        // operand of the instruction" (SDM Vol. 3C, 28.2.1).
+        reason::INVLPG => VmExit::Invlpg { address: Some(info.qualification), insn_len },
+        // Every `rdmsr` and `wrmsr` exits: rkvm uses no MSR bitmaps.
+        reason::RDMSR | reason::WRMSR => {
+            VmExit::Msr { write: basic == reason::WRMSR, insn_len, hardware_reason: u32::from(basic) }
+        }
         _ => VmExit::Unknown { hardware_reason: u32::from(basic) },
     }
 }
 
+/// Whether an exit is a host NMI: exit reason 0 with interruption type
+/// NMI. NMI exiting is on, so an NMI that arrives while the guest runs
+/// never reaches the guest's IDT; it is the host's, and `vcpu.rs` hands
+/// it to Linux's NMI handler right after the exit, interrupts still off.
+pub fn is_host_nmi(reason: u32, intr_info: u32) -> bool {
+    reason == u32::from(reason::EXCEPTION_NMI)
+        && Interruption::from_field(intr_info).is_some_and(|i| i.kind == INTR_TYPE_NMI)
+}
+
 /// Exit reason 0: an exception the exception bitmap intercepts, or an NMI.
-/// A host NMI that arrives while the guest runs exits this way too (NMI
-/// exiting is on, so that it never reaches the guest's IDT); it is not the
-/// guest's, so it is reported like a host interrupt. rkvm does not hand it
-/// on to Linux's NMI handler (Linux's KVM calls the handler through a
-/// made-up interrupt frame), so such an NMI is lost; the NMI blocking the
-/// exit leaves ends at the host's next `iret`.
+/// The NMI was the host's and was handled already (`is_host_nmi`); for
+/// generic code it is like a host interrupt.
 fn decode_exception(info: &ExitInfo) -> VmExit {
     let Some(intr) = Interruption::from_field(info.intr_info) else {
         return VmExit::Unknown { hardware_reason: u32::from(reason::EXCEPTION_NMI) };
@@ -193,13 +213,57 @@ fn decode_io(info: &ExitInfo) -> IoExit {
 }
 // ANCHOR_END: decode_io
 
+// ANCHOR: address_size
+/// The address size of an `ins` or `outs`, as a mask of RSI, RDI and RCX,
+/// from the VM-exit instruction-information field: bits 9:7 are 0 for 16
+/// bits, 1 for 32, 2 for 64 (SDM Vol. 3C, 28.2.5, Table 28-8). Processors
+/// fill the field for INS and OUTS when IA32_VMX_BASIC bit 54 is set
+/// (SDM Vol. 3C, A.1); `None` for a value the manual does not define.
+pub fn address_mask_from_info(instruction_info: u32) -> Option<u64> {
+    match (instruction_info >> 7) & 7 {
+        0 => Some(0xFFFF),
+        1 => Some(0xFFFF_FFFF),
+        2 => Some(u64::MAX),
+        _ => None,
+    }
+}
+
+/// Whether the legacy prefixes (and REX) at the start of `bytes` hold an
+/// address-size prefix, 0x67. For a processor that does not report the
+/// address size, the instruction itself says it.
+pub fn has_address_size_prefix(bytes: &[u8], long_mode: bool) -> bool {
+    for &b in bytes {
+        match b {
+            0x67 => return true,
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0xF0 | 0xF2 | 0xF3 => {}
+            0x40..=0x4F if long_mode => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The address size from the code segment and the prefix: 64 bits in
+/// 64-bit code (32 with the prefix), else CS.D's 32 or 16 bits, the other
+/// one with the prefix (SDM Vol. 1, 3.6 "Operand-size and Address-size
+/// Attributes").
+pub fn address_mask(long_mode: bool, cs_db: bool, prefix: bool) -> u64 {
+    match (long_mode, prefix) {
+        (true, false) => u64::MAX,
+        (true, true) => 0xFFFF_FFFF,
+        (false, _) if cs_db != prefix => 0xFFFF_FFFF,
+        (false, _) => 0xFFFF,
+    }
+}
+// ANCHOR_END: address_size
+
 // ANCHOR: cr_qualification
 /// The exit qualification of a control-register access (SDM Vol. 3C,
 /// 28.2.1, Table 28-3 "Exit Qualification for Control-Register
 /// Accesses"): bits 3:0 the register, bits 5:4 the access type (0 `mov`
 /// to CR, 1 `mov` from CR, 2 `clts`, 3 `lmsw`), bits 11:8 the general
-/// register. `None` for `clts` and `lmsw`, which rkvm does not intercept
-/// separately: they go to userspace as unknown exits.
+/// register. `None` for `clts` and `lmsw`, which are not moves
+/// (stage 08 decodes them as such).
 pub fn decode_cr(q: u64, insn_len: u8) -> Option<CrAccess> {
     let write = match (q >> 4) & 3 {
         0 => true,
@@ -209,6 +273,21 @@ pub fn decode_cr(q: u64, insn_len: u8) -> Option<CrAccess> {
     Some(CrAccess { cr: (q & 0xF) as u8, write, gpr: ((q >> 8) & 0xF) as u8, insn_len })
 }
 // ANCHOR_END: cr_qualification
+
+// ANCHOR: clts_lmsw
+/// The other two kinds of CR0 write in a control-register exit (SDM Vol.
+/// 3C, Table 28-3): access type 2 is `clts`; type 3 is `lmsw`, whose
+/// source data is in bits 31:16. An `lmsw` with a memory operand (bit 6)
+/// is left to userspace, as on SVM.
+pub fn decode_clts_lmsw(q: u64, insn_len: u8) -> Option<VmExit> {
+    const LMSW_MEMORY_OPERAND: u64 = 1 << 6;
+    match (q >> 4) & 3 {
+        2 => Some(VmExit::Clts { insn_len }),
+        3 if q & LMSW_MEMORY_OPERAND == 0 => Some(VmExit::Lmsw { value: (q >> 16) as u16, insn_len }),
+        _ => None,
+    }
+}
+// ANCHOR_END: clts_lmsw
 
 #[cfg(test)]
 mod tests {
@@ -243,7 +322,46 @@ mod tests {
         assert_eq!(decode(&ud), VmExit::Exception { vector: 6, error_code: 0 }, "no error code for #UD");
         let nmi = ExitInfo { intr_info: 1 << 31 | 2 << 8 | 2, ..exit(0) };
         assert_eq!(decode(&nmi), VmExit::ExternalInterrupt);
+        assert!(is_host_nmi(0, nmi.intr_info));
+        assert!(!is_host_nmi(0, gp.intr_info), "an exception");
+        assert!(!is_host_nmi(1, nmi.intr_info), "another reason");
+        assert!(!is_host_nmi(0, 2 << 8 | 2), "not valid");
         assert_eq!(decode(&exit(0)), VmExit::Unknown { hardware_reason: 0 }, "invalid information");
+    }
+
+    #[test]
+    fn stage_8_exits_invlpg_msrs_clts_and_lmsw() {
+        let invlpg = ExitInfo { qualification: 0x4000_1234, insn_len: 3, ..exit(14) };
+        assert_eq!(decode(&invlpg), VmExit::Invlpg { address: Some(0x4000_1234), insn_len: 3 });
+        let rdmsr = ExitInfo { insn_len: 2, ..exit(31) };
+        assert_eq!(decode(&rdmsr), VmExit::Msr { write: false, insn_len: 2, hardware_reason: 31 });
+        let wrmsr = ExitInfo { insn_len: 2, ..exit(32) };
+        assert_eq!(decode(&wrmsr), VmExit::Msr { write: true, insn_len: 2, hardware_reason: 32 });
+        let clts = ExitInfo { qualification: 2 << 4, insn_len: 2, ..exit(28) };
+        assert_eq!(decode(&clts), VmExit::Clts { insn_len: 2 });
+        // lmsw ax with ax = 0x000F: type 3, register operand, data 0x000F.
+        let lmsw = ExitInfo { qualification: 0x000F_0030, insn_len: 3, ..exit(28) };
+        assert_eq!(decode(&lmsw), VmExit::Lmsw { value: 0xF, insn_len: 3 });
+        let lmsw_memory = ExitInfo { qualification: 0x000F_0070, insn_len: 3, ..exit(28) };
+        assert_eq!(decode(&lmsw_memory), VmExit::Unknown { hardware_reason: 28 });
+    }
+
+    #[test]
+    fn the_address_size_comes_from_the_exit_or_the_prefix() {
+        // rep outsb with 0x67 in 16-bit code: 32-bit addressing.
+        assert_eq!(address_mask_from_info(1 << 7), Some(0xFFFF_FFFF));
+        assert_eq!(address_mask_from_info(0), Some(0xFFFF));
+        assert_eq!(address_mask_from_info(2 << 7 | 0x7F), Some(u64::MAX));
+        assert_eq!(address_mask_from_info(3 << 7), None);
+        assert!(has_address_size_prefix(&[0x67, 0xF3, 0x6E], false));
+        assert!(has_address_size_prefix(&[0xF3, 0x67, 0x6E], false));
+        assert!(!has_address_size_prefix(&[0xF3, 0x6E, 0x67], false), "0x67 after the opcode is not a prefix");
+        assert!(has_address_size_prefix(&[0xF3, 0x48, 0x67, 0x6E], true));
+        assert_eq!(address_mask(false, false, true), 0xFFFF_FFFF, "16-bit code with 0x67");
+        assert_eq!(address_mask(false, true, true), 0xFFFF, "32-bit code with 0x67");
+        assert_eq!(address_mask(false, true, false), 0xFFFF_FFFF);
+        assert_eq!(address_mask(true, false, false), u64::MAX);
+        assert_eq!(address_mask(true, false, true), 0xFFFF_FFFF);
     }
 
     mod e6_1 {
@@ -300,8 +418,9 @@ mod tests {
 
         #[test]
         fn cr_exits_other_than_moves_are_unknown() {
-            // lmsw: access type 3.
-            assert_eq!(decode(&ExitInfo { qualification: 3 << 4, ..exit(28) }), VmExit::Unknown { hardware_reason: 28 });
+            // lmsw from memory: access type 3, memory operand.
+            let lmsw = ExitInfo { qualification: 3 << 4 | 1 << 6, ..exit(28) };
+            assert_eq!(decode(&lmsw), VmExit::Unknown { hardware_reason: 28 });
             let mov = ExitInfo { qualification: 3 | 3 << 8, insn_len: 3, ..exit(28) };
             assert_eq!(decode(&mov), VmExit::Cr(CrAccess { cr: 3, write: true, gpr: 3, insn_len: 3 }));
         }

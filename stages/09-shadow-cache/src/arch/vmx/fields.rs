@@ -56,6 +56,11 @@ pub const HOST_TR_SELECTOR: u32 = 0x0C0C;
 // 64-bit fields.
 pub const VMCS_LINK_POINTER: u32 = 0x2800;
 pub const GUEST_IA32_DEBUGCTL: u32 = 0x2802;
+pub const VM_EXIT_MSR_STORE_ADDR: u32 = 0x2006;
+pub const VM_EXIT_MSR_LOAD_ADDR: u32 = 0x2008;
+pub const VM_ENTRY_MSR_LOAD_ADDR: u32 = 0x200A;
+pub const GUEST_IA32_EFER: u32 = 0x2806;
+pub const HOST_IA32_EFER: u32 = 0x2C02;
 
 // 32-bit control fields.
 pub const PIN_BASED_VM_EXEC_CONTROL: u32 = 0x4000;
@@ -71,11 +76,14 @@ pub const VM_ENTRY_CONTROLS: u32 = 0x4012;
 pub const VM_ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
 pub const VM_ENTRY_INTR_INFO_FIELD: u32 = 0x4016;
 pub const VM_ENTRY_EXCEPTION_ERROR_CODE: u32 = 0x4018;
+pub const VM_ENTRY_INSTRUCTION_LEN: u32 = 0x401A;
 
 // 32-bit read-only data fields.
 pub const VM_EXIT_REASON: u32 = 0x4402;
 pub const VM_EXIT_INTR_INFO: u32 = 0x4404;
 pub const VM_EXIT_INTR_ERROR_CODE: u32 = 0x4406;
+pub const IDT_VECTORING_INFO_FIELD: u32 = 0x4408;
+pub const IDT_VECTORING_ERROR_CODE: u32 = 0x440A;
 pub const VM_EXIT_INSTRUCTION_LEN: u32 = 0x440C;
 pub const VMX_INSTRUCTION_INFO: u32 = 0x440E;
 
@@ -148,6 +156,8 @@ pub mod pin {
 /// Table 25-6).
 pub mod cpu {
     pub const HLT_EXITING: u32 = 1 << 7;
+    /// `invlpg` exits: the shadow must drop its translation too.
+    pub const INVLPG_EXITING: u32 = 1 << 9;
     pub const MWAIT_EXITING: u32 = 1 << 10;
     /// Every `mov cr3, reg` exits: the hardware CR3 is the module's.
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
@@ -158,18 +168,32 @@ pub mod cpu {
     /// Every `in`, `out`, `ins` and `outs` exits.
     pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
     pub const MONITOR_EXITING: u32 = 1 << 29;
+    /// With this control 0, every `rdmsr` and `wrmsr` exits (SDM Vol. 3C,
+    /// 26.1.3): rkvm never sets it.
+    pub const USE_MSR_BITMAPS: u32 = 1 << 28;
 }
 
 /// VM-exit controls (SDM Vol. 3C, 25.7.1, Table 25-13).
 pub mod exit {
+    /// The exit saves the guest's DR7 and IA32_DEBUGCTL into the VMCS.
+    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     /// The host is 64-bit: the exit lands in IA-32e mode.
     pub const HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
+    /// The exit saves the guest's IA32_EFER into the VMCS.
+    pub const SAVE_IA32_EFER: u32 = 1 << 20;
+    /// The exit loads the host's IA32_EFER from the VMCS.
+    pub const LOAD_IA32_EFER: u32 = 1 << 21;
 }
 
 /// VM-entry controls (SDM Vol. 3C, 25.8.1, Table 25-15).
 pub mod entry {
+    /// The entry loads the guest's DR7 and IA32_DEBUGCTL from the VMCS
+    /// (SDM Vol. 3C, 27.3.2.1); without it they are not loaded at all.
+    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     /// The guest runs in IA-32e mode (long mode); clear for 32-bit guests.
     pub const IA32E_MODE_GUEST: u32 = 1 << 9;
+    /// The entry loads the guest's IA32_EFER from the VMCS.
+    pub const LOAD_IA32_EFER: u32 = 1 << 15;
 }
 // ANCHOR_END: control_bits
 
