@@ -42,7 +42,8 @@ fn host_kvm(test: &str) -> bool {
 }
 
 /// The guests that turn on 32-bit or PAE paging themselves.
-const LEGACY_PAGING: &[&str] = &["paging32", "pae", "pf-codes", "pf-pae", "pf-user", "ad-bits", "large-pages"];
+const LEGACY_PAGING: &[&str] =
+    &["paging32", "pae", "pf-codes", "pf-pae", "pf-user", "ad-bits", "large-pages", "invlpg"];
 
 /// Why this host's KVM cannot stand in for the oracle on `guest`, if it cannot.
 fn host_quirk(guest: &str) -> Option<&'static str> {
