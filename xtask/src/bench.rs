@@ -23,6 +23,10 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// What to measure: `exits` (the exit round trip, with `out-loop`) or
+    /// `mmu` (the naive and the cached shadow MMU, with `mmu-switch`).
+    #[arg(default_value = "exits")]
+    pub what: String,
     /// The L1 platform (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
@@ -92,6 +96,11 @@ fn script(rounds: u32, repeat: u32, vendor_modules: &[String]) -> String {
 pub fn run(args: Args) -> Result<()> {
     if args.rounds < 3 {
         bail!("--rounds {}: give at least 3, for a median", args.rounds);
+    }
+    match args.what.as_str() {
+        "exits" => {}
+        "mmu" => return crate::bench_mmu::run(args.platform.as_deref(), args.rounds, args.repeat),
+        other => bail!("`cargo xtask bench {other}`: measure `exits` or `mmu`"),
     }
     let platform = platform::select(args.platform.as_deref())?;
     let vendor = platform.vendor().kvm_module();

@@ -4,6 +4,7 @@
 //! command line and dispatches.
 
 mod bench;
+mod bench_mmu;
 mod book;
 mod counts;
 mod doctor;
@@ -61,7 +62,7 @@ enum Command {
     Oracle(oracle::Args),
     /// Rewrite the golden traces from Linux KVM's behaviour.
     Bless(oracle::BlessArgs),
-    /// Time the exit benchmark guest on rkvm and on Linux's KVM in one L1 boot.
+    /// Benchmarks in one L1 boot: `exits` (rkvm against Linux's KVM) or `mmu` (naive and cached shadow MMU against Linux's KVM without nested paging).
     Bench(bench::Args),
     /// Count each paging guest's exits and page faults on rkvm and on Linux's KVM without nested paging.
     Counts(counts::Args),

@@ -13,10 +13,27 @@ use std::path::Path;
 /// Where debugfs is mounted.
 pub const DEBUGFS: &str = "/sys/kernel/debug";
 
-/// The counters `--repeat` reports besides the exits: page faults fixed in
-/// the shadow page tables and given to the guest, TLB flushes and
-/// `invlpg`s. Both hypervisors name them so.
-pub const MMU_COUNTERS: [&str; 4] = ["pf_fixed", "pf_guest", "tlb_flush", "invlpg"];
+/// The counters `--repeat` reports besides the exits, as (the name it
+/// prints, rkvm's debugfs file, Linux KVM's): page faults fixed in the
+/// shadow page tables and given to the guest, TLB flushes, `invlpg`s, and
+/// shadow pages made and thrown away (Linux counts a page made as a miss
+/// of its page cache).
+pub const MMU_COUNTERS: [(&str, &str, &str); 6] = [
+    ("pf_fixed", "pf_fixed", "pf_fixed"),
+    ("pf_guest", "pf_guest", "pf_guest"),
+    ("tlb_flush", "tlb_flush", "tlb_flush"),
+    ("invlpg", "invlpg", "invlpg"),
+    ("shadow_made", "mmu_shadow_made", "mmu_cache_miss"),
+    ("shadow_zapped", "mmu_shadow_zapped", "mmu_shadow_zapped"),
+];
+
+/// The debugfs file of counter `c` of [`MMU_COUNTERS`] on `backend`.
+pub fn mmu_counter_file(backend: Backend, c: (&str, &'static str, &'static str)) -> &'static str {
+    match backend {
+        Backend::Rkvm => c.1,
+        Backend::LinuxKvm => c.2,
+    }
+}
 
 /// The exits counted so far for this process's VMs on `backend`, under
 /// the debugfs root `root`; `None` if debugfs does not show them.

@@ -63,7 +63,7 @@ fn run_one(name: &str, options: &Options, repeat: Option<u32>) -> anyhow::Result
             let mmu: Vec<String> = rkvm_run::debugfs::MMU_COUNTERS
                 .iter()
                 .zip(t.mmu_counts)
-                .map(|(name, n)| format!("{name}={}", n.map_or("?".to_string(), |n| n.to_string())))
+                .map(|((name, _, _), n)| format!("{name}={}", n.map_or("?".to_string(), |n| n.to_string())))
                 .collect();
             eprintln!(
                 "rkvm-run: run {i} of {repeat}: {} exits to userspace, {counted} hypervisor exits, {secs:.6} s, {}",

@@ -40,7 +40,7 @@ pub struct Timing {
     pub hypervisor_exits: Option<u64>,
     /// The hypervisor's MMU counters during the run
     /// ([`crate::debugfs::MMU_COUNTERS`]), where debugfs shows them.
-    pub mmu_counts: [Option<u64>; 4],
+    pub mmu_counts: [Option<u64>; 6],
 }
 
 /// Runs `guest` in a new VM and returns its trace.
@@ -53,7 +53,8 @@ pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
     let counted = || crate::debugfs::exits(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id());
     let mmu_counted = || {
         crate::debugfs::MMU_COUNTERS
-            .map(|c| crate::debugfs::counter(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id(), c))
+            .map(|c| crate::debugfs::mmu_counter_file(options.backend, c))
+            .map(|f| crate::debugfs::counter(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id(), f))
     };
     let counted_before = counted();
     let mmu_before = mmu_counted();
