@@ -629,3 +629,91 @@ fn a_fault_in_the_middle_of_rep_keeps_the_iterations_done() {
     assert_eq!((fake.get(Rcx), fake.get(Rsi), fake.get(Rdi), fake.rip), (7, RAM + 4, FAULTY, 0x1000));
 }
 // ANCHOR_END: mmio_tests
+
+mod e10_1 {
+    //! Instructions whose memory operand has a SIB byte.
+    use super::*;
+
+    #[test]
+    fn base_index_scale_displacement() {
+        // mov eax, [rbx+rcx*4+8]
+        let mut fake = Fake::with_regs(&[(Rbx, RAM), (Rcx, 3)]);
+        fake.poke(RAM + 20, &[1, 2, 3, 4]);
+        assert_eq!(run64(&mut fake, &[0x8B, 0x44, 0x8B, 0x08]), Outcome::Done);
+        assert_eq!((fake.get(Rax), fake.rip), (0x0403_0201, 0x1004));
+        // mov [r13+r12*2], r8b (REX.RXB).
+        let mut fake = Fake::with_regs(&[(R13, RAM), (R12, 0x40), (R8, 0x77)]);
+        assert_eq!(run64(&mut fake, &[0x47, 0x88, 0x44, 0x65, 0x00]), Outcome::Done);
+        assert_eq!(fake.peek(RAM + 0x80, 1), [0x77]);
+        // mov eax, [disp32] through a SIB byte: no base, no index.
+        let mut fake = Fake::new();
+        fake.poke(RAM, &[9]);
+        assert_eq!(run64(&mut fake, &[0x8B, 0x04, 0x25, 0x00, 0x20, 0x00, 0x00]), Outcome::Done);
+        assert_eq!(fake.get(Rax), 9);
+    }
+
+    #[test]
+    fn push_and_pop_addressed_by_rsp() {
+        // push qword [rsp+8]: the address uses RSP before the push.
+        let mut fake = Fake::with_regs(&[(Rsp, 0x8000)]);
+        fake.poke(0x8008, &0x1111_2222_3333_4444u64.to_le_bytes());
+        assert_eq!(run64(&mut fake, &[0xFF, 0x74, 0x24, 0x08]), Outcome::Done);
+        assert_eq!((fake.get(Rsp), fake.peek_u64(0x7FF8, 8)), (0x7FF8, 0x1111_2222_3333_4444));
+        // pop qword [rsp+8]: the address uses RSP after the pop.
+        let mut fake = Fake::with_regs(&[(Rsp, 0x7FF8)]);
+        fake.poke(0x7FF8, &0x5555_6666_7777_8888u64.to_le_bytes());
+        assert_eq!(run64(&mut fake, &[0x8F, 0x44, 0x24, 0x08]), Outcome::Done);
+        assert_eq!((fake.get(Rsp), fake.peek_u64(0x8008, 8)), (0x8000, 0x5555_6666_7777_8888));
+        assert_eq!(fake.peek_u64(0x8000, 8), 0);
+    }
+}
+
+mod e10_2 {
+    //! `sub`, `sbb` and `cmp`.
+    use super::*;
+
+    #[test]
+    fn sub_in_each_encoding() {
+        assert_eq!(alu_memory(&[0x28, 0x03], 0, 1, &[(Rax, 1)], 0x2), (0xFF, 0x2 | CF | SF | AF | PF));
+        assert_eq!(alu_memory(&[0x66, 0x29, 0x03], 0x8000, 2, &[(Rax, 1)], 0x2), (0x7FFF, 0x2 | OF | AF | PF));
+        assert_eq!(alu_memory(&[0x29, 0x03], 5, 4, &[(Rax, 5)], 0x2 | CF), (0, 0x2 | ZF | PF));
+        assert_eq!(alu_memory(&[0x48, 0x83, 0x2B, 0x01], 0, 8, &[], 0x2), (u64::MAX, 0x2 | CF | SF | AF | PF));
+        let fake = at_rbx(&[0x2B, 0x03], &[(Rax, 0xFFFF_FFFF_0000_0010)], &[0x20, 0, 0, 0]);
+        assert_eq!((fake.get(Rax), fake.rflags), (0xFFFF_FFF0, 0x2 | CF | SF | PF));
+        let mut fake = Fake::with_regs(&[(Rax, 0x80)]);
+        assert_eq!(run64(&mut fake, &[0x2C, 0x01]), Outcome::Done); // sub al, 1
+        assert_eq!((fake.get(Rax), fake.rflags), (0x7F, 0x2 | OF | AF));
+    }
+
+    #[test]
+    fn sbb_takes_the_borrow() {
+        assert_eq!(alu_memory(&[0x18, 0x03], 0, 1, &[(Rax, 0)], 0x2 | CF), (0xFF, 0x2 | CF | SF | AF | PF));
+        assert_eq!(alu_memory(&[0x18, 0x03], 0, 1, &[(Rax, 0)], 0x2), (0, 0x2 | ZF | PF));
+        assert_eq!(alu_memory(&[0x19, 0x03], 1, 4, &[(Rax, 0xFFFF_FFFF)], 0x2 | CF), (1, 0x2 | CF | AF));
+        assert_eq!(alu_memory(&[0x81, 0x1B, 0, 0, 0, 0], 0x8000_0000, 4, &[], 0x2 | CF), (0x7FFF_FFFF, 0x2 | OF | AF | PF));
+    }
+
+    #[test]
+    fn cmp_sets_flags_and_writes_nothing() {
+        let fake = at_rbx(&[0x39, 0x03], &[(Rax, 2)], &[1, 0, 0, 0]);
+        assert_eq!((fake.rflags, fake.peek(RAM, 4)), (0x2 | CF | SF | AF | PF, vec![1, 0, 0, 0]));
+        assert!(fake.log.iter().all(|l| !l.write));
+        let fake = at_rbx(&[0x3A, 0x03], &[(Rax, 0x42)], &[0x42]); // cmp al, [rbx]
+        assert_eq!((fake.rflags, fake.get(Rax)), (0x2 | ZF | PF, 0x42));
+        let fake = at_rbx(&[0x80, 0x3B, 0x80], &[], &[0x7F]); // cmp byte [rbx], 0x80
+        assert_eq!(fake.rflags, 0x2 | CF | OF | SF | PF);
+        let mut fake = Fake::with_regs(&[(Rax, 0x1234)]);
+        assert_eq!(run64(&mut fake, &[0x66, 0x3D, 0x34, 0x12]), Outcome::Done);
+        assert_eq!(fake.rflags, 0x2 | ZF | PF);
+    }
+
+    #[test]
+    fn sub_from_mmio() {
+        let mut fake = Fake::with_regs(&[(Rbx, MMIO), (Rax, 1)]);
+        assert_eq!(run64(&mut fake, &[0x29, 0x03]), Outcome::MmioRead);
+        fake.answer_read(&[0, 0, 0, 0]);
+        assert_eq!(run64(&mut fake, &[0x29, 0x03]), Outcome::MmioWrite);
+        assert_eq!(fake.take_write().data, vec![0xFF; 4]);
+        assert_eq!(fake.rflags, 0x2 | CF | SF | AF | PF);
+    }
+}
