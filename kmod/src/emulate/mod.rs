@@ -26,12 +26,17 @@
 //! Covered: `mov` in every form the ModRM and moffs encodings give
 //! (88-8B, C6, C7, A0-A3), `movzx` and `movsx` (0F B6, B7, BE, BF), `movs`,
 //! `stos` and `lods` with and without `rep`, the eight ALU operations
-//! (00-3D, 80-83), `test` (84, 85, F6 /0, F7 /0), `inc` and `dec` (FE and
+//! (00-3D, 80-83), `test` (84, 85, A8, A9, F6 /0, F7 /0), `inc` and `dec` (FE and
 //! FF /0 /1), `not` and `neg` (F6, F7 /2 /3), `xchg` (86, 87), `push` and
 //! `pop` of a memory operand (FF /6, 8F /0) and `bt`, `bts`, `btr`, `btc`
 //! (0F A3, AB, B3, BB and 0F BA /4-7). Everything else is
 //! [`DecodeError::Unsupported`]: 2006 then reported an emulation failure
 //! to userspace.
+//!
+//! Not here: the shifts and rotates (C0, C1, D0-D3), `cmpxchg`,
+//! `cmpxchg8b`, `cmovcc` and `movsxd`, which 2006 also emulated; and
+//! atomicity: a `lock`ed read-modify-write is decoded and run as a read
+//! then a write, which another vCPU may see apart.
 
 pub mod decode;
 pub mod flags;

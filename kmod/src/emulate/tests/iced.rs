@@ -323,13 +323,16 @@ pub fn random_sequence(r: &mut Rng) -> (Vec<u8>, Mode) {
         } else {
             bytes.extend_from_slice(r.pick(OPCODES));
         }
-        // A ModRM: memory two times in three, a SIB often.
+        // A ModRM: memory often, and then often a SIB byte or RIP-relative.
         let mut modrm = r.byte();
         if r.one_in(3) {
             modrm &= 0x3F;
         }
-        if r.one_in(3) {
-            modrm = (modrm & 0xF8) | 4;
+        match r.below(6) {
+            0 | 1 => modrm = (modrm & 0xF8) | 4,
+            // mod 00, r/m 101: RIP-relative, or [disp32] outside 64-bit mode.
+            2 => modrm = (modrm & 0x38) | 5,
+            _ => {}
         }
         bytes.push(modrm);
     }

@@ -1,8 +1,10 @@
 //@ stage 10
 //! The random numbers of the tests: a fixed seed, so that a failure
 //! repeats, and counts that an environment variable raises.
-//! `RKVM_EMU_CASES` multiplies nothing: it is the number of cases of each
-//! random test (each has its own default), `RKVM_EMU_SEED` the seed.
+//! `RKVM_EMU_CASES` replaces the default count of every random test: the
+//! number of byte sequences given to the decoder, and the number of
+//! operand pairs per instruction and operand size compared with the host.
+//! `RKVM_EMU_SEED` replaces the seed.
 
 /// The number of cases: `RKVM_EMU_CASES` if set, else `default`.
 pub fn cases(default: u64) -> u64 {
