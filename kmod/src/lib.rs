@@ -24,6 +24,9 @@ pub mod kernel;
 pub mod regs;
 pub mod stats;
 pub mod memslot;
+//@ begin 10
+pub mod emulate;
+//@ end
 //@ end
 //@ begin 5
 pub mod mmu;

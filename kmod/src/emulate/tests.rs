@@ -1,0 +1,16 @@
+//@ stage 10
+//! Tests of the emulator: the decoder against a disassembler on random
+//! bytes ([`iced`]), the arithmetic against the host processor ([`host`]),
+//! and each instruction on a made-up guest ([`exec`], over [`fake`]).
+//!
+//! Only the tests in the `e10_1` modules reach [`decode_sib`](super::decode::decode_sib)
+//! (every memory operand with a SIB byte), and only those in `e10_2` reach
+//! [`flags::sub`](super::flags::sub) (`sub`, `sbb` and `cmp`): the others
+//! use neither.
+
+mod decode;
+mod exec;
+mod fake;
+mod host;
+mod iced;
+mod rng;
