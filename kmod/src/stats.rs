@@ -58,6 +58,9 @@ pub static STATS: &[StatEntry] = &[
     entry(c"mmu_shadow_made", &SHADOW_PAGES_MADE),
     entry(c"mmu_shadow_zapped", &SHADOW_PAGES_ZAPPED),
     //@ end
+    //@ begin 10
+    entry(c"mmio_exits", &MMIO_EXITS),
+    //@ end
 ];
 
 //@ begin 5
@@ -90,6 +93,10 @@ pub enum Counter {
     ShadowPagesMade,
     ShadowPagesZapped,
     //@ end
+    //@ begin 10
+    /// Exits to userspace for MMIO.
+    MmioExits,
+    //@ end
 }
 
 /// The number of [`Counter`]s.
@@ -108,6 +115,9 @@ pub static INVLPG: AtomicU64 = AtomicU64::new(0);
 pub static SHADOW_PAGES_MADE: AtomicU64 = AtomicU64::new(0);
 pub static SHADOW_PAGES_ZAPPED: AtomicU64 = AtomicU64::new(0);
 //@ end
+//@ begin 10
+pub static MMIO_EXITS: AtomicU64 = AtomicU64::new(0);
+//@ end
 
 impl Counter {
     /// The module-wide counter.
@@ -125,6 +135,9 @@ impl Counter {
             Counter::Invlpg => &INVLPG,
             Counter::ShadowPagesMade => &SHADOW_PAGES_MADE,
             Counter::ShadowPagesZapped => &SHADOW_PAGES_ZAPPED,
+            //@ end
+            //@ begin 10
+            Counter::MmioExits => &MMIO_EXITS,
             //@ end
         }
     }
@@ -146,6 +159,9 @@ impl Counter {
         Counter::ShadowPagesMade,
         Counter::ShadowPagesZapped,
         //@ end
+        //@ begin 10
+        Counter::MmioExits,
+        //@ end
     ];
 
     /// The name of its debugfs file.
@@ -163,6 +179,9 @@ impl Counter {
             Counter::Invlpg => c"invlpg",
             Counter::ShadowPagesMade => c"mmu_shadow_made",
             Counter::ShadowPagesZapped => c"mmu_shadow_zapped",
+            //@ end
+            //@ begin 10
+            Counter::MmioExits => c"mmio_exits",
             //@ end
         }
     }

@@ -256,6 +256,11 @@ struct Hw {
     /// instruction that exited: that instruction's length, or 0.
     pending_skip: u8,
     //@ end
+    //@ begin 10
+    /// The MMIO read userspace was asked for, and the data it gave.
+    mmio_read: Option<(u64, usize)>,
+    mmio_data: Option<(u64, usize, [u8; 8])>,
+    //@ end
 }
 
 impl Hw {
@@ -274,6 +279,10 @@ impl Hw {
             //@ begin 5
             mmu: Mmu::new()?,
             pending_skip: 0,
+            //@ end
+            //@ begin 10
+            mmio_read: None,
+            mmio_data: None,
             //@ end
         })
     }
@@ -300,6 +309,12 @@ impl Vcpu {
             root: Root { phys: 0, flush_tlb: false },
         };
         vcpu.complete_userspace(run);
+        //@ begin 10
+        if vcpu.complete_mmio(run) == Action::ToUser {
+            vcpu.report(run);
+            return Ok(());
+        }
+        //@ end
         loop {
             if cpu::signal_pending() {
                 vcpu.stats.count(Counter::SignalExits);
@@ -363,6 +378,21 @@ impl Running<'_> {
         }
         run.emulated = 0;
     }
+
+    //@ begin 10
+    /// An MMIO read userspace answered (`mmio_completed`, the data in
+    /// `kvm_run.mmio.data`): the instruction runs again in the emulator,
+    /// which takes the data. Without an answer the guest runs the
+    /// instruction again itself, and asks again.
+    fn complete_mmio(&mut self, run: &mut KvmRun) -> Action {
+        let Some((gpa, len)) = self.hw.mmio_read.take() else { return Action::Resume };
+        if core::mem::take(&mut run.mmio_completed) == 0 {
+            return Action::Resume;
+        }
+        self.hw.mmio_data = Some((gpa, len, run.exit.mmio().data));
+        exit::mmio::resume(self, run)
+    }
+    //@ end
 
     /// One entry into the guest, with preemption off from just before to
     /// just after; returns its exit, decoded by the backend.
@@ -468,6 +498,51 @@ impl ExitContext for Running<'_> {
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.hw.arch.queue_exception(vector, error_code);
+    }
+    //@ end
+    //@ begin 10
+
+    fn rip(&self) -> u64 {
+        *self.regs.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        *self.regs.rip = rip;
+    }
+    fn rflags(&self) -> u64 {
+        *self.regs.rflags
+    }
+    fn set_rflags(&mut self, rflags: u64) {
+        *self.regs.rflags = rflags;
+    }
+
+    fn translate(&mut self, address: u64, access: exit::mmio::LinearAccess) -> Result<u64, u32> {
+        self.hw.mmu.translate_access(address, access, self.memory)
+    }
+
+    fn read_phys(&mut self, gpa: u64, data: &mut [u8]) -> bool {
+        crate::mmu::read_phys(gpa, data, self.memory)
+    }
+
+    fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let written = crate::mmu::write_phys(gpa, data, self.memory);
+        if written {
+            self.hw.mmu.guest_wrote(gpa);
+        }
+        written
+    }
+
+    fn expect_mmio_read(&mut self, gpa: u64, len: usize) {
+        self.hw.mmio_read = Some((gpa, len));
+    }
+
+    fn completed_mmio_read(&mut self, gpa: u64, len: usize) -> Option<[u8; 8]> {
+        match self.hw.mmio_data {
+            Some((g, l, data)) if (g, l) == (gpa, len) => {
+                self.hw.mmio_data = None;
+                Some(data)
+            }
+            _ => None,
+        }
     }
     //@ end
 

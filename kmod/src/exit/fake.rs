@@ -32,6 +32,18 @@ pub struct FakeContext {
     /// `pdptes_valid` answers no.
     pub bad_pdptes: bool,
     //@ end
+    //@ begin 10
+    pub rip: u64,
+    pub rflags: u64,
+    /// Guest RAM from guest-physical 0: `translate` is the identity, and
+    /// everything past `ram` is MMIO.
+    pub ram: Vec<u8>,
+    /// A linear address whose translation faults, with its error code.
+    pub fault_at: Option<(u64, u32)>,
+    /// The MMIO read userspace was asked for, and the data it gave.
+    pub mmio_expected: Option<(u64, usize)>,
+    pub mmio_data: Option<(u64, usize, [u8; 8])>,
+    //@ end
 }
 
 impl FakeContext {
@@ -93,6 +105,64 @@ impl ExitContext for FakeContext {
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.queued = Some((vector, error_code));
+    }
+    //@ end
+    //@ begin 10
+
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn set_rflags(&mut self, rflags: u64) {
+        self.rflags = rflags;
+    }
+
+    fn translate(&mut self, address: u64, _access: super::mmio::LinearAccess) -> Result<u64, u32> {
+        match self.fault_at {
+            Some((at, error_code)) if at >> 12 == address >> 12 => Err(error_code),
+            _ => Ok(address),
+        }
+    }
+
+    fn read_phys(&mut self, gpa: u64, data: &mut [u8]) -> bool {
+        let start = gpa as usize;
+        match self.ram.get(start..start + data.len()) {
+            Some(src) => {
+                data.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let start = gpa as usize;
+        match self.ram.get_mut(start..start + data.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn expect_mmio_read(&mut self, gpa: u64, len: usize) {
+        self.mmio_expected = Some((gpa, len));
+    }
+
+    fn completed_mmio_read(&mut self, gpa: u64, len: usize) -> Option<[u8; 8]> {
+        match self.mmio_data {
+            Some((g, l, data)) if (g, l) == (gpa, len) => {
+                self.mmio_data = None;
+                Some(data)
+            }
+            _ => None,
+        }
     }
     //@ end
 

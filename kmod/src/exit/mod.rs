@@ -21,6 +21,9 @@ pub mod cr;
 //@ begin 8
 pub mod msr;
 //@ end
+//@ begin 10
+pub mod mmio;
+//@ end
 
 use crate::abi::{self, KvmRun, KvmRunEx, KvmRunExit, KvmSregs};
 use crate::stats::Counter;
@@ -180,6 +183,36 @@ pub trait ExitContext {
     /// [`crate::arch::ArchVcpu::queue_exception`]).
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>);
     //@ end
+    //@ begin 10
+
+    /// RIP and RFLAGS, for the emulator.
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, rip: u64);
+    fn rflags(&self) -> u64;
+    fn set_rflags(&mut self, rflags: u64);
+
+    /// Translates linear `address` through the guest's tables for
+    /// `access`, setting their accessed and dirty bits as the processor
+    /// would: the guest-physical address, or the error code of the page
+    /// fault the processor would raise. With paging off, the address
+    /// itself.
+    fn translate(&mut self, address: u64, access: mmio::LinearAccess) -> Result<u64, u32>;
+
+    /// Reads guest RAM at `gpa`; `false` if no memory slot backs it all.
+    fn read_phys(&mut self, gpa: u64, data: &mut [u8]) -> bool;
+
+    /// Writes guest RAM at `gpa` (the MMU hears of it, in case it is a
+    /// guest page table it shadows); `false` if no slot backs it all.
+    fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool;
+
+    /// Remembers that userspace was asked for an MMIO read of `len` bytes
+    /// at `gpa`.
+    fn expect_mmio_read(&mut self, gpa: u64, len: usize);
+
+    /// The data userspace gave for the MMIO read of `len` bytes at `gpa`,
+    /// once (then forgotten).
+    fn completed_mmio_read(&mut self, gpa: u64, len: usize) -> Option<[u8; 8]>;
+    //@ end
 
     /// Counts an event in the VM's and the global statistics.
     fn count(&mut self, counter: Counter);
@@ -297,7 +330,14 @@ fn handle_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitContext, r
             Action::Resume
         }
         //@ end
-        PageFault::NotMemory => to_user_exception(14, error_code, run),
+        PageFault::NotMemory => {
+            //@ begin 10
+            if let Some(action) = mmio::emulate_fault(ctx, run) {
+                return action;
+            }
+            //@ end
+            to_user_exception(14, error_code, run)
+        }
     }
 }
 // ANCHOR_END: handle_page_fault

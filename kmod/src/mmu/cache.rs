@@ -532,6 +532,16 @@ impl CachedMmu {
         self.needs_flush = true;
     }
 
+    //@ begin 10
+    /// Guest frame `gfn` was written where no fault saw it (by the
+    /// emulator): if it is a table the cache shadows, its shadow pages go.
+    pub fn forget_table(&mut self, gfn: u64) {
+        for i in self.shadows_of(gfn) {
+            self.zap(i);
+        }
+    }
+    //@ end
+
     /// The shadow pages of guest table `gfn` (not direct ones).
     fn shadows_of(&self, gfn: u64) -> Vec<usize> {
         let mut found = Vec::new();

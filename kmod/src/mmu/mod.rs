@@ -419,6 +419,64 @@ impl Mmu {
 }
 // ANCHOR_END: flush
 
+//@ begin 10
+// ANCHOR: emulator_access
+impl Mmu {
+    /// For the emulator: linear `address` translated for `access` through
+    /// the guest's tables (accessed and dirty bits set, as the processor
+    /// would), or the error code of the fault. With paging off, the
+    /// address is physical.
+    pub fn translate_access(&self, address: u64, access: Access, memory: &Mutex<MemSlots>) -> Result<u64, u32> {
+        let Some(built) = self.built else { return Ok(address) };
+        match walk::walk(&built.state, address, access, &mut SlotTables(&memory.lock()), true) {
+            Ok(t) => Ok(t.gpa),
+            Err(WalkError::Fault { error_code }) => Err(error_code),
+            Err(WalkError::Unbacked { .. }) => Err(walk::access_code(access, &built.state)),
+        }
+    }
+
+    /// The emulator wrote guest RAM at `gpa`: if that is a guest page
+    /// table the cache shadows, its shadow pages go (the processor's own
+    /// writes to it fault and do the same).
+    pub fn guest_wrote(&mut self, gpa: u64) {
+        if let Some(cache) = &mut self.cache {
+            cache.forget_table(gpa >> PAGE_SHIFT);
+            self.needs_flush = true;
+        }
+    }
+}
+
+/// Reads guest RAM at guest-physical `gpa`, within one page; `false` if no
+/// slot backs it.
+pub fn read_phys(gpa: u64, data: &mut [u8], memory: &Mutex<MemSlots>) -> bool {
+    let offset = (gpa & 0xFFF) as usize;
+    let slots = memory.lock();
+    let Some(page) = slots.gfn_to_page(gpa >> PAGE_SHIFT) else { return false };
+    if offset + data.len() > 0x1000 {
+        return false;
+    }
+    // SAFETY: `offset + len` is within the live page; userspace may write
+    // it at the same time, which can only give old or new bytes.
+    unsafe { core::ptr::copy_nonoverlapping(page.addr().add(offset), data.as_mut_ptr(), data.len()) };
+    true
+}
+
+/// Writes guest RAM at `gpa`, within one page; `false` if no slot backs it.
+pub fn write_phys(gpa: u64, data: &[u8], memory: &Mutex<MemSlots>) -> bool {
+    let offset = (gpa & 0xFFF) as usize;
+    let slots = memory.lock();
+    let Some(page) = slots.gfn_to_page(gpa >> PAGE_SHIFT) else { return false };
+    if offset + data.len() > 0x1000 {
+        return false;
+    }
+    // SAFETY: as in `read_phys`; the page is guest memory, which the guest
+    // (and userspace) may write at any time anyway.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), page.addr().add(offset), data.len()) };
+    true
+}
+// ANCHOR_END: emulator_access
+//@ end
+
 // ANCHOR: slot_tables
 /// Guest memory, for the walk: guest-physical addresses through the slots.
 struct SlotTables<'a>(&'a MemSlots);

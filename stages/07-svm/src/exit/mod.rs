@@ -226,7 +226,9 @@ fn handle_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitContext, r
             ctx.count(Counter::PfFixed);
             Action::Resume
         }
-        PageFault::NotMemory => to_user_exception(14, error_code, run),
+        PageFault::NotMemory => {
+            to_user_exception(14, error_code, run)
+        }
     }
 }
 // ANCHOR_END: handle_page_fault

@@ -1,0 +1,278 @@
+//@ stage 10
+//! MMIO: a guest access to a guest-physical address that no memory slot
+//! backs. The fault says only where; the instruction says what, so the
+//! module fetches it through the guest's own tables, runs it in the
+//! emulator ([`crate::emulate`]) on the guest's registers and memory, and
+//! hands the one access it cannot do to userspace as `KVM_EXIT_MMIO`
+//! (2006's `emulate_instruction` and its `mmio_*` fields).
+//!
+//! A write completes the instruction at once: userspace performs it, and
+//! the guest runs on. A read cannot complete without its data: the exit
+//! asks userspace for it, userspace puts it in `kvm_run.mmio.data` and sets
+//! `mmio_completed`, and the next `KVM_RUN` runs the same instruction
+//! again, answering the same read with that data ([`resume`]).
+//!
+//! Everything here goes through [`ExitContext`], so the host tests run it
+//! on a fake vCPU with fake memory.
+
+use super::{Action, ExitContext, reflect_page_fault, to_user, to_user_unknown};
+use crate::abi::{self, KvmRun, KvmRunExit, KvmRunMmio, KvmSegment, KvmSregs};
+use crate::emulate::{self, Access, Exception, Guest, Mode, Outcome, Segment, Size};
+use crate::regs::Reg;
+use crate::stats::Counter;
+
+/// What `KVM_EXIT_UNKNOWN` reports when the emulator does not know the
+/// instruction at RIP: no hardware exit reason has this value.
+pub const EMULATION_FAILED: u32 = 0xEEEE_0001;
+
+/// How a guest access is translated: the rights it needs (the walk's).
+pub use crate::mmu::walk::Access as LinearAccess;
+
+// ANCHOR: handle_mmio
+/// A page fault the MMU found outside guest memory: emulate the
+/// instruction at RIP. `None` if its bytes cannot even be fetched from
+/// guest memory (code in MMIO is not run).
+pub fn emulate_fault(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Option<Action> {
+    let sregs = ctx.sregs();
+    let (bytes, n) = match fetch(ctx, &sregs) {
+        Ok(fetched) => fetched,
+        Err(Fetch::Fault { address, error_code }) => {
+            reflect_page_fault(address, error_code, ctx);
+            return Some(Action::Resume);
+        }
+        Err(Fetch::NotMemory) => return None,
+    };
+    let mut guest = EmulatedGuest { ctx: &mut *ctx, sregs, mmio: None, fault_address: 0 };
+    let outcome = emulate::emulate(&mut guest, bytes.get(..n).unwrap_or(&[]), mode(&sregs), stack_size(&sregs));
+    let (mmio, fault_address) = (guest.mmio, guest.fault_address);
+    Some(finish(outcome, mmio, fault_address, ctx, run))
+}
+
+/// The next `KVM_RUN` after an MMIO read: userspace's data answers it,
+/// and the same instruction runs again from the start.
+pub fn resume(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
+    match emulate_fault(ctx, run) {
+        Some(action) => action,
+        None => to_user_unknown(EMULATION_FAILED, run),
+    }
+}
+
+/// What the emulator's outcome means for the vCPU and for userspace.
+fn finish(outcome: Outcome, mmio: Option<Mmio>, fault_address: u64, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
+    match (outcome, mmio) {
+        (Outcome::Done | Outcome::Again, _) => Action::Resume,
+        (Outcome::MmioRead | Outcome::MmioWrite, Some(m)) => {
+            ctx.count(Counter::MmioExits);
+            if !m.is_write {
+                ctx.expect_mmio_read(m.gpa, m.len);
+            }
+            run.exit = KvmRunExit::from_mmio(KvmRunMmio {
+                phys_addr: m.gpa,
+                data: m.data,
+                len: m.len as u32,
+                is_write: u8::from(m.is_write),
+                ..KvmRunMmio::default()
+            });
+            to_user(run, abi::KVM_EXIT_MMIO)
+        }
+        (Outcome::Exception(Exception { vector: 14, error_code }), _) => {
+            reflect_page_fault(fault_address, error_code.unwrap_or(0), ctx);
+            Action::Resume
+        }
+        (Outcome::Exception(e), _) => {
+            ctx.queue_exception(e.vector, e.error_code);
+            Action::Resume
+        }
+        (Outcome::MmioRead | Outcome::MmioWrite | Outcome::Unhandled(_), _) => to_user_unknown(EMULATION_FAILED, run),
+    }
+}
+// ANCHOR_END: handle_mmio
+
+/// The one access of an instruction that goes to userspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mmio {
+    gpa: u64,
+    len: usize,
+    is_write: bool,
+    data: [u8; 8],
+}
+
+// ANCHOR: fetch
+/// Why the instruction's bytes cannot be fetched.
+enum Fetch {
+    /// The guest's tables refuse: the guest's #PF handler must run.
+    Fault { address: u64, error_code: u32 },
+    /// The code is not in guest memory.
+    NotMemory,
+}
+
+/// Up to 15 bytes at CS:RIP, fewer only where the code ends at a page the
+/// guest cannot fetch (then the emulator says whether it needs more).
+fn fetch(ctx: &mut dyn ExitContext, sregs: &KvmSregs) -> Result<([u8; 15], usize), Fetch> {
+    let start = linear(sregs, &sregs.cs, ctx.rip());
+    let access = LinearAccess { write: false, user: cpl(sregs) == 3, fetch: true };
+    let mut bytes = [0; 15];
+    let mut n = 0;
+    while n < bytes.len() {
+        let address = wrap(sregs, start.wrapping_add(n as u64));
+        let chunk = (0x1000 - (address & 0xFFF) as usize).min(bytes.len() - n);
+        let gpa = match ctx.translate(address, access) {
+            Ok(gpa) => gpa,
+            Err(error_code) if n == 0 => return Err(Fetch::Fault { address, error_code }),
+            Err(_) => break,
+        };
+        let Some(dst) = bytes.get_mut(n..n + chunk) else { break };
+        if !ctx.read_phys(gpa, dst) {
+            if n == 0 {
+                return Err(Fetch::NotMemory);
+            }
+            break;
+        }
+        n += chunk;
+    }
+    Ok((bytes, n))
+}
+// ANCHOR_END: fetch
+
+// ANCHOR: emulated_guest
+/// The vCPU as the emulator sees it.
+struct EmulatedGuest<'a> {
+    ctx: &'a mut dyn ExitContext,
+    sregs: KvmSregs,
+    /// The access that went to userspace, if one did.
+    mmio: Option<Mmio>,
+    /// The linear address of a page fault the walk found, for CR2.
+    fault_address: u64,
+}
+
+impl Guest for EmulatedGuest<'_> {
+    fn reg(&self, reg: Reg) -> u64 {
+        self.ctx.gpr(reg as u8)
+    }
+    fn set_reg(&mut self, reg: Reg, value: u64) {
+        self.ctx.set_gpr(reg as u8, value);
+    }
+    fn rip(&self) -> u64 {
+        self.ctx.rip()
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.ctx.set_rip(rip);
+    }
+    fn rflags(&self) -> u64 {
+        self.ctx.rflags()
+    }
+    fn set_rflags(&mut self, rflags: u64) {
+        self.ctx.set_rflags(rflags);
+    }
+
+    fn read(&mut self, segment: Segment, offset: u64, data: &mut [u8]) -> Access {
+        let gpa = match self.translate(segment, offset, data.len(), false) {
+            Ok(gpa) => gpa,
+            Err(access) => return access,
+        };
+        if self.ctx.read_phys(gpa, data) {
+            return Access::Done;
+        }
+        if let Some(answer) = self.ctx.completed_mmio_read(gpa, data.len()) {
+            let n = data.len().min(answer.len());
+            if let (Some(dst), Some(src)) = (data.get_mut(..n), answer.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            return Access::Done;
+        }
+        self.mmio = Some(Mmio { gpa, len: data.len(), is_write: false, data: [0; 8] });
+        Access::Mmio
+    }
+
+    fn write(&mut self, segment: Segment, offset: u64, data: &[u8]) -> Access {
+        let gpa = match self.translate(segment, offset, data.len(), true) {
+            Ok(gpa) => gpa,
+            Err(access) => return access,
+        };
+        if self.ctx.write_phys(gpa, data) {
+            return Access::Done;
+        }
+        let mut bytes = [0; 8];
+        let n = data.len().min(8);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..n), data.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.mmio = Some(Mmio { gpa, len: n, is_write: true, data: bytes });
+        Access::Mmio
+    }
+}
+
+impl EmulatedGuest<'_> {
+    /// `segment:offset` for `len` bytes, to a guest-physical address: the
+    /// segment's base and limit (SDM Vol. 3A, 3.4.5 and 5.3; only FS and
+    /// GS have a base in 64-bit mode, and no limit is checked there), then
+    /// the guest's tables with the rights of the access. An access that
+    /// crosses into a second page is translated by its first byte: the
+    /// two pages must be contiguous guest-physical memory or MMIO.
+    fn translate(&mut self, segment: Segment, offset: u64, len: usize, write: bool) -> Result<u64, Access> {
+        let seg = segment_of(&self.sregs, segment);
+        let long = mode(&self.sregs) == Mode::Bits64;
+        if !long && offset.saturating_add(len as u64 - 1) > u64::from(seg.limit) {
+            let vector = if segment == Segment::Ss { 12 } else { 13 };
+            return Err(Access::Fault(Exception { vector, error_code: Some(0) }));
+        }
+        let base = if long && !matches!(segment, Segment::Fs | Segment::Gs) { 0 } else { seg.base };
+        let address = wrap(&self.sregs, base.wrapping_add(offset));
+        let access = LinearAccess { write, user: cpl(&self.sregs) == 3, fetch: false };
+        self.ctx.translate(address, access).map_err(|error_code| {
+            self.fault_address = address;
+            Access::Fault(Exception { vector: 14, error_code: Some(error_code) })
+        })
+    }
+}
+// ANCHOR_END: emulated_guest
+
+/// The emulator's mode for the code segment: 64-bit with EFER.LMA and
+/// CS.L, else 32-bit with CS.D, else 16-bit (real mode included).
+fn mode(sregs: &KvmSregs) -> Mode {
+    const EFER_LMA: u64 = 1 << 10;
+    const CR0_PE: u64 = 1;
+    if sregs.efer & EFER_LMA != 0 && sregs.cs.l != 0 {
+        Mode::Bits64
+    } else if sregs.cr0 & CR0_PE != 0 && sregs.cs.db != 0 {
+        Mode::Bits32
+    } else {
+        Mode::Bits16
+    }
+}
+
+/// The stack's address size: SS.B.
+fn stack_size(sregs: &KvmSregs) -> Size {
+    if sregs.ss.db != 0 { Size::Dword } else { Size::Word }
+}
+
+/// The current privilege level: CS's DPL in protected mode, 0 in real mode.
+fn cpl(sregs: &KvmSregs) -> u8 {
+    if sregs.cr0 & 1 == 0 { 0 } else { sregs.cs.dpl & 3 }
+}
+
+fn segment_of(sregs: &KvmSregs, segment: Segment) -> &KvmSegment {
+    match segment {
+        Segment::Es => &sregs.es,
+        Segment::Cs => &sregs.cs,
+        Segment::Ss => &sregs.ss,
+        Segment::Ds => &sregs.ds,
+        Segment::Fs => &sregs.fs,
+        Segment::Gs => &sregs.gs,
+    }
+}
+
+/// A segment's base plus `offset`.
+fn linear(sregs: &KvmSregs, seg: &KvmSegment, offset: u64) -> u64 {
+    let long = mode(sregs) == Mode::Bits64;
+    wrap(sregs, if long { offset } else { seg.base.wrapping_add(offset) })
+}
+
+/// Linear addresses are 32 bits wide outside long mode.
+fn wrap(sregs: &KvmSregs, address: u64) -> u64 {
+    if mode(sregs) == Mode::Bits64 { address } else { address & 0xFFFF_FFFF }
+}
+
+#[cfg(test)]
+#[path = "mmio_tests.rs"]
+mod tests;
