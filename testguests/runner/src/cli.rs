@@ -8,8 +8,14 @@ pub const USAGE: &str = "\
 usage: rkvm-run [OPTIONS] GUEST    run one guest and print its trace
        rkvm-run [OPTIONS] all      run every built-in guest, printing each trace
        rkvm-run [OPTIONS] check    compare every built-in guest with its golden trace
-       rkvm-run --list             list the built-in guests
+       rkvm-run [OPTIONS] chaos    run each seeded guest once per seed; say how each run ended
+       rkvm-run --list             list the built-in guests (but the seeded ones)
 GUEST is the name of a built-in guest or the path of an .asm file (needs nasm).
+A seeded guest (header `seed:`) has no golden trace: all, check and --list leave it
+out, and chaos classifies each run's end as caught (it stopped at the exit port with
+the number of faults its handlers caught), clean (exit 0, hlt, an exception or an
+unknown exit), shutdown, or failed (a timeout, a failed entry, an error): a failure
+prints its seed.
 options:
   --backend rkvm|linux-kvm   the hypervisor: /dev/rkvm (2006 ABI, the default) or /dev/kvm
   --timeout SECS             stop a guest that has not stopped after SECS seconds (default 10)
@@ -18,8 +24,11 @@ options:
   --verbose                  print every exit on stderr
   --repeat N                 run one guest N times, each in a new VM, printing on stderr
                              how long each run took and how many exits it made (N may be 1)
-exit status: 0 if the guest stopped by itself (or every check passed), 1 on an
-error or a failed check, 3 if a guest timed out.";
+  --seed S                   with GUEST: the seed a seeded guest gets (default 0)
+  --seeds N                  with chaos: how many seeds (default 100)
+  --first S                  with chaos: the first seed (default 1): seeds S to S+N-1
+exit status: 0 if the guest stopped by itself (or every check passed, or no chaos run
+failed), 1 on an error or a failed check or chaos run, 3 if a guest timed out.";
 
 /// What to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +36,7 @@ pub enum Command {
     Run(String),
     All,
     Check,
+    Chaos,
     List,
     Help,
 }
@@ -43,11 +53,28 @@ pub struct Cli {
     pub repeat: Option<u32>,
     /// `--except A,B`: guests that `all` and `check` leave out.
     pub except: Vec<String>,
+    /// `--seed S`: the seed of one run of a seeded guest.
+    pub seed: Option<u32>,
+    /// `--seeds N`: how many seeds `chaos` runs.
+    pub seeds: Option<u32>,
+    /// `--first S`: the first seed `chaos` runs.
+    pub first: Option<u32>,
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
-    let mut cli = Cli { command: Command::Help, backend: Backend::Rkvm, timeout: Duration::from_secs(10), max_stage: None, verbose: false, repeat: None, except: Vec::new() };
+    let mut cli = Cli {
+        command: Command::Help,
+        backend: Backend::Rkvm,
+        timeout: Duration::from_secs(10),
+        max_stage: None,
+        verbose: false,
+        repeat: None,
+        except: Vec::new(),
+        seed: None,
+        seeds: None,
+        first: None,
+    };
     let mut command = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -59,11 +86,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
             "--verbose" => cli.verbose = true,
             "--except" => cli.except.extend(value("--except")?.split(',').map(str::to_string)),
             "--repeat" => cli.repeat = Some(positive("--repeat", &value("--repeat")?)? as u32),
+            "--seed" => cli.seed = Some(seed("--seed", &value("--seed")?)?),
+            "--seeds" => cli.seeds = Some(positive("--seeds", &value("--seeds")?)? as u32),
+            "--first" => cli.first = Some(seed("--first", &value("--first")?)?),
             "--list" => command = set(command, Command::List)?,
             "--help" | "-h" => command = set(command, Command::Help)?,
             option if option.starts_with("--") => bail!("unknown option `{option}`; see rkvm-run --help"),
             "all" => command = set(command, Command::All)?,
             "check" => command = set(command, Command::Check)?,
+            "chaos" => command = set(command, Command::Chaos)?,
             guest => command = set(command, Command::Run(guest.to_string()))?,
         }
     }
@@ -71,7 +102,41 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
     if cli.repeat.is_some() && !matches!(cli.command, Command::Run(_)) {
         bail!("--repeat runs one guest: give its name; see rkvm-run --help");
     }
+    if cli.seed.is_some() && !matches!(cli.command, Command::Run(_)) {
+        bail!("--seed goes with one guest's name (chaos takes --first and --seeds); see rkvm-run --help");
+    }
+    if (cli.seeds.is_some() || cli.first.is_some()) && cli.command != Command::Chaos {
+        bail!("--seeds and --first go with chaos; see rkvm-run --help");
+    }
+    if let Some(first) = cli.first {
+        let count = cli.seeds.unwrap_or(DEFAULT_SEEDS);
+        if first.checked_add(count - 1).is_none() {
+            bail!("--first {first} with {count} seeds goes past the last seed, {}", u32::MAX);
+        }
+    }
     Ok(cli)
+}
+
+/// How many seeds `chaos` runs without `--seeds`.
+pub const DEFAULT_SEEDS: u32 = 100;
+/// The first seed `chaos` runs without `--first`.
+pub const DEFAULT_FIRST_SEED: u32 = 1;
+
+impl Cli {
+    /// The seeds `chaos` runs.
+    pub fn seed_range(&self) -> std::ops::RangeInclusive<u32> {
+        let first = self.first.unwrap_or(DEFAULT_FIRST_SEED);
+        let count = self.seeds.unwrap_or(DEFAULT_SEEDS);
+        first..=first.saturating_add(count - 1)
+    }
+}
+
+/// A seed: a 32-bit number, decimal or `0x` hexadecimal, 0 allowed.
+fn seed(name: &str, text: &str) -> Result<u32> {
+    match crate::header::parse_number(text).map(u32::try_from) {
+        Some(Ok(n)) => Ok(n),
+        _ => bail!("{name} `{text}`: give a number from 0 to {}", u32::MAX),
+    }
 }
 
 fn set(current: Option<Command>, new: Command) -> Result<Option<Command>> {
@@ -125,6 +190,21 @@ mod tests {
     fn except_names_guests_to_leave_out() {
         let cli = parse_line("check --except spin,hlt --except ud").unwrap();
         assert_eq!(cli.except, vec!["spin", "hlt", "ud"]);
+    }
+
+    #[test]
+    fn chaos_runs_a_range_of_seeds() {
+        let cli = parse_line("chaos --backend linux-kvm --seeds 500 --first 0x10").unwrap();
+        assert_eq!((&cli.command, cli.seed_range()), (&Command::Chaos, 0x10..=0x10 + 499));
+        assert_eq!(parse_line("chaos").unwrap().seed_range(), 1..=100);
+        assert_eq!(parse_line("--seed 0 chaos-paging").unwrap().seed, Some(0));
+        let error = |line| parse_line(line).unwrap_err().to_string();
+        assert!(error("--seeds 5 check").starts_with("--seeds and --first go with chaos"));
+        assert!(error("--seed 5 chaos").starts_with("--seed goes with one guest's name"));
+        assert_eq!(error("chaos --first 4294967295 --seeds 2"), "--first 4294967295 with 2 seeds goes past the last seed, 4294967295");
+        assert_eq!(parse_line("chaos --first 4294967295 --seeds 1").unwrap().seed_range(), u32::MAX..=u32::MAX);
+        assert_eq!(error("chaos --seeds 0"), "--seeds `0`: give a whole number above 0");
+        assert_eq!(error("--seed -1 x"), "--seed `-1`: give a number from 0 to 4294967295");
     }
 
     #[test]

@@ -41,6 +41,11 @@ impl EmbeddedGuest {
         let header = header::parse(self.source).with_context(|| format!("embedded guest {}", self.name))?;
         Ok(Guest { header, image: self.image.to_vec() })
     }
+
+    /// Whether the header names a seed register.
+    pub fn is_seeded(&self) -> bool {
+        header::parse(self.source).is_ok_and(|h| h.seed.is_some())
+    }
 }
 
 /// The embedded guest called `name`.
@@ -48,8 +53,21 @@ pub fn embedded(name: &str) -> Option<&'static EmbeddedGuest> {
     GUESTS.iter().find(|g| g.name == name)
 }
 
-/// The embedded guests whose first stage is at most `max_stage`.
+/// The embedded guests with a golden trace whose first stage is at most
+/// `max_stage`: the ones `all`, `check` and `--list` take. Seeded guests
+/// are not among them.
 pub fn up_to_stage(max_stage: Option<u32>) -> impl Iterator<Item = &'static EmbeddedGuest> {
+    selected(max_stage).filter(|g| !g.is_seeded())
+}
+
+/// The seeded guests (header `seed:`) whose first stage is at most
+/// `max_stage`: the ones `rkvm-run chaos` runs. Their traces change with
+/// the seed, so they have no golden trace.
+pub fn seeded(max_stage: Option<u32>) -> impl Iterator<Item = &'static EmbeddedGuest> {
+    selected(max_stage).filter(|g| g.is_seeded())
+}
+
+fn selected(max_stage: Option<u32>) -> impl Iterator<Item = &'static EmbeddedGuest> {
     GUESTS.iter().filter(move |g| match (max_stage, header::parse(g.source)) {
         (Some(max), Ok(header)) => header.stage <= max,
         _ => true,
@@ -127,7 +145,9 @@ mod tests {
     fn max_stage_filters_by_first_stage() {
         let early: Vec<&str> = up_to_stage(Some(5)).map(|g| g.name).collect();
         assert_eq!(early, ["hlt", "hlt-real", "spin"]);
-        assert_eq!(up_to_stage(None).count(), GUESTS.len());
+        assert_eq!(up_to_stage(None).count() + seeded(None).count(), GUESTS.len());
+        assert!(seeded(Some(7)).next().is_none());
+        assert!(seeded(None).all(|g| g.golden.is_none() && !up_to_stage(None).any(|h| h.name == g.name)));
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! size of guest memory (`memory`), a region the runner fills with the test
 //! pattern before the run (`preload: ADDR LEN`), a region it prints after
 //! the run (`dump: ADDR LEN`), and, for a guest that never stops by itself,
-//! the seconds after which the runner stops it (`timeout`). Anything else is
-//! an error, so a typo in a key cannot silently change how a guest runs.
+//! the seconds after which the runner stops it (`timeout`), and, for a
+//! guest that `rkvm-run chaos` runs many times with a different seed each
+//! time, the register the seed goes into (`seed`). Anything else is an
+//! error, so a typo in a key cannot silently change how a guest runs.
 //!
 //! This file uses only `std`: `build.rs` includes it too, so a malformed
 //! header fails the build with the same message the runner would give.
@@ -70,8 +72,15 @@ pub struct Header {
     /// Stop the guest after this many seconds instead of `--timeout`'s: it
     /// never stops by itself, and its golden trace ends in `timeout N`.
     pub timeout: Option<u64>,
+    /// A seeded guest: the runner puts the seed into this register (one of
+    /// [`SEED_REGISTERS`]) before the first instruction. Its trace changes
+    /// with the seed, so it has no golden trace; `rkvm-run chaos` runs it.
+    pub seed: Option<&'static str>,
     pub demonstrates: String,
 }
+
+/// The registers a header's `seed:` may name.
+pub const SEED_REGISTERS: [&str; 7] = ["eax", "ebx", "ecx", "edx", "esi", "edi", "ebp"];
 
 /// What is wrong with a header, and on which line (1-based; 0 for the
 /// header as a whole).
@@ -97,7 +106,7 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
 }
 
 /// The keys a header may have.
-const KEYS: [&str; 8] = ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout"];
+const KEYS: [&str; 9] = ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed"];
 
 /// Each key's line number and value.
 type Fields<'a> = BTreeMap<&'a str, (usize, &'a str)>;
@@ -119,7 +128,16 @@ pub fn parse(source: &str) -> Result<Header, HeaderError> {
     let memory = fields.get("memory").map(|&v| parse_memory(v)).transpose()?.unwrap_or(DEFAULT_MEMORY);
     let region = |key| fields.get(key).map(|&v| parse_region(v, memory)).transpose();
     let timeout = fields.get("timeout").map(|&v| parse_timeout(v)).transpose()?;
-    Ok(Header { name, stage, mode, memory, preload: region("preload")?, dump: region("dump")?, timeout, demonstrates })
+    let seed = fields.get("seed").map(|&v| parse_seed(v)).transpose()?;
+    Ok(Header { name, stage, mode, memory, preload: region("preload")?, dump: region("dump")?, timeout, seed, demonstrates })
+}
+
+/// The register of a seeded guest's seed.
+fn parse_seed((line, text): (usize, &str)) -> Result<&'static str, HeaderError> {
+    match SEED_REGISTERS.iter().find(|r| **r == text) {
+        Some(register) => Ok(register),
+        None => error(line, format!("seed `{text}`: name the register the seed goes into: {}", SEED_REGISTERS.join(", "))),
+    }
 }
 
 /// A guest's own timeout: 1 to 60 seconds.
@@ -229,7 +247,7 @@ mod tests {
     fn a_minimal_header_parses_with_defaults() {
         let h = parse(GOOD).unwrap();
         assert_eq!((h.name.as_str(), h.stage, h.mode), ("io-sizes", 6, Mode::Prot32));
-        assert_eq!((h.memory, h.preload, h.dump, h.timeout), (DEFAULT_MEMORY, None, None, None));
+        assert_eq!((h.memory, h.preload, h.dump, h.timeout, h.seed), (DEFAULT_MEMORY, None, None, None, None));
         assert_eq!(h.demonstrates, "out and in");
     }
 
@@ -273,6 +291,15 @@ mod tests {
         assert_eq!(parse(&odd_memory).unwrap_err().line, 5);
         let no_timeout = format!("{}; timeout: 0\n", &GOOD[..GOOD.find("\n\n").unwrap() + 1]);
         assert_eq!(parse(&no_timeout).unwrap_err().to_string(), "guest header, line 5: timeout `0`: give whole seconds from 1 to 60");
+    }
+
+    #[test]
+    fn a_seeded_guest_names_its_seed_register() {
+        let header = &GOOD[..GOOD.find("\n\n").unwrap() + 1];
+        assert_eq!(parse(&format!("{header}; seed: ebx\n")).unwrap().seed, Some("ebx"));
+        let wrong = parse(&format!("{header}; seed: rbx\n")).unwrap_err();
+        assert_eq!(wrong.to_string(), "guest header, line 5: seed `rbx`: name the register the seed goes into: \
+                                       eax, ebx, ecx, edx, esi, edi, ebp");
     }
 
     #[test]

@@ -178,6 +178,22 @@ fn system_segments() -> KvmSregs {
     }
 }
 
+/// Puts a seeded guest's seed into the register its header names (one of
+/// [`crate::header::SEED_REGISTERS`]), zero-extended.
+pub fn put_seed(regs: &mut KvmRegs, register: &str, seed: u32) {
+    let slot = match register {
+        "eax" => &mut regs.rax,
+        "ebx" => &mut regs.rbx,
+        "ecx" => &mut regs.rcx,
+        "edx" => &mut regs.rdx,
+        "esi" => &mut regs.rsi,
+        "edi" => &mut regs.rdi,
+        "ebp" => &mut regs.rbp,
+        _ => unreachable!("the header parser accepts only SEED_REGISTERS, not `{register}`"),
+    };
+    *slot = u64::from(seed);
+}
+
 /// Copies the fields a start state sets onto a vCPU's current system
 /// registers, keeping the rest (CR2, CR8, APIC base, pending interrupts).
 pub fn apply_sregs(start: &KvmSregs, current: &mut KvmSregs) {
@@ -257,6 +273,7 @@ mod tests {
             preload: Some(Region { addr: 0x10000, len: 4 }),
             dump: None,
             timeout: None,
+            seed: None,
             demonstrates: "x".into(),
         }
     }
@@ -306,6 +323,17 @@ mod tests {
         assert_eq!((long.cs.selector, long.cs.l, long.cs.db), (0x18, 1, 0));
         assert_eq!((long.cr0, long.cr3, long.cr4, long.efer), (0x8000_0011, 0x2000, 0x20, 0x500));
         assert_eq!((long.tr.type_, long.tr.s, long.ldt.type_), (0xB, 0, 0x2));
+    }
+
+    #[test]
+    fn the_seed_goes_into_the_named_register() {
+        for register in crate::header::SEED_REGISTERS {
+            let mut regs = start_state(Mode::Prot32).regs;
+            put_seed(&mut regs, register, 0xFFFF_FFFF);
+            let set = [regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp];
+            assert_eq!(set.iter().filter(|&&r| r == 0xFFFF_FFFF).count(), 1, "{register}");
+            assert_eq!((regs.rsp, regs.rip), (STACK_TOP, LOAD_ADDR));
+        }
     }
 
     #[test]

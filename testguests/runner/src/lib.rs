@@ -5,10 +5,12 @@
 //! `header` reads how to start it, `run` drives the `KVM_RUN` loop of a
 //! `backend`, `exit::handle` decides what each exit means with the
 //! `devices`, `trace` writes it all down, and `check` compares traces with
-//! the golden ones. `layout` says where things are in guest memory;
+//! the golden ones; `chaos` runs the seeded guests with many seeds and
+//! sorts out how each run ended. `layout` says where things are in guest memory;
 //! `debugfs` reads the hypervisor's exit counter for `--repeat`.
 
 pub mod backend;
+pub mod chaos;
 pub mod check;
 pub mod cli;
 pub mod debugfs;

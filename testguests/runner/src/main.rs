@@ -4,7 +4,7 @@ use rkvm_run::cli::{self, Cli, Command};
 use rkvm_run::exit::Stop;
 use rkvm_run::guests::{self, EmbeddedGuest};
 use rkvm_run::header;
-use rkvm_run::run::{Options, run};
+use rkvm_run::run::{Options, run, run_seeded};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -17,9 +17,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Help => Ok(print_usage()),
         Command::List => list(&cli),
-        Command::Run(name) => run_one(name, &options, cli.repeat),
+        Command::Run(name) => run_one(name, &options, cli.repeat, cli.seed.unwrap_or(0)),
         Command::All => run_all(&cli, &options),
         Command::Check => check(&cli, &options),
+        Command::Chaos => chaos(&cli, &options),
     };
     result.unwrap_or_else(fail)
 }
@@ -44,17 +45,18 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs guest `name` once, or `repeat` times, each in a new VM, and prints
-/// the last trace. With `--repeat`, each run's timing goes to stderr as
+/// the last trace; a seeded guest gets `seed`. With `--repeat`, each run's
+/// timing goes to stderr as
 /// `rkvm-run: run I of N: E exits to userspace, H hypervisor exits, S s,
-/// pf_fixed=F pf_guest=G tlb_flush=T invlpg=I` (H and the counters are `?`
-/// where debugfs does not show them).
-fn run_one(name: &str, options: &Options, repeat: Option<u32>) -> anyhow::Result<ExitCode> {
+/// pf_fixed=F pf_guest=G tlb_flush=T invlpg=I shadow_made=M shadow_zapped=Z`
+/// (H and the counters are `?` where debugfs does not show them).
+fn run_one(name: &str, options: &Options, repeat: Option<u32>, seed: u32) -> anyhow::Result<ExitCode> {
     let guest = guests::find(name)?;
-    let mut outcome = run(&guest, options)?;
+    let mut outcome = run_seeded(&guest, options, seed)?;
     let times = repeat.unwrap_or(1);
     for i in 1..=times {
         if i > 1 {
-            outcome = run(&guest, options)?;
+            outcome = run_seeded(&guest, options, seed)?;
         }
         if let Some(repeat) = repeat {
             let t = outcome.timing;
@@ -105,6 +107,18 @@ fn check(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
         guests::up_to_stage(cli.max_stage).filter(|g| !cli.except.iter().any(|e| e == g.name)).collect();
     let all_passed = rkvm_run::check::check(selected.into_iter(), options, &mut io::stdout().lock())?;
     Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Every seeded guest (but `--except`'s), once per seed of `--first` and
+/// `--seeds`; fails if any run failed.
+fn chaos(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
+    let selected: Vec<&EmbeddedGuest> =
+        guests::seeded(cli.max_stage).filter(|g| !cli.except.iter().any(|e| e == g.name)).collect();
+    if selected.is_empty() {
+        anyhow::bail!("no seeded guest (header `seed:`) is selected");
+    }
+    let no_failure = rkvm_run::chaos::chaos(selected.into_iter(), cli.seed_range(), options, &mut io::stdout().lock())?;
+    Ok(if no_failure { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// 3 for a timeout; 0 for a guest that stopped by itself.

@@ -43,12 +43,23 @@ pub struct Timing {
     pub mmu_counts: [Option<u64>; 6],
 }
 
-/// Runs `guest` in a new VM and returns its trace.
+/// Runs `guest` in a new VM and returns its trace. A seeded guest gets
+/// the seed 0.
 pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
+    run_seeded(guest, options, 0)
+}
+
+/// Runs `guest` in a new VM with `seed` in the register its header's
+/// `seed:` names (a guest without one ignores the seed).
+pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome> {
     let header = &guest.header;
     let mut vcpu = options.backend.open(header.memory)?;
     layout::prepare(vcpu.memory(), header, &guest.image)?;
-    vcpu.set_state(&layout::start_state(header.mode))?;
+    let mut start = layout::start_state(header.mode);
+    if let Some(register) = header.seed {
+        layout::put_seed(&mut start.regs, register, seed);
+    }
+    vcpu.set_state(&start)?;
     let mut devices = Devices::default();
     let counted = || crate::debugfs::exits(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id());
     let mmu_counted = || {
