@@ -8,6 +8,7 @@ mod book;
 mod counts;
 mod doctor;
 mod exercises;
+mod fuzz;
 mod initramfs;
 mod jobs;
 mod kernel;
@@ -63,6 +64,8 @@ enum Command {
     Bless(oracle::BlessArgs),
     /// Time the exit benchmark guest on rkvm and on Linux's KVM in one L1 boot.
     Bench(bench::Args),
+    /// Fuzz /dev/rkvm in L1: random ioctls, races, killed processes, random guests.
+    Fuzz(fuzz::Args),
     /// Count each paging guest's exits and page faults on rkvm and on Linux's KVM without nested paging.
     Counts(counts::Args),
 }
@@ -93,5 +96,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bless(args) => oracle::bless(args),
         Command::Bench(args) => bench::run(args),
         Command::Counts(args) => counts::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }
