@@ -9,6 +9,7 @@ mod book;
 mod counts;
 mod doctor;
 mod exercises;
+mod fuzz;
 mod initramfs;
 mod jobs;
 mod kernel;
@@ -64,6 +65,8 @@ enum Command {
     Bless(oracle::BlessArgs),
     /// Benchmarks in one L1 boot: `exits` (rkvm against Linux's KVM) or `mmu` (naive and cached shadow MMU against Linux's KVM without nested paging).
     Bench(bench::Args),
+    /// Fuzz /dev/rkvm in L1: random ioctls, races, killed processes, random guests.
+    Fuzz(fuzz::Args),
     /// Count each paging guest's exits and page faults on rkvm and on Linux's KVM without nested paging.
     Counts(counts::Args),
 }
@@ -94,5 +97,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bless(args) => oracle::bless(args),
         Command::Bench(args) => bench::run(args),
         Command::Counts(args) => counts::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     }
 }

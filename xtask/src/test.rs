@@ -2,15 +2,18 @@
 //!
 //! `test` runs everything a change must pass: the workspace's host unit
 //! tests, then the device checks in L1 (load `rkvm.ko`, talk to
-//! `/dev/rkvm`, unload). It prints every check as it goes and ends with the
-//! line `N passed, M failed`.
+//! `/dev/rkvm`, unload), then a minute of `rkvm-fuzz` in L1. It prints
+//! every check as it goes and ends with the line `N passed, M failed`.
 
 use crate::l1::{self, Check};
-use crate::{book, exercises, jobs, paths, platform, stages, test_stage};
+use crate::{book, exercises, fuzz, jobs, paths, platform, stages, test_stage};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Instant;
 use xshell::{Shell, cmd};
+
+/// How long `cargo xtask test` fuzzes (`cargo xtask fuzz` runs longer).
+const FUZZ_SECONDS: u64 = 60;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,7 +68,11 @@ pub fn run(args: Args) -> Result<()> {
     course_checks(&mut tally, args.platform.as_deref(), args.host_only)?;
     if !args.host_only {
         println!("== L1: rkvm.ko on /dev/rkvm");
-        device_checks(args.platform.as_deref(), args.l1_tree, &mut tally)?;
+        device_checks(args.platform.as_deref(), args.l1_tree.clone(), &mut tally)?;
+        println!("== L1: a minute of fuzzing /dev/rkvm");
+        for check in fuzz::checks(args.platform.as_deref(), FUZZ_SECONDS, None, args.l1_tree)? {
+            tally.add(&check);
+        }
     }
     println!("== finished in {:.0?}", start.elapsed());
     for name in &tally.failures {

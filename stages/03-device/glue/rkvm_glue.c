@@ -18,6 +18,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 
@@ -131,6 +132,18 @@ unsigned long rkvm_glue_available_pages(void)
 	long pages = si_mem_available();
 
 	return pages > 0 ? pages : 0;
+}
+
+/* Whether the current task is being killed: SIGKILL, or the OOM killer. */
+int rkvm_glue_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+/* Lets the scheduler run another task, on kernels without preemption too. */
+void rkvm_glue_cond_resched(void)
+{
+	cond_resched();
 }
 
 /*

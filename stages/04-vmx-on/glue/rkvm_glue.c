@@ -18,10 +18,10 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/cpumask.h>
-#include <linux/sched/signal.h>
 #include <linux/smp.h>
 #include <linux/io.h>
 #include <asm/tlbflush.h>
@@ -136,6 +136,18 @@ unsigned long rkvm_glue_available_pages(void)
 	long pages = si_mem_available();
 
 	return pages > 0 ? pages : 0;
+}
+
+/* Whether the current task is being killed: SIGKILL, or the OOM killer. */
+int rkvm_glue_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+/* Lets the scheduler run another task, on kernels without preemption too. */
+void rkvm_glue_cond_resched(void)
+{
+	cond_resched();
 }
 
 /*
@@ -260,11 +272,6 @@ int rkvm_glue_signal_pending(void)
 int rkvm_glue_need_resched(void)
 {
 	return need_resched();
-}
-
-void rkvm_glue_cond_resched(void)
-{
-	cond_resched();
 }
 
 /* ---- /dev/rkvm ---- */

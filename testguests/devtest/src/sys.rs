@@ -13,6 +13,10 @@ pub const PAGE: usize = 4096;
 /// The result of a check: `Err` says what went wrong.
 pub type Check = Result<(), String>;
 
+/// The start of an `Err` that means the check could not run here (the
+/// kernel lacks what it needs): reported as a note, neither pass nor fail.
+pub const NOT_RUN: &str = "not run: ";
+
 /// An errno, as the checks compare them.
 pub type Errno = i32;
 
