@@ -18,12 +18,12 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <asm/fpu/api.h>
 #include <asm/fpu/types.h>
 #include <linux/cpumask.h>
-#include <linux/sched/signal.h>
 #include <linux/smp.h>
 #include <linux/io.h>
 #include <asm/tlbflush.h>
@@ -201,6 +201,18 @@ unsigned long rkvm_glue_available_pages(void)
 	return pages > 0 ? pages : 0;
 }
 
+/* Whether the current task is being killed: SIGKILL, or the OOM killer. */
+int rkvm_glue_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+/* Lets the scheduler run another task, on kernels without preemption too. */
+void rkvm_glue_cond_resched(void)
+{
+	cond_resched();
+}
+
 /*
  * Mutexes live in their own allocation so that Rust can move the handle
  * freely: a struct mutex must not move once initialized. Each lock class
@@ -323,11 +335,6 @@ int rkvm_glue_signal_pending(void)
 int rkvm_glue_need_resched(void)
 {
 	return need_resched();
-}
-
-void rkvm_glue_cond_resched(void)
-{
-	cond_resched();
 }
 
 /* ---- Around a VM entry (kmod/src/kernel/cpu.rs, stage 05) ---- */

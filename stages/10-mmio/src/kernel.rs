@@ -234,6 +234,19 @@ pub fn available_pages() -> usize {
 }
 // ANCHOR_END: page
 
+/// Whether the calling process is being killed (`fatal_signal_pending`):
+/// long loops on its behalf, such as allocating a large slot, stop early.
+pub fn fatal_signal_pending() -> bool {
+    imp::fatal_signal_pending()
+}
+
+/// Lets the scheduler run another task if it wants to (`cond_resched`):
+/// long loops in the kernel must, or on a kernel without preemption they
+/// keep their CPU to themselves.
+pub fn cond_resched() {
+    imp::cond_resched()
+}
+
 // ANCHOR: mutex
 /// Which kind of lock a [`Mutex`] is, for the kernel's lock validator
 /// (lockdep), which checks the order of locks by class.
@@ -388,6 +401,18 @@ pub mod fake {
     /// (4 GiB's worth unless set).
     pub fn set_available_pages(n: usize) {
         super::imp::control::set_available_pages(n)
+    }
+
+    /// Lets [`super::fatal_signal_pending`] answer "no" `n` times on this
+    /// thread, then "yes"; `None`: "no" for ever.
+    pub fn fatal_signal_after(n: Option<usize>) {
+        super::imp::control::fatal_signal_after(n)
+    }
+
+    /// How often this thread asked [`super::fatal_signal_pending`] since
+    /// the last `fatal_signal_after`.
+    pub fn fatal_signal_pending_checks() -> usize {
+        super::imp::control::fatal_signal_pending_checks()
     }
 
     /// What [`super::shadow_cache`] answers on this thread (yes unless set).

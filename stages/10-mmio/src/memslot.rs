@@ -122,7 +122,8 @@ impl MemSlot {
     }
 }
 
-/// `n` zeroed pages, or `ENOMEM` and none.
+/// `n` zeroed pages, or `ENOMEM` and none; or `EINTR` and none if the
+/// calling process is killed meanwhile.
 fn alloc_pages(n: usize) -> KResult<Vec<Page>> {
     // A request that cannot fit is refused before it pushes the machine
     // into reclaim; one that passes this estimate may still fail below.
@@ -132,6 +133,14 @@ fn alloc_pages(n: usize) -> KResult<Vec<Page>> {
     let mut pages = Vec::new();
     pages.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
     for _ in 0..n {
+        // Gigabytes take seconds: other tasks get their turn, and a
+        // process killed meanwhile (SIGKILL, or the OOM killer) stops
+        // asking, since it will never see the memory and the machine needs
+        // the pages back.
+        kernel::cond_resched();
+        if kernel::fatal_signal_pending() {
+            return Err(Errno::EINTR);
+        }
         // On failure `pages` drops here, freeing what was allocated.
         pages.push(Page::alloc_zeroed()?);
     }
@@ -374,6 +383,22 @@ mod tests {
         let slot = slots.slot(1).expect("slot 1");
         assert_eq!((slot.base_gfn(), slot.npages()), (0, 4), "the slot is unchanged");
         assert_eq!(peek(&slots, 1, 3), 0x5A);
+    }
+
+    #[test]
+    fn a_fatal_signal_stops_the_allocation_and_frees_what_it_had() {
+        let before = fake::live_pages();
+        let mut slots = MemSlots::new();
+        assert_eq!(slots.set_region(&region(0, 0, 4 * 4096)), Ok(()));
+        // The signal arrives after 10 of the 60 new pages.
+        fake::fatal_signal_after(Some(10));
+        let grown = slots.set_region(&region(0, 0, 64 * 4096));
+        let left = fake::fatal_signal_pending_checks();
+        fake::fatal_signal_after(None);
+        assert_eq!(grown, Err(Errno::EINTR));
+        assert_eq!(left, 11, "the loop stopped at the first check after the signal");
+        assert_eq!(fake::live_pages(), before + 4, "the 10 new pages were freed");
+        assert_eq!(slots.slot(0).map(MemSlot::npages), Some(4), "the slot is unchanged");
     }
 
     #[test]

@@ -33,6 +33,8 @@ std::thread_local! {
     static LIVE_PAGES: Arc<AtomicIsize> = Arc::new(AtomicIsize::new(0));
     static FAIL_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
     static AVAILABLE: Cell<usize> = const { Cell::new(1 << 20) };
+    static FATAL_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    static FATAL_CHECKS: Cell<usize> = const { Cell::new(0) };
     static SHADOW_CACHE: Cell<bool> = const { Cell::new(true) };
 }
 
@@ -94,6 +96,20 @@ pub fn available_pages() -> usize {
     AVAILABLE.with(Cell::get)
 }
 
+pub fn cond_resched() {}
+
+pub fn fatal_signal_pending() -> bool {
+    FATAL_CHECKS.with(|c| c.set(c.get() + 1));
+    FATAL_AFTER.with(|f| match f.get() {
+        Some(0) => true,
+        Some(n) => {
+            f.set(Some(n - 1));
+            false
+        }
+        None => false,
+    })
+}
+
 pub fn mutex_alloc(_class: LockClass) -> Option<NonNull<c_void>> {
     Some(NonNull::from(Box::leak(Box::new(AtomicBool::new(false)))).cast())
 }
@@ -133,6 +149,15 @@ pub mod control {
 
     pub fn set_available_pages(n: usize) {
         AVAILABLE.with(|a| a.set(n));
+    }
+
+    pub fn fatal_signal_after(n: Option<usize>) {
+        FATAL_AFTER.with(|f| f.set(n));
+        FATAL_CHECKS.with(|c| c.set(0));
+    }
+
+    pub fn fatal_signal_pending_checks() -> usize {
+        FATAL_CHECKS.with(Cell::get)
     }
 
     pub fn set_shadow_cache(on: bool) {

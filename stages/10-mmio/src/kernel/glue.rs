@@ -23,6 +23,8 @@ unsafe extern "C" {
     fn rkvm_glue_get_page(page: *mut c_void);
     fn rkvm_glue_put_page(page: *mut c_void);
     fn rkvm_glue_available_pages() -> usize;
+    fn rkvm_glue_fatal_signal_pending() -> i32;
+    fn rkvm_glue_cond_resched();
     fn rkvm_glue_mutex_alloc(class: i32) -> *mut c_void;
     fn rkvm_glue_mutex_free(mutex: *mut c_void);
     fn rkvm_glue_mutex_lock(mutex: *mut c_void);
@@ -86,6 +88,17 @@ pub fn shadow_cache() -> bool {
 pub fn available_pages() -> usize {
     // SAFETY: reads the kernel's memory counters; no preconditions.
     unsafe { rkvm_glue_available_pages() }
+}
+
+pub fn fatal_signal_pending() -> bool {
+    // SAFETY: reads the current task's signal state; no preconditions.
+    unsafe { rkvm_glue_fatal_signal_pending() != 0 }
+}
+
+pub fn cond_resched() {
+    // SAFETY: may sleep; callers are in process context, holding at most
+    // sleeping locks (a VM's mutexes), never a spinlock.
+    unsafe { rkvm_glue_cond_resched() }
 }
 
 pub fn mutex_alloc(class: LockClass) -> Option<NonNull<c_void>> {
