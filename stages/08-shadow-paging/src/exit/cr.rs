@@ -30,9 +30,11 @@ pub fn handle_cr(access: &CrAccess, ctx: &mut dyn ExitContext, run: &mut KvmRun)
         let Some(new) = with_cr(&sregs, access.cr, value) else { return to_user_unknown(0, run) };
         let Ok(new) = checked(&sregs, new, access.cr, ctx) else { return give_gp(ctx) };
         ctx.set_sregs(&new);
-        if access.cr == 3 {
-            // Every load of CR3 flushes the guest's TLB, its own value or
-            // not (global pages aside, which rkvm never makes).
+        // Every load of CR3 flushes the guest's TLB, its own value or not
+        // (global pages aside, which rkvm never makes); so does a change of
+        // CR4.PGE, which flushes global pages too (SDM Vol. 3A, 4.10.4.1).
+        const CR4_PGE: u64 = 1 << 7;
+        if access.cr == 3 || access.cr == 4 && (sregs.cr4 ^ new.cr4) & CR4_PGE != 0 {
             ctx.flush_guest_tlb();
         }
     } else {
@@ -306,6 +308,16 @@ mod tests {
         assert_eq!(handle_cr(&mov_cr3, &mut ctx, &mut KvmRun::default()), Action::Resume);
         assert_eq!(handle_cr(&mov_cr3, &mut ctx, &mut KvmRun::default()), Action::Resume);
         assert_eq!((ctx.sregs.cr3, ctx.flushes), (0x1000, 2), "the same value flushes too");
+    }
+
+    #[test]
+    fn a_change_of_cr4_pge_flushes_the_guests_tlb() {
+        let mut ctx = FakeContext { sregs: prot32(), ..FakeContext::default() };
+        ctx.regs[0] = 0x80;
+        let mov_cr4 = CrAccess { cr: 4, write: true, gpr: 0, insn_len: 3 };
+        assert_eq!(handle_cr(&mov_cr4, &mut ctx, &mut KvmRun::default()), Action::Resume);
+        assert_eq!(handle_cr(&mov_cr4, &mut ctx, &mut KvmRun::default()), Action::Resume);
+        assert_eq!(ctx.flushes, 1, "only the write that changed PGE");
     }
 
     #[test]

@@ -203,9 +203,8 @@ impl CachedMmu {
         // translation (SDM Vol. 3A, 4.10.4.1). The tests in `e9_1` check
         // the shadow the processor would walk.
         // Hint: A chain may hold entries of other frames that share the
-        // bucket. A read-only entry must not keep the dirty bit either, or
-        // the next write would not fault... think about what D means in a
-        // shadow entry the processor never writes.
+        // bucket. Leave the entry as `set_leaf` would have written it
+        // read-only: the shadow's D bit goes with its RW bit.
         todo!("E9.1")
     }
 }
