@@ -248,6 +248,7 @@ fn random_memory(rng: &mut Rng, mode: Mode) -> Vec<u8> {
         preload: None,
         dump: None,
         timeout: None,
+        seed: None,
         demonstrates: String::new(),
     };
     let mut memory = vec![0u8; MEMORY];
