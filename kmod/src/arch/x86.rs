@@ -1,8 +1,8 @@
 //@ stage 4
-//! The privileged instructions both backends need besides their own
-//! extension's, `rdmsr` and `wrmsr` (and from stage 05 the moves to and
-//! from DR7), each once, from the `x86` crate, with the safety contract
-//! the module holds its callers to. MSR numbers are the crate's too (`x86::msr`:
+//! The privileged instructions the backends (VMX, and SVM from stage 07)
+//! need besides their own extension's, `rdmsr` and `wrmsr` (and from
+//! stage 05 the moves to and from DR7), each once, from the `x86` crate,
+//! with the safety contract the module holds its callers to. MSR numbers are the crate's too (`x86::msr`:
 //! IA32_EFER, IA32_FEATURE_CONTROL, IA32_VMX_*, IA32_DEBUGCTL, ...);
 //! a backend defines only those the crate does not name.
 //!
