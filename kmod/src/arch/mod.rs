@@ -81,6 +81,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 pub use crate::exit::VmExit;
 //@ end
 
+pub mod x86;
 //@ begin 4
 pub mod vmx;
 //@ end

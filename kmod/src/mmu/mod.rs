@@ -14,7 +14,6 @@
 
 pub mod nonpaging;
 //@ begin 8
-pub mod bits;
 pub mod walk;
 pub mod shadow;
 //@ end
@@ -28,7 +27,7 @@ use crate::memslot::MemSlots;
 use nonpaging::NonpagingMmu;
 //@ begin 8
 use crate::kernel::PAGE_SHIFT;
-use bits::{Cr0, Cr4, Efer};
+use crate::regs::{Cr0, Cr4, Efer};
 use shadow::{Leaf, ShadowMmu};
 use walk::{Access, EntrySize, GuestTables, PagingMode, PagingState, WalkError};
 //@ end

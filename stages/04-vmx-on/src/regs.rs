@@ -2,6 +2,16 @@
 //! The general registers, named and numbered as the processor encodes
 //! them. Everything that holds or decodes guest registers (the vCPU, the
 //! backends' entry code, the exit decoders) takes the numbering from here.
+//!
+//! From stage 04 the bits of the control registers are named here too,
+//! once, with `bitflags`, so that code reads `cr4.contains(Cr4::VMXE)`
+//! rather than `cr4 & 1 << 13`: CR4 from stage 04 (VMXON needs CR4.VMXE),
+//! CR0 and EFER from stage 05, where the backends first run a guest. The
+//! values are the manuals' (Intel SDM Vol. 3A, 2.5 "Control Registers"
+//! and 2.2.1 "Extended Feature Enable Register"; AMD APM Vol. 2, 3.1 and
+//! 15.4). The types describe a register's bits, not whose register it
+//! is: the backends use them for the host's and the hardware's values,
+//! the exit handlers and the MMU for the guest's view.
 
 // ANCHOR: reg
 /// The general registers, numbered as instructions encode them (the `reg`
@@ -36,3 +46,69 @@ pub const NR_REGS: usize = 16;
 // Every `Reg` indexes the register array: `regs[reg as usize]` cannot panic.
 const _: () = assert!(Reg::R15 as usize == NR_REGS - 1);
 // ANCHOR_END: reg
+
+// ANCHOR: cr4
+bitflags::bitflags! {
+    /// CR4: every bit the module names. Which of them a guest may set is
+    /// [`Cr4::OFFERED`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Cr4: u64 {
+        /// Virtual-8086 mode extensions.
+        const VME = 1 << 0;
+        /// Protected-mode virtual interrupts.
+        const PVI = 1 << 1;
+        /// `rdtsc` only at CPL 0.
+        const TSD = 1 << 2;
+        /// Debugging extensions.
+        const DE = 1 << 3;
+        /// Page size extensions: 4 MiB pages in 32-bit paging.
+        const PSE = 1 << 4;
+        /// Physical address extension: PAE paging (and long mode's).
+        const PAE = 1 << 5;
+        /// Machine-check enable.
+        const MCE = 1 << 6;
+        /// Page global enable.
+        const PGE = 1 << 7;
+        /// `rdpmc` at any CPL.
+        const PCE = 1 << 8;
+        /// The OS saves SSE state with `fxsave`.
+        const OSFXSR = 1 << 9;
+        /// The OS handles SSE exceptions (#XM).
+        const OSXMMEXCPT = 1 << 10;
+        /// VMX enable: `vmxon` needs it (SDM Vol. 3C, 24.7).
+        const VMXE = 1 << 13;
+        /// `xsave` and XCR0: AVX and later state.
+        const OSXSAVE = 1 << 18;
+    }
+}
+
+impl Cr4 {
+    /// The bits a guest may set with `mov cr4`, bits 10:0; any other is
+    /// #GP. VMXE and OSXSAVE name features the vCPU does not have (no
+    /// nested VMX, no AVX state: the FPU switch saves legacy state only).
+    pub const OFFERED: Cr4 = Cr4::VME
+        .union(Cr4::PVI)
+        .union(Cr4::TSD)
+        .union(Cr4::DE)
+        .union(Cr4::PSE)
+        .union(Cr4::PAE)
+        .union(Cr4::MCE)
+        .union(Cr4::PGE)
+        .union(Cr4::PCE)
+        .union(Cr4::OSFXSR)
+        .union(Cr4::OSXMMEXCPT);
+}
+// ANCHOR_END: cr4
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cr4_bits_are_the_manuals() {
+        assert_eq!(Cr4::VMXE.bits(), 0x2000);
+        assert_eq!(Cr4::OSXSAVE.bits(), 0x4_0000);
+        assert_eq!(Cr4::OFFERED.bits(), 0x7FF, "bits 10:0");
+        assert!(!Cr4::OFFERED.intersects(Cr4::VMXE | Cr4::OSXSAVE));
+    }
+}

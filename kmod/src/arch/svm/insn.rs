@@ -1,7 +1,8 @@
 //@ stage 7
-//! The SVM instructions and the few other privileged ones the backend
-//! needs, each in a one-line wrapper with its safety note. Nothing else in
-//! the backend uses `asm!`.
+//! The SVM instructions, each in a one-line wrapper with its safety note,
+//! and the entry itself. Nothing else in the backend uses `asm!`: `rdmsr`,
+//! `wrmsr` and DR7, which the VMX backend needs too, are the `x86`
+//! crate's, in `arch/x86.rs`; the crate has no SVM instructions.
 //!
 //! On the host (unit tests) there is no SVM: the same functions are fakes
 //! that report a processor without it and must never be asked to run a
@@ -10,10 +11,9 @@
 use crate::regs::{NR_REGS, Reg};
 
 // ANCHOR: msrs
-/// EFER, the extended feature enable register; bit 12 is SVME.
-pub const MSR_EFER: u32 = 0xC000_0080;
-/// EFER.SVME: SVM instructions are enabled (APM Vol. 2, 15.4 "Enabling SVM").
-pub const EFER_SVME: u64 = 1 << 12;
+/// The SVM MSRs, which the `x86` crate does not name (EFER is its
+/// `IA32_EFER`, and EFER.SVME is [`crate::regs::Efer::SVME`]).
+///
 /// VM_CR: bit 4 is SVMDIS, set by firmware that disables SVM; bit 3
 /// (LOCK) keeps it so (APM Vol. 2, 15.30.1 "VM_CR MSR").
 pub const MSR_VM_CR: u32 = 0xC001_0114;
@@ -41,29 +41,6 @@ mod imp {
     pub fn cpuid(leaf: u32) -> [u32; 4] {
         let r = core::arch::x86_64::__cpuid_count(leaf, 0);
         [r.eax, r.ebx, r.ecx, r.edx]
-    }
-
-    /// Reads MSR `msr`.
-    ///
-    /// # Safety
-    /// The MSR must exist on this processor (else #GP).
-    pub unsafe fn rdmsr(msr: u32) -> u64 {
-        let (lo, hi): (u32, u32);
-        // SAFETY: the caller guarantees the MSR exists; RDMSR only reads.
-        unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-        u64::from(hi) << 32 | u64::from(lo)
-    }
-
-    /// Writes MSR `msr`.
-    ///
-    /// # Safety
-    /// The MSR must exist and `value` must be valid for it, and the write
-    /// must not break what the kernel relies on.
-    pub unsafe fn wrmsr(msr: u32, value: u64) {
-        // SAFETY: forwarded to the caller.
-        unsafe {
-            asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
-        };
     }
 
     /// `clgi`: clears the global interrupt flag. Interrupts, NMIs and SMIs
@@ -94,23 +71,6 @@ mod imp {
     pub unsafe fn vmsave(pa: u64) {
         // SAFETY: forwarded to the caller.
         unsafe { asm!("vmsave rax", in("rax") pa, options(nostack)) };
-    }
-
-    /// DR7, which `#VMEXIT` does not restore.
-    pub fn read_dr7() -> u64 {
-        let value: u64;
-        // SAFETY: reading DR7 at CPL 0 has no side effects.
-        unsafe { asm!("mov {}, dr7", out(reg) value, options(nomem, nostack, preserves_flags)) };
-        value
-    }
-
-    /// Restores DR7.
-    ///
-    /// # Safety
-    /// `value` must be what [`read_dr7`] returned on this CPU.
-    pub unsafe fn write_dr7(value: u64) {
-        // SAFETY: forwarded to the caller.
-        unsafe { asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
     }
 
     // ANCHOR: svm_enter
@@ -207,14 +167,6 @@ mod imp {
         [0; 4]
     }
     /// # Safety
-    /// None on the host; reads nothing.
-    pub unsafe fn rdmsr(_msr: u32) -> u64 {
-        0
-    }
-    /// # Safety
-    /// None on the host; writes nothing.
-    pub unsafe fn wrmsr(_msr: u32, _value: u64) {}
-    /// # Safety
     /// None on the host.
     pub unsafe fn clgi() {}
     /// # Safety
@@ -223,12 +175,6 @@ mod imp {
     /// # Safety
     /// None on the host.
     pub unsafe fn vmsave(_pa: u64) {}
-    pub fn read_dr7() -> u64 {
-        0x400
-    }
-    /// # Safety
-    /// None on the host.
-    pub unsafe fn write_dr7(_value: u64) {}
     /// # Safety
     /// None on the host: the guest "exits" at once, changing nothing.
     pub unsafe fn svm_enter(_vmcb_pa: u64, _host_pa: u64, _regs: &mut [u64; NR_REGS]) {}

@@ -72,6 +72,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
+pub mod x86;
 pub mod vmx;
 #[cfg(not(target_os = "none"))]
 pub mod fake;

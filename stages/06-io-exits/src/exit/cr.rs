@@ -8,9 +8,7 @@
 
 use super::{Action, CrAccess, ExitContext, to_user_unknown};
 use crate::abi::{KvmRun, KvmSregs};
-
-/// EFER.LMA: long mode is active.
-const EFER_LMA: u64 = 1 << 10;
+use crate::regs::Efer;
 
 // ANCHOR: handle_cr
 /// Emulates `mov crN, reg` or `mov reg, crN`, then skips it.
@@ -56,7 +54,7 @@ fn with_cr(sregs: &KvmSregs, cr: u8, value: u64) -> Option<KvmSregs> {
 
 /// Outside 64-bit mode, `mov` to and from control registers moves 32 bits.
 fn operand_mask(sregs: &KvmSregs) -> u64 {
-    if sregs.efer & EFER_LMA != 0 && sregs.cs.l != 0 { u64::MAX } else { 0xFFFF_FFFF }
+    if Efer::from_bits_retain(sregs.efer).contains(Efer::LMA) && sregs.cs.l != 0 { u64::MAX } else { 0xFFFF_FFFF }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 
 use super::fields::{self, Seg};
 use crate::abi::{KvmDtable, KvmSegment, KvmSregs};
+use crate::regs::{Cr0, Cr4};
 
 /// Reads and writes fields of the current VMCS.
 pub trait Fields {
@@ -38,31 +39,21 @@ pub trait Fields {
 }
 
 // ANCHOR: cr_bits
-pub const CR0_PE: u64 = 1 << 0;
-pub const CR0_ET: u64 = 1 << 4;
-pub const CR0_NE: u64 = 1 << 5;
-pub const CR0_NW: u64 = 1 << 29;
-pub const CR0_CD: u64 = 1 << 30;
-pub const CR0_PG: u64 = 1 << 31;
-pub const CR4_VME: u64 = 1 << 0;
-pub const CR4_PVI: u64 = 1 << 1;
-pub const CR4_TSD: u64 = 1 << 2;
-pub const CR4_DE: u64 = 1 << 3;
-pub const CR4_PAE: u64 = 1 << 5;
-pub const CR4_PCE: u64 = 1 << 8;
-pub const CR4_OSFXSR: u64 = 1 << 9;
-pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
-pub const CR4_VMXE: u64 = 1 << 13;
-
 /// The CR0 bits the host owns: the guest reads them from the shadow and
 /// cannot change them without an exit. PE, NE and PG are forced on; CD
 /// and NW are forced off, so that guest memory, which is host memory, is
 /// always cached the way the host caches it.
-pub const CR0_HOST_OWNED: u64 = CR0_PE | CR0_NE | CR0_NW | CR0_CD | CR0_PG;
+pub const CR0_HOST_OWNED: Cr0 = Cr0::PE.union(Cr0::NE).union(Cr0::NW).union(Cr0::CD).union(Cr0::PG);
 
 /// The CR4 bits of the guest's that the hardware runs with; every other
 /// bit is the host's choice, and every bit is owned (in the mask).
-pub const CR4_GUEST_BITS: u64 = CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+pub const CR4_GUEST_BITS: Cr4 = Cr4::VME
+    .union(Cr4::PVI)
+    .union(Cr4::TSD)
+    .union(Cr4::DE)
+    .union(Cr4::PCE)
+    .union(Cr4::OSFXSR)
+    .union(Cr4::OSXMMEXCPT);
 // ANCHOR_END: cr_bits
 
 // ANCHOR: hardware_crs
@@ -80,14 +71,14 @@ pub struct FixedBits {
 /// The CR0 the hardware runs a guest with, whose own CR0 is `guest`.
 /// Without unrestricted guest, PE and PG are among the fixed-1 bits.
 pub fn hardware_cr0(guest: u64, fixed: &FixedBits) -> u64 {
-    let forced = CR0_PE | CR0_NE | CR0_PG;
-    ((guest | forced | fixed.cr0_fixed0) & !(CR0_CD | CR0_NW)) & fixed.cr0_fixed1
+    let forced = Cr0::PE | Cr0::NE | Cr0::PG;
+    ((guest | forced.bits() | fixed.cr0_fixed0) & !(Cr0::CD | Cr0::NW).bits()) & fixed.cr0_fixed1
 }
 
 /// The CR4 the hardware runs a guest with: PAE for the module's table,
 /// VMXE as VMX requires, and the guest's own harmless bits.
 pub fn hardware_cr4(guest: u64, fixed: &FixedBits) -> u64 {
-    ((guest & CR4_GUEST_BITS) | CR4_PAE | CR4_VMXE | fixed.cr4_fixed0) & fixed.cr4_fixed1
+    ((guest & CR4_GUEST_BITS.bits()) | (Cr4::PAE | Cr4::VMXE).bits() | fixed.cr4_fixed0) & fixed.cr4_fixed1
 }
 // ANCHOR_END: hardware_crs
 
@@ -149,7 +140,7 @@ pub fn real_mode_segment(seg: &KvmSegment) -> KvmSegment {
 
 /// Whether `sregs` is real mode (CR0.PE clear).
 pub fn real_mode(sregs: &KvmSregs) -> bool {
-    sregs.cr0 & CR0_PE == 0
+    !Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PE)
 }
 // ANCHOR_END: real_mode_segment
 
@@ -251,8 +242,12 @@ pub mod tests {
         assert_eq!(hardware_cr0_but_wp(0x11), 0x8000_0031);
         assert_eq!(hardware_cr0_but_wp(0x6000_0010), 0x8000_0031, "caches stay on");
         assert_eq!(hardware_cr4(0, &FIXED), 0x2020);
-        assert_eq!(hardware_cr4(CR4_OSFXSR | 1 << 7, &FIXED), 0x2220, "PGE is not the guest's to set");
-        assert_eq!(CR0_HOST_OWNED & (1 << 31 | 1), 1 << 31 | 1);
+        assert_eq!(hardware_cr4(1 << 9 | 1 << 7, &FIXED), 0x2220, "OSFXSR is the guest's to set, PGE is not");
+        assert_eq!(hardware_cr4(1 << 13 | 1 << 40, &FIXED), 0x2020, "nor unnamed bits");
+        assert_eq!(hardware_cr4(0x7FF, &FIXED), 0x272F, "VME, PVI, TSD, DE, PCE, OSFXSR, OSXMMEXCPT and PAE");
+        assert_eq!(CR0_HOST_OWNED.bits(), 0xE000_0021, "PE, NE, NW, CD, PG");
+        let unfixed = FixedBits { cr0_fixed0: 0, cr0_fixed1: u64::MAX, ..FIXED };
+        assert_eq!(hardware_cr0(1 << 40 | 0x6000_0000 | 0x2, &unfixed) & !(1 << 16), 1 << 40 | 0x8000_0023, "other bits kept");
     }
 
     fn real_mode_data(selector: u16) -> KvmSegment {
