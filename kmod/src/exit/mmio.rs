@@ -18,7 +18,7 @@
 use super::{Action, ExitContext, reflect_page_fault, to_user, to_user_unknown};
 use crate::abi::{self, KvmRun, KvmRunExit, KvmRunMmio, KvmSegment, KvmSregs};
 use crate::emulate::{self, Access, Exception, Guest, Mode, Outcome, Segment, Size};
-use crate::regs::Reg;
+use crate::regs::{Cr0, Efer, Reg};
 use crate::stats::Counter;
 
 /// What `KVM_EXIT_UNKNOWN` reports when the emulator does not know the
@@ -230,11 +230,9 @@ impl EmulatedGuest<'_> {
 /// The emulator's mode for the code segment: 64-bit with EFER.LMA and
 /// CS.L, else 32-bit with CS.D, else 16-bit (real mode included).
 fn mode(sregs: &KvmSregs) -> Mode {
-    const EFER_LMA: u64 = 1 << 10;
-    const CR0_PE: u64 = 1;
-    if sregs.efer & EFER_LMA != 0 && sregs.cs.l != 0 {
+    if Efer::from_bits_retain(sregs.efer).contains(Efer::LMA) && sregs.cs.l != 0 {
         Mode::Bits64
-    } else if sregs.cr0 & CR0_PE != 0 && sregs.cs.db != 0 {
+    } else if Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PE) && sregs.cs.db != 0 {
         Mode::Bits32
     } else {
         Mode::Bits16
@@ -248,7 +246,7 @@ fn stack_size(sregs: &KvmSregs) -> Size {
 
 /// The current privilege level: CS's DPL in protected mode, 0 in real mode.
 fn cpl(sregs: &KvmSregs) -> u8 {
-    if sregs.cr0 & 1 == 0 { 0 } else { sregs.cs.dpl & 3 }
+    if Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PE) { sregs.cs.dpl & 3 } else { 0 }
 }
 
 fn segment_of(sregs: &KvmSregs, segment: Segment) -> &KvmSegment {

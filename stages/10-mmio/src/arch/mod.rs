@@ -77,6 +77,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 
 pub use crate::exit::VmExit;
 
+pub mod x86;
 pub mod vmx;
 pub mod svm;
 #[cfg(not(target_os = "none"))]

@@ -15,10 +15,8 @@
 
 use super::{Action, CrAccess, ExitContext, to_user_unknown};
 use crate::abi::{KvmRun, KvmSregs};
-use crate::mmu::bits::{Cr0, Cr4, Efer};
-
-/// EFER.LMA: long mode is active.
-const EFER_LMA: u64 = 1 << 10;
+use crate::regs::Efer;
+use crate::regs::{Cr0, Cr4};
 
 // ANCHOR: handle_cr
 /// Emulates `mov crN, reg` or `mov reg, crN`, then skips it.
@@ -72,7 +70,7 @@ fn with_cr(sregs: &KvmSregs, cr: u8, value: u64) -> Option<KvmSregs> {
 
 /// Outside 64-bit mode, `mov` to and from control registers moves 32 bits.
 fn operand_mask(sregs: &KvmSregs) -> u64 {
-    if sregs.efer & EFER_LMA != 0 && sregs.cs.l != 0 { u64::MAX } else { 0xFFFF_FFFF }
+    if Efer::from_bits_retain(sregs.efer).contains(Efer::LMA) && sregs.cs.l != 0 { u64::MAX } else { 0xFFFF_FFFF }
 }
 
 // ANCHOR: write_cr
@@ -153,11 +151,14 @@ pub fn set_cr3(sregs: &KvmSregs, value: u64) -> Result<KvmSregs, GeneralProtecti
     Ok(KvmSregs { cr3: value, ..*sregs })
 }
 
-/// `mov cr4`. Only the bits rkvm offers may be set (the others are
-/// reserved or name features the vCPU does not have), and long mode
-/// cannot leave PAE paging (SDM Vol. 3A, 2.5; 4.1.1).
+/// `mov cr4`. Only the bits rkvm offers may be set ([`Cr4::OFFERED`]:
+/// the others are reserved or name features the vCPU does not have), and
+/// long mode cannot leave PAE paging (SDM Vol. 3A, 2.5; 4.1.1).
 pub fn set_cr4(sregs: &KvmSregs, value: u64) -> Result<KvmSregs, GeneralProtection> {
-    let Some(cr4) = Cr4::from_bits(value) else { return Err(GeneralProtection) };
+    let cr4 = Cr4::from_bits_retain(value);
+    if !Cr4::OFFERED.contains(cr4) {
+        return Err(GeneralProtection);
+    }
     if Efer::from_bits_retain(sregs.efer).contains(Efer::LMA) && !cr4.contains(Cr4::PAE) {
         return Err(GeneralProtection);
     }
@@ -273,6 +274,8 @@ mod tests {
         let s = prot32();
         assert_eq!(set_cr4(&s, 1 << 13), Err(GeneralProtection), "VMXE");
         assert_eq!(set_cr4(&s, 1 << 18), Err(GeneralProtection), "OSXSAVE");
+        assert_eq!(set_cr4(&s, 1 << 11), Err(GeneralProtection), "a bit the module does not name");
+        assert_eq!(set_cr4(&s, 0x7FF).map(|s| s.cr4), Ok(0x7FF), "every offered bit");
         assert_eq!(set_cr4(&s, 0x6B0).map(|s| s.cr4), Ok(0x6B0));
         let long = KvmSregs { efer: 0x500, cr4: 0x20, ..s };
         assert_eq!(set_cr4(&long, 0), Err(GeneralProtection));

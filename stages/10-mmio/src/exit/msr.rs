@@ -9,16 +9,14 @@
 use super::cr::GeneralProtection;
 use super::{Action, ExitContext, to_user_unknown};
 use crate::abi::{KvmRun, KvmSregs};
-use crate::mmu::bits::{Cr0, Efer};
+use crate::regs::{Cr0, Efer};
 use crate::regs::Reg;
-
-/// IA32_EFER's index.
-pub const MSR_EFER: u32 = 0xC000_0080;
+use x86::msr::IA32_EFER;
 
 // ANCHOR: handle_msr
 /// `rdmsr` (EDX:EAX = MSR[ECX]) or `wrmsr` (MSR[ECX] = EDX:EAX).
 pub fn handle_msr(write: bool, insn_len: u8, hardware_reason: u32, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
-    if ctx.gpr(Reg::Rcx as u8) as u32 != MSR_EFER {
+    if ctx.gpr(Reg::Rcx as u8) as u32 != IA32_EFER {
         return to_user_unknown(hardware_reason, run);
     }
     let sregs = ctx.sregs();
@@ -43,7 +41,10 @@ pub fn handle_msr(write: bool, insn_len: u8, hardware_reason: u32, ctx: &mut dyn
 /// processor's: a write leaves it as it is), and LME cannot change while
 /// paging is on (SDM Vol. 3A, 9.8.5; APM Vol. 2, 3.1.7).
 pub fn set_efer(sregs: &KvmSregs, value: u64) -> Result<KvmSregs, GeneralProtection> {
-    let Some(requested) = Efer::from_bits(value) else { return Err(GeneralProtection) };
+    let requested = Efer::from_bits_retain(value);
+    if !Efer::OFFERED.contains(requested) {
+        return Err(GeneralProtection);
+    }
     let old = Efer::from_bits_retain(sregs.efer);
     let paging = Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PG);
     if paging && requested.contains(Efer::LME) != old.contains(Efer::LME) {
@@ -60,7 +61,7 @@ mod tests {
     use super::*;
 
     fn efer_access(ctx: &mut FakeContext, write: bool) -> Action {
-        ctx.regs[Reg::Rcx as usize] = u64::from(MSR_EFER);
+        ctx.regs[Reg::Rcx as usize] = u64::from(IA32_EFER);
         handle_msr(write, 2, 31, ctx, &mut KvmRun::default())
     }
 
@@ -82,6 +83,7 @@ mod tests {
         ctx.regs[Reg::Rax as usize] = 1 << 12;
         assert_eq!(efer_access(&mut ctx, true), Action::Resume);
         assert_eq!((ctx.queued, ctx.skipped, ctx.sregs.efer), (Some((13, Some(0))), 0, 0));
+        assert_eq!(set_efer(&KvmSregs::default(), 1 << 13), Err(GeneralProtection), "a bit the module does not name");
         let paging = KvmSregs { cr0: 0x8000_0011, ..KvmSregs::default() };
         assert_eq!(set_efer(&paging, 0x100), Err(GeneralProtection));
         let long = KvmSregs { efer: 0x500, ..paging };

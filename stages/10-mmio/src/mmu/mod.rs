@@ -11,7 +11,6 @@
 //! mode and answers the page faults of both.
 
 pub mod nonpaging;
-pub mod bits;
 pub mod walk;
 pub mod shadow;
 pub mod cache;
@@ -21,7 +20,7 @@ use crate::kernel::{KResult, Mutex};
 use crate::memslot::MemSlots;
 use nonpaging::NonpagingMmu;
 use crate::kernel::PAGE_SHIFT;
-use bits::{Cr0, Cr4, Efer};
+use crate::regs::{Cr0, Cr4, Efer};
 use shadow::{Leaf, ShadowMmu};
 use walk::{Access, EntrySize, GuestTables, PagingMode, PagingState, WalkError};
 use cache::CachedMmu;

@@ -11,7 +11,7 @@
 use super::vmcb::Vmcb;
 use crate::mmu::GuestFetch;
 use crate::exit::{CrAccess, IoExit, StringIo, VmExit};
-use crate::regs::{NR_REGS, Reg};
+use crate::regs::{Efer, NR_REGS, Reg};
 
 // ANCHOR: exit_codes
 /// `SVM_EXIT_*` codes (APM Vol. 2, Appendix C).
@@ -97,8 +97,7 @@ impl Guest<'_> {
 
     /// Whether the guest runs 64-bit code (EFER.LMA and CS.L).
     fn long_mode(&self) -> bool {
-        const EFER_LMA: u64 = 1 << 10;
-        self.vmcb.save.efer & EFER_LMA != 0 && self.vmcb.save.cs.attrib & 1 << 9 != 0
+        Efer::from_bits_retain(self.vmcb.save.efer).contains(Efer::LMA) && self.vmcb.save.cs.attrib & 1 << 9 != 0
     }
 
     /// Up to 15 bytes of the instruction at CS:RIP; fewer only where

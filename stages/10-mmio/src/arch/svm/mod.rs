@@ -19,6 +19,7 @@ pub mod insn;
 pub mod vcpu;
 pub mod vmcb;
 
+use super::x86::{rdmsr, wrmsr};
 use super::{Arch, ArchVcpu, Unsupported};
 use crate::kernel::contig::ContiguousPages;
 use crate::kernel::{Errno, KResult, Page};
@@ -26,8 +27,10 @@ use crate::log;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use crate::regs::Efer;
 use core::sync::atomic::{AtomicPtr, Ordering};
-use insn::{EFER_SVME, MSR_EFER, MSR_VM_CR, MSR_VM_HSAVE_PA, VM_CR_SVMDIS};
+use insn::{MSR_VM_CR, MSR_VM_HSAVE_PA, VM_CR_SVMDIS};
+use x86::msr::IA32_EFER;
 
 /// The SVM backend.
 pub struct Svm;
@@ -50,7 +53,7 @@ pub fn check(cpuid: impl Fn(u32) -> [u32; 4], rdmsr: impl Fn(u32) -> u64) -> Res
     if rdmsr(MSR_VM_CR) & VM_CR_SVMDIS != 0 {
         return Err(Unsupported::DisabledByFirmware("AMD SVM"));
     }
-    if rdmsr(MSR_EFER) & EFER_SVME != 0 {
+    if Efer::from_bits_retain(rdmsr(IA32_EFER)).contains(Efer::SVME) {
         return Err(Unsupported::InUse("AMD SVM"));
     }
     // Fn8000_000A EBX: the number of ASIDs, the host's (0) included.
@@ -174,7 +177,7 @@ impl Arch for Svm {
     fn check_support(&self) -> Result<(), Unsupported> {
         // SAFETY: `check` reads the MSRs only after CPUID said SVM exists,
         // and VM_CR and EFER exist on every processor with SVM.
-        check(insn::cpuid, |msr| unsafe { insn::rdmsr(msr) })
+        check(insn::cpuid, |msr| unsafe { rdmsr(msr) })
     }
 
     fn hardware_setup(&self, ncpus: usize) -> KResult<()> {
@@ -213,13 +216,13 @@ impl Arch for Svm {
         // SAFETY: SVM exists (check_support); EFER and VM_HSAVE_PA are
         // written as 2006's svm_hardware_enable did, on this CPU only.
         unsafe {
-            let efer = insn::rdmsr(MSR_EFER);
-            if efer & EFER_SVME != 0 {
+            let efer = Efer::from_bits_retain(rdmsr(IA32_EFER));
+            if efer.contains(Efer::SVME) {
                 log!(Err, "svm: EFER.SVME is already set on CPU {cpu}: another hypervisor runs");
                 return Err(Errno::EBUSY);
             }
-            insn::wrmsr(MSR_EFER, efer | EFER_SVME);
-            insn::wrmsr(MSR_VM_HSAVE_PA, state.hsave.phys());
+            wrmsr(IA32_EFER, (efer | Efer::SVME).bits());
+            wrmsr(MSR_VM_HSAVE_PA, state.hsave.phys());
         }
         Ok(())
     }
@@ -228,10 +231,10 @@ impl Arch for Svm {
         // SAFETY: clearing VM_HSAVE_PA and EFER.SVME turns SVM off; no
         // vCPU runs (the module is unloading or never loaded).
         unsafe {
-            let efer = insn::rdmsr(MSR_EFER);
-            if efer & EFER_SVME != 0 {
-                insn::wrmsr(MSR_VM_HSAVE_PA, 0);
-                insn::wrmsr(MSR_EFER, efer & !EFER_SVME);
+            let efer = Efer::from_bits_retain(rdmsr(IA32_EFER));
+            if efer.contains(Efer::SVME) {
+                wrmsr(MSR_VM_HSAVE_PA, 0);
+                wrmsr(IA32_EFER, (efer - Efer::SVME).bits());
             }
         }
     }
@@ -259,7 +262,7 @@ mod tests {
             assert!(svm, "an MSR read on a processor without SVM would fault");
             match msr {
                 MSR_VM_CR => vm_cr,
-                MSR_EFER => efer,
+                IA32_EFER => efer,
                 _ => 0,
             }
         };
@@ -278,7 +281,7 @@ mod tests {
         assert_eq!(check(cpuid, rdmsr), Err(Unsupported::NoExtension("AMD SVM")));
         let (cpuid, rdmsr) = cpu(true, VM_CR_SVMDIS, 0, 16);
         assert_eq!(check(cpuid, rdmsr), Err(Unsupported::DisabledByFirmware("AMD SVM")));
-        let (cpuid, rdmsr) = cpu(true, 0, EFER_SVME, 16);
+        let (cpuid, rdmsr) = cpu(true, 0, 1 << 12, 16);
         assert_eq!(check(cpuid, rdmsr), Err(Unsupported::InUse("AMD SVM")));
         let (cpuid, rdmsr) = cpu(true, 0, 0, 1);
         assert!(matches!(check(cpuid, rdmsr), Err(Unsupported::MissingFeature(_))));

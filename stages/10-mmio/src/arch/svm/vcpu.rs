@@ -16,23 +16,15 @@ use crate::arch::{ArchVcpu, Entry};
 use crate::exit::VmExit;
 use crate::kernel::fpu::GuestFpu;
 use crate::kernel::{KResult, Page};
-use crate::regs::Reg;
+use crate::arch::x86::{read_dr7, write_dr7};
+use crate::regs::{Cr0, Cr4, Efer, Reg};
 
 // ANCHOR: cr_bits
-const CR0_PE: u64 = 1 << 0;
-const CR0_ET: u64 = 1 << 4;
-const CR0_WP: u64 = 1 << 16;
-const CR0_NW: u64 = 1 << 29;
-const CR0_CD: u64 = 1 << 30;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
 /// The CR4 bits a guest without paging may set for itself: VME, PVI,
 /// TSD, DE, MCE, PGE, PCE, OSFXSR, OSXMMEXCPT. Not PSE or PAE (the
 /// module's table decides the paging mode), nor OSXSAVE (no AVX state:
 /// the FPU switch saves legacy state only), nor anything newer.
-const CR4_GUEST_BITS: u64 = 0xF | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10;
-const EFER_SCE: u64 = 1 << 0;
-const EFER_NXE: u64 = 1 << 11;
+const CR4_GUEST_BITS: Cr4 = Cr4::OFFERED.difference(Cr4::PSE.union(Cr4::PAE));
 const RFLAGS_RESERVED_1: u64 = 1 << 1;
 /// RFLAGS bits a guest may hold: CF, PF, AF, ZF, SF, TF, IF, DF, OF,
 /// IOPL, NT, RF, VM, AC, VIF, VIP, ID, and the always-one bit 1.
@@ -44,12 +36,12 @@ const RFLAGS_VALID: u64 = 0x3F_7FD7;
 /// module's table) and write protection, and caches on (2006's
 /// `svm_set_cr0` did the same: CD and NW are the host's business).
 pub fn hardware_cr0(guest: u64) -> u64 {
-    (guest | CR0_PG | CR0_WP | CR0_ET) & !(CR0_CD | CR0_NW) & 0xFFFF_FFFF
+    (guest | (Cr0::PG | Cr0::WP | Cr0::ET).bits()) & !(Cr0::CD | Cr0::NW).bits() & 0xFFFF_FFFF
 }
 
 /// The CR4 the hardware runs with: PAE, for the module's table.
 pub fn hardware_cr4(guest: u64) -> u64 {
-    guest & CR4_GUEST_BITS | CR4_PAE
+    guest & CR4_GUEST_BITS.bits() | Cr4::PAE.bits()
 }
 
 /// The EFER the hardware runs with: SVME (VMRUN requires it), no long
@@ -58,11 +50,11 @@ pub fn hardware_cr4(guest: u64) -> u64 {
 /// shadow tree then has four levels); while the guest has only set LME,
 /// its paging is still off and the module's PAE map runs it.
 pub fn hardware_efer(guest: u64) -> u64 {
-    const EFER_LME_LMA: u64 = 1 << 8 | 1 << 10;
-    if guest & 1 << 10 != 0 {
-        return guest & (EFER_SCE | EFER_NXE) | EFER_LME_LMA | insn::EFER_SVME;
+    let guest = Efer::from_bits_retain(guest);
+    if guest.contains(Efer::LMA) {
+        return (guest & (Efer::SCE | Efer::NXE) | Efer::LME | Efer::LMA | Efer::SVME).bits();
     }
-    guest & (EFER_SCE | EFER_NXE) | insn::EFER_SVME
+    (guest & (Efer::SCE | Efer::NXE) | Efer::SVME).bits()
 }
 // ANCHOR_END: hw_crs
 
@@ -195,7 +187,7 @@ impl SvmVcpu {
         (v.cr0, v.cr4, v.efer) = paging;
         v.cr2 = s.cr2;
         // The CPL is CS's DPL, 0 in real mode (2006's svm_set_segment).
-        v.cpl = if s.cr0 & CR0_PE == 0 { 0 } else { s.cs.dpl & 3 };
+        v.cpl = if Cr0::from_bits_retain(s.cr0).contains(Cr0::PE) { s.cs.dpl & 3 } else { 0 };
     }
 
     /// After a shutdown the VMCB's content is undefined (APM Vol. 2,
@@ -242,7 +234,7 @@ impl ArchVcpu for SvmVcpu {
         };
         self.prepare(entry, asids);
         let vmcb_pa = self.vmcb_page.phys();
-        let dr7 = insn::read_dr7();
+        let dr7 = read_dr7();
         self.fpu.load();
         // SAFETY: SVM is on on this CPU (`is_on`: `hardware_enable` ran
         // here) with its host save area; the VMCB and the host's page are
@@ -259,7 +251,7 @@ impl ArchVcpu for SvmVcpu {
         self.fpu.save();
         if dr7 != 0x400 {
             // SAFETY: the value read above, on this CPU.
-            unsafe { insn::write_dr7(dr7) };
+            unsafe { write_dr7(dr7) };
         }
         self.finish(entry)
     }
@@ -375,9 +367,12 @@ mod tests {
 
     #[test]
     fn the_guest_cannot_turn_on_long_mode_or_avx_for_real() {
-        assert_eq!(hardware_efer(0x100 | 1 << 11), insn::EFER_SVME | 1 << 11, "LME alone is not long mode");
-        assert_eq!(hardware_cr4(1 << 18 | 1 << 9 | 1 << 4), 1 << 9 | CR4_PAE, "no OSXSAVE, no PSE");
+        assert_eq!(hardware_efer(0x100 | 1 << 11), 1 << 12 | 1 << 11, "LME alone is not long mode");
+        assert_eq!(hardware_efer(1 << 13 | 1), 1 << 12 | 1, "SCE kept, unnamed bits dropped");
+        assert_eq!(hardware_cr4(1 << 18 | 1 << 9 | 1 << 4), 1 << 9 | 1 << 5, "no OSXSAVE, no PSE");
+        assert_eq!(hardware_cr4(0x7FF | 1 << 13), 0x7EF, "VME to OSXMMEXCPT but PSE, with PAE");
         assert_eq!(hardware_cr0(0x11), 0x8001_0011);
+        assert_eq!(hardware_cr0(1 << 40 | 0x6000_0001), 0x8001_0011, "caches on, high half clear");
     }
 
     #[test]
@@ -428,8 +423,8 @@ mod tests {
             v.set_sregs(&reset);
             let save = &v.vmcb().save;
             assert_eq!(save.cr0, 0x8001_0010, "PG, WP, ET; CD and NW off; PE stays off");
-            assert_eq!(save.cr4, CR4_PAE);
-            assert_eq!(save.efer, insn::EFER_SVME);
+            assert_eq!(save.cr4, 1 << 5, "PAE");
+            assert_eq!(save.efer, 1 << 12, "SVME");
             assert_eq!(save.cpl, 0);
             let mut back = KvmSregs::default();
             v.get_sregs(&mut back);

@@ -7,7 +7,7 @@
 //! The MSRs are read through the [`Msrs`] trait, so the decisions made on
 //! their values run as host unit tests with made-up values.
 
-use super::insn;
+use crate::arch::x86::rdmsr;
 
 /// Reads model-specific registers. The kernel reads the hardware's; tests
 /// give values of their own.
@@ -19,25 +19,17 @@ pub trait Msrs {
 /// IA32_FEATURE_CONTROL: bit 0 locks the MSR until reset, bit 2 allows
 /// VMXON outside SMX operation (SDM Vol. 3C, 24.7 "Enabling and Entering
 /// VMX Operation").
-pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
+pub use x86::msr::IA32_FEATURE_CONTROL;
 pub const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
 pub const FEATURE_CONTROL_VMXON_OUTSIDE_SMX: u64 = 1 << 2;
 
-/// The capability MSRs (SDM Vol. 3C, Appendix A; Vol. 4, Table 2-2).
-pub const IA32_VMX_BASIC: u32 = 0x480;
-pub const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
-pub const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
-pub const IA32_VMX_EXIT_CTLS: u32 = 0x483;
-pub const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
-pub const IA32_VMX_MISC: u32 = 0x485;
-pub const IA32_VMX_CR0_FIXED0: u32 = 0x486;
-pub const IA32_VMX_CR0_FIXED1: u32 = 0x487;
-pub const IA32_VMX_CR4_FIXED0: u32 = 0x488;
-pub const IA32_VMX_CR4_FIXED1: u32 = 0x489;
-pub const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
-pub const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
-pub const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
-pub const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
+/// The capability MSRs (SDM Vol. 3C, Appendix A; Vol. 4, Table 2-2),
+/// 0x480 to 0x490, as the `x86` crate numbers them.
+pub use x86::msr::{
+    IA32_VMX_BASIC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1,
+    IA32_VMX_ENTRY_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_MISC, IA32_VMX_PINBASED_CTLS, IA32_VMX_PROCBASED_CTLS,
+    IA32_VMX_TRUE_ENTRY_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS,
+};
 // ANCHOR_END: msr_numbers
 
 /// The CPU's own MSRs.
@@ -47,7 +39,7 @@ impl Msrs for HardwareMsrs {
     fn read(&self, msr: u32) -> u64 {
         // SAFETY: only the MSRs above are read, and only after CPUID said
         // the processor has VMX, which makes them exist (SDM Vol. 3C, A.1).
-        unsafe { insn::rdmsr(msr) }
+        unsafe { rdmsr(msr) }
     }
 }
 
@@ -243,6 +235,17 @@ impl Controls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_msr_numbers_are_the_manuals() {
+        assert_eq!(IA32_FEATURE_CONTROL, 0x3A);
+        assert_eq!((IA32_VMX_BASIC, IA32_VMX_MISC, IA32_VMX_CR0_FIXED0, IA32_VMX_CR4_FIXED1), (0x480, 0x485, 0x486, 0x489));
+        assert_eq!((IA32_VMX_PINBASED_CTLS, IA32_VMX_PROCBASED_CTLS, IA32_VMX_EXIT_CTLS, IA32_VMX_ENTRY_CTLS), (0x481, 0x482, 0x483, 0x484));
+        assert_eq!(
+            (IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS, IA32_VMX_TRUE_EXIT_CTLS, IA32_VMX_TRUE_ENTRY_CTLS),
+            (0x48D, 0x48E, 0x48F, 0x490)
+        );
+    }
 
     /// An IA32_VMX_BASIC like a Haswell's: revision 1, write-back,
     /// 4096 bytes, TRUE controls, INS/OUTS information.

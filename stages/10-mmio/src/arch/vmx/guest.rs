@@ -30,6 +30,8 @@
 
 use super::fields::{self, Seg};
 use crate::abi::{KvmDtable, KvmSegment, KvmSregs};
+use crate::regs::{Cr0, Cr4};
+use crate::regs::Efer;
 
 /// Reads and writes fields of the current VMCS.
 pub trait Fields {
@@ -38,32 +40,21 @@ pub trait Fields {
 }
 
 // ANCHOR: cr_bits
-pub const CR0_PE: u64 = 1 << 0;
-pub const CR0_ET: u64 = 1 << 4;
-pub const CR0_NE: u64 = 1 << 5;
-pub const CR0_WP: u64 = 1 << 16;
-pub const CR0_NW: u64 = 1 << 29;
-pub const CR0_CD: u64 = 1 << 30;
-pub const CR0_PG: u64 = 1 << 31;
-pub const CR4_VME: u64 = 1 << 0;
-pub const CR4_PVI: u64 = 1 << 1;
-pub const CR4_TSD: u64 = 1 << 2;
-pub const CR4_DE: u64 = 1 << 3;
-pub const CR4_PAE: u64 = 1 << 5;
-pub const CR4_PCE: u64 = 1 << 8;
-pub const CR4_OSFXSR: u64 = 1 << 9;
-pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
-pub const CR4_VMXE: u64 = 1 << 13;
-
 /// The CR0 bits the host owns: the guest reads them from the shadow and
 /// cannot change them without an exit. PE, NE and PG are forced on; CD
 /// and NW are forced off, so that guest memory, which is host memory, is
 /// always cached the way the host caches it.
-pub const CR0_HOST_OWNED: u64 = CR0_PE | CR0_NE | CR0_NW | CR0_CD | CR0_PG;
+pub const CR0_HOST_OWNED: Cr0 = Cr0::PE.union(Cr0::NE).union(Cr0::NW).union(Cr0::CD).union(Cr0::PG);
 
 /// The CR4 bits of the guest's that the hardware runs with; every other
 /// bit is the host's choice, and every bit is owned (in the mask).
-pub const CR4_GUEST_BITS: u64 = CR4_VME | CR4_PVI | CR4_TSD | CR4_DE | CR4_PCE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+pub const CR4_GUEST_BITS: Cr4 = Cr4::VME
+    .union(Cr4::PVI)
+    .union(Cr4::TSD)
+    .union(Cr4::DE)
+    .union(Cr4::PCE)
+    .union(Cr4::OSFXSR)
+    .union(Cr4::OSXMMEXCPT);
 // ANCHOR_END: cr_bits
 
 // ANCHOR: hardware_crs
@@ -81,24 +72,19 @@ pub struct FixedBits {
 /// The CR0 the hardware runs a guest with, whose own CR0 is `guest`.
 /// Without unrestricted guest, PE and PG are among the fixed-1 bits.
 pub fn hardware_cr0(guest: u64, fixed: &FixedBits) -> u64 {
-    let forced = CR0_PE | CR0_NE | CR0_PG;
+    let forced = Cr0::PE | Cr0::NE | Cr0::PG;
     // From stage 08 the shadow maps read-only the pages the guest has not
     // dirtied yet, and a supervisor write must fault on them too: the
     // hardware always runs with WP, whatever the guest's own WP.
-    let forced = forced | CR0_WP;
-    ((guest | forced | fixed.cr0_fixed0) & !(CR0_CD | CR0_NW)) & fixed.cr0_fixed1
+    let forced = forced | Cr0::WP;
+    ((guest | forced.bits() | fixed.cr0_fixed0) & !(Cr0::CD | Cr0::NW).bits()) & fixed.cr0_fixed1
 }
 
 /// The CR4 the hardware runs a guest with: PAE for the module's table,
 /// VMXE as VMX requires, and the guest's own harmless bits.
 pub fn hardware_cr4(guest: u64, fixed: &FixedBits) -> u64 {
-    ((guest & CR4_GUEST_BITS) | CR4_PAE | CR4_VMXE | fixed.cr4_fixed0) & fixed.cr4_fixed1
+    ((guest & CR4_GUEST_BITS.bits()) | (Cr4::PAE | Cr4::VMXE).bits() | fixed.cr4_fixed0) & fixed.cr4_fixed1
 }
-
-pub const EFER_SCE: u64 = 1 << 0;
-pub const EFER_LME: u64 = 1 << 8;
-pub const EFER_LMA: u64 = 1 << 10;
-pub const EFER_NXE: u64 = 1 << 11;
 
 /// The EFER the hardware runs a guest with, whose own EFER is `guest`:
 /// its SCE and NXE, and long mode exactly when the guest's is active.
@@ -107,8 +93,9 @@ pub const EFER_NXE: u64 = 1 << 11;
 /// entry requires LME = LMA = the "IA-32e mode guest" control (SDM Vol.
 /// 3C, 27.3.1.1).
 pub fn hardware_efer(guest: u64) -> u64 {
-    let long = if guest & EFER_LMA != 0 { EFER_LME | EFER_LMA } else { 0 };
-    guest & (EFER_SCE | EFER_NXE) | long
+    let guest = Efer::from_bits_retain(guest);
+    let long = if guest.contains(Efer::LMA) { Efer::LME | Efer::LMA } else { Efer::empty() };
+    (guest & (Efer::SCE | Efer::NXE) | long).bits()
 }
 // ANCHOR_END: hardware_crs
 
@@ -170,7 +157,7 @@ pub fn real_mode_segment(seg: &KvmSegment) -> KvmSegment {
 
 /// Whether `sregs` is real mode (CR0.PE clear).
 pub fn real_mode(sregs: &KvmSregs) -> bool {
-    sregs.cr0 & CR0_PE == 0
+    !Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PE)
 }
 // ANCHOR_END: real_mode_segment
 
@@ -272,8 +259,12 @@ pub mod tests {
         assert_eq!(hardware_cr0_but_wp(0x11), 0x8000_0031);
         assert_eq!(hardware_cr0_but_wp(0x6000_0010), 0x8000_0031, "caches stay on");
         assert_eq!(hardware_cr4(0, &FIXED), 0x2020);
-        assert_eq!(hardware_cr4(CR4_OSFXSR | 1 << 7, &FIXED), 0x2220, "PGE is not the guest's to set");
-        assert_eq!(CR0_HOST_OWNED & (1 << 31 | 1), 1 << 31 | 1);
+        assert_eq!(hardware_cr4(1 << 9 | 1 << 7, &FIXED), 0x2220, "OSFXSR is the guest's to set, PGE is not");
+        assert_eq!(hardware_cr4(1 << 13 | 1 << 40, &FIXED), 0x2020, "nor unnamed bits");
+        assert_eq!(hardware_cr4(0x7FF, &FIXED), 0x272F, "VME, PVI, TSD, DE, PCE, OSFXSR, OSXMMEXCPT and PAE");
+        assert_eq!(CR0_HOST_OWNED.bits(), 0xE000_0021, "PE, NE, NW, CD, PG");
+        let unfixed = FixedBits { cr0_fixed0: 0, cr0_fixed1: u64::MAX, ..FIXED };
+        assert_eq!(hardware_cr0(1 << 40 | 0x6000_0000 | 0x2, &unfixed) & !(1 << 16), 1 << 40 | 0x8000_0023, "other bits kept");
     }
 
     fn real_mode_data(selector: u16) -> KvmSegment {
@@ -283,8 +274,9 @@ pub mod tests {
     #[test]
     fn stage_8_runs_with_wp_and_the_guests_efer() {
         assert_eq!(hardware_cr0(0x11, &FIXED), 0x8001_0031, "WP whatever the guest's");
-        assert_eq!(hardware_efer(EFER_LME | EFER_NXE | EFER_SCE), EFER_NXE | EFER_SCE, "LME alone is not long mode");
-        assert_eq!(hardware_efer(EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!(hardware_efer(0x100 | 0x800 | 0x1), 0x801, "LME alone is not long mode");
+        assert_eq!(hardware_efer(0x500), 0x500);
+        assert_eq!(hardware_efer(0x400), 0x500, "LMA brings LME");
         assert_eq!(hardware_efer(1 << 12), 0, "nothing else");
     }
 

@@ -11,52 +11,29 @@
 
 use super::fields::*;
 use super::guest::Fields;
-use super::insn;
+use crate::arch::x86::{rdmsr, read_dr7, write_dr7, wrmsr};
 use crate::kernel::cpu;
 use core::arch::asm;
-
-const MSR_IA32_SYSENTER_CS: u32 = 0x174;
-const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
-const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
-const MSR_FS_BASE: u32 = 0xC000_0100;
-const MSR_IA32_DEBUGCTL: u32 = 0x1D9;
-const MSR_GS_BASE: u32 = 0xC000_0101;
-
-/// The operand of `sgdt`/`sidt`: a 2-byte limit and an 8-byte base.
-#[repr(C, packed)]
-struct DescriptorTable {
-    limit: u16,
-    base: u64,
-}
+use x86::dtables::{DescriptorTablePointer, sgdt, sidt};
+use x86::msr::{IA32_DEBUGCTL, IA32_FS_BASE, IA32_GS_BASE, IA32_SYSENTER_CS, IA32_SYSENTER_EIP, IA32_SYSENTER_ESP};
 
 fn gdt_base() -> u64 {
-    let mut dt = DescriptorTable { limit: 0, base: 0 };
-    // SAFETY: `sgdt` stores 10 bytes into `dt`.
-    unsafe { asm!("sgdt [{}]", in(reg) &mut dt, options(nostack)) };
-    dt.base
+    let mut dt = DescriptorTablePointer::<u8>::default();
+    // SAFETY: `sgdt` stores the GDTR's limit and base into `dt`.
+    unsafe { sgdt(&mut dt) };
+    dt.base as u64
 }
 
 fn idt_base() -> u64 {
-    let mut dt = DescriptorTable { limit: 0, base: 0 };
-    // SAFETY: `sidt` stores 10 bytes into `dt`.
-    unsafe { asm!("sidt [{}]", in(reg) &mut dt, options(nostack)) };
-    dt.base
-}
-
-/// Reads CR0, CR3 or a segment selector: no side effects.
-macro_rules! read_reg {
-    ($insn:literal) => {{
-        let value: u64;
-        // SAFETY: reading a control register or a selector has no side
-        // effects, and the module runs at CPL 0.
-        unsafe { asm!($insn, out(reg) value, options(nostack, nomem)) };
-        value
-    }};
+    let mut dt = DescriptorTablePointer::<u8>::default();
+    // SAFETY: `sidt` stores the IDTR's limit and base into `dt`.
+    unsafe { sidt(&mut dt) };
+    dt.base as u64
 }
 
 fn msr(number: u32) -> u64 {
     // SAFETY: every MSR read here exists on any processor with VMX.
-    unsafe { insn::rdmsr(number) }
+    unsafe { rdmsr(number) }
 }
 
 // ANCHOR: host_constant
@@ -66,20 +43,18 @@ fn msr(number: u32) -> u64 {
 /// exit by `HostSegments::restore` (SDM Vol. 3C, 27.2.3 "Checks on
 /// Host Segment and Descriptor-Table Registers").
 pub fn write_constant(vmcs: &mut dyn Fields) {
-    vmcs.write(HOST_CS_SELECTOR, read_reg!("mov {:r}, cs") & 0xF8);
-    vmcs.write(HOST_SS_SELECTOR, read_reg!("mov {:r}, ss") & 0xF8);
+    vmcs.write(HOST_CS_SELECTOR, u64::from(x86::segmentation::cs().bits() & 0xF8));
+    vmcs.write(HOST_SS_SELECTOR, u64::from(x86::segmentation::ss().bits() & 0xF8));
     for field in [HOST_DS_SELECTOR, HOST_ES_SELECTOR, HOST_FS_SELECTOR, HOST_GS_SELECTOR] {
         vmcs.write(field, 0);
     }
-    let mut tr: u64;
     // SAFETY: `str` reads the task register's selector.
-    unsafe { asm!("str {:x}", out(reg) tr, options(nostack, nomem)) };
-    tr &= 0xFFFF;
-    vmcs.write(HOST_TR_SELECTOR, tr);
-    vmcs.write(HOST_IA32_SYSENTER_CS, msr(MSR_IA32_SYSENTER_CS));
-    vmcs.write(HOST_IA32_SYSENTER_EIP, msr(MSR_IA32_SYSENTER_EIP));
+    let tr = unsafe { x86::task::tr() };
+    vmcs.write(HOST_TR_SELECTOR, u64::from(tr.bits()));
+    vmcs.write(HOST_IA32_SYSENTER_CS, msr(IA32_SYSENTER_CS));
+    vmcs.write(HOST_IA32_SYSENTER_EIP, msr(IA32_SYSENTER_EIP));
     vmcs.write(HOST_IDTR_BASE, idt_base());
-    vmcs.write(HOST_CR0, read_reg!("mov {}, cr0"));
+    vmcs.write(HOST_CR0, super::read_cr0());
 }
 // ANCHOR_END: host_constant
 
@@ -89,17 +64,18 @@ pub fn write_constant(vmcs: &mut dyn Fields) {
 pub fn write_per_cpu(vmcs: &mut dyn Fields) {
     vmcs.write(HOST_TR_BASE, cpu::host_tr_base());
     vmcs.write(HOST_GDTR_BASE, gdt_base());
-    vmcs.write(HOST_GS_BASE, msr(MSR_GS_BASE));
-    vmcs.write(HOST_IA32_SYSENTER_ESP, msr(MSR_IA32_SYSENTER_ESP));
+    vmcs.write(HOST_GS_BASE, msr(IA32_GS_BASE));
+    vmcs.write(HOST_IA32_SYSENTER_ESP, msr(IA32_SYSENTER_ESP));
 }
 
 /// The host state of this task: its page table, its CR4 (Linux changes a
 /// few bits per task) and its FS base (the thread's TLS). Written before
 /// every entry.
 pub fn write_per_entry(vmcs: &mut dyn Fields) {
-    vmcs.write(HOST_CR3, read_reg!("mov {}, cr3"));
+    // SAFETY: reading CR3 has no side effects; the module runs at CPL 0.
+    vmcs.write(HOST_CR3, unsafe { x86::controlregs::cr3() });
     vmcs.write(HOST_CR4, cpu::read_cr4());
-    vmcs.write(HOST_FS_BASE, msr(MSR_FS_BASE));
+    vmcs.write(HOST_FS_BASE, msr(IA32_FS_BASE));
 }
 // ANCHOR_END: host_per_cpu
 
@@ -117,20 +93,17 @@ pub struct HostDebug {
 
 impl HostDebug {
     pub fn save() -> HostDebug {
-        let dr7: u64;
-        // SAFETY: reading DR7 has no side effects; the module runs at CPL 0.
-        unsafe { asm!("mov {}, dr7", out(reg) dr7, options(nostack, nomem)) };
-        HostDebug { dr7, debugctl: msr(MSR_IA32_DEBUGCTL) }
+        HostDebug { dr7: read_dr7(), debugctl: msr(IA32_DEBUGCTL) }
     }
 
     pub fn restore(&self) {
         if self.dr7 != 0x400 {
             // SAFETY: the value is the one this CPU had before the entry.
-            unsafe { asm!("mov dr7, {}", in(reg) self.dr7, options(nostack, nomem)) };
+            unsafe { write_dr7(self.dr7) };
         }
         if self.debugctl != 0 {
             // SAFETY: as above.
-            unsafe { insn::wrmsr(MSR_IA32_DEBUGCTL, self.debugctl) };
+            unsafe { wrmsr(IA32_DEBUGCTL, self.debugctl) };
         }
     }
 }
@@ -138,10 +111,12 @@ impl HostDebug {
 
 /// The host's IA32_EFER, which every exit loads again.
 pub fn efer() -> u64 {
-    msr(0xC000_0080)
+    msr(x86::msr::IA32_EFER)
 }
 
-/// DR6, the debug status register.
+/// DR6, the debug status register. Written by hand, as [`set_dr6`]: the
+/// `x86` crate's `dr6()` keeps only the bits its type names, and the
+/// host's DR6 must come back exactly.
 pub fn dr6() -> u64 {
     let dr6: u64;
     // SAFETY: reading DR6 has no side effects; the module runs at CPL 0.

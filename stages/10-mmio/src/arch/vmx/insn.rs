@@ -10,9 +10,10 @@
 //! Numbers"). The wrappers capture CF and ZF right after the instruction;
 //! [`VmFail::from_flags`] and [`VmxError`] make a Rust error of them.
 //!
-//! The other instructions the backend needs outside VMX (`rdmsr`,
-//! `wrmsr`) are here too: every `asm!` of the VMX backend but the entry
-//! itself (`entry.rs`) lives in this file.
+//! `rdmsr` and `wrmsr`, which both backends need, are the `x86` crate's,
+//! in `arch/x86.rs`. The VMX instructions stay written by hand: the
+//! crate's wrappers read RFLAGS in an `asm!` block of their own, after
+//! the instruction's, and give no error number.
 
 use core::arch::asm;
 use core::fmt;
@@ -250,29 +251,6 @@ pub unsafe fn vmwrite(field: u32, value: u64) -> Result<(), VmxError> {
     check(cf != 0, zf != 0, instruction_error)
 }
 // ANCHOR_END: wrappers
-
-// ANCHOR: msr
-/// `RDMSR`: reads model-specific register `msr`.
-///
-/// # Safety
-/// The MSR must exist on this CPU (else `#GP`).
-pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: the caller guarantees the MSR exists.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nostack, nomem)) };
-    u64::from(hi) << 32 | u64::from(lo)
-}
-
-/// `WRMSR`: writes model-specific register `msr`.
-///
-/// # Safety
-/// The MSR must exist and accept `value` (else `#GP`), and the write must
-/// not break the kernel's use of it.
-pub unsafe fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: the caller guarantees the write is valid and harmless.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack)) };
-}
-// ANCHOR_END: msr
 
 #[cfg(test)]
 mod tests {

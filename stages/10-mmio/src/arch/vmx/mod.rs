@@ -20,9 +20,11 @@ pub mod fields;
 pub mod guest;
 pub mod host;
 
+use super::x86::wrmsr;
 use super::{Arch, ArchVcpu, Unsupported};
 use crate::kernel::{Errno, KResult, cpu};
 use crate::log;
+use crate::regs::Cr4;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use caps::{HardwareMsrs, Msrs, VmxBasic};
@@ -30,11 +32,6 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use insn::VmxError;
 use vcpu::VmxVcpu;
 use vmcs::Region;
-
-/// CR4.VMXE, bit 13: "Before system software can enter VMX operation, it
-/// enables VMX by setting CR4.VMXE[bit 13] = 1." (SDM Vol. 3C, 24.7
-/// "Enabling and Entering VMX Operation")
-pub const CR4_VMXE: u64 = 1 << 13;
 
 /// The VMX backend.
 pub struct Vmx;
@@ -59,7 +56,7 @@ fn check_support() -> Result<VmxBasic, Unsupported> {
             "VMX (IA32_FEATURE_CONTROL is locked without VMXON outside SMX; enable \"Intel Virtualization Technology\" in the firmware setup)",
         ));
     }
-    if cpu::read_cr4() & CR4_VMXE != 0 {
+    if Cr4::from_bits_retain(cpu::read_cr4()).contains(Cr4::VMXE) {
         return Err(Unsupported::InUse("VMX (CR4.VMXE is set)"));
     }
     let basic = VmxBasic::from_msr(msrs.read(caps::IA32_VMX_BASIC));
@@ -160,7 +157,8 @@ impl EnableError {
     }
 }
 
-/// Reads CR0.
+/// Reads CR0, every bit of it: the `x86` crate's `cr0()` keeps only the
+/// bits its type names.
 fn read_cr0() -> u64 {
     let value: u64;
     // SAFETY: reading CR0 has no side effects; the module runs at CPL 0.
@@ -171,30 +169,32 @@ fn read_cr0() -> u64 {
 // ANCHOR: enable
 /// Turns VMX on on this CPU, with `vmxon_region` (the physical address of
 /// this CPU's VMXON region): IA32_FEATURE_CONTROL, CR4.VMXE, VMXON, in the
-/// order of SDM Vol. 3C, 24.7. Runs with interrupts disabled, on the CPU
-/// it enables. On failure the CPU is left as it was found.
+/// order of SDM Vol. 3C, 24.7: "Before system software can enter VMX
+/// operation, it enables VMX by setting CR4.VMXE[bit 13] = 1." Runs with
+/// interrupts disabled, on the CPU it enables. On failure the CPU is left
+/// as it was found.
 pub fn hardware_enable(vmxon_region: u64) -> Result<(), EnableError> {
     let msrs = HardwareMsrs;
-    if cpu::read_cr4() & CR4_VMXE != 0 {
+    if Cr4::from_bits_retain(cpu::read_cr4()).contains(Cr4::VMXE) {
         return Err(EnableError::InUse);
     }
     match caps::feature_control_update(msrs.read(caps::IA32_FEATURE_CONTROL)) {
         Err(_) => return Err(EnableError::DisabledByFirmware),
         // SAFETY: the MSR is unlocked, so writing it cannot fault; the new
         // value only adds the lock and the permission for VMXON.
-        Ok(Some(value)) => unsafe { insn::wrmsr(caps::IA32_FEATURE_CONTROL, value) },
+        Ok(Some(value)) => unsafe { wrmsr(caps::IA32_FEATURE_CONTROL, value) },
         Ok(None) => {}
     }
     let bad = caps::fixed_bits_violations(read_cr0(), msrs.read(caps::IA32_VMX_CR0_FIXED0), msrs.read(caps::IA32_VMX_CR0_FIXED1))
-        | caps::fixed_bits_violations(cpu::read_cr4() | CR4_VMXE, msrs.read(caps::IA32_VMX_CR4_FIXED0), msrs.read(caps::IA32_VMX_CR4_FIXED1));
+        | caps::fixed_bits_violations(cpu::read_cr4() | Cr4::VMXE.bits(), msrs.read(caps::IA32_VMX_CR4_FIXED0), msrs.read(caps::IA32_VMX_CR4_FIXED1));
     if bad != 0 {
         return Err(EnableError::FixedBits(bad));
     }
-    cpu::cr4_set_bits(CR4_VMXE);
+    cpu::cr4_set_bits(Cr4::VMXE.bits());
     // SAFETY: CR4.VMXE is set, IA32_FEATURE_CONTROL allows VMXON, CR0 and
     // CR4 meet the fixed bits, and the region is this CPU's own page.
     if let Err(e) = unsafe { insn::vmxon(vmxon_region) } {
-        cpu::cr4_clear_bits(CR4_VMXE);
+        cpu::cr4_clear_bits(Cr4::VMXE.bits());
         return Err(EnableError::Vmxon(e));
     }
     Ok(())
@@ -208,6 +208,6 @@ pub fn hardware_disable() {
     if let Err(e) = unsafe { insn::vmxoff() } {
         log!(Err, "VMXOFF failed on CPU {}: {e:?}", cpu::current_cpu());
     }
-    cpu::cr4_clear_bits(CR4_VMXE);
+    cpu::cr4_clear_bits(Cr4::VMXE.bits());
 }
 // ANCHOR_END: enable

@@ -17,8 +17,9 @@ use crate::abi::KvmSregs;
 use crate::arch::{Entry, VmExit};
 use crate::kernel::cpu::HostSegments;
 use crate::kernel::fpu::GuestFpu;
-use crate::regs::Reg;
+use crate::regs::{Efer, Reg};
 use crate::kernel::Page;
+use x86::msr::IA32_EFER;
 
 // ANCHOR: vmx_vcpu
 /// A vCPU's VMX state.
@@ -213,13 +214,13 @@ fn write_setup(vmcs: &mut dyn Fields, controls: &Controls) {
     vmcs.write(VM_EXIT_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_MSR_LOAD_COUNT, 0);
     vmcs.write(VM_ENTRY_INTR_INFO_FIELD, 0);
-    let cr0_owned = guest::CR0_HOST_OWNED;
+    let cr0_owned = guest::CR0_HOST_OWNED.bits();
     // From stage 08 every CR0 bit is the host's: a guest write that
     // changes any bit exits, so the guest's view in `sregs` is always
     // exact (TS, MP, EM, WP and AM were the guest's before, and a change
     // was lost at the next `write_sregs`), and the module sees WP and PG,
     // on which the shadow depends.
-    let cr0_owned = cr0_owned | !guest::CR0_HOST_OWNED;
+    let cr0_owned = cr0_owned | !guest::CR0_HOST_OWNED.bits();
     vmcs.write(CR0_GUEST_HOST_MASK, cr0_owned);
     vmcs.write(CR4_GUEST_HOST_MASK, u64::MAX);
     vmcs.write(VMCS_LINK_POINTER, NO_LINK_POINTER);
@@ -304,11 +305,8 @@ pub fn efer_by_controls(controls: &Controls) -> bool {
 /// equals the EFER.LMA it loads (SDM Vol. 3C, 27.3.1.1).
 pub fn entry_controls(base: u32, efer: u64) -> u32 {
     use super::fields::entry;
-    if efer & guest::EFER_LMA != 0 { base | entry::IA32E_MODE_GUEST } else { base & !entry::IA32E_MODE_GUEST }
+    if Efer::from_bits_retain(efer).contains(Efer::LMA) { base | entry::IA32E_MODE_GUEST } else { base & !entry::IA32E_MODE_GUEST }
 }
-
-/// IA32_EFER's index.
-const MSR_EFER: u32 = 0xC000_0080;
 
 /// The MSR-load lists' page: the VM-entry list (the guest's EFER) at
 /// offset 0, the VM-exit list (the host's) at offset 16; each entry is
@@ -325,7 +323,7 @@ fn write_efer_entry(page: &Page, offset: usize, value: u64) {
     // this vCPU is not in the guest).
     unsafe {
         let entry = page.addr().add(offset);
-        entry.cast::<u32>().write(MSR_EFER);
+        entry.cast::<u32>().write(IA32_EFER);
         entry.add(4).cast::<u32>().write(0);
         entry.add(8).cast::<u64>().write(value);
     }
@@ -433,14 +431,13 @@ impl VmxVcpu {
     /// read from the instruction (as the SVM backend does). CS.D alone is
     /// wrong for `rep insw` with 0x67 in 16-bit code, which counts in ECX.
     fn address_mask(&self, vmcs: &CurrentVmcs, entry: &Entry<'_>) -> u64 {
-        const EFER_LMA: u64 = 1 << 10;
         if self.ins_outs_info
             && let Some(mask) = exit::address_mask_from_info(vmcs.read(VMX_INSTRUCTION_INFO) as u32)
         {
             return mask;
         }
         let cs = &self.sregs.cs;
-        let long = self.sregs.efer & EFER_LMA != 0 && cs.l != 0;
+        let long = Efer::from_bits_retain(self.sregs.efer).contains(Efer::LMA) && cs.l != 0;
         let mut bytes = [0u8; 15];
         let linear = cs.base.wrapping_add(*entry.rip);
         let linear = if long { linear } else { linear & 0xFFFF_FFFF };
@@ -570,8 +567,7 @@ impl ArchVcpu for VmxVcpu {
     // ANCHOR_END: run
 
     fn skip_instruction(&mut self, rip: &mut u64, len: u8) {
-        const EFER_LMA: u64 = 1 << 10;
-        let long = self.sregs.efer & EFER_LMA != 0 && self.sregs.cs.l != 0;
+        let long = Efer::from_bits_retain(self.sregs.efer).contains(Efer::LMA) && self.sregs.cs.l != 0;
         let next = rip.wrapping_add(u64::from(len));
         *rip = if long { next } else { next & 0xFFFF_FFFF };
         self.clear_interrupt_shadow = true;
@@ -616,7 +612,8 @@ mod tests {
         write_setup(&mut vmcs, &controls);
         assert_eq!(vmcs.read(EXCEPTION_BITMAP) & 1 << 14, 1 << 14);
         assert_eq!(vmcs.read(CR4_GUEST_HOST_MASK), u64::MAX);
-        assert_eq!(vmcs.read(CR0_GUEST_HOST_MASK) & guest::CR0_HOST_OWNED, guest::CR0_HOST_OWNED);
+        let owned = guest::CR0_HOST_OWNED.bits();
+        assert_eq!(vmcs.read(CR0_GUEST_HOST_MASK) & owned, owned);
         assert_eq!(vmcs.read(VMCS_LINK_POINTER), u64::MAX);
         assert_eq!(vmcs.read(CPU_BASED_VM_EXEC_CONTROL), 0x0100_8080);
         assert_eq!(vmcs.read(GUEST_DR7), 0x400);
