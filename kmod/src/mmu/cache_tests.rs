@@ -158,7 +158,7 @@ mod e9_1 {
         let mut mmu = mmu_with_root(0x10000);
         mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
             .expect("installed");
-        mmu.invalidate(0x40_1000, PagingMode::Bits32);
+        mmu.invalidate(0x40_1000, PagingMode::Bits32, 1 << 22);
         assert!(mmu.mapped(0x40_1000, PagingMode::Bits32).is_none());
         mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
             .expect("installed");
@@ -211,5 +211,9 @@ mod e9_2 {
         };
         let (gfn, role) = child_of(top, 0x60_1234, 2, &t, PagingMode::Bits32).expect("a child");
         assert_eq!((gfn, role.direct, role.level), (0xA00, true, 1), "the second 2 MiB of the 4 MiB page");
+        assert_eq!(role.access, ACCESS_ALL, "dirty: writable");
+        let clean = Translation { entries: [None, Some(GuestEntry { value: 0x80_0000 | 0xA7, ..pde }), None, None], ..t };
+        let (_, read_only) = child_of(top, 0x60_1234, 2, &clean, PagingMode::Bits32).expect("a child");
+        assert_eq!(read_only.access, ACCESS_U | ACCESS_X, "not yet dirty: its first write must fault");
     }
 }

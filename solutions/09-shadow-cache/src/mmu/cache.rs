@@ -368,6 +368,11 @@ fn child_of(role: Role, linear: u64, level: u8, t: &Translation, mode: PagingMod
     let guest = t.entries.get(usize::from(level) - 1).copied().flatten()?;
     let access = role.access & rights(guest.value, mode);
     if guest_leaf_level(t.page_size) == level {
+        // A large page the guest has not dirtied is mapped read-only, so
+        // that its first write faults and the walk sets the D bit of the
+        // guest's entry; once dirty it is another role, writable.
+        const D_BIT: u64 = 1 << 6;
+        let access = if guest.value & D_BIT == 0 { access & !ACCESS_W } else { access };
         return Some((direct_gfn, Role { level: below, guest: mode, quadrant: 0, direct: true, access }));
     }
     let table = table_address(guest.value, mode) >> PAGE_SHIFT;
@@ -527,17 +532,29 @@ impl CachedMmu {
     }
 
     /// `invlpg`: forgets the translation of `linear`'s page.
-    pub fn invalidate(&mut self, linear: u64, mode: PagingMode) {
+    ///
+    /// The page may have been a guest large page, which the processor's
+    /// TLB held as one entry and `invlpg` removes whole (SDM Vol. 3A,
+    /// 4.10.4.1): so the links to the page tables of the whole `span`
+    /// around `linear` go, in this address space; the tables stay cached,
+    /// and the next access links the right one again.
+    pub fn invalidate(&mut self, linear: u64, mode: PagingMode, span: u64) {
         self.sync();
-        let Some(mut at) = self.root_for(linear) else { return };
-        let top = if mode == PagingMode::Long { 4 } else { 2 };
-        for level in (2..=top).rev() {
-            match self.page(at).and_then(|p| p.children.get(index(linear, level)).copied().flatten()) {
-                Some(child) => at = usize::from(child),
-                None => return,
+        let start = linear & !(span - 1);
+        for chunk in (0..span).step_by(1 << 21) {
+            let address = start.wrapping_add(chunk);
+            let Some(mut at) = self.root_for(address) else { continue };
+            let top = if mode == PagingMode::Long { 4 } else { 2 };
+            for level in (3..=top).rev() {
+                match self.page(at).and_then(|p| p.children.get(index(address, level)).copied().flatten()) {
+                    Some(child) => at = usize::from(child),
+                    None => break,
+                }
+            }
+            if self.page(at).is_some_and(|p| p.role.level == 2) {
+                self.unlink(at, index(address, 2));
             }
         }
-        self.clear_leaf(at, index(linear, 1));
         self.needs_flush = true;
     }
 }

@@ -188,6 +188,13 @@ impl Mmu {
     }
 }
 
+/// The largest page the guest's format maps with one directory entry,
+/// which `invlpg` must forget whole: 4 MiB in 32-bit paging, else 2 MiB
+/// (1 GiB pages are not offered).
+pub fn large_page_span(mode: PagingMode) -> u64 {
+    if mode == PagingMode::Bits32 { 1 << 22 } else { 1 << 21 }
+}
+
 /// The guest's paging format, `None` while its paging is off.
 pub fn paging_mode(sregs: &KvmSregs) -> Option<PagingMode> {
     if !Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PG) {
@@ -268,11 +275,13 @@ impl Mmu {
 
     /// The guest's `invlpg`.
     pub fn invlpg(&mut self, address: u64) {
-        if self.built.is_some() {
-            self.shadow.invalidate(address);
+        if let Some(built) = self.built {
+            self.shadow.invalidate(address, large_page_span(built.state.mode));
             self.needs_flush = true;
         }
     }
+
+
 
     /// Whether PAE PDPTEs can be loaded from `cr3` (for `mov cr3` and
     /// friends, which give #GP if not).

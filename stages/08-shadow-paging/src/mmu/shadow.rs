@@ -213,21 +213,28 @@ impl ShadowMmu {
 // ANCHOR: zap
 impl ShadowMmu {
     /// `invlpg`: forgets the translation of `linear`'s page, if any.
-    pub fn invalidate(&mut self, linear: u64) {
-        let Some(mut at) = self.root else { return };
-        let top = if self.long_mode { 4 } else { 3 };
-        for level in (2..=top).rev() {
-            let entry = index(linear, level, self.long_mode);
-            match self.page(at).and_then(|p| p.children.get(entry).copied().flatten()) {
-                Some(child) => at = usize::from(child),
-                None => return,
+    ///
+    /// The page may have been one of the guest's large pages, which the
+    /// shadow maps 4 KiB at a time; the processor's TLB held it as one
+    /// entry, which `invlpg` of any address inside removes whole (SDM Vol.
+    /// 3A, 4.10.4.1). So the page tables of the whole `span` around
+    /// `linear` go: 2 MiB, or 4 MiB for a guest with 32-bit paging.
+    pub fn invalidate(&mut self, linear: u64, span: u64) {
+        let start = linear & !(span - 1);
+        for chunk in (0..span).step_by(1 << 21) {
+            let Some(mut at) = self.root else { return };
+            let address = start.wrapping_add(chunk);
+            let top = if self.long_mode { 4 } else { 3 };
+            for level in (3..=top).rev() {
+                let entry = index(address, level, self.long_mode);
+                match self.page(at).and_then(|p| p.children.get(entry).copied().flatten()) {
+                    Some(child) => at = usize::from(child),
+                    None => return,
+                }
             }
-        }
-        let entry = index(linear, 1, self.long_mode);
-        if let Some(table) = self.page_mut(at) {
-            write_entry(&table.table, entry, 0);
-            if let Some(frame) = table.frames.get_mut(entry) {
-                *frame = None;
+            let entry = index(address, 2, self.long_mode);
+            if let Some(table) = self.page(at).and_then(|p| p.children.get(entry).copied().flatten()) {
+                self.zap(usize::from(table));
             }
         }
     }

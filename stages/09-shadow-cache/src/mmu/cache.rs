@@ -525,17 +525,29 @@ impl CachedMmu {
     }
 
     /// `invlpg`: forgets the translation of `linear`'s page.
-    pub fn invalidate(&mut self, linear: u64, mode: PagingMode) {
+    ///
+    /// The page may have been a guest large page, which the processor's
+    /// TLB held as one entry and `invlpg` removes whole (SDM Vol. 3A,
+    /// 4.10.4.1): so the links to the page tables of the whole `span`
+    /// around `linear` go, in this address space; the tables stay cached,
+    /// and the next access links the right one again.
+    pub fn invalidate(&mut self, linear: u64, mode: PagingMode, span: u64) {
         self.sync();
-        let Some(mut at) = self.root_for(linear) else { return };
-        let top = if mode == PagingMode::Long { 4 } else { 2 };
-        for level in (2..=top).rev() {
-            match self.page(at).and_then(|p| p.children.get(index(linear, level)).copied().flatten()) {
-                Some(child) => at = usize::from(child),
-                None => return,
+        let start = linear & !(span - 1);
+        for chunk in (0..span).step_by(1 << 21) {
+            let address = start.wrapping_add(chunk);
+            let Some(mut at) = self.root_for(address) else { continue };
+            let top = if mode == PagingMode::Long { 4 } else { 2 };
+            for level in (3..=top).rev() {
+                match self.page(at).and_then(|p| p.children.get(index(address, level)).copied().flatten()) {
+                    Some(child) => at = usize::from(child),
+                    None => break,
+                }
+            }
+            if self.page(at).is_some_and(|p| p.role.level == 2) {
+                self.unlink(at, index(address, 2));
             }
         }
-        self.clear_leaf(at, index(linear, 1));
         self.needs_flush = true;
     }
 }

@@ -101,24 +101,27 @@ mod e8_2 {
         drop(page);
         assert!(mmu.mapped(0x1000).is_some());
         let with = fake::live_pages();
-        mmu.invalidate(0x1000);
-        assert_eq!(fake::live_pages(), with - 1, "invlpg dropped the guest page");
+        mmu.invalidate(0x1000, 1 << 21);
+        assert_eq!(fake::live_pages(), with - 2, "invlpg dropped the guest page and its page table");
         assert!(mmu.mapped(0x1000).is_none());
         mmu.zap_all();
         assert_eq!(fake::live_pages(), before, "every table freed");
     }
 
     #[test]
-    fn invlpg_forgets_one_page_only() {
+    fn invlpg_forgets_the_large_page_the_address_may_have_been_in() {
         let mut mmu = ShadowMmu::new().expect("an MMU");
         let root = mmu.root(false).expect("a root");
         let (a, _) = guest_page();
-        mmu.install(0x1000, leaf(&a, true, true, false)).expect("a");
-        mmu.install(0x2000, leaf(&a, true, true, false)).expect("a again");
-        mmu.invalidate(0x1000);
+        for linear in [0x1000, 0x1F_F000, 0x20_0000, 0x40_0000] {
+            mmu.install(linear, leaf(&a, true, true, false)).expect("installed");
+        }
+        mmu.invalidate(0x1000, 1 << 22);
         assert_eq!(walk(root, 0x1000, false), None);
-        assert!(walk(root, 0x2000, false).is_some());
-        mmu.invalidate(0xDEAD_B000);
+        assert_eq!(walk(root, 0x1F_F000, false), None, "the same 2 MiB");
+        assert_eq!(walk(root, 0x20_0000, false), None, "the same 4 MiB, for a 32-bit guest");
+        assert!(walk(root, 0x40_0000, false).is_some(), "another 4 MiB");
+        mmu.invalidate(0xDEAD_B000, 1 << 21);
     }
 
     #[test]
