@@ -166,11 +166,13 @@ impl Guest for EmulatedGuest<'_> {
     }
 
     fn read(&mut self, segment: Segment, offset: u64, data: &mut [u8]) -> Access {
-        let gpa = match self.translate(segment, offset, data.len(), false) {
-            Ok(gpa) => gpa,
+        let (gpa, second) = match self.translate(segment, offset, data.len(), false) {
+            Ok(gpas) => gpas,
             Err(access) => return access,
         };
-        if self.ctx.read_phys(gpa, data) {
+        let split = second.map_or(data.len(), |(at, _)| at);
+        let (head, tail) = data.split_at_mut(split.min(data.len()));
+        if self.ctx.read_phys(gpa, head) && second.is_none_or(|(_, g)| self.ctx.read_phys(g, tail)) {
             return Access::Done;
         }
         if let Some(answer) = self.ctx.completed_mmio_read(gpa, data.len()) {
@@ -185,12 +187,23 @@ impl Guest for EmulatedGuest<'_> {
     }
 
     fn write(&mut self, segment: Segment, offset: u64, data: &[u8]) -> Access {
-        let gpa = match self.translate(segment, offset, data.len(), true) {
-            Ok(gpa) => gpa,
+        let (gpa, second) = match self.translate(segment, offset, data.len(), true) {
+            Ok(gpas) => gpas,
             Err(access) => return access,
         };
-        if self.ctx.write_phys(gpa, data) {
-            return Access::Done;
+        let split = second.map_or(data.len(), |(at, _)| at);
+        let (head, tail) = data.split_at(split.min(data.len()));
+        let ram = |ctx: &mut dyn ExitContext| {
+            let mut probe = [0u8; 8];
+            let tail_ram = second.is_none_or(|(_, g)| probe.get_mut(..tail.len()).is_some_and(|p| ctx.read_phys(g, p)));
+            tail_ram && probe.get_mut(..head.len()).is_some_and(|p| ctx.read_phys(gpa, p))
+        };
+        // Both pages must be RAM before either is written: all or nothing.
+        if ram(&mut *self.ctx) {
+            let done = self.ctx.write_phys(gpa, head) && second.is_none_or(|(_, g)| self.ctx.write_phys(g, tail));
+            if done {
+                return Access::Done;
+            }
         }
         let mut bytes = [0; 8];
         let n = data.len().min(8);
@@ -203,27 +216,51 @@ impl Guest for EmulatedGuest<'_> {
 }
 
 impl EmulatedGuest<'_> {
-    /// `segment:offset` for `len` bytes, to a guest-physical address: the
-    /// segment's base and limit (SDM Vol. 3A, 3.4.5 and 5.3; only FS and
-    /// GS have a base in 64-bit mode, and no limit is checked there), then
-    /// the guest's tables with the rights of the access. An access that
-    /// crosses into a second page is translated by its first byte: the
-    /// two pages must be contiguous guest-physical memory or MMIO.
-    fn translate(&mut self, segment: Segment, offset: u64, len: usize, write: bool) -> Result<u64, Access> {
+    /// `segment:offset` for `len` bytes, to guest-physical addresses: the
+    /// segment's base and limit (SDM Vol. 3A, 3.4.5 and 5.3; in 64-bit
+    /// mode only FS and GS have a base, no limit is checked, and the
+    /// address must be canonical, 3.3.7.1), then the guest's tables with
+    /// the rights of the access. The first byte's guest-physical address,
+    /// and, for an access that crosses into a second page, where in it the
+    /// second page starts and that page's address: the two pages are
+    /// translated apart, as the processor does. An MMIO access that
+    /// crosses a page goes to userspace whole, at its first address.
+    fn translate(&mut self, segment: Segment, offset: u64, len: usize, write: bool) -> Result<(u64, Option<(usize, u64)>), Access> {
         let seg = segment_of(&self.sregs, segment);
         let long = mode(&self.sregs) == Mode::Bits64;
+        let limit_fault = Access::Fault(Exception { vector: if segment == Segment::Ss { 12 } else { 13 }, error_code: Some(0) });
         if !long && offset.saturating_add(len as u64 - 1) > u64::from(seg.limit) {
-            let vector = if segment == Segment::Ss { 12 } else { 13 };
-            return Err(Access::Fault(Exception { vector, error_code: Some(0) }));
+            return Err(limit_fault);
         }
         let base = if long && !matches!(segment, Segment::Fs | Segment::Gs) { 0 } else { seg.base };
         let address = wrap(&self.sregs, base.wrapping_add(offset));
+        let last = wrap(&self.sregs, address.wrapping_add(len as u64 - 1));
+        if long && !(canonical(address) && canonical(last)) {
+            return Err(limit_fault);
+        }
+        let gpa = self.page(address, write)?;
+        if address >> 12 == last >> 12 {
+            return Ok((gpa, None));
+        }
+        let split = (0x1000 - (address & 0xFFF)) as usize;
+        let second = self.page(last & !0xFFF, write)?;
+        Ok((gpa, Some((split, second))))
+    }
+
+    /// One page's translation, with the rights of the access.
+    fn page(&mut self, address: u64, write: bool) -> Result<u64, Access> {
         let access = LinearAccess { write, user: cpl(&self.sregs) == 3, fetch: false };
         self.ctx.translate(address, access).map_err(|error_code| {
             self.fault_address = address;
             Access::Fault(Exception { vector: 14, error_code: Some(error_code) })
         })
     }
+}
+
+/// Bits 63:47 of a 64-bit linear address all equal bit 47.
+fn canonical(address: u64) -> bool {
+    let top = address >> 47;
+    top == 0 || top == 0x1_FFFF
 }
 // ANCHOR_END: emulated_guest
 

@@ -95,3 +95,32 @@ fn ram_accesses_of_an_emulated_instruction_stay_in_the_kernel() {
     assert_eq!(emulate_fault(&mut ctx, &mut KvmRun::default()), Some(Action::Resume));
     assert_eq!((ctx.ram[0x2000], ctx.rip), (12, 0x1002));
 }
+
+#[test]
+fn an_access_across_two_pages_of_ram_stays_in_the_kernel() {
+    // add [ebx], eax where the dword straddles 0x2FFE..0x3001.
+    let mut ctx = prot32(&[0x01, 0x03]);
+    ctx.regs[3] = 0x2FFE;
+    ctx.regs[0] = 0x0101_0101;
+    ctx.ram[0x2FFE..0x3002].copy_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(emulate_fault(&mut ctx, &mut KvmRun::default()), Some(Action::Resume));
+    assert_eq!(ctx.ram[0x2FFE..0x3002], [2, 3, 4, 5]);
+    // A straddle whose second page faults: nothing is written.
+    ctx.rip = 0x1000;
+    ctx.fault_at = Some((0x3000, 0x2));
+    assert_eq!(emulate_fault(&mut ctx, &mut KvmRun::default()), Some(Action::Resume));
+    assert_eq!((ctx.queued, ctx.sregs.cr2), (Some((14, Some(0x2))), 0x3000));
+    assert_eq!(ctx.ram[0x2FFE..0x3002], [2, 3, 4, 5], "all or nothing");
+}
+
+#[test]
+fn a_non_canonical_address_in_64_bit_mode_is_general_protection() {
+    // mov eax, [rbx] in 64-bit code, rbx = 0x0000_8000_0000_0000.
+    let mut ctx = prot32(&[0x8B, 0x03]);
+    ctx.sregs.efer = 0x500;
+    ctx.sregs.cs.l = 1;
+    ctx.sregs.cs.db = 0;
+    ctx.regs[3] = 0x0000_8000_0000_0000;
+    assert_eq!(emulate_fault(&mut ctx, &mut KvmRun::default()), Some(Action::Resume));
+    assert_eq!(ctx.queued, Some((13, Some(0))));
+}
