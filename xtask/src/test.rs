@@ -153,7 +153,8 @@ fn step(tally: &mut Tally, name: &str, f: impl FnOnce() -> Result<()>) {
 /// rkvm.ko from kmod/ in L1: every device check and guest of every stage.
 fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
-    let (job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), jobs::kmod_stage()?, l1_tree)?;
+    let (mut job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), jobs::kmod_stage()?, l1_tree)?;
+    jobs::fit_to_platform(&mut job, platform.as_ref());
     for check in jobs::run_checks(platform.as_ref(), &kernel, &job)? {
         tally.add(&check);
     }
