@@ -25,6 +25,10 @@ pub struct Args {
     /// The guests whose first stage is this one.
     #[arg(long, default_value_t = 8)]
     pub stage: u32,
+    /// Run rkvm with the naive shadow MMU of stage 08 (`shadow_cache=0`)
+    /// rather than the shadow page cache of stage 09.
+    #[arg(long)]
+    pub naive: bool,
 }
 
 /// The counters read, by their debugfs names (the same in both).
@@ -35,7 +39,7 @@ const COUNTERS: [&str; 5] = ["exits", "pf_fixed", "pf_guest", "tlb_flush", "invl
 /// KVM. `rkvm-run --repeat 1` reads each hypervisor's counters while the
 /// VM lives (Linux's KVM shows a VM's counters only then) and prints them
 /// on its timing line, which the script tags `RKVM-COUNT side guest`.
-fn script(stage: u32, vendor_modules: &[String], setting: &str) -> String {
+fn script(stage: u32, vendor_modules: &[String], setting: &str, rkvm_setting: &str) -> String {
     let mut s = String::from("status=0\n");
     s += &format!("guests=$(./rkvm-run --list --max-stage {stage} | awk '$3 == {stage} {{ print $1 }}')\n");
     s += "count() { ./rkvm-run --repeat 1 --backend $1 $2 2>&1 >/dev/null | grep '^rkvm-run: run' | sed \"s/^/RKVM-COUNT $1 $2 /\"; }\n";
@@ -44,13 +48,13 @@ fn script(stage: u32, vendor_modules: &[String], setting: &str) -> String {
         s += &format!("insmod ./{m} {extra} || {{ echo 'RKVM-CHECK fail load-{m}: insmod failed'; exit 1; }}\n");
     }
     s += "for g in $guests; do\n\
-          \tinsmod ./rkvm.ko || { echo 'RKVM-CHECK fail load-rkvm: insmod failed'; exit 1; }\n\
+          \tinsmod ./rkvm.ko RKVM_SETTING || { echo 'RKVM-CHECK fail load-rkvm: insmod failed'; exit 1; }\n\
           \tcount rkvm $g\n\
           \trmmod rkvm\n\
           \tcount linux-kvm $g\n\
           done\n\
           echo 'RKVM-CHECK ok counts-ran'\nexit $status\n";
-    s
+    s.replace("RKVM_SETTING", rkvm_setting)
 }
 
 /// One guest's counts on one side, in the order of `COUNTERS` (`None`
@@ -91,7 +95,9 @@ pub fn run(args: Args) -> Result<()> {
         job.files.push((format!("rkvm/{name}"), std::fs::read(&module)?, 0o644));
         names.push(name);
     }
-    let job = Job { script: script(args.stage, &names, setting), cpus: 1, timeout: Duration::from_secs(900), ..job };
+    let rkvm_setting = if args.naive { "shadow_cache=0" } else { "" };
+    let job =
+        Job { script: script(args.stage, &names, setting, rkvm_setting), cpus: 1, timeout: Duration::from_secs(900), ..job };
     println!(
         "== counts: stage {} guests on rkvm and on Linux's kvm-{} {setting} ({})",
         args.stage,
@@ -104,6 +110,9 @@ pub fn run(args: Args) -> Result<()> {
     let counts: Vec<Counts> = log.lines().filter_map(parse_count).collect();
     if counts.is_empty() {
         bail!("no counts from L1 (see its console log: {})", outcome.log.display());
+    }
+    if args.naive {
+        println!("  (rkvm with the naive shadow MMU of stage 08: shadow_cache=0)");
     }
     print_table(&counts, &format!("kvm {setting}"));
     Ok(())
@@ -154,7 +163,8 @@ mod tests {
 
     #[test]
     fn the_script_runs_rkvm_alone_then_linux_kvm_without_nested_paging() {
-        let s = script(8, &["kvm.ko".into(), "kvm-amd.ko".into()], "npt=0");
+        let s = script(8, &["kvm.ko".into(), "kvm-amd.ko".into()], "npt=0", "shadow_cache=0");
+        assert!(s.contains("insmod ./rkvm.ko shadow_cache=0"));
         assert!(s.contains("insmod ./kvm-amd.ko npt=0"));
         assert!(s.contains("insmod ./kvm.ko  ||"));
         let (rkvm, linux) = (s.find("count rkvm").expect("rkvm"), s.find("count linux-kvm").expect("kvm"));
