@@ -256,6 +256,11 @@ struct Hw {
     /// instruction that exited: that instruction's length, or 0.
     pending_skip: u8,
     //@ end
+    //@ begin 8
+    /// An exception arose while a double fault was being delivered: the
+    /// processor shuts down, and the next entry reports it instead.
+    shutdown_pending: bool,
+    //@ end
     //@ begin 10
     /// The MMIO read userspace was asked for, and the data it gave.
     mmio_read: Option<(u64, usize)>,
@@ -279,6 +284,9 @@ impl Hw {
             //@ begin 5
             mmu: Mmu::new()?,
             pending_skip: 0,
+            //@ end
+            //@ begin 8
+            shutdown_pending: false,
             //@ end
             //@ begin 10
             mmio_read: None,
@@ -398,6 +406,11 @@ impl Running<'_> {
     /// just after; returns its exit, decoded by the backend.
     fn enter(&mut self) -> VmExit {
         let hw = &mut *self.hw;
+        //@ begin 8
+        if core::mem::take(&mut hw.shutdown_pending) {
+            return VmExit::Shutdown;
+        }
+        //@ end
         let (mmu_root, flush_tlb) = (self.root.phys, self.root.flush_tlb);
         if flush_tlb {
             self.stats.count(Counter::TlbFlush);
@@ -497,7 +510,14 @@ impl ExitContext for Running<'_> {
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.hw.arch.queue_exception(vector, error_code);
+        match self.hw.arch.pending_exception().map(|first| arch::combine(first, vector)) {
+            Some(arch::Combined::DoubleFault) => self.hw.arch.queue_exception(8, Some(0)),
+            Some(arch::Combined::Shutdown) => {
+                self.hw.arch.clear_pending_event();
+                self.hw.shutdown_pending = true;
+            }
+            _ => self.hw.arch.queue_exception(vector, error_code),
+        }
     }
     //@ end
     //@ begin 10

@@ -219,6 +219,9 @@ struct Hw {
     /// What the next `KVM_RUN` skips if userspace says it emulated the
     /// instruction that exited: that instruction's length, or 0.
     pending_skip: u8,
+    /// An exception arose while a double fault was being delivered: the
+    /// processor shuts down, and the next entry reports it instead.
+    shutdown_pending: bool,
 }
 
 impl Hw {
@@ -231,6 +234,7 @@ impl Hw {
             arch,
             mmu: Mmu::new()?,
             pending_skip: 0,
+            shutdown_pending: false,
         })
     }
 }
@@ -322,6 +326,9 @@ impl Running<'_> {
     /// just after; returns its exit, decoded by the backend.
     fn enter(&mut self) -> VmExit {
         let hw = &mut *self.hw;
+        if core::mem::take(&mut hw.shutdown_pending) {
+            return VmExit::Shutdown;
+        }
         let (mmu_root, flush_tlb) = (self.root.phys, self.root.flush_tlb);
         if flush_tlb {
             self.stats.count(Counter::TlbFlush);
@@ -416,7 +423,14 @@ impl ExitContext for Running<'_> {
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.hw.arch.queue_exception(vector, error_code);
+        match self.hw.arch.pending_exception().map(|first| arch::combine(first, vector)) {
+            Some(arch::Combined::DoubleFault) => self.hw.arch.queue_exception(8, Some(0)),
+            Some(arch::Combined::Shutdown) => {
+                self.hw.arch.clear_pending_event();
+                self.hw.shutdown_pending = true;
+            }
+            _ => self.hw.arch.queue_exception(vector, error_code),
+        }
     }
 
     fn count(&mut self, counter: Counter) {

@@ -640,6 +640,16 @@ impl ArchVcpu for VmxVcpu {
         }
         self.queued_event = Some(event);
     }
+
+    fn pending_exception(&self) -> Option<u8> {
+        const TYPE_HARDWARE_EXCEPTION: u32 = 3;
+        let e = self.queued_event.as_ref()?;
+        ((e.info >> 8) & 7 == TYPE_HARDWARE_EXCEPTION).then_some(e.info as u8)
+    }
+
+    fn clear_pending_event(&mut self) {
+        self.queued_event = None;
+    }
     //@ end
 }
 

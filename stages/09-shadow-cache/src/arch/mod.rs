@@ -143,8 +143,53 @@ pub trait ArchVcpu: Send {
     /// delivered again; the rules for a fault during the delivery of
     /// another (double fault, shutdown) come in stage 12.
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>);
+
+    /// The vector of the hardware exception the next entry delivers again
+    /// (its delivery was cut short by the last exit) or was queued to
+    /// deliver, if one is.
+    fn pending_exception(&self) -> Option<u8>;
+
+    /// Forgets any event the next entry would deliver.
+    fn clear_pending_event(&mut self);
 }
 // ANCHOR_END: arch_vcpu
+
+// ANCHOR: combine
+/// What the processor does when exception `second` arises while it
+/// delivers exception `first` (SDM Vol. 3A, 6.15, Table 6-5 "Conditions
+/// for Generating a Double Fault"; APM Vol. 2, 8.2.9): a page fault or a
+/// contributory exception during a page fault, or a contributory one during
+/// a contributory one, is a double fault; either during a double fault
+/// shuts the processor down; anything else is delivered as it comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combined {
+    Second,
+    DoubleFault,
+    Shutdown,
+}
+
+pub fn combine(first: u8, second: u8) -> Combined {
+    #[derive(PartialEq)]
+    enum Class {
+        Benign,
+        Contributory,
+        PageFault,
+        DoubleFault,
+    }
+    let class = |v: u8| match v {
+        0 | 10 | 11 | 12 | 13 => Class::Contributory,
+        14 => Class::PageFault,
+        8 => Class::DoubleFault,
+        _ => Class::Benign,
+    };
+    match (class(first), class(second)) {
+        (Class::PageFault, Class::PageFault | Class::Contributory) => Combined::DoubleFault,
+        (Class::Contributory, Class::Contributory) => Combined::DoubleFault,
+        (Class::DoubleFault, Class::PageFault | Class::Contributory) => Combined::Shutdown,
+        _ => Combined::Second,
+    }
+}
+// ANCHOR_END: combine
 
 // ANCHOR: entry
 /// What generic code lends a backend for one entry into the guest.
@@ -295,3 +340,20 @@ pub fn is_on(cpu: usize) -> bool {
     enabled.get(cpu).is_some_and(|c| c.load(Ordering::Acquire))
 }
 // ANCHOR_END: is_on
+
+#[cfg(test)]
+mod combine_tests {
+    use super::*;
+
+    #[test]
+    fn double_faults_and_shutdowns_come_as_table_6_5_says() {
+        assert_eq!(combine(14, 14), Combined::DoubleFault, "#PF while delivering #PF");
+        assert_eq!(combine(14, 13), Combined::DoubleFault);
+        assert_eq!(combine(13, 14), Combined::Second, "contributory, then #PF: serially");
+        assert_eq!(combine(13, 11), Combined::DoubleFault);
+        assert_eq!(combine(8, 14), Combined::Shutdown);
+        assert_eq!(combine(8, 6), Combined::Second, "#UD is benign");
+        assert_eq!(combine(6, 14), Combined::Second);
+        assert_eq!(combine(1, 13), Combined::Second);
+    }
+}

@@ -116,4 +116,12 @@ impl ArchVcpu for FakeVcpu {
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.queued = Some((vector, error_code));
     }
+
+    fn pending_exception(&self) -> Option<u8> {
+        self.queued.map(|(vector, _)| vector)
+    }
+
+    fn clear_pending_event(&mut self) {
+        self.queued = None;
+    }
 }

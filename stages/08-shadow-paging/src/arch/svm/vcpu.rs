@@ -266,6 +266,17 @@ impl ArchVcpu for SvmVcpu {
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.vmcb_mut().control.event_inj = event_inj(vector, error_code);
     }
+
+    fn pending_exception(&self) -> Option<u8> {
+        const VALID: u64 = 1 << 31;
+        const TYPE_EXCEPTION: u64 = 3;
+        let e = self.vmcb().control.event_inj;
+        (e & VALID != 0 && (e >> 8) & 7 == TYPE_EXCEPTION).then_some(e as u8)
+    }
+
+    fn clear_pending_event(&mut self) {
+        self.vmcb_mut().control.event_inj = 0;
+    }
 }
 
 // ANCHOR: event_inj
