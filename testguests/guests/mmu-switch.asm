@@ -1,14 +1,14 @@
 ; guest: mmu-switch
 ; stage: 9
 ; mode: prot32
-; demonstrates: eight address spaces switched round robin by `mov cr3`, 50 rounds, four pages touched in each: the shadow cache's benchmark
+; demonstrates: eight address spaces switched round robin by `mov cr3`, 50 rounds, eight pages touched in each: the shadow cache's benchmark
 ;
 ; 32-bit paging. Each address space has its own page directory: entry 0
 ; maps the first 4 MiB to themselves through one page table they all
 ; share (the code, the stack and the tables), and entry 0x100 maps linear
-; 0x40000000 through a page table of its own, whose first four entries
-; map four frames of its own. Each visit loads the space's CR3, adds one
-; to each of its four pages and sums them. A naive shadow MMU throws its
+; 0x40000000 through a page table of its own, whose first eight entries
+; map eight frames of its own. Each visit loads the space's CR3, adds one
+; to each of its eight pages and sums them. A naive shadow MMU throws its
 ; shadow pages away at every `mov cr3` and faults them in again; a cache
 ; keeps them, and after the first round only the `mov cr3`s exit.
 
@@ -19,7 +19,7 @@ org LOAD_ADDR
 
 SPACES    equ 8
 ROUNDS    equ 50
-PAGES     equ 4
+PAGES     equ 8
 PD_BASE   equ SCRATCH_ADDR          ; directory i at PD_BASE + i * 0x1000
 PT_SHARED equ SCRATCH_ADDR + 0x8000 ; the identity table of 0-4 MiB
 PT_BASE   equ SCRATCH_ADDR + 0x9000 ; space i's own table at PT_BASE + i * 0x1000
@@ -84,13 +84,13 @@ touch:
     inc dword [edi]             ; add one to the page's first word
     add ebp, [edi]              ; and sum it
     add edi, 0x1000             ; the next page
-    loop touch                  ; all four
+    loop touch                  ; all eight
     inc esi                     ; the next space
     cmp esi, SPACES             ; all eight
     jne visit                   ; one round
     dec edx                     ; a round done
     jnz rounds                  ; all fifty
 
-    mov eax, ebp                ; the sum: 32 words counted 1 to 50
-    out REPORT_PORT, eax        ; 32 * (50 * 51 / 2) = 0x9f60
+    mov eax, ebp                ; the sum: 64 words counted 1 to 50
+    out REPORT_PORT, eax        ; 64 * (50 * 51 / 2) = 0x13ec0
     hlt                         ; stop
