@@ -7,7 +7,7 @@
 ; Run by `rkvm-run chaos`, never compared with a golden trace: the runner
 ; puts the seed in ebx, and the guest draws everything from it with a
 ; xorshift generator. STEPS times it writes 16 random bytes into a code
-; buffer (eight ud2 follow them), loads eax, ebx, edx, esi, edi and ebp
+; buffer (sixteen int3 follow them), loads eax, ebx, edx, esi, edi and ebp
 ; with MMIO_BASE plus a random offset below 4 KiB and ecx with a small
 ; random count, and enters the buffer with iret, its RFLAGS random in the
 ; status flags and DF, with TF set: the processor stops after the first
@@ -16,27 +16,35 @@
 ; count for any other vector than 1), puts the segments and the stack
 ; back, and goes on with the next step. After the last step the guest
 ; writes the number of exceptions other than #DB it caught to the exit
-; port. Each step is one instruction on a correct hypervisor; an emulated
-; MMIO access after which a hypervisor forgets TF runs on into the
-; following random bytes, and at the latest into a ud2.
+; port.
 ;
-; The first random instruction may also stop the guest: hlt, an out to
-; the exit port, an instruction the hypervisor cannot emulate (an MMIO
-; access the instruction emulator does not know: KVM_EXIT_UNKNOWN on
-; rkvm, an internal-error exit on Linux), a fetch from an address with no
-; memory, or a triple fault (a descriptor table overwritten through a
-; random address). Never a timeout: so the random bytes keep a few limits.
-; - ecx, the count of rep and loop, is at most 7 when the step begins.
-; - The byte pairs 0F 00, 0F 01, 0F 22 and 0F 23 (lldt, ltr, lgdt, lidt,
-;   lmsw, invlpg, mov to CR and DR, the SVM and VMX instructions) are
-;   made 0F 0B (ud2): a random CR3, CR0 or descriptor table would make
-;   the guest's own handler unreachable or put page tables in MMIO.
-; - The string I/O opcodes 6C-6F become 90 (nop): with their memory in
-;   the window they would ask userspace to copy between a port and MMIO,
-;   which 2006's ABI leaves to userspace and this runner does not do.
+; A hypervisor that emulates an instruction (an MMIO access, an I/O
+; port) may not raise the single-step trap after it: Linux's KVM was seen
+; not to (kvm_amd, Linux 6.1), and neither does rkvm. The step then runs
+; on into the following random bytes, so these must end: no random byte
+; may jump backwards or repeat without bound. The limits:
+; - No control transfer: jcc, jmp, call, ret, iret, loop and jecxz (their
+;   opcodes become 90, nop), FF /2 to /5 (the FF becomes FE: #UD), 0F 80
+;   to 0F 8F (the second byte becomes 0B: ud2). Exceptions and int n go
+;   to the handler. So a step runs forwards, at the latest into an int3.
+; - rep and repne (F3, F2) only as the first byte, when ecx is at most 7.
+; - 0F 00, 0F 01, 0F 22, 0F 23 (lldt, ltr, lgdt, lidt, lmsw, invlpg, the
+;   SVM and VMX instructions, mov to CR and DR) and syscall, sysret,
+;   sysenter and sysexit become 0F 0B: a random CR3, CR0 or descriptor
+;   table would make the guest's handler unreachable or put page tables in
+;   MMIO.
+; - The string I/O opcodes 6C-6F become nop: with their memory in the
+;   window they would ask userspace to copy between a port and MMIO, which
+;   2006's ABI leaves to userspace and this runner does not do.
 ; - A first byte F4 (hlt) becomes F5 (cmc), so that few runs end at once.
 ; - The stack is RAM above 64 KiB, and the dwords above it hold 0x102
-;   (TF and the fixed bit): popf and iret keep TF, ret goes to 0x102.
+;   (TF and the fixed bit): popf keeps TF.
+;
+; A run may also end early, in ways a guest may end: hlt, an out to the
+; exit port, an instruction the hypervisor cannot emulate (an MMIO access
+; its instruction emulator does not know: KVM_EXIT_UNKNOWN on rkvm, an
+; internal-error exit on Linux), or a triple fault (a descriptor table
+; overwritten through a random address).
 
 %include "rkvm.inc"
 
@@ -77,8 +85,8 @@ next_step:
     rep stosd                   ; ...
 
     mov edi, BUF + 16           ; after the random bytes
-    mov eax, 0x0b0f0b0f         ; ud2, ud2
-    mov ecx, 4                  ; eight of them
+    mov eax, 0xcccccccc         ; int3
+    mov ecx, 4                  ; sixteen of them
     rep stosd                   ; (again each step: the chaos may write there)
     mov edi, BUF                ; 16 random bytes
     mov ecx, 4                  ; four dwords
@@ -90,23 +98,51 @@ next_step:
     mov ecx, 16                 ; each byte
 .limit:
     mov al, [esi]               ; the byte
-    cmp al, 0x6c                ; string I/O?
-    jb .pair                    ; ...
-    cmp al, 0x6f                ; ...
-    ja .pair                    ; ...
+    mov edi, forbidden          ; one-byte opcodes that become nop
+    mov edx, ecx                ; (keep the count)
+    mov ecx, forbidden_len      ; ...
+    repne scasb                 ; among them?
+    mov ecx, edx                ; the count again
+    jne .rep                    ; no
     mov byte [esi], 0x90        ; a nop instead
+    jmp .next                   ; ...
+.rep:
+    cmp al, 0xf2                ; repne or rep
+    jb .group5                  ; ...
+    cmp al, 0xf3                ; ...
+    ja .group5                  ; ...
+    cmp esi, BUF                ; only as the first byte
+    je .next                    ; ...
+    mov byte [esi], 0x90        ; a nop instead
+    jmp .next                   ; ...
+.group5:
+    cmp al, 0xff                ; FF /2 to /5 are calls and jumps
+    jne .pair                   ; ...
+    mov al, [esi + 1]           ; the ModRM byte
+    shr al, 3                   ; its reg field
+    and al, 7                   ; ...
+    cmp al, 2                   ; 2 to 5?
+    jb .next                    ; ...
+    cmp al, 5                   ; ...
+    ja .next                    ; ...
+    mov byte [esi], 0xfe        ; FE /2 to /5: #UD
     jmp .next                   ; ...
 .pair:
     cmp al, 0x0f                ; a two-byte opcode?
     jne .next                   ; no
-    mov al, [esi + 1]           ; the second byte (the 17th is a ud2's 0F)
-    cmp al, 0x01                ; 0F 00 or 0F 01?
-    jbe .forbidden              ; ...
-    cmp al, 0x22                ; 0F 22 or 0F 23?
-    jb .next                    ; ...
-    cmp al, 0x23                ; ...
-    ja .next                    ; ...
-.forbidden:
+    mov al, [esi + 1]           ; the second byte (the 17th is an int3)
+    mov edi, forbidden_0f       ; second bytes that become 0B (ud2)
+    mov edx, ecx                ; (keep the count)
+    mov ecx, forbidden_0f_len   ; ...
+    repne scasb                 ; among them?
+    mov ecx, edx                ; the count again
+    jne .jcc                    ; no
+    mov byte [esi + 1], 0x0b    ; ud2 instead
+    jmp .next                   ; ...
+.jcc:
+    and al, 0xf0                ; 0F 80 to 0F 8F: jcc rel32
+    cmp al, 0x80                ; ...
+    jne .next                   ; ...
     mov byte [esi + 1], 0x0b    ; ud2 instead
 .next:
     inc esi                     ; the next byte
@@ -208,6 +244,19 @@ stubs:
 rng:    dd 0                    ; the generator's state
 steps:  dd 0                    ; steps begun
 faults: dd 0                    ; exceptions caught, #DB not counted
+
+forbidden:                      ; the one-byte opcodes that become nop
+    db 0x6c, 0x6d, 0x6e, 0x6f   ; ins, outs
+    db 0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77 ; jcc rel8
+    db 0x78, 0x79, 0x7a, 0x7b, 0x7c, 0x7d, 0x7e, 0x7f ; ...
+    db 0xe0, 0xe1, 0xe2, 0xe3   ; loopne, loope, loop, jecxz
+    db 0xe8, 0xe9, 0xea, 0xeb   ; call, jmp, jmp far, jmp rel8
+    db 0x9a, 0xc2, 0xc3, 0xca, 0xcb, 0xcf ; call far, ret, ret far, iret
+forbidden_len equ $ - forbidden
+forbidden_0f:                   ; the second bytes of 0F xx that become 0B
+    db 0x00, 0x01, 0x22, 0x23   ; lldt, ltr, lgdt, lidt, lmsw, invlpg, SVM and VMX, mov to CR and DR
+    db 0x05, 0x07, 0x34, 0x35   ; syscall, sysret, sysenter, sysexit
+forbidden_0f_len equ $ - forbidden_0f
 
 align 8
 idt:                            ; 32 interrupt gates, one per exception
