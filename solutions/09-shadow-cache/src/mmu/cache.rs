@@ -56,16 +56,9 @@ pub const ACCESS_X: u8 = 4;
 pub const ACCESS_ALL: u8 = ACCESS_W | ACCESS_U | ACCESS_X;
 // ANCHOR_END: role
 
-/// The bits of a shadow entry, as in [`super::shadow`].
-const P: u64 = 1 << 0;
-const RW: u64 = 1 << 1;
-const US: u64 = 1 << 2;
-const A: u64 = 1 << 5;
-const D: u64 = 1 << 6;
-const XD: u64 = 1 << 63;
-const NON_LEAF: u64 = P | RW | US | A;
-const PAE_PDPTE: u64 = P;
-const ENTRIES: usize = 512;
+/// The bits of a shadow entry, and its reads and writes: as in the naive
+/// MMU, [`super::shadow`].
+use super::shadow::{A, D, ENTRIES, NON_LEAF, P, PAE_PDPTE, RW, US, XD, read_entry, write_entry};
 /// No link: the end of a reverse-map chain.
 const NIL: u32 = u32::MAX;
 /// Buckets of the reverse map.
@@ -658,22 +651,6 @@ impl CachedMmu {
             at = usize::from(self.page(at)?.children.get(index(linear, level))?.as_ref().copied()?);
         }
         self.page(at)?.frames.get(index(linear, 1))?.as_ref()
-    }
-}
-
-fn read_entry(page: &Page, index: usize) -> u64 {
-    if index >= ENTRIES {
-        return 0;
-    }
-    // SAFETY: `index` is within the page, which is alive and 8-byte aligned.
-    unsafe { page.addr().cast::<u64>().add(index).read_volatile() }
-}
-
-fn write_entry(page: &Page, index: usize, value: u64) {
-    if index < ENTRIES {
-        // SAFETY: `index` is within the page, which is alive and 8-byte
-        // aligned; the page is the module's own, never mapped to userspace.
-        unsafe { page.addr().cast::<u64>().add(index).write_volatile(value) };
     }
 }
 

@@ -31,24 +31,24 @@ use alloc::vec::Vec;
 // ANCHOR: shadow_bits
 /// The bits of a shadow entry (SDM Vol. 3A, 4.4 and 4.5: the same in PAE
 /// and 4-level entries).
-const P: u64 = 1 << 0;
-const RW: u64 = 1 << 1;
-const US: u64 = 1 << 2;
-const A: u64 = 1 << 5;
-const D: u64 = 1 << 6;
-const XD: u64 = 1 << 63;
+pub(super) const P: u64 = 1 << 0;
+pub(super) const RW: u64 = 1 << 1;
+pub(super) const US: u64 = 1 << 2;
+pub(super) const A: u64 = 1 << 5;
+pub(super) const D: u64 = 1 << 6;
+pub(super) const XD: u64 = 1 << 63;
 /// A non-leaf entry allows everything: the leaf alone carries the
 /// guest's rights, and the processor takes the most restrictive of all
 /// levels (SDM Vol. 3A, 4.6).
-const NON_LEAF: u64 = P | RW | US | A;
+pub(super) const NON_LEAF: u64 = P | RW | US | A;
 /// A PAE page-directory-pointer entry has no rights bits: bits 1, 2, 5
 /// and 6 are reserved there (SDM Vol. 3A, Table 4-8).
-const PAE_PDPTE: u64 = P;
+pub(super) const PAE_PDPTE: u64 = P;
 
 /// At most this many shadow pages per VM (2006: 256).
 pub const MAX_SHADOW_PAGES: usize = 256;
 
-const ENTRIES: usize = 512;
+pub(super) const ENTRIES: usize = 512;
 // ANCHOR_END: shadow_bits
 
 /// The translation a fault handler installs: what the guest's tables
@@ -369,12 +369,21 @@ pub fn read_through(mapped: impl Fn(u64) -> Option<*const u8>, linear: u64, buf:
 
 /// Writes entry `index` of the table in `page` with one aligned 64-bit
 /// store: the processor may be walking it on this CPU's behalf.
-fn write_entry(page: &Page, index: usize, value: u64) {
+pub(super) fn write_entry(page: &Page, index: usize, value: u64) {
     if index < ENTRIES {
         // SAFETY: `index` is within the page, which is alive and 8-byte
         // aligned; the page is the module's own, never mapped to userspace.
         unsafe { page.addr().cast::<u64>().add(index).write_volatile(value) };
     }
+}
+
+/// Reads entry `index` of the table in `page` (0 past its end).
+pub(super) fn read_entry(page: &Page, index: usize) -> u64 {
+    if index >= ENTRIES {
+        return 0;
+    }
+    // SAFETY: `index` is within the page, which is alive and 8-byte aligned.
+    unsafe { page.addr().cast::<u64>().add(index).read_volatile() }
 }
 
 #[cfg(test)]
