@@ -1,5 +1,5 @@
 ; guest: mmio-real
-; stage: 10
+; stage: 12
 ; mode: real
 ; demonstrates: MMIO from real mode: 16-bit addressing forms, 66 and 67 prefixes, string instructions counting with cx, push and pop of MMIO on a 16-bit stack
 ;
@@ -12,6 +12,11 @@
 ; disp8 and disp16), with a 66 prefix for doubleword operands and a 67
 ; prefix for 32-bit addresses. The string instructions use si, di and cx
 ; only: the upper halves of esi, edi and ecx stay as they were.
+;
+; Its first stage is 12 because of Intel VMX: until stage 12 brings vm86
+; mode, rkvm's VMX backend runs real mode as 16-bit protected mode, where
+; the guest's segment loads are refused with an exception exit (vector
+; 13). AMD SVM runs it from stage 10 on.
 
 %include "rkvm.inc"
 
