@@ -229,6 +229,7 @@ impl EmulatedGuest<'_> {
         let seg = segment_of(&self.sregs, segment);
         let long = mode(&self.sregs) == Mode::Bits64;
         let limit_fault = Access::Fault(Exception { vector: if segment == Segment::Ss { 12 } else { 13 }, error_code: Some(0) });
+        let len = len.max(1);
         if !long && offset.saturating_add(len as u64 - 1) > u64::from(seg.limit) {
             return Err(limit_fault);
         }

@@ -554,9 +554,12 @@ impl CachedMmu {
     /// The guest loaded CR3 or executed `invlpg`: unsync shadow pages may
     /// be stale from now on, so they go.
     pub fn sync(&mut self) {
-        let unsync: Vec<usize> = (0..MAX_SHADOW_PAGES).filter(|&i| self.page(i).is_some_and(|p| p.unsync)).collect();
-        for i in unsync {
-            self.zap(i);
+        // No list is made (that would allocate): zapping a page removes
+        // only that page, so the indices can be walked as they are.
+        for i in 0..MAX_SHADOW_PAGES {
+            if self.page(i).is_some_and(|p| p.unsync) {
+                self.zap(i);
+            }
         }
     }
 
