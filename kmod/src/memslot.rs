@@ -12,6 +12,10 @@ use crate::abi::{KVM_MEM_LOG_DIRTY_PAGES, KvmMemoryRegion};
 use crate::kernel::{self, Errno, KResult, PAGE_SHIFT, PAGE_SIZE, Page};
 use crate::stats;
 use alloc::vec::Vec;
+//@ begin 11
+pub mod dirty;
+use dirty::DirtyLog;
+//@ end
 
 // ANCHOR: limits
 /// The number of slots, as in 2006's `KVM_MEMORY_SLOTS`.
@@ -27,8 +31,11 @@ pub const MAX_SLOT_SIZE: u64 = 4 << 30;
 /// at most 52). A slot must end at or below it.
 pub const MAX_GUEST_PHYS_ADDR: u64 = 1 << 52;
 
-/// The flags a slot may carry. Dirty logging is stage 11's; until then the
-/// flag is accepted and stored, and nothing reads it.
+/// The flags a slot may carry.
+//@ begin 3 until 11
+/// Dirty logging is stage 11's; until then the flag is accepted and
+/// stored, and nothing reads it.
+//@ end
 pub const VALID_FLAGS: u32 = KVM_MEM_LOG_DIRTY_PAGES;
 // ANCHOR_END: limits
 
@@ -67,11 +74,22 @@ pub struct MemSlot {
     flags: u32,
     /// `pages[i]` backs gfn `base_gfn + i`.
     pages: Vec<Page>,
+    //@ begin 11
+    /// The dirty log, while the flags ask for one.
+    dirty: Option<DirtyLog>,
+    //@ end
 }
 
 impl MemSlot {
     const fn empty() -> MemSlot {
-        MemSlot { base_gfn: 0, flags: 0, pages: Vec::new() }
+        MemSlot {
+            base_gfn: 0,
+            flags: 0,
+            pages: Vec::new(),
+            //@ begin 11
+            dirty: None,
+            //@ end
+        }
     }
 
     /// The first gfn.
@@ -238,6 +256,9 @@ impl MemSlots {
         if request.npages > 0 && self.overlaps_another(&request) {
             return Err(Errno::EEXIST);
         }
+        //@ begin 11
+        let log = self.next_log(&request)?;
+        //@ end
         let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
         //@ begin 5
         // Counted before the change: a failed resize may have changed
@@ -249,6 +270,9 @@ impl MemSlots {
         let empty = request.npages == 0;
         slot.base_gfn = if empty { 0 } else { request.base_gfn };
         slot.flags = if empty { 0 } else { request.flags };
+        //@ begin 11
+        slot.dirty = log;
+        //@ end
         Ok(())
     }
 
@@ -291,6 +315,60 @@ impl MemSlots {
     }
 }
 // ANCHOR_END: gfn_to_page
+
+//@ begin 11
+// ANCHOR: slot_logs
+impl MemSlots {
+    /// The dirty log slot `request.slot` will have once the request is
+    /// carried out: none without `KVM_MEM_LOG_DIRTY_PAGES` (or without
+    /// pages); the one it has if it logged already and keeps its place and
+    /// size (its bits are still true); else a new, clean one. Made before
+    /// anything changes, so that `ENOMEM` here changes nothing.
+    fn next_log(&mut self, request: &Request) -> KResult<Option<DirtyLog>> {
+        if request.npages == 0 || request.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
+            return Ok(None);
+        }
+        let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
+        if slot.base_gfn == request.base_gfn && slot.npages() == request.npages && slot.dirty.is_some() {
+            return Ok(slot.dirty.take());
+        }
+        DirtyLog::new(request.npages).map(Some)
+    }
+
+    /// Guest frame `gfn` may have been written: set its bit, if its slot
+    /// logs. Called wherever a writable translation of it is made and
+    /// wherever the module writes it for the guest.
+    pub fn mark_page_dirty(&self, gfn: u64) {
+        let Some(slot) = self.slots.iter().find(|s| s.gfns().contains(gfn)) else { return };
+        if let (Some(log), Ok(index)) = (&slot.dirty, usize::try_from(gfn - slot.base_gfn)) {
+            log.mark(index);
+        }
+    }
+
+    /// Takes slot `n`'s dirty log, clearing it: the bytes userspace gets,
+    /// and the slot's first gfn. `EINVAL` for a slot number beyond the
+    /// slots, `ENOENT` for a slot that does not log: 2006's errors.
+    pub fn take_dirty_log(&self, n: usize) -> KResult<(Vec<u8>, u64)> {
+        let slot = self.slots.get(n).ok_or(Errno::EINVAL)?;
+        let log = slot.dirty.as_ref().ok_or(Errno::ENOENT)?;
+        Ok((log.take()?, slot.base_gfn))
+    }
+
+    /// Gives back a log `take_dirty_log` took from slot `n` that never
+    /// reached userspace. If the slot was changed meanwhile its log is new
+    /// and the old bits mean nothing: they are dropped.
+    pub fn put_back_dirty_log(&self, n: usize, base_gfn: u64, bytes: &[u8]) {
+        if let Some(slot) = self.slots.get(n)
+            && let Some(log) = &slot.dirty
+            && slot.base_gfn == base_gfn
+            && log.user_bytes() == bytes.len()
+        {
+            log.put_back(bytes);
+        }
+    }
+}
+// ANCHOR_END: slot_logs
+//@ end
 
 impl Default for MemSlots {
     fn default() -> Self {

@@ -604,6 +604,18 @@ impl Vcpu {
 // ANCHOR_END: translate
 //@ end
 
+//@ begin 11
+impl Vcpu {
+    /// Write-protects guest frames `gfns` in this vCPU's MMU, for
+    /// `KVM_GET_DIRTY_LOG`.
+    pub fn write_protect(&mut self, gfns: impl Iterator<Item = u64>) {
+        if let Some(hw) = self.hw.as_mut() {
+            hw.mmu.write_protect(gfns);
+        }
+    }
+}
+//@ end
+
 
 #[cfg(test)]
 mod tests {

@@ -216,6 +216,16 @@ impl CachedMmu {
     }
 }
 
+//@ begin 11
+impl CachedMmu {
+    /// Makes every shadow entry that maps `gfn` read-only, for the dirty
+    /// log.
+    pub fn write_protect_gfn(&mut self, gfn: u64) {
+        self.write_protect(gfn);
+    }
+}
+//@ end
+
 /// The reverse-map bucket of a guest frame.
 fn bucket(gfn: u64) -> usize {
     (gfn.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % RMAP_BUCKETS

@@ -327,10 +327,22 @@ impl Mmu {
             if access.write && cache.is_protected(gfn) {
                 cache.unprotect(gfn, &translation);
             }
+            //@ begin 11
+            // Marked before it is mapped writable (a protected guest table
+            // never is), so no write can come before its bit.
+            if leaf.writable && !cache.is_protected(gfn) {
+                memory.lock().mark_page_dirty(gfn);
+            }
+            //@ end
             // Not installed (no root, or no memory): the guest runs the
             // instruction again, and the next entry makes the root anew.
             let _ = cache.install(address, &translation, built.state.mode, leaf);
             return PageFault::Fixed;
+        }
+        //@ end
+        //@ begin 11
+        if leaf.writable {
+            memory.lock().mark_page_dirty(translation.gpa >> PAGE_SHIFT);
         }
         //@ end
         match self.shadow.install(address, leaf) {
@@ -427,6 +439,55 @@ impl Mmu {
 }
 // ANCHOR_END: flush
 
+//@ begin 11
+// ANCHOR: write_protect
+impl Mmu {
+    /// `KVM_GET_DIRTY_LOG` has just reported guest frames `gfns` dirty and
+    /// cleared their bits: see that the guest's next write to any of them
+    /// sets its bit again.
+    pub fn write_protect(&mut self, gfns: impl Iterator<Item = u64>) {
+        //@ exercise E11.1
+        //@ instruction: After this call, no write the guest makes to a
+        //@+ frame of `gfns` may go unseen: it must fault into the module,
+        //@+ whose fault path marks the frame dirty again. The guest may be
+        //@+ running on either kind of table (the nonpaging map, or the
+        //@+ shadow, cached or naive), and the processor may still hold
+        //@+ translations it cached before this call (SDM Vol. 3A,
+        //@+ 4.10.4.1). Frames not in `gfns` keep whatever rights they
+        //@+ have. The tests in `e11_1` watch the tables the processor
+        //@+ would walk.
+        //@ hint: Only a frame the log reported can have a writable
+        //@+ translation, since one is marked dirty whenever it is made
+        //@+ writable: so it is enough to visit `gfns`. Each kind of table
+        //@+ already knows how to lose write rights: look for the code that
+        //@+ makes a page read-only, or that throws translations away.
+        //@+ The nonpaging map and the cache each have a
+        //@+ `write_protect(gfn)`; the naive shadow has no reverse map, and
+        //@+ throws everything away (`zap_all`) as it does on a CR3 load.
+        //@+ Whichever you touch, the next entry must flush the TLB:
+        //@+ `needs_flush`.
+        let mut any = false;
+        for gfn in gfns {
+            any = true;
+            self.nonpaging.write_protect(gfn);
+            if let Some(cache) = &mut self.cache {
+                cache.write_protect_gfn(gfn);
+            }
+        }
+        if any && self.cache.is_none() && self.built.is_some() {
+            self.shadow.zap_all();
+            self.needs_flush = true;
+        }
+        //@ end
+    }
+}
+// ANCHOR_END: write_protect
+
+#[cfg(test)]
+#[path = "dirty_tests.rs"]
+mod dirty_tests;
+//@ end
+
 //@ begin 10
 // ANCHOR: emulator_access
 impl Mmu {
@@ -477,6 +538,9 @@ pub fn write_phys(gpa: u64, data: &[u8], memory: &Mutex<MemSlots>) -> bool {
     if offset + data.len() > 0x1000 {
         return false;
     }
+    //@ begin 11
+    slots.mark_page_dirty(gpa >> PAGE_SHIFT);
+    //@ end
     // SAFETY: as in `read_phys`; the page is guest memory, which the guest
     // (and userspace) may write at any time anyway.
     unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), page.addr().add(offset), data.len()) };
@@ -518,6 +582,11 @@ impl GuestTables for SlotTables<'_> {
 
     fn write(&mut self, gpa: u64, size: EntrySize, value: u64) -> bool {
         let Some(p) = self.at(gpa, size) else { return false };
+        //@ begin 11
+        // The walk writes only to set an accessed or dirty bit: a write to
+        // the guest's page, as the processor's own would be.
+        self.0.mark_page_dirty(gpa >> PAGE_SHIFT);
+        //@ end
         // SAFETY: as in `read`; the processor too writes A and D bits into
         // memory the guest may be writing.
         unsafe {

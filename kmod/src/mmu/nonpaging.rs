@@ -119,9 +119,15 @@ impl NonpagingMmu {
         if gfn >= GFNS {
             return false;
         }
-        let Some(page) = memory.lock().gfn_to_page(gfn).map(Page::get) else {
+        let slots = memory.lock();
+        let Some(page) = slots.gfn_to_page(gfn).map(Page::get) else {
             return false;
         };
+        //@ begin 11
+        // Mapped writable: from now on the guest may write it unseen.
+        slots.mark_page_dirty(gfn);
+        //@ end
+        drop(slots);
         self.install(gfn, page).is_ok()
     }
 
@@ -176,6 +182,36 @@ impl NonpagingMmu {
         }
     }
 }
+
+//@ begin 11
+// ANCHOR: nonpaging_write_protect
+impl NonpagingMmu {
+    /// Takes away the write right of gfn's entry, if it is mapped: the
+    /// guest's next write to it faults, and [`NonpagingMmu::map`] marks it
+    /// dirty again.
+    pub fn write_protect(&mut self, gfn: u64) {
+        let (_, _, pte) = indices(gfn);
+        let Some(Some(table)) = self.tables.get(usize::try_from(gfn >> 9).unwrap_or(usize::MAX)) else { return };
+        if table.pages.get(pte).is_some_and(Option::is_some) {
+            let old = read_entry(&table.table, pte);
+            if old & PTE_RW != 0 {
+                write_entry(&table.table, pte, old & !PTE_RW);
+                self.needs_flush = true;
+            }
+        }
+    }
+}
+// ANCHOR_END: nonpaging_write_protect
+
+/// Reads entry `index` of the table in `page` (0 beyond the table).
+fn read_entry(page: &Page, index: usize) -> u64 {
+    if index >= ENTRIES {
+        return 0;
+    }
+    // SAFETY: as in `write_entry`.
+    unsafe { page.addr().cast::<u64>().add(index).read_volatile() }
+}
+//@ end
 
 fn new_page_table() -> KResult<PageTable> {
     let table = Page::alloc_zeroed()?;
