@@ -75,7 +75,9 @@ impl DirtyLog {
     pub fn put_back(&self, bytes: &[u8]) {
         for (word, chunk) in self.words.iter().zip(bytes.chunks(8)) {
             let mut le = [0u8; 8];
-            le.get_mut(..chunk.len()).map(|d| d.copy_from_slice(chunk));
+            if let Some(d) = le.get_mut(..chunk.len()) {
+                d.copy_from_slice(chunk);
+            }
             word.fetch_or(u64::from_le_bytes(le), Ordering::Relaxed);
         }
     }
