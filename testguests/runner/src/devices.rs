@@ -16,6 +16,10 @@ pub const ECHO_PORT: u16 = 0xE0;
 pub const COUNTER_PORT: u16 = 0xE4;
 /// No device: guests write here only so that the trace shows a value.
 pub const REPORT_PORT: u16 = 0xE8;
+/// `out` (in a guest whose header says `dirty-log: yes`) makes the runner
+/// read the dirty log of guest memory into the trace (`dirty` lines): the
+/// pages written since the last read.
+pub const DIRTY_PORT: u16 = 0xEC;
 /// `out` writes a character (the low byte) to the console; `in` returns 0xE9.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// `out` stops the guest; the trace shows the value.

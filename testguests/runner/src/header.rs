@@ -10,7 +10,9 @@
 //! the run (`dump: ADDR LEN`), and, for a guest that never stops by itself,
 //! the seconds after which the runner stops it (`timeout`), and, for a
 //! guest that `rkvm-run chaos` runs many times with a different seed each
-//! time, the register the seed goes into (`seed`). Anything else is an
+//! time, the register the seed goes into (`seed`); and, for a guest that
+//! reads its own dirty log through the runner, `dirty-log: yes`, which
+//! makes its memory log the pages it writes. Anything else is an
 //! error, so a typo in a key cannot silently change how a guest runs.
 //!
 //! This file uses only `std`: `build.rs` includes it too, so a malformed
@@ -76,6 +78,9 @@ pub struct Header {
     /// [`SEED_REGISTERS`]) before the first instruction. Its trace changes
     /// with the seed, so it has no golden trace; `rkvm-run chaos` runs it.
     pub seed: Option<&'static str>,
+    /// Guest memory logs the pages the guest writes, and an `out` to
+    /// [`crate::devices::DIRTY_PORT`] reads the log into the trace.
+    pub dirty_log: bool,
     pub demonstrates: String,
 }
 
@@ -106,7 +111,8 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
 }
 
 /// The keys a header may have.
-const KEYS: [&str; 9] = ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed"];
+const KEYS: [&str; 10] =
+    ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed", "dirty-log"];
 
 /// Each key's line number and value.
 type Fields<'a> = BTreeMap<&'a str, (usize, &'a str)>;
@@ -129,7 +135,26 @@ pub fn parse(source: &str) -> Result<Header, HeaderError> {
     let region = |key| fields.get(key).map(|&v| parse_region(v, memory)).transpose();
     let timeout = fields.get("timeout").map(|&v| parse_timeout(v)).transpose()?;
     let seed = fields.get("seed").map(|&v| parse_seed(v)).transpose()?;
-    Ok(Header { name, stage, mode, memory, preload: region("preload")?, dump: region("dump")?, timeout, seed, demonstrates })
+    let dirty_log = fields.get("dirty-log").map(|&v| parse_yes(v)).transpose()?.is_some();
+    Ok(Header {
+        name,
+        stage,
+        mode,
+        memory,
+        preload: region("preload")?,
+        dump: region("dump")?,
+        timeout,
+        seed,
+        dirty_log,
+        demonstrates,
+    })
+}
+
+fn parse_yes((line, text): (usize, &str)) -> Result<(), HeaderError> {
+    match text {
+        "yes" => Ok(()),
+        _ => error(line, format!("`{text}`: the only value is `yes` (leave the line out for no)")),
+    }
 }
 
 /// The register of a seeded guest's seed.

@@ -274,6 +274,7 @@ mod tests {
             dump: None,
             timeout: None,
             seed: None,
+            dirty_log: false,
             demonstrates: "x".into(),
         }
     }

@@ -1,8 +1,8 @@
 //! Running one guest: load it, drive the `KVM_RUN` loop, write its trace.
 
 use crate::backend::{Backend, Vcpu};
-use crate::devices::Devices;
-use crate::exit::{Action, Stop, handle};
+use crate::devices::{DIRTY_PORT, Devices};
+use crate::exit::{Action, Exit, Reply, Stop, handle};
 use crate::guests::Guest;
 use crate::layout;
 use crate::timer::Timer;
@@ -53,7 +53,7 @@ pub fn run(guest: &Guest, options: &Options) -> Result<Outcome> {
 /// `seed:` names (a guest without one ignores the seed).
 pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome> {
     let header = &guest.header;
-    let mut vcpu = options.backend.open(header.memory)?;
+    let mut vcpu = options.backend.open(header.memory, header.dirty_log)?;
     layout::prepare(vcpu.memory(), header, &guest.image)?;
     let mut start = layout::start_state(header.mode);
     if let Some(register) = header.seed {
@@ -71,7 +71,7 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     let mmu_before = mmu_counted();
     let start = Instant::now();
     let options = &Options { timeout: header.timeout.map_or(options.timeout, Duration::from_secs), ..*options };
-    let (stop, exits_to_userspace) = drive(vcpu.as_mut(), &mut devices, options)?;
+    let (stop, exits_to_userspace) = drive(vcpu.as_mut(), &mut devices, options, header.dirty_log)?;
     let elapsed = start.elapsed();
     let hypervisor_exits = counted_before.zip(counted()).map(|(before, after)| after.saturating_sub(before));
     let mmu_after = mmu_counted();
@@ -89,7 +89,7 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
 
 /// The `KVM_RUN` loop: run, handle the exit, reply, until the guest stops.
 /// Returns how it stopped and how many times `KVM_RUN` returned.
-fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options) -> Result<(Stop, u64)> {
+fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options, dirty_log: bool) -> Result<(Stop, u64)> {
     let timer = Timer::start(options.timeout)?;
     let mut runs = 0;
     loop {
@@ -101,6 +101,11 @@ fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options) -> Resul
         if timer.expired() {
             devices.record_stop(Event::Timeout(options.timeout.as_secs()));
             return Ok((Stop::Timeout, runs));
+        }
+        if dirty_log && matches!(exit, Exit::IoOut { port: DIRTY_PORT, .. }) {
+            devices.trace.push(Event::Dirty(vcpu.dirty_log()?));
+            vcpu.reply(Reply::Done)?;
+            continue;
         }
         match handle(exit, devices) {
             Action::Resume(reply) => vcpu.reply(reply)?,

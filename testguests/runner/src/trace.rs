@@ -45,6 +45,9 @@ pub enum Event {
     Dump { addr: u64, bytes: Vec<u8> },
     /// A general register after the guest stopped.
     Reg(&'static str, u64),
+    /// The dirty log read at the guest's request: the guest frames written
+    /// since the last read.
+    Dirty(Vec<u64>),
 }
 
 /// `0x` and exactly `2 * bytes` hex digits.
@@ -76,8 +79,28 @@ impl fmt::Display for Event {
                 bytes.iter().try_for_each(|b| write!(f, " {b:02x}"))
             }
             Event::Reg(name, value) => write!(f, "reg {name} {}", Hex(*value, 8)),
+            Event::Dirty(frames) => write!(f, "dirty{}", frame_ranges(frames)),
         }
     }
+}
+
+/// Frames as ` 0x10-0x12 0x20` (runs of consecutive frames joined), or
+/// ` none`.
+fn frame_ranges(frames: &[u64]) -> String {
+    if frames.is_empty() {
+        return " none".into();
+    }
+    let mut text = String::new();
+    let mut i = 0;
+    while let Some(&first) = frames.get(i) {
+        let mut last = first;
+        while frames.get(i + 1) == Some(&(last + 1)) {
+            (last, i) = (last + 1, i + 1);
+        }
+        text += &if last == first { format!(" {first:#x}") } else { format!(" {first:#x}-{last:#x}") };
+        i += 1;
+    }
+    text
 }
 
 /// Console bytes as a quoted string's contents: printable ASCII stays,
@@ -196,5 +219,11 @@ mod tests {
         events.push(out.clone());
         assert_eq!(render("loop", &events), "guest loop\nout 0x00e0 1 0x2a (x1000)\nhlt\nout 0x00e0 1 0x2a\n");
         assert_eq!(render("none", &[]), "guest none\n");
+    }
+
+    #[test]
+    fn dirty_frames_print_as_runs() {
+        assert_eq!(Event::Dirty(vec![]).to_string(), "dirty none");
+        assert_eq!(Event::Dirty(vec![8, 0x10, 0x11, 0x12, 0x20, 0x22, 0x23]).to_string(), "dirty 0x8 0x10-0x12 0x20 0x22-0x23");
     }
 }

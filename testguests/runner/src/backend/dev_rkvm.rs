@@ -27,6 +27,11 @@ pub trait Vm2006 {
     fn translate(&mut self, linear: u64) -> io::Result<KvmTranslation>;
     /// Slot 0, as this process maps it.
     fn memory(&mut self) -> &mut [u8];
+    /// `KVM_GET_DIRTY_LOG` of slot 0 into `bitmap`.
+    fn get_dirty_log(&mut self, bitmap: &mut [u8]) -> io::Result<()> {
+        let _ = bitmap;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A VM of the rkvm module.
@@ -38,7 +43,7 @@ pub struct DevRkvm {
 impl DevRkvm {
     /// Opens a VM with `memory_size` bytes in slot 0 and creates vCPU 0: the
     /// steps of Avi Kivity's 2006 description of how userspace drives KVM.
-    pub fn open(memory_size: u64) -> Result<DevRkvm> {
+    pub fn open(memory_size: u64, log_dirty: bool) -> Result<DevRkvm> {
         let device = OpenOptions::new().read(true).write(true).open(DEVICE).with_context(|| {
             format!("cannot open {DEVICE} (load the module with insmod rkvm.ko, or use --backend linux-kvm)")
         })?;
@@ -46,7 +51,8 @@ impl DevRkvm {
         if version != KVM_API_VERSION {
             bail!("{DEVICE} speaks KVM API version {version}; this runner needs {KVM_API_VERSION} (Linux 2.6.20's)");
         }
-        let mut region = KvmMemoryRegion { slot: 0, flags: 0, guest_phys_addr: 0, memory_size };
+        let flags = if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 };
+        let mut region = KvmMemoryRegion { slot: 0, flags, guest_phys_addr: 0, memory_size };
         ioctl(&device, KVM_SET_MEMORY_REGION, &mut region).context("KVM_SET_MEMORY_REGION of slot 0")?;
         let memory = Mapping::shared(device.as_fd(), 0, memory_size).context("mmap of /dev/rkvm")?;
         ioctl_value(&device, KVM_CREATE_VCPU, VCPU.into()).context("KVM_CREATE_VCPU 0")?;
@@ -88,6 +94,11 @@ impl Vm2006 for DevRkvm {
     fn memory(&mut self) -> &mut [u8] {
         self.memory.as_mut_slice()
     }
+
+    fn get_dirty_log(&mut self, bitmap: &mut [u8]) -> io::Result<()> {
+        let mut log = KvmDirtyLog { slot: 0, padding: 0, dirty_bitmap: bitmap.as_mut_ptr() as u64 };
+        ioctl(&self.device, KVM_GET_DIRTY_LOG, &mut log).map(drop)
+    }
 }
 
 /// `ioctl(fd, cmd, arg)` for the ABI's structs.
@@ -113,9 +124,9 @@ mod tests {
     #[test]
     fn a_missing_device_says_what_to_do() {
         if std::path::Path::new(DEVICE).exists() {
-            return assert!(DevRkvm::open(0x10_0000).is_ok(), "{DEVICE} exists but a VM cannot be made");
+            return assert!(DevRkvm::open(0x10_0000, false).is_ok(), "{DEVICE} exists but a VM cannot be made");
         }
-        let error = format!("{:#}", DevRkvm::open(0x10_0000).err().unwrap());
+        let error = format!("{:#}", DevRkvm::open(0x10_0000, false).err().unwrap());
         assert!(error.starts_with("cannot open /dev/rkvm (load the module with insmod rkvm.ko"), "{error}");
     }
 }

@@ -41,7 +41,7 @@ pub struct LinuxKvm {
     // Field order is drop order: the vCPU and the VM go before the memory
     // they use.
     vcpu: VcpuFd,
-    _vm: VmFd,
+    vm: VmFd,
     _kvm: Kvm,
     memory: Mapping,
     pending: Pending,
@@ -49,14 +49,14 @@ pub struct LinuxKvm {
 
 impl LinuxKvm {
     /// A VM with `memory_size` bytes at guest-physical 0 and one vCPU.
-    pub fn open(memory_size: u64) -> Result<LinuxKvm> {
+    pub fn open(memory_size: u64, log_dirty: bool) -> Result<LinuxKvm> {
         let kvm = Kvm::new().context("cannot open /dev/kvm (does this machine have KVM? load kvm_intel or kvm_amd)")?;
         let vm = kvm.create_vm().context("KVM_CREATE_VM")?;
         vm.set_tss_address(TSS_ADDR).context("KVM_SET_TSS_ADDR")?;
         let memory = Mapping::anonymous(memory_size)?;
         let region = kvm_userspace_memory_region {
             slot: 0,
-            flags: 0,
+            flags: if log_dirty { kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
             guest_phys_addr: 0,
             memory_size,
             userspace_addr: memory.addr(),
@@ -66,7 +66,7 @@ impl LinuxKvm {
         unsafe { vm.set_user_memory_region(region) }.context("KVM_SET_USER_MEMORY_REGION")?;
         let vcpu = vm.create_vcpu(0).context("KVM_CREATE_VCPU")?;
         set_cpuid(&kvm, &vcpu)?;
-        Ok(LinuxKvm { vcpu, _vm: vm, _kvm: kvm, memory, pending: Pending::Nothing })
+        Ok(LinuxKvm { vcpu, vm, _kvm: kvm, memory, pending: Pending::Nothing })
     }
 
     /// The size of the current I/O exit's elements, from `kvm_run.io`.
@@ -169,6 +169,24 @@ impl Vcpu for LinuxKvm {
             rip: r.rip, rflags: r.rflags,
             ..KvmRegs::default()
         })
+    }
+
+    fn dirty_log(&mut self) -> Result<Vec<u64>> {
+        let size = self.memory.as_mut_slice().len();
+        let words = self.vm.get_dirty_log(0, size).context("KVM_GET_DIRTY_LOG of slot 0")?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        Ok(super::dirty_frames(&bytes))
+    }
+
+    fn save(&mut self) -> Result<(KvmRegs, KvmSregs)> {
+        let sregs = from_kvm_sregs(&self.vcpu.get_sregs().context("KVM_GET_SREGS")?);
+        Ok((self.regs()?, sregs))
+    }
+
+    fn restore(&mut self, regs: &KvmRegs, sregs: &KvmSregs) -> Result<()> {
+        let current = self.vcpu.get_sregs().context("KVM_GET_SREGS")?;
+        self.vcpu.set_sregs(&to_kvm_sregs(sregs, current)).context("KVM_SET_SREGS")?;
+        self.vcpu.set_regs(&to_kvm_regs(regs)).context("KVM_SET_REGS")
     }
 }
 

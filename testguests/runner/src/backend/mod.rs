@@ -14,7 +14,7 @@ mod rkvm;
 use crate::exit::{Exit, Reply};
 use crate::layout::StartState;
 use anyhow::{Result, bail};
-use ::rkvm::abi::KvmRegs;
+use ::rkvm::abi::{KvmRegs, KvmSregs};
 
 /// One VM with one vCPU and one memory slot at guest-physical 0.
 pub trait Vcpu {
@@ -28,6 +28,16 @@ pub trait Vcpu {
     fn reply(&mut self, reply: Reply) -> Result<()>;
     /// The general registers, rip and rflags.
     fn regs(&mut self) -> Result<KvmRegs>;
+    /// `KVM_GET_DIRTY_LOG` of guest memory (which must have been opened
+    /// with the log on): the guest frames written since the last call, in
+    /// order, and the log cleared.
+    fn dirty_log(&mut self) -> Result<Vec<u64>>;
+    /// Every register, to move the guest to another VM. Call it only
+    /// after `run` returned [`Exit::Interrupted`]: then no instruction is
+    /// half done.
+    fn save(&mut self) -> Result<(KvmRegs, KvmSregs)>;
+    /// Sets what `save` gave, in a VM that has not run yet.
+    fn restore(&mut self, regs: &KvmRegs, sregs: &KvmSregs) -> Result<()>;
 }
 
 /// Which hypervisor to use.
@@ -55,13 +65,21 @@ impl Backend {
         }
     }
 
-    /// A new VM with `memory_size` bytes of memory and one vCPU.
-    pub fn open(self, memory_size: u64) -> Result<Box<dyn Vcpu>> {
+    /// A new VM with `memory_size` bytes of memory and one vCPU; with
+    /// `log_dirty`, the memory logs the pages the guest writes.
+    pub fn open(self, memory_size: u64, log_dirty: bool) -> Result<Box<dyn Vcpu>> {
         Ok(match self {
-            Backend::Rkvm => Box::new(rkvm::Rkvm::open(memory_size)?),
-            Backend::LinuxKvm => Box::new(linux_kvm::LinuxKvm::open(memory_size)?),
+            Backend::Rkvm => Box::new(rkvm::Rkvm::open(memory_size, log_dirty)?),
+            Backend::LinuxKvm => Box::new(linux_kvm::LinuxKvm::open(memory_size, log_dirty)?),
         })
     }
+}
+
+/// The frames whose bits are set in a dirty log of `bytes` (bit `i % 8`
+/// of byte `i / 8` for frame `i`, as both KVMs give it).
+pub fn dirty_frames(bytes: &[u8]) -> Vec<u64> {
+    let bits = bytes.iter().enumerate().flat_map(|(i, &b)| (0..8).map(move |bit| (i * 8 + bit, b & (1 << bit) != 0)));
+    bits.filter(|&(_, set)| set).map(|(frame, _)| frame as u64).collect()
 }
 
 #[cfg(test)]
@@ -75,5 +93,11 @@ mod tests {
         }
         let error = Backend::parse("kvm").unwrap_err().to_string();
         assert_eq!(error, "unknown backend `kvm`: use rkvm or linux-kvm");
+    }
+
+    #[test]
+    fn dirty_frames_read_bits_little_end_first() {
+        assert_eq!(dirty_frames(&[0x81, 0x00, 0x02]), [0, 7, 17]);
+        assert!(dirty_frames(&[0; 4]).is_empty());
     }
 }

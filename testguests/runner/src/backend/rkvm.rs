@@ -68,8 +68,8 @@ pub struct Rkvm<V: Vm2006 = DevRkvm> {
 
 impl Rkvm {
     /// Opens a VM of the rkvm module with `memory_size` bytes.
-    pub fn open(memory_size: u64) -> Result<Rkvm> {
-        Ok(Rkvm::new(DevRkvm::open(memory_size)?))
+    pub fn open(memory_size: u64, log_dirty: bool) -> Result<Rkvm> {
+        Ok(Rkvm::new(DevRkvm::open(memory_size, log_dirty)?))
     }
 }
 
@@ -299,6 +299,25 @@ impl<V: Vm2006> Vcpu for Rkvm<V> {
 
     fn regs(&mut self) -> Result<KvmRegs> {
         self.get_regs()
+    }
+
+    fn dirty_log(&mut self) -> Result<Vec<u64>> {
+        let pages = self.vm.memory().len().div_ceil(4096);
+        let mut bitmap = vec![0u8; pages.div_ceil(8)];
+        self.vm.get_dirty_log(&mut bitmap).context("KVM_GET_DIRTY_LOG of slot 0")?;
+        Ok(super::dirty_frames(&bitmap))
+    }
+
+    fn save(&mut self) -> Result<(KvmRegs, KvmSregs)> {
+        if !matches!(self.pending, Pending::Nothing) {
+            bail!("internal error: the registers are saved with an instruction half done");
+        }
+        Ok((self.get_regs()?, self.vm.get_sregs().context("KVM_GET_SREGS")?))
+    }
+
+    fn restore(&mut self, regs: &KvmRegs, sregs: &KvmSregs) -> Result<()> {
+        self.vm.set_sregs(sregs).context("KVM_SET_SREGS")?;
+        self.set_regs(*regs)
     }
 }
 
