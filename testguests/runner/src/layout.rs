@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn rkvm_inc_and_the_runner_agree() {
         use crate::devices::*;
-        let ours: [(&str, u64); 21] = [
+        let ours: [(&str, u64); 22] = [
             ("LOAD_ADDR", LOAD_ADDR),
             ("STACK_TOP", STACK_TOP),
             ("GDT_ADDR", GDT_ADDR),
@@ -242,6 +242,7 @@ mod tests {
             ("COUNTER_PORT", COUNTER_PORT.into()),
             ("REPORT_PORT", REPORT_PORT.into()),
             ("CONSOLE_PORT", CONSOLE_PORT.into()),
+            ("DIRTY_PORT", DIRTY_PORT.into()),
             ("EXIT_PORT", EXIT_PORT.into()),
             ("MMIO_BASE", MMIO_BASE),
             ("MMIO_SIZE", MMIO_SIZE),

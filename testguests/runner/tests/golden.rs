@@ -31,7 +31,7 @@ fn options(timeout: u64) -> Options {
 
 /// Whether this machine's `/dev/kvm` can run a VM; if not, says why.
 fn host_kvm(test: &str) -> bool {
-    match Backend::LinuxKvm.open(0x10000) {
+    match Backend::LinuxKvm.open(0x10000, false) {
         Ok(_) => true,
         Err(e) => {
             eprintln!("{test}: no usable /dev/kvm on this machine ({e:#}): compared nothing here; \
