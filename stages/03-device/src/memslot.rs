@@ -27,8 +27,9 @@ pub const MAX_SLOT_SIZE: u64 = 4 << 30;
 /// at most 52). A slot must end at or below it.
 pub const MAX_GUEST_PHYS_ADDR: u64 = 1 << 52;
 
-/// The flags a slot may carry. Dirty logging is stage 11's; until then the
-/// flag is accepted and stored, and nothing reads it.
+/// The flags a slot may carry.
+/// Dirty logging is stage 11's; until then the flag is accepted and
+/// stored, and nothing reads it.
 pub const VALID_FLAGS: u32 = KVM_MEM_LOG_DIRTY_PAGES;
 // ANCHOR_END: limits
 
@@ -70,7 +71,11 @@ pub struct MemSlot {
 
 impl MemSlot {
     const fn empty() -> MemSlot {
-        MemSlot { base_gfn: 0, flags: 0, pages: Vec::new() }
+        MemSlot {
+            base_gfn: 0,
+            flags: 0,
+            pages: Vec::new(),
+        }
     }
 
     /// The first gfn.

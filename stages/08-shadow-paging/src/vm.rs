@@ -168,7 +168,6 @@ impl Vm {
 }
 // ANCHOR_END: vm_translate
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

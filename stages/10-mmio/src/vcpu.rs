@@ -533,7 +533,6 @@ impl Vcpu {
 }
 // ANCHOR_END: translate
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

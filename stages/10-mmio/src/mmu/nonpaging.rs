@@ -119,9 +119,11 @@ impl NonpagingMmu {
         if gfn >= GFNS {
             return false;
         }
-        let Some(page) = memory.lock().gfn_to_page(gfn).map(Page::get) else {
+        let slots = memory.lock();
+        let Some(page) = slots.gfn_to_page(gfn).map(Page::get) else {
             return false;
         };
+        drop(slots);
         self.install(gfn, page).is_ok()
     }
 
