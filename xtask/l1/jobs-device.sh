@@ -58,6 +58,9 @@ if insmod ./rkvm.ko; then ok module-loads; else fail module-loads "insmod failed
 run_guarded rkvm-devtest ./rkvm-devtest ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
 if [ -x ./rkvm-run ]; then
 	run_guarded rkvm-run ./rkvm-run check ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
+	# From stage 11 on: guests moved to a second VM while they run, with
+	# the dirty log (nothing runs before: no guest is selected).
+	run_guarded rkvm-run-migrate ./rkvm-run migrate ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
 fi
 # From stage 09 on, the naive shadow MMU of stage 08 stays, selected for
 # new VMs by the module parameter shadow_cache: the guests that turn paging
@@ -66,6 +69,7 @@ naive=/sys/module/rkvm/parameters/shadow_cache
 if [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 	echo 0 > "$naive"
 	run_guarded rkvm-run-naive sh -c "./rkvm-run check ${MAX_STAGE:+--max-stage $MAX_STAGE} --except $(./rkvm-run --list | awk '$3 < 8 { printf \"%s,\", $1 }')none | sed 's#^RKVM-CHECK \\([a-z]*\\) guest/#RKVM-CHECK \\1 naive/guest/#'" || status=1
+	run_guarded rkvm-run-naive-migrate sh -c "./rkvm-run migrate ${MAX_STAGE:+--max-stage $MAX_STAGE} | sed 's#^RKVM-CHECK \\([a-z]*\\) migrate/#RKVM-CHECK \\1 naive/migrate/#'" || status=1
 	echo 1 > "$naive"
 
 	# A VM that ran a paging guest frees every shadow page and reverse-map

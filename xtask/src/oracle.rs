@@ -110,7 +110,8 @@ pub fn run(args: Args) -> Result<()> {
         // Each check line names the setting: `RKVM-CHECK ok npt=1/guest/hlt`.
         format!(
             "./rkvm-run check --backend linux-kvm {except} | sed 's#^RKVM-CHECK \\([a-z]*\\) #RKVM-CHECK \\1 {setting}/#' \
-             | grep -v '^rkvm-run check'\n"
+             | grep -v '^rkvm-run check'\n\
+             ./rkvm-run migrate --backend linux-kvm {except} | sed 's#^RKVM-CHECK \\([a-z]*\\) #RKVM-CHECK \\1 {setting}/#'\n"
         )
     })?;
     println!("== oracle: every guest on Linux's kvm-{} in L1 ({})", platform.vendor().kvm_module(), platform.name());

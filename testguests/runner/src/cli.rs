@@ -9,6 +9,8 @@ usage: rkvm-run [OPTIONS] GUEST    run one guest and print its trace
        rkvm-run [OPTIONS] all      run every built-in guest, printing each trace
        rkvm-run [OPTIONS] check    compare every built-in guest with its golden trace
        rkvm-run [OPTIONS] chaos    run each seeded guest once per seed; say how each run ended
+       rkvm-run [OPTIONS] migrate  move each migration guest to a second VM while it runs,
+                                   with the dirty log, and compare with an unmoved run
        rkvm-run --list             list the built-in guests (but the seeded ones)
 GUEST is the name of a built-in guest or the path of an .asm file (needs nasm).
 A seeded guest (header `seed:`) has no golden trace: all, check and --list leave it
@@ -37,6 +39,7 @@ pub enum Command {
     All,
     Check,
     Chaos,
+    Migrate,
     List,
     Help,
 }
@@ -95,6 +98,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
             "all" => command = set(command, Command::All)?,
             "check" => command = set(command, Command::Check)?,
             "chaos" => command = set(command, Command::Chaos)?,
+            "migrate" => command = set(command, Command::Migrate)?,
             guest => command = set(command, Command::Run(guest.to_string()))?,
         }
     }

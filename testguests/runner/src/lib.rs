@@ -6,7 +6,8 @@
 //! `backend`, `exit::handle` decides what each exit means with the
 //! `devices`, `trace` writes it all down, and `check` compares traces with
 //! the golden ones; `chaos` runs the seeded guests with many seeds and
-//! sorts out how each run ended. `layout` says where things are in guest memory;
+//! sorts out how each run ended; `migrate` moves a running guest to a
+//! second VM with the dirty log. `layout` says where things are in guest memory;
 //! `debugfs` reads the hypervisor's exit counter for `--repeat`.
 
 pub mod backend;
@@ -19,6 +20,7 @@ pub mod exit;
 pub mod guests;
 pub mod header;
 pub mod layout;
+pub mod migrate;
 pub mod run;
 pub mod timer;
 pub mod trace;

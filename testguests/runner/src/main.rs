@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::All => run_all(&cli, &options),
         Command::Check => check(&cli, &options),
         Command::Chaos => chaos(&cli, &options),
+        Command::Migrate => migrate(&cli, &options),
     };
     result.unwrap_or_else(fail)
 }
@@ -119,6 +120,36 @@ fn chaos(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
     }
     let no_failure = rkvm_run::chaos::chaos(selected.into_iter(), cli.seed_range(), options, &mut io::stdout().lock())?;
     Ok(if no_failure { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Moves each migration guest (up to `--max-stage`, but `--except`'s) to
+/// a second VM while it runs, with the dirty log; one `RKVM-CHECK` line
+/// each, which passes if the moved run's trace equals an unmoved run's.
+fn migrate(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
+    let mut all_passed = true;
+    let names: Vec<&str> = guests::up_to_stage(cli.max_stage)
+        .map(|g| g.name)
+        .filter(|n| rkvm_run::migrate::GUESTS.contains(n) && !cli.except.iter().any(|e| e == n))
+        .collect();
+    for name in names {
+        let verdict = guests::find(name).and_then(|g| rkvm_run::migrate::migrate(&g, options));
+        match verdict {
+            Ok(m) => match m.difference() {
+                None => println!("RKVM-CHECK ok migrate/{name}: copied {}", rkvm_run::migrate::describe(&m.rounds)),
+                Some(diff) => {
+                    all_passed = false;
+                    println!("RKVM-CHECK fail migrate/{name}: the moved run differs at {diff} (copied {})",
+                             rkvm_run::migrate::describe(&m.rounds));
+                }
+            },
+            Err(e) => {
+                all_passed = false;
+                println!("RKVM-CHECK fail migrate/{name}: {e:#}");
+            }
+        }
+        io::stdout().flush()?;
+    }
+    Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// 3 for a timeout; 0 for a guest that stopped by itself.

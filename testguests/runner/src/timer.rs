@@ -32,6 +32,11 @@ pub struct Timer {
 impl Timer {
     /// Starts a watchdog that interrupts the calling thread after `timeout`.
     pub fn start(timeout: Duration) -> Result<Timer> {
+        Timer::start_repeating(timeout, REPEAT)
+    }
+
+    /// As `start`, with the signal repeated every `repeat` after the first.
+    pub fn start_repeating(timeout: Duration, repeat: Duration) -> Result<Timer> {
         install_handler()?;
         // SAFETY: pthread_self has no preconditions.
         let target = unsafe { libc::pthread_self() };
@@ -46,7 +51,7 @@ impl Timer {
                 // SAFETY: `target` is alive: it owns the Timer, whose drop
                 // waits for this thread to end.
                 unsafe { libc::pthread_kill(target, libc::SIGALRM) };
-                wait = REPEAT;
+                wait = repeat;
             }
         });
         Ok(Timer { expired, stop: Some(stop), watchdog: Some(watchdog) })

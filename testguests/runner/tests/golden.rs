@@ -43,7 +43,7 @@ fn host_kvm(test: &str) -> bool {
 
 /// The guests that turn on 32-bit or PAE paging themselves.
 const LEGACY_PAGING: &[&str] =
-    &["paging32", "pae", "pf-codes", "pf-pae", "pf-user", "ad-bits", "large-pages", "invlpg", "cr3-switch", "pt-edit", "shadow-bound", "mmu-switch", "dirty-rounds"];
+    &["paging32", "pae", "pf-codes", "pf-pae", "pf-user", "ad-bits", "large-pages", "invlpg", "cr3-switch", "pt-edit", "shadow-bound", "mmu-switch", "dirty-rounds", "migrate-paging"];
 
 /// Why this host's KVM cannot stand in for the oracle on `guest`, if it cannot.
 fn host_quirk(guest: &str) -> Option<&'static str> {
