@@ -18,6 +18,7 @@ BLOCK_A  equ 0x40000
 BLOCK_B  equ 0x80000
 QWORDS   equ 0x40000 / 8        ; 256 KiB
 DELAY    equ 20000
+QUIET    equ 5000000            ; iterations of the last stretch
 
 start:
     mov rdi, BLOCK_A            ; fill A
@@ -58,6 +59,9 @@ idle:
     cmp ebx, 48
     jb hot_round
 
+    mov ecx, QUIET              ; a last stretch that writes nothing,
+quiet:                          ; long enough on any platform for the
+    loop quiet                  ; migration to stop the guest in it
     xor rdx, rdx                ; the checksum of both blocks
     mov rsi, BLOCK_A
     mov rcx, QWORDS

@@ -7,7 +7,8 @@
 ; (`out` to REPORT_PORT, where the migration's rounds end); then 48 rounds
 ; that each change two pages and wait a while; then a checksum of all 64
 ; pages. A page the migration failed to copy changes the checksum, and so
-; the trace.
+; the trace. A long stretch before the checksum writes nothing: the
+; migration stops the guest there, whatever the platform's speed.
 
 %include "rkvm.inc"
 
@@ -17,6 +18,7 @@ org LOAD_ADDR
 DATA     equ 0x20000            ; 64 pages
 HOT      equ 0x30000            ; the two pages of the second phase
 DELAY    equ 20000              ; iterations of the wait in each round
+QUIET    equ 5000000            ; iterations of the last stretch
 
 start:
     xor ebx, ebx                ; pass number
@@ -51,6 +53,9 @@ idle:
     cmp ebx, 48
     jb hot_round
 
+    mov ecx, QUIET              ; a last stretch that writes nothing,
+quiet:                          ; long enough on any platform for the
+    loop quiet                  ; migration to stop the guest in it
     mov esi, DATA               ; the checksum of all 64 pages
     mov ecx, 64 * 1024
     xor edx, edx

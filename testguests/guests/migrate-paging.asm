@@ -24,6 +24,7 @@ WINDOW   equ 0x40000000             ; linear: 16 pages
 PTE_PW   equ 0x003                  ; present, writable
 CR0_PG   equ 0x80000000
 DELAY    equ 20000
+QUIET    equ 5000000            ; iterations of the last stretch
 
 start:
     mov edi, PD_ADDR            ; clear the three tables
@@ -86,6 +87,9 @@ round:
     cmp ebx, 48
     jb round
 
+    mov ecx, QUIET              ; a last stretch that writes nothing,
+quiet:                          ; long enough on any platform for the
+    loop quiet                  ; migration to stop the guest in it
     mov esi, FRAMES             ; the checksum of the 32 frames
     mov ecx, 32 * 1024
     xor edx, edx
