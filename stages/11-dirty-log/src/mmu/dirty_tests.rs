@@ -138,29 +138,50 @@ fn a_read_through_a_clean_guest_entry_maps_read_only_and_marks_only_the_table() 
     }
 }
 
-#[test]
-fn a_slot_without_logging_has_no_log() {
-    let mut slots = MemSlots::new();
-    let region = KvmMemoryRegion { slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 4 << 12 };
-    slots.set_region(&region).expect("memory");
-    assert_eq!(slots.take_dirty_log(0).err(), Some(crate::kernel::Errno::ENOENT));
-    assert_eq!(slots.take_dirty_log(2).err(), Some(crate::kernel::Errno::ENOENT), "an empty slot");
-    assert_eq!(slots.take_dirty_log(4).err(), Some(crate::kernel::Errno::EINVAL));
-    // Turning logging on for the same slot starts a clean log.
-    slots.set_region(&KvmMemoryRegion { flags: KVM_MEM_LOG_DIRTY_PAGES, ..region }).expect("memory");
-    slots.mark_page_dirty(3);
-    slots.mark_page_dirty(4); // beyond the slot
-    assert_eq!(slots.take_dirty_log(0), Ok((vec![0x08], 0)));
-    // The same shape again keeps the bits; a new size starts afresh.
-    slots.mark_page_dirty(1);
-    slots.set_region(&KvmMemoryRegion { flags: KVM_MEM_LOG_DIRTY_PAGES, ..region }).expect("memory");
-    assert_eq!(slots.take_dirty_log(0).map(|(b, _)| b), Ok(vec![0x02]));
-    slots.mark_page_dirty(1);
-    slots.set_region(&KvmMemoryRegion { flags: KVM_MEM_LOG_DIRTY_PAGES, memory_size: 12 << 12, ..region }).expect("memory");
-    assert_eq!(slots.take_dirty_log(0).map(|(b, _)| b), Ok(vec![0, 0]));
-    // Logging off: no log.
-    slots.set_region(&region).expect("memory");
-    assert_eq!(slots.take_dirty_log(0).err(), Some(crate::kernel::Errno::ENOENT));
+mod e11_2 {
+    use super::*;
+
+    #[test]
+    fn a_slot_without_logging_has_no_log() {
+        let mut slots = MemSlots::new();
+        let region = KvmMemoryRegion { slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 4 << 12 };
+        slots.set_region(&region).expect("memory");
+        assert_eq!(slots.take_dirty_log(0).err(), Some(crate::kernel::Errno::ENOENT));
+        assert_eq!(slots.take_dirty_log(2).err(), Some(crate::kernel::Errno::ENOENT), "an empty slot");
+        assert_eq!(slots.take_dirty_log(4).err(), Some(crate::kernel::Errno::EINVAL));
+        // Turning logging on for the same slot starts a clean log.
+        slots.set_region(&KvmMemoryRegion { flags: KVM_MEM_LOG_DIRTY_PAGES, ..region }).expect("memory");
+        slots.mark_page_dirty(3);
+        slots.mark_page_dirty(4); // beyond the slot
+        assert_eq!(slots.take_dirty_log(0), Ok((vec![0x08], 0)));
+        // The same shape again keeps the bits; a new size starts afresh.
+        slots.mark_page_dirty(1);
+        slots.set_region(&KvmMemoryRegion { flags: KVM_MEM_LOG_DIRTY_PAGES, ..region }).expect("memory");
+        assert_eq!(slots.take_dirty_log(0).map(|(b, _)| b), Ok(vec![0x02]));
+        slots.mark_page_dirty(1);
+        slots.set_region(&KvmMemoryRegion { flags: KVM_MEM_LOG_DIRTY_PAGES, memory_size: 12 << 12, ..region }).expect("memory");
+        assert_eq!(slots.take_dirty_log(0).map(|(b, _)| b), Ok(vec![0, 0]));
+        // Logging off: no log.
+        slots.set_region(&region).expect("memory");
+        assert_eq!(slots.take_dirty_log(0).err(), Some(crate::kernel::Errno::ENOENT));
+    }
+
+    #[test]
+    fn moving_a_logged_slot_starts_a_clean_log_and_enomem_keeps_the_old_one() {
+        let mut slots = MemSlots::new();
+        let region = KvmMemoryRegion { slot: 0, flags: KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr: 0, memory_size: 4 << 12 };
+        slots.set_region(&region).expect("memory");
+        slots.mark_page_dirty(2);
+        let moved = KvmMemoryRegion { guest_phys_addr: 0x10_0000, ..region };
+        slots.set_region(&moved).expect("memory");
+        assert_eq!(slots.take_dirty_log(0), Ok((vec![0], 0x100)), "page 2 of the new place was never written");
+        slots.mark_page_dirty(0x101);
+        crate::kernel::fake::fail_page_alloc_after(Some(0));
+        let grown = KvmMemoryRegion { memory_size: 8 << 12, ..moved };
+        assert_eq!(slots.set_region(&grown), Err(crate::kernel::Errno::ENOMEM));
+        crate::kernel::fake::fail_page_alloc_after(None);
+        assert_eq!(slots.take_dirty_log(0), Ok((vec![0x02], 0x100)), "the failed change kept the log and its bit");
+    }
 }
 
 mod e11_1 {
