@@ -325,23 +325,21 @@ impl MemSlots {
     /// size (its bits are still true); else a new, clean one. Made before
     /// anything changes, so that `ENOMEM` here changes nothing.
     fn next_log(&mut self, request: &Request) -> KResult<Option<DirtyLog>> {
+        if request.npages == 0 || request.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
+            return Ok(None);
+        }
         //@ exercise E11.2
-        //@ instruction: Decide the dirty log slot `request.slot` has once
+        //@ instruction: The slot will log: decide with which log, once
         //@+ `KVM_SET_MEMORY_REGION` has carried out `request`. What must
-        //@+ hold: a slot logs exactly while its flags ask for it and it has
-        //@+ pages; a bit the log holds is never dropped while it is still
+        //@+ hold: a bit the log holds is never dropped while it is still
         //@+ true (the same pages at the same guest-physical address), and
         //@+ no bit is reported for pages that are new or that moved; and if
         //@+ memory runs out here, the caller changes nothing at all. The
         //@+ tests in `e11_2` call `set_region`.
-        //@ hint: Three cases: no log (no flag, or no pages), the old log
-        //@+ kept (`Option::take` moves it out of the slot, which gets it
-        //@+ back after the resize, which cannot fail for an unchanged
-        //@+ size), or `DirtyLog::new`. Which of these may fail, and is it
+        //@ hint: Two cases: the old log kept (`Option::take` moves it out
+        //@+ of the slot, which gets it back after the resize, which cannot
+        //@+ fail for an unchanged size), or `DirtyLog::new`. Which of these may fail, and is it
         //@+ called before `set_region` touches the slot?
-        if request.npages == 0 || request.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
-            return Ok(None);
-        }
         let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
         if slot.base_gfn == request.base_gfn && slot.npages() == request.npages && slot.dirty.is_some() {
             return Ok(slot.dirty.take());

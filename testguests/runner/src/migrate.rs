@@ -56,6 +56,7 @@ impl Migration {
     }
 }
 
+// ANCHOR: migrate
 /// Moves `guest` from one VM to another while it runs, and runs it once
 /// more unmoved to compare.
 pub fn migrate(guest: &Guest, options: &Options) -> Result<Migration> {
@@ -105,6 +106,7 @@ pub fn migrate(guest: &Guest, options: &Options) -> Result<Migration> {
     }
     drop(stopping);
     drop(source);
+    // ANCHOR_END: migrate
 
     let timer = Timer::start(options.timeout)?;
     let stop = loop {
