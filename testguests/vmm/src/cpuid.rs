@@ -4,15 +4,19 @@
 //! to the kernel with `KVM_SET_CPUID2`; on rkvm (2006's ABI, where `cpuid`
 //! exits to userspace) it starts from the host's own `cpuid` and the VMM
 //! answers each exit from it. Either way it is filtered to the machine
-//! this VMM builds, which has no local APIC and no I/O APIC: only the 8259
-//! pair. So the APIC, x2APIC and TSC-deadline bits go, or the guest would
-//! program a local APIC that is not there. The hypervisor leaves
-//! (0x4000_0000 and up) go too: they would offer the guest kvmclock and
-//! other paravirtual features that live in MSRs 2006's KVM never had, and
-//! a guest must see the same machine on both backends.
+//! this VMM builds, the same on both backends:
 //!
-//! 2006's ABI knows nothing of XSAVE state (no XSETBV exit, no
-//! `KVM_GET_XSAVE`), so the rkvm table also hides XSAVE and what needs it.
+//! - No local APIC and no I/O APIC, only the 8259 pair: the APIC, x2APIC
+//!   and TSC-deadline bits go, or the guest would program a local APIC
+//!   that is not there.
+//! - No hypervisor leaves (0x4000_0000 and up): they would offer the guest
+//!   kvmclock and other paravirtual features that live in MSRs 2006's KVM
+//!   never had.
+//! - No XSAVE: 2006's ABI knows nothing of XSAVE state (no XSETBV exit, no
+//!   `KVM_GET_XSAVE`). On Linux's KVM in L1 under QEMU TCG, a guest that
+//!   saw XSAVE also warned "XSAVE consistency problem: size 832 !=
+//!   kernel_size 576": leaf 0xD's EBX did not follow the XCR0 it had set.
+//!   Without XSAVE the kernel uses FXSAVE, as every x86-64 can.
 
 /// One leaf (and subleaf) of the table, in the shape of `kvm_cpuid_entry2`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,13 +33,6 @@ pub struct Entry {
 
 /// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX` (sic, as Linux spells it).
 pub const SIGNIFICANT_INDEX: u32 = 1;
-
-/// Which hypervisor the table is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Profile {
-    LinuxKvm,
-    Rkvm2006,
-}
 
 // Leaf 1.
 const ECX_XSAVE: u32 = 1 << 26;
@@ -57,23 +54,17 @@ fn is_hypervisor_leaf(function: u32) -> bool {
 }
 
 /// Filters `table` for this VMM's machine (see the module's comment).
-pub fn filter(table: &mut Vec<Entry>, profile: Profile) {
-    table.retain(|e| !is_hypervisor_leaf(e.function));
-    if profile == Profile::Rkvm2006 {
-        table.retain(|e| e.function != 0xD);
-    }
+pub fn filter(table: &mut Vec<Entry>) {
+    table.retain(|e| !is_hypervisor_leaf(e.function) && e.function != 0xD);
     for entry in table.iter_mut() {
         match (entry.function, entry.index) {
             (1, _) => {
                 entry.edx &= !EDX_APIC;
                 entry.ecx &= !(ECX_X2APIC | ECX_TSC_DEADLINE);
-                // The OS sets OSXSAVE in CR4; a host's own value says nothing.
-                entry.ecx &= !ECX_OSXSAVE;
-                if profile == Profile::Rkvm2006 {
-                    entry.ecx &= !(ECX_XSAVE | ECX_AVX);
-                }
+                // AVX needs XSAVE; OSXSAVE mirrors CR4, which no OS here sets.
+                entry.ecx &= !(ECX_XSAVE | ECX_OSXSAVE | ECX_AVX);
             }
-            (7, 0) if profile == Profile::Rkvm2006 => entry.ebx &= !(EBX_AVX2 | EBX_AVX512F),
+            (7, 0) => entry.ebx &= !(EBX_AVX2 | EBX_AVX512F),
             (0x8000_0001, _) => {
                 entry.edx &= !EDX_AMD_APIC;
                 entry.ecx &= !ECX_EXTAPIC;
@@ -145,26 +136,17 @@ mod tests {
     }
 
     #[test]
-    fn the_apic_and_the_hypervisor_leaves_are_hidden() {
+    fn the_apic_the_hypervisor_leaves_and_xsave_are_hidden() {
         let mut table = sample();
-        filter(&mut table, Profile::LinuxKvm);
-        assert!(table.iter().all(|e| !is_hypervisor_leaf(e.function)));
+        filter(&mut table);
+        assert!(table.iter().all(|e| !is_hypervisor_leaf(e.function) && e.function != 0xD));
         let [_, _, ecx, edx] = lookup(&table, 1, 0);
         assert_eq!(edx, 1 << 4, "TSC stays, APIC goes");
-        assert_eq!(ecx, ECX_XSAVE | 1, "XSAVE stays on Linux KVM; x2APIC, TSC deadline and OSXSAVE go");
+        assert_eq!(ecx, 1, "SSE3 stays; XSAVE, OSXSAVE, x2APIC and TSC deadline go");
         let [_, _, ecx, edx] = lookup(&table, 0x8000_0001, 0);
         assert_eq!((ecx, edx), (1 << 2, 1 << 29), "SVM and long mode stay");
-        assert_eq!(lookup(&table, 7, 0)[1], EBX_AVX2 | 1);
-        assert_eq!(table.len(), 5);
-    }
-
-    #[test]
-    fn the_2006_table_also_hides_xsave() {
-        let mut table = sample();
-        filter(&mut table, Profile::Rkvm2006);
-        assert_eq!(lookup(&table, 1, 0)[2], 1);
-        assert_eq!(lookup(&table, 7, 0)[1], 1);
-        assert!(table.iter().all(|e| e.function != 0xD));
+        assert_eq!(lookup(&table, 7, 0)[1], 1, "AVX2 goes with XSAVE");
+        assert_eq!(table.len(), 4);
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn run(args: &Args) -> Result<i32> {
     let initrd = std::fs::read(&args.initrd).with_context(|| format!("reading {}", args.initrd.display()))?;
     let mut vcpu = backend.open(args.memory << 20)?;
     let mut table = vcpu.supported_cpuid()?;
-    cpuid::filter(&mut table, backend.cpuid_profile());
+    cpuid::filter(&mut table);
     vcpu.set_cpuid(&table)?;
     let tsc_khz = vcpu.tsc_khz().unwrap_or_else(measure_tsc_khz);
     let cmdline = format!("{BASE_CMDLINE} tsc_early_khz={tsc_khz} {}", args.append);

@@ -112,14 +112,6 @@ impl Backend {
         }
     }
 
-    /// The CPUID filter this hypervisor needs.
-    pub fn cpuid_profile(self) -> cpuid::Profile {
-        match self {
-            Backend::LinuxKvm => cpuid::Profile::LinuxKvm,
-            Backend::Rkvm => cpuid::Profile::Rkvm2006,
-        }
-    }
-
     /// A new VM with `memory_size` bytes of memory and one vCPU.
     pub fn open(self, memory_size: u64) -> Result<Box<dyn Vcpu>> {
         Ok(match self {
