@@ -182,3 +182,145 @@ impl<W: Write> Machine<W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::BootState;
+    use std::collections::VecDeque;
+
+    /// The hypervisor's part, played from a script of exits.
+    #[derive(Default)]
+    struct FakeVcpu {
+        exits: VecDeque<Exit>,
+        /// What `can_inject` answers.
+        interruptible: bool,
+        /// `request_interrupt_window` of each run.
+        windows: Vec<bool>,
+        replies: Vec<Reply>,
+        injected: Vec<u8>,
+    }
+
+    impl Vcpu for FakeVcpu {
+        fn memory(&mut self) -> &mut [u8] {
+            &mut []
+        }
+        fn memory_flags(&self) -> i32 {
+            0
+        }
+        fn set_boot_state(&mut self, _: &BootState) -> Result<()> {
+            Ok(())
+        }
+        fn set_cpuid(&mut self, _: &[cpuid::Entry]) -> Result<()> {
+            Ok(())
+        }
+        fn supported_cpuid(&mut self) -> Result<Vec<cpuid::Entry>> {
+            Ok(Vec::new())
+        }
+        fn run(&mut self, request_interrupt_window: bool) -> Result<Exit> {
+            self.windows.push(request_interrupt_window);
+            Ok(self.exits.pop_front().unwrap_or(Exit::Failed("the script is over".into())))
+        }
+        fn reply(&mut self, reply: Reply) -> Result<()> {
+            self.replies.push(reply);
+            Ok(())
+        }
+        fn can_inject(&mut self) -> bool {
+            self.interruptible
+        }
+        fn interrupt(&mut self, vector: u8) -> Result<()> {
+            self.injected.push(vector);
+            Ok(())
+        }
+        fn tsc_khz(&self) -> Option<u32> {
+            None
+        }
+    }
+
+    fn out(port: u16, value: u8) -> Exit {
+        Exit::IoOut { port, size: 1, data: vec![value] }
+    }
+
+    /// Linux's 8259 setup with only line 0 unmasked, then the PIT at 250 Hz.
+    fn timer_setup() -> Vec<Exit> {
+        let mut exits: Vec<Exit> = [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xFE)]
+            .into_iter()
+            .map(|(port, value)| out(port, value))
+            .collect();
+        exits.extend([out(0x43, 0x34), out(0x40, 0xA5), out(0x40, 0x12)]);
+        exits
+    }
+
+    fn machine() -> Machine<Vec<u8>> {
+        let table = vec![cpuid::Entry { function: 0, eax: 1, ebx: 0x6874_7541, ..Default::default() }];
+        Machine::new(Devices::new(Vec::new()), table, Some(Duration::from_secs(5)))
+    }
+
+    fn run(script: Vec<Exit>, interruptible: bool) -> (Ending, FakeVcpu, Machine<Vec<u8>>) {
+        let mut vcpu = FakeVcpu { exits: script.into(), interruptible, ..FakeVcpu::default() };
+        let mut machine = machine();
+        let ending = machine.run(&mut vcpu).unwrap();
+        (ending, vcpu, machine)
+    }
+
+    #[test]
+    fn the_guest_powers_off_through_the_exit_port() {
+        let (ending, vcpu, machine) = run(vec![out(0x21, 0xAB), Exit::IoIn { port: 0x21, size: 1, count: 1 }, out(0xF4, 7)], false);
+        assert_eq!(ending, Ending::PowerOff(7));
+        assert_eq!(vcpu.replies, vec![Reply::Done, Reply::In(vec![0xAB]), Reply::Done]);
+        assert_eq!(vcpu.windows.len(), 3, "no run after the exit port's write");
+        assert_eq!((machine.stats.exits, machine.stats.io), (3, 3));
+    }
+
+    #[test]
+    fn a_halted_guest_is_woken_by_the_timer_tick_and_gets_vector_0x30() {
+        let mut script = timer_setup();
+        script.push(Exit::Hlt { interrupts_enabled: true });
+        script.push(out(0x20, 0x60)); // the guest's EOI
+        script.push(out(0xF4, 0));
+        let (ending, vcpu, machine) = run(script, true);
+        assert_eq!(ending, Ending::PowerOff(0));
+        assert_eq!(vcpu.injected, vec![0x30]);
+        assert_eq!(machine.stats.injected, 1);
+        assert!(vcpu.windows.iter().all(|w| !w), "an interruptible guest needs no window");
+        assert_eq!(machine.devices.pic.master.isr, 0, "ended by the EOI");
+    }
+
+    #[test]
+    fn an_uninterruptible_guest_gets_a_window_request_instead() {
+        let mut script = timer_setup();
+        script.push(Exit::Hlt { interrupts_enabled: true });
+        script.push(Exit::IrqWindowOpen);
+        let (ending, vcpu, machine) = run(script, false);
+        assert!(matches!(ending, Ending::Failed(_)), "the script ran out: {ending:?}");
+        assert!(vcpu.injected.is_empty());
+        assert_eq!(vcpu.windows.last(), Some(&true), "after the tick, every run asks for the window");
+        assert!(machine.devices.pic.has_interrupt(), "the tick still waits");
+    }
+
+    #[test]
+    fn halting_with_interrupts_off_ends_the_run() {
+        let (ending, ..) = run(vec![Exit::Hlt { interrupts_enabled: false }], true);
+        assert_eq!(ending, Ending::Halted);
+    }
+
+    #[test]
+    fn cpuid_is_answered_from_the_table_and_unknown_leaves_are_zero() {
+        let script = vec![Exit::Cpuid { leaf: 0, subleaf: 0 }, Exit::Cpuid { leaf: 0x4000_0000, subleaf: 0 }, Exit::Shutdown];
+        let (ending, vcpu, _) = run(script, false);
+        assert_eq!(ending, Ending::TripleFault);
+        assert_eq!(vcpu.replies, vec![Reply::Cpuid([1, 0x6874_7541, 0, 0]), Reply::Cpuid([0; 4])]);
+    }
+
+    #[test]
+    fn reads_of_unbacked_memory_float_high_and_string_io_reads_each_element() {
+        let script = vec![
+            Exit::MmioRead { addr: 0xFEE0_0030, len: 4 },
+            Exit::IoIn { port: 0x2F8, size: 2, count: 2 },
+            Exit::Failed("stop".into()),
+        ];
+        let (ending, vcpu, _) = run(script, false);
+        assert_eq!(ending, Ending::Failed("stop".into()));
+        assert_eq!(vcpu.replies, vec![Reply::Mmio(vec![0xFF; 4]), Reply::In(vec![0xFF; 4])]);
+    }
+}
