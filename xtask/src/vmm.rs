@@ -94,8 +94,12 @@ fn vmm_job(args: &Args, kernel: &L1Kernel, vendor: Vendor) -> Result<Job> {
          exit $rc\n",
         load = load_hypervisor(kernel, backend, vendor, args.nested_paging)?,
     );
+    let name = match backend {
+        "rkvm" => "vmm-rkvm".to_string(),
+        _ => format!("vmm-linux-kvm-nested-paging-{}", args.nested_paging),
+    };
     Ok(Job {
-        name: format!("vmm-{backend}"),
+        name,
         script,
         files,
         cpus: 1,

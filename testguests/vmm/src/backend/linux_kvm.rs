@@ -169,7 +169,13 @@ impl Vcpu for LinuxKvm {
         self.vcpu.get_kvm_run().request_interrupt_window = request_interrupt_window.into();
         let (exit, pending) = decode(self.vcpu.run())?;
         self.pending = pending;
-        Ok(self.complete_exit(exit))
+        Ok(match self.complete_exit(exit) {
+            Exit::Failed(why) => match self.vcpu.get_regs() {
+                Ok(regs) => Exit::Failed(format!("{why} at rip {:#x}", regs.rip)),
+                Err(_) => Exit::Failed(why),
+            },
+            exit => exit,
+        })
     }
 
     fn reply(&mut self, reply: Reply) -> Result<()> {

@@ -180,11 +180,17 @@ impl Vcpu for Rkvm {
         }
         let (exit, pending) = decode(&self.run);
         self.pending = pending;
-        if let Exit::Cpuid { .. } = exit {
-            let regs = self.get_regs()?;
-            return Ok(Exit::Cpuid { leaf: regs.rax as u32, subleaf: regs.rcx as u32 });
-        }
-        Ok(exit)
+        Ok(match exit {
+            Exit::Cpuid { .. } => {
+                let regs = self.get_regs()?;
+                Exit::Cpuid { leaf: regs.rax as u32, subleaf: regs.rcx as u32 }
+            }
+            Exit::Failed(why) if self.run.exit_reason == KVM_EXIT_UNKNOWN => {
+                let reason = self.run.exit.hw().hardware_exit_reason;
+                Exit::Failed(explain_unknown(&why, reason.into(), &self.get_regs()?))
+            }
+            exit => exit,
+        })
     }
 
     fn reply(&mut self, reply: Reply) -> Result<()> {
@@ -233,6 +239,33 @@ impl Vcpu for Rkvm {
 
     fn tsc_khz(&self) -> Option<u32> {
         None
+    }
+}
+
+/// The hardware exit reasons of `rdmsr`/`wrmsr`: SVM's VMEXIT_MSR, and
+/// VMX's RDMSR and WRMSR (which SVM's numbering gives to debug registers).
+const SVM_EXIT_MSR: u64 = 0x7C;
+const VMX_EXIT_RDMSR: u64 = 31;
+const VMX_EXIT_WRMSR: u64 = 32;
+
+/// An unknown exit, with what the registers say about it. An MSR the
+/// module does not handle is the usual one: until stage 12 the module
+/// handles EFER alone and sends every other MSR to userspace this way.
+fn explain_unknown(why: &str, reason: u64, regs: &KvmRegs) -> String {
+    let on_amd = cpuid::host_table().first().is_some_and(|leaf0| leaf0.ebx == u32::from_le_bytes(*b"Auth"));
+    let msr = match (on_amd, reason) {
+        (true, SVM_EXIT_MSR) => Some("rdmsr or wrmsr"),
+        (false, VMX_EXIT_RDMSR) => Some("rdmsr"),
+        (false, VMX_EXIT_WRMSR) => Some("wrmsr"),
+        _ => None,
+    };
+    match msr {
+        Some(insn) => format!(
+            "{why}: the guest's {insn} of MSR {:#x} at rip {:#x}, which this module leaves to userspace; \
+             2006's ABI lets userspace do nothing with it (the module handles MSRs from stage 12, events)",
+            regs.rcx as u32, regs.rip
+        ),
+        None => format!("{why} at rip {:#x}", regs.rip),
     }
 }
 
@@ -302,6 +335,19 @@ mod tests {
         assert_eq!(decode(&fail).0, Exit::Failed("the VM entry failed, hardware reason 0x21".into()));
         let hw = exit(KVM_EXIT_UNKNOWN, KvmRunExit::from_hw(KvmRunHw { hardware_exit_reason: 0x7B }));
         assert_eq!(decode(&hw).0, Exit::Failed("KVM_EXIT_UNKNOWN: hardware exit reason 0x7b".into()));
+    }
+
+    #[test]
+    fn an_unknown_msr_exit_names_the_msr_and_the_stage_that_handles_it() {
+        let regs = KvmRegs { rcx: 0xC001_0131, rip: 0x10_0123, ..KvmRegs::default() };
+        let (reason, insn) = match cpuid::host_table()[0].ebx == u32::from_le_bytes(*b"Auth") {
+            true => (SVM_EXIT_MSR, "rdmsr or wrmsr"),
+            false => (VMX_EXIT_WRMSR, "wrmsr"),
+        };
+        let text = explain_unknown("KVM_EXIT_UNKNOWN", reason, &regs);
+        assert!(text.contains(&format!("{insn} of MSR 0xc0010131 at rip 0x100123")), "{text}");
+        assert!(text.contains("stage 12"), "{text}");
+        assert_eq!(explain_unknown("KVM_EXIT_UNKNOWN", 0x400, &regs), "KVM_EXIT_UNKNOWN at rip 0x100123");
     }
 
     #[test]
