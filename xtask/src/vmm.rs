@@ -128,3 +128,20 @@ pub fn run(args: Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_backend_loads_its_own_hypervisor() {
+        let kernel = L1Kernel { build: "/k".into() };
+        let rkvm = load_hypervisor(&kernel, "rkvm", Vendor::Amd, 1).unwrap();
+        assert!(rkvm.starts_with("insmod ./rkvm.ko "), "{rkvm}");
+        let amd = load_hypervisor(&kernel, "linux-kvm", Vendor::Amd, 0).unwrap();
+        assert!(amd.contains("insmod ./kvm-amd.ko npt=0 "), "{amd}");
+        let intel = load_hypervisor(&kernel, "linux-kvm", Vendor::Intel, 1).unwrap();
+        assert!(intel.contains("insmod ./kvm-intel.ko ept=1 "), "{intel}");
+        assert!(!intel.contains("rkvm.ko"));
+    }
+}

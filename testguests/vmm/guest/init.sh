@@ -15,6 +15,8 @@ centiseconds() { tr -d . < /proc/uptime | cut -d' ' -f1; }
 
 echo "RKVM-VMM guest: Linux $(uname -r) reached init after $(cut -d' ' -f1 /proc/uptime) s"
 echo "RKVM-VMM guest: $(grep -c ^processor /proc/cpuinfo) CPU, $(grep MemTotal /proc/meminfo | tr -s ' ')"
+# The date comes from the VMM's CMOS clock, read once at boot.
+echo "RKVM-VMM guest: the CMOS clock says $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
 
 # Hundreds of short processes: each is a fork, an exec of busybox (static)
 # and an exit, so the page tables of a new address space are built and
