@@ -31,14 +31,21 @@ pub struct Initramfs {
 impl Initramfs {
     /// busybox, the init script and the directories every job uses.
     pub fn base() -> Result<Self> {
+        let mut fs = Initramfs::busybox(&["rkvm"])?;
+        fs.add_file_from("init", &crate::paths::l1_sources().join("init.sh"), 0o755)?;
+        Ok(fs)
+    }
+
+    /// busybox, the directories a small Linux mounts things on, and
+    /// `extra_dirs`; no init yet.
+    pub fn busybox(extra_dirs: &[&str]) -> Result<Self> {
         let mut fs = Initramfs { entries: Vec::new() };
-        for dir in ["bin", "dev", "proc", "sys", "tmp", "rkvm"] {
-            fs.entries.push((dir.into(), Entry::Dir));
+        for dir in ["bin", "dev", "proc", "sys", "tmp"].iter().chain(extra_dirs) {
+            fs.entries.push((dir.to_string(), Entry::Dir));
         }
         // The kernel opens /dev/console for init before anything mounts devtmpfs.
         fs.entries.push(("dev/console".into(), Entry::CharDev { major: 5, minor: 1 }));
         fs.add_file_from("bin/busybox", Path::new(BUSYBOX), 0o755)?;
-        fs.add_file_from("init", &crate::paths::l1_sources().join("init.sh"), 0o755)?;
         Ok(fs)
     }
 

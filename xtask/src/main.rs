@@ -23,6 +23,7 @@ mod progress;
 mod stages;
 mod test;
 mod test_stage;
+mod vmm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -69,6 +70,8 @@ enum Command {
     Fuzz(fuzz::Args),
     /// Count each paging guest's exits and page faults on rkvm and on Linux's KVM without nested paging.
     Counts(counts::Args),
+    /// Boot the L1 kernel as a guest of rkvm-vmm in L1, on Linux's KVM or on rkvm, and run a fork+exec workload.
+    Vmm(vmm::Args),
 }
 
 fn main() {
@@ -98,5 +101,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Counts(args) => counts::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Vmm(args) => vmm::run(args),
     }
 }

@@ -40,7 +40,7 @@ fn paging_parameter(vendor: Vendor) -> &'static str {
 }
 
 /// Shell lines that load Linux's KVM for `vendor` with `param=value`.
-fn load_kvm(kernel: &L1Kernel, vendor: Vendor, setting: &str) -> String {
+pub fn load_kvm(kernel: &L1Kernel, vendor: Vendor, setting: &str) -> String {
     let mut lines = String::new();
     for module in kernel.kvm_modules(vendor.kvm_module()) {
         let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("");
