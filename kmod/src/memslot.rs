@@ -328,9 +328,14 @@ impl MemSlots {
         if request.npages == 0 || request.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
             return Ok(None);
         }
+        let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
+        if slot.npages() == 0 {
+            return DirtyLog::new(request.npages).map(Some);
+        }
         //@ exercise E11.2
-        //@ instruction: The slot will log: decide with which log, once
-        //@+ `KVM_SET_MEMORY_REGION` has carried out `request`. What must
+        //@ instruction: The slot has pages and will log: decide with which
+        //@+ log, once `KVM_SET_MEMORY_REGION` has carried out `request`
+        //@+ (it may move the slot, resize it, or only change its flags). What must
         //@+ hold: a bit the log holds is never dropped while it is still
         //@+ true (the same pages at the same guest-physical address), and
         //@+ no bit is reported for pages that are new or that moved; and if
@@ -340,7 +345,6 @@ impl MemSlots {
         //@+ of the slot, which gets it back after the resize, which cannot
         //@+ fail for an unchanged size), or `DirtyLog::new`. Which of these may fail, and is it
         //@+ called before `set_region` touches the slot?
-        let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
         if slot.base_gfn == request.base_gfn && slot.npages() == request.npages && slot.dirty.is_some() {
             return Ok(slot.dirty.take());
         }

@@ -293,6 +293,9 @@ impl MemSlots {
             return Ok(None);
         }
         let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
+        if slot.npages() == 0 {
+            return DirtyLog::new(request.npages).map(Some);
+        }
         if slot.base_gfn == request.base_gfn && slot.npages() == request.npages && slot.dirty.is_some() {
             return Ok(slot.dirty.take());
         }

@@ -292,9 +292,14 @@ impl MemSlots {
         if request.npages == 0 || request.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
             return Ok(None);
         }
+        let slot = self.slots.get_mut(request.slot).ok_or(Errno::EINVAL)?;
+        if slot.npages() == 0 {
+            return DirtyLog::new(request.npages).map(Some);
+        }
         // Exercise E11.2.
-        // Instruction: The slot will log: decide with which log, once
-        // `KVM_SET_MEMORY_REGION` has carried out `request`. What must
+        // Instruction: The slot has pages and will log: decide with which
+        // log, once `KVM_SET_MEMORY_REGION` has carried out `request`
+        // (it may move the slot, resize it, or only change its flags). What must
         // hold: a bit the log holds is never dropped while it is still
         // true (the same pages at the same guest-physical address), and
         // no bit is reported for pages that are new or that moved; and if
