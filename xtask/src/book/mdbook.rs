@@ -30,7 +30,7 @@ pub fn ensure_installed() -> Result<PathBuf> {
         .status()
         .context("running cargo install mdbook")?;
     if !status.success() {
-        bail!("installing mdBook {MDBOOK_VERSION} failed (see cargo's output above); crates.io must be reachable");
+        bail!("installing mdBook {MDBOOK_VERSION} failed (see cargo's output above); the Rust package registry must be reachable");
     }
     Ok(mdbook)
 }
