@@ -104,6 +104,9 @@ fn dispatch(vm: &Vm, cmd: u32, arg: usize) -> KResult<isize> {
         //@ begin 11
         abi::KVM_GET_DIRTY_LOG => get_dirty_log(vm, arg),
         //@ end
+        //@ begin 12
+        abi::KVM_INTERRUPT => interrupt(vm, arg),
+        //@ end
         _ => Err(Errno::ENOTTY),
     }
 }
@@ -194,6 +197,18 @@ fn translate(vm: &Vm, arg: usize) -> KResult<isize> {
     Ok(0)
 }
 // ANCHOR_END: kvm_translate
+//@ end
+
+//@ begin 12
+// ANCHOR: kvm_interrupt
+/// `KVM_INTERRUPT`: `EINVAL` for a vector beyond 255 or a vCPU beyond the
+/// VM's, `ENOENT` for a vCPU not made.
+fn interrupt(vm: &Vm, arg: usize) -> KResult<isize> {
+    let irq: abi::KvmInterrupt = read_user(arg)?;
+    vm.with_vcpu(irq.vcpu, |v| v.queue_interrupt(irq.irq))??;
+    Ok(0)
+}
+// ANCHOR_END: kvm_interrupt
 //@ end
 
 //@ begin 11

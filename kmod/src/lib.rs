@@ -24,6 +24,9 @@ pub mod kernel;
 pub mod regs;
 pub mod stats;
 pub mod memslot;
+//@ begin 12
+pub mod irq;
+//@ end
 //@ begin 10
 pub mod emulate;
 //@ end

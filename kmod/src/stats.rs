@@ -61,6 +61,10 @@ pub static STATS: &[StatEntry] = &[
     //@ begin 10
     entry(c"mmio_exits", &MMIO_EXITS),
     //@ end
+    //@ begin 12
+    entry(c"irq_injections", &IRQ_INJECTIONS),
+    entry(c"irq_window_exits", &IRQ_WINDOW_EXITS),
+    //@ end
 ];
 
 //@ begin 5
@@ -97,6 +101,12 @@ pub enum Counter {
     /// Exits to userspace for MMIO.
     MmioExits,
     //@ end
+    //@ begin 12
+    /// External interrupts delivered into the guest.
+    IrqInjections,
+    /// Exits because the guest became able to take an interrupt.
+    IrqWindowExits,
+    //@ end
 }
 
 /// The number of [`Counter`]s.
@@ -117,6 +127,10 @@ pub static SHADOW_PAGES_ZAPPED: AtomicU64 = AtomicU64::new(0);
 //@ end
 //@ begin 10
 pub static MMIO_EXITS: AtomicU64 = AtomicU64::new(0);
+//@ begin 12
+pub static IRQ_INJECTIONS: AtomicU64 = AtomicU64::new(0);
+pub static IRQ_WINDOW_EXITS: AtomicU64 = AtomicU64::new(0);
+//@ end
 //@ end
 
 impl Counter {
@@ -138,6 +152,10 @@ impl Counter {
             //@ end
             //@ begin 10
             Counter::MmioExits => &MMIO_EXITS,
+            //@ end
+            //@ begin 12
+            Counter::IrqInjections => &IRQ_INJECTIONS,
+            Counter::IrqWindowExits => &IRQ_WINDOW_EXITS,
             //@ end
         }
     }
@@ -162,6 +180,10 @@ impl Counter {
         //@ begin 10
         Counter::MmioExits,
         //@ end
+        //@ begin 12
+        Counter::IrqInjections,
+        Counter::IrqWindowExits,
+        //@ end
     ];
 
     /// The name of its debugfs file.
@@ -182,6 +204,10 @@ impl Counter {
             //@ end
             //@ begin 10
             Counter::MmioExits => c"mmio_exits",
+            //@ end
+            //@ begin 12
+            Counter::IrqInjections => c"irq_injections",
+            Counter::IrqWindowExits => c"irq_window_exits",
             //@ end
         }
     }

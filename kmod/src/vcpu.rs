@@ -330,6 +330,11 @@ impl Vcpu {
             }
             cpu::cond_resched();
             vcpu.prepare_mmu()?;
+            //@ begin 12
+            if vcpu.plan_interrupts(run) {
+                break;
+            }
+            //@ end
             let exit = vcpu.enter();
             if exit::handle_exit(&exit, &mut vcpu, run) == Action::ToUser {
                 break;
@@ -430,6 +435,33 @@ impl Running<'_> {
         exit
     }
 
+    //@ begin 12
+    /// Whether the guest can take an external interrupt at the next entry.
+    fn can_take_interrupt(&self) -> bool {
+        const RFLAGS_IF: u64 = 1 << 9;
+        *self.regs.rflags & RFLAGS_IF != 0 && self.hw.arch.interrupt_allowed()
+    }
+
+    /// Before each entry: carries out [`crate::irq::plan`]. Returns true
+    /// if userspace must hear instead that its interrupt window is open
+    /// (the exit is then filled in).
+    fn plan_interrupts(&mut self, run: &mut KvmRun) -> bool {
+        let can_take = self.can_take_interrupt();
+        let plan = crate::irq::plan(can_take, run.request_interrupt_window != 0, &mut self.sregs.interrupt_bitmap);
+        if plan.exit_window_open {
+            run.exit_type = crate::abi::KVM_EXIT_TYPE_VM_EXIT;
+            run.exit_reason = crate::abi::KVM_EXIT_IRQ_WINDOW_OPEN;
+            return true;
+        }
+        if let Some(vector) = plan.inject {
+            self.hw.arch.inject_interrupt(vector);
+            self.stats.count(Counter::IrqInjections);
+        }
+        self.hw.arch.set_window_exiting(plan.window_exiting);
+        false
+    }
+    //@ end
+
     /// Before each entry: the table the guest runs on.
     //@ begin 8
     /// From stage 08, the shadow pages made and thrown away since the
@@ -454,6 +486,12 @@ impl Running<'_> {
         run.instruction_length = self.hw.pending_skip.into();
         run.if_flag = u8::from(*self.regs.rflags & RFLAGS_IF != 0);
         run.ready_for_interrupt_injection = 0;
+        //@ begin 12
+        // 2006's rule: the window is open and nothing of the module's own
+        // is waiting for it.
+        run.ready_for_interrupt_injection =
+            u8::from(self.can_take_interrupt() && !crate::irq::any(&self.sregs.interrupt_bitmap));
+        //@ end
         run.cr8 = self.sregs.cr8;
         run.apic_base = self.sregs.apic_base;
     }
@@ -602,6 +640,17 @@ impl Vcpu {
     }
 }
 // ANCHOR_END: translate
+//@ end
+
+//@ begin 12
+impl Vcpu {
+    /// `KVM_INTERRUPT`: queues external interrupt `irq` for the guest
+    /// (`EINVAL` beyond vector 255). The next entries deliver it when the
+    /// guest can take it.
+    pub fn queue_interrupt(&mut self, irq: u32) -> KResult<()> {
+        crate::irq::raise(&mut self.sregs.interrupt_bitmap, irq)
+    }
+}
 //@ end
 
 //@ begin 11
@@ -898,5 +947,73 @@ mod run_loop_tests {
         let back = v.get_sregs();
         assert_eq!((back.cr0, back.cr8), (0x11, 5));
     }
+
+    //@ begin 12
+    mod interrupts {
+        use super::*;
+
+        const IF: u64 = 1 << 9;
+
+        #[test]
+        fn a_queued_interrupt_goes_in_when_the_guest_can_take_it() {
+            let m = memory(16);
+            let mut v = vcpu_at(0x8000);
+            let st = VmStats::default();
+            assert_eq!(v.queue_interrupt(256), Err(Errno::EINVAL));
+            assert_eq!(v.queue_interrupt(0x21), Ok(()));
+            assert_eq!(v.queue_interrupt(0x20), Ok(()));
+            assert_eq!(v.get_sregs().interrupt_bitmap[0], 3 << 32, "KVM_GET_SREGS shows the queue");
+            v.rflags = 0x2 | IF;
+            let hlt = step(0, VmExit::Hlt { insn_len: 1 });
+            fake::script(&[hlt, hlt, hlt]);
+            let mut run = KvmRun::default();
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            let e = fake::entries();
+            assert_eq!(e.iter().map(|e| e.interrupt).collect::<std::vec::Vec<_>>(), [Some(0x20), Some(0x21)]);
+            assert_eq!(e.iter().map(|e| e.window_exiting).collect::<std::vec::Vec<_>>(), [true, false]);
+            // The first `hlt`, with 0x21 still queued, went on; the second,
+            // with nothing queued, reached userspace.
+            assert_eq!((run.exit_reason, v.rip), (abi::KVM_EXIT_HLT, 0x8002));
+            assert_eq!(st.get(Counter::IrqInjections), 2);
+            assert_eq!(run.ready_for_interrupt_injection, 1);
+        }
+
+        #[test]
+        fn interrupts_off_keep_it_queued_and_ask_for_the_window() {
+            let m = memory(16);
+            let mut v = vcpu_at(0x8000);
+            let st = VmStats::default();
+            v.rflags = 0x2;
+            assert_eq!(v.queue_interrupt(0x30), Ok(()));
+            fake::script(&[step(0, VmExit::Shutdown)]);
+            let mut run = KvmRun::default();
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            let e = fake::entries();
+            assert_eq!((e[0].interrupt, e[0].window_exiting), (None, true));
+            assert_eq!((run.if_flag, run.ready_for_interrupt_injection), (0, 0));
+        }
+
+        #[test]
+        fn userspace_that_asks_for_the_window_hears_when_it_opens() {
+            let m = memory(16);
+            let mut v = vcpu_at(0x8000);
+            let st = VmStats::default();
+            v.rflags = 0x2;
+            fake::script(&[step(3, VmExit::InterruptWindow)]);
+            let mut run = KvmRun { request_interrupt_window: 1, ..KvmRun::default() };
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            assert!(fake::entries()[0].window_exiting);
+            assert_eq!(run.exit_reason, abi::KVM_EXIT_IRQ_WINDOW_OPEN);
+            assert_eq!(st.get(Counter::IrqWindowExits), 1);
+            // With the window open already, userspace hears before any entry.
+            v.rflags = 0x2 | IF;
+            fake::script(&[]);
+            run.exit_reason = 0;
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            assert_eq!((run.exit_reason, fake::entries().len()), (abi::KVM_EXIT_IRQ_WINDOW_OPEN, 0));
+            assert_eq!(run.ready_for_interrupt_injection, 1);
+        }
+    }
+    //@ end
 }
 //@ end

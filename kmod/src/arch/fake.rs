@@ -60,6 +60,12 @@ pub struct Entered {
     pub exception: Option<(u8, Option<u32>)>,
     pub cr2: u64,
     //@ end
+    //@ begin 12
+    /// The external interrupt injected at this entry, and whether the
+    /// interrupt-window exit was on.
+    pub interrupt: Option<u8>,
+    pub window_exiting: bool,
+    //@ end
 }
 
 std::thread_local! {
@@ -89,6 +95,10 @@ pub struct FakeVcpu {
     //@ begin 8
     queued: Option<(u8, Option<u32>)>,
     //@ end
+    //@ begin 12
+    injected: Option<u8>,
+    window_exiting: bool,
+    //@ end
 }
 
 impl ArchVcpu for FakeVcpu {
@@ -112,6 +122,10 @@ impl ArchVcpu for FakeVcpu {
             //@ begin 8
             exception: self.queued.take(),
             cr2: self.sregs.cr2,
+            //@ end
+            //@ begin 12
+            interrupt: self.injected.take(),
+            window_exiting: self.window_exiting,
             //@ end
         };
         ENTRIES.with(|e| e.borrow_mut().push(entered));
@@ -138,6 +152,20 @@ impl ArchVcpu for FakeVcpu {
 
     fn clear_pending_event(&mut self) {
         self.queued = None;
+    }
+    //@ end
+    //@ begin 12
+
+    fn interrupt_allowed(&self) -> bool {
+        self.queued.is_none() && self.injected.is_none()
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.injected = Some(vector);
+    }
+
+    fn set_window_exiting(&mut self, on: bool) {
+        self.window_exiting = on;
     }
     //@ end
 }

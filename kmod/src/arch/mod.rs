@@ -163,6 +163,21 @@ pub trait ArchVcpu: Send {
     /// Forgets any event the next entry would deliver.
     fn clear_pending_event(&mut self);
     //@ end
+    //@ begin 12
+
+    /// Whether nothing but RFLAGS.IF (generic code's to check) keeps the
+    /// guest from taking an external interrupt at the next entry: no
+    /// interrupt shadow (SDM Vol. 3A, 6.8.3) and no event already queued.
+    fn interrupt_allowed(&self) -> bool;
+
+    /// Queues external interrupt `vector` for the next entry, which
+    /// delivers it through the guest's IDT as the processor would.
+    fn inject_interrupt(&mut self, vector: u8);
+
+    /// With `on`, the processor exits (`VmExit::InterruptWindow`) as soon
+    /// as the guest can take an interrupt; without, it does not.
+    fn set_window_exiting(&mut self, on: bool);
+    //@ end
 }
 // ANCHOR_END: arch_vcpu
 

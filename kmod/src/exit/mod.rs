@@ -68,6 +68,10 @@ pub enum VmExit {
     /// A host interrupt (or NMI) arrived while the guest ran; the host
     /// handles it as soon as interrupts are on again.
     ExternalInterrupt,
+    //@ begin 12
+    /// The guest can take an interrupt now, as the module asked to hear.
+    InterruptWindow,
+    //@ end
     /// The processor refused to enter the guest, for this hardware reason.
     FailEntry { hardware_reason: u32 },
     /// An exit no handler knows, with the hardware's own exit reason.
@@ -249,6 +253,9 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
             ctx.count(Counter::IrqExits);
             Action::Resume
         }
+        //@ begin 12
+        VmExit::InterruptWindow => handle_interrupt_window(ctx, run),
+        //@ end
         VmExit::FailEntry { hardware_reason } => {
             run.exit_type = abi::KVM_EXIT_TYPE_FAIL_ENTRY;
             run.exit_reason = hardware_reason;
@@ -287,8 +294,31 @@ fn to_user_exception(vector: u8, error_code: u32, run: &mut KvmRun) -> Action {
 fn handle_hlt(insn_len: u8, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
     ctx.count(Counter::HaltExits);
     ctx.skip_instruction(insn_len);
+    //@ begin 12
+    // From stage 12: a queued interrupt ends the halt at once; the next
+    // entry delivers it, and the handler returns after the `hlt`.
+    if crate::irq::any(&ctx.sregs().interrupt_bitmap) {
+        return Action::Resume;
+    }
+    //@ end
     to_user(run, abi::KVM_EXIT_HLT)
 }
+
+//@ begin 12
+// ANCHOR: handle_interrupt_window
+/// The interrupt window opened. If userspace asked for it and has nothing
+/// queued, it hears now (`KVM_EXIT_IRQ_WINDOW_OPEN`), as 2006's
+/// `interrupt_window_interception`; otherwise the next entry delivers
+/// what is queued.
+fn handle_interrupt_window(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
+    ctx.count(Counter::IrqWindowExits);
+    if run.request_interrupt_window != 0 && !crate::irq::any(&ctx.sregs().interrupt_bitmap) {
+        return to_user(run, abi::KVM_EXIT_IRQ_WINDOW_OPEN);
+    }
+    Action::Resume
+}
+// ANCHOR_END: handle_interrupt_window
+//@ end
 // ANCHOR_END: handle_hlt
 
 //@ begin 6

@@ -287,6 +287,31 @@ impl ArchVcpu for SvmVcpu {
         self.vmcb_mut().control.event_inj = 0;
     }
     //@ end
+    //@ begin 12
+
+    fn interrupt_allowed(&self) -> bool {
+        const VALID: u64 = 1 << 31;
+        let c = &self.vmcb().control;
+        c.int_state & 1 == 0 && c.event_inj & VALID == 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        // Type 0, "external or virtual interrupt" (APM Vol. 2, 15.20).
+        const VALID: u64 = 1 << 31;
+        self.vmcb_mut().control.event_inj = u64::from(vector) | VALID;
+    }
+
+    fn set_window_exiting(&mut self, on: bool) {
+        let c = &mut self.vmcb_mut().control;
+        if on {
+            c.int_ctl |= vmcb::V_IRQ | vmcb::V_IGN_TPR | vmcb::V_INTR_PRIO;
+            c.intercept_misc1 |= vmcb::misc1::VINTR;
+        } else {
+            c.int_ctl &= !(vmcb::V_IRQ | vmcb::V_IGN_TPR | vmcb::V_INTR_PRIO);
+            c.intercept_misc1 &= !vmcb::misc1::VINTR;
+        }
+    }
+    //@ end
 }
 
 //@ begin 8

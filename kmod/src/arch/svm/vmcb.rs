@@ -184,6 +184,11 @@ pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
     pub const SMI: u32 = 1 << 2;
+    //@ begin 12
+    /// A virtual interrupt (V_IRQ) is about to be taken: used only to
+    /// hear when the guest's interrupt window opens.
+    pub const VINTR: u32 = 1 << 4;
+    //@ end
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
@@ -216,6 +221,18 @@ pub mod misc2 {
 /// `vmrun`, so a guest that runs `cli` cannot keep the host's timer out
 /// (APM Vol. 2, 15.21.1 "Physical (INTR) Interrupt Masking in EFLAGS").
 pub const V_INTR_MASKING: u32 = 1 << 24;
+
+//@ begin 12
+/// `int_ctl.V_IRQ`, with V_IGN_TPR and the highest V_INTR_PRIO: a virtual
+/// interrupt the guest takes as soon as its RFLAGS.IF and interrupt
+/// shadow allow, whatever its task priority. With the VINTR intercept it
+/// is never taken: the intercept exits first, which is the interrupt
+/// window (APM Vol. 2, 15.21.4 "Injecting Virtual (INTR) Interrupts"),
+/// as Linux's KVM asks for it today.
+pub const V_IRQ: u32 = 1 << 8;
+pub const V_IGN_TPR: u32 = 1 << 20;
+pub const V_INTR_PRIO: u32 = 0xF << 16;
+//@ end
 
 /// `tlb_control`: flush every ASID's TLB entries at `vmrun`.
 pub const TLB_CONTROL_FLUSH_ALL: u8 = 1;

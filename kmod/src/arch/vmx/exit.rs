@@ -20,6 +20,9 @@ pub mod reason {
     pub const EXCEPTION_NMI: u16 = 0;
     pub const EXTERNAL_INTERRUPT: u16 = 1;
     pub const TRIPLE_FAULT: u16 = 2;
+    //@ begin 12
+    pub const INTERRUPT_WINDOW: u16 = 7;
+    //@ end
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
     //@ begin 8
@@ -109,6 +112,9 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         // The host's own timer: it takes its CPU back, as an interrupt does.
         reason::PREEMPTION_TIMER => VmExit::ExternalInterrupt,
         reason::TRIPLE_FAULT => VmExit::Shutdown,
+        //@ begin 12
+        reason::INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        //@ end
         reason::HLT => VmExit::Hlt { insn_len },
         //@ begin 6
         reason::CPUID => VmExit::Cpuid { insn_len },

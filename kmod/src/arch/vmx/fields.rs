@@ -161,6 +161,12 @@ pub mod pin {
 /// Primary processor-based VM-execution controls (SDM Vol. 3C, 25.6.2,
 /// Table 25-6).
 pub mod cpu {
+    //@ begin 12
+    /// Exit as soon as the guest can take an external interrupt (SDM Vol.
+    /// 3C, 26.7.5). Every VMX processor allows it; it is set only while
+    /// the module waits for the guest's interrupt window.
+    pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
+    //@ end
     pub const HLT_EXITING: u32 = 1 << 7;
     //@ begin 8
     /// `invlpg` exits: the shadow must drop its translation too.

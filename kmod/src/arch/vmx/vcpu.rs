@@ -69,6 +69,14 @@ pub struct VmxVcpu {
     /// without the "load IA32_EFER" controls.
     efer_msrs: Option<Page>,
     //@ end
+    //@ begin 12
+    /// The guest's interruptibility state after the last exit (SDM Vol.
+    /// 3C, 25.4.2, Table 25-3): bit 0 blocking by `sti`, bit 1 by `mov ss`.
+    interruptibility: u32,
+    /// The interrupt-window exit is wanted, and is set in the VMCS.
+    window_exiting: bool,
+    window_exiting_written: bool,
+    //@ end
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
     //@ end
@@ -95,6 +103,11 @@ impl VmxVcpu {
             //@ begin 8
             queued_event: None,
             icebp_len: None,
+            //@ begin 12
+            interruptibility: 0,
+            window_exiting: false,
+            window_exiting_written: false,
+            //@ end
             db_dr6: 0,
             load_dr6: None,
             efer_msrs: None,
@@ -389,7 +402,17 @@ impl VmxVcpu {
             //@ end
             self.setup_done = true;
             self.sregs_dirty = true;
+            //@ begin 12
+            self.window_exiting_written = false;
+            //@ end
         }
+        //@ begin 12
+        if self.window_exiting != self.window_exiting_written {
+            let window = if self.window_exiting { super::fields::cpu::INTERRUPT_WINDOW_EXITING } else { 0 };
+            vmcs.write(CPU_BASED_VM_EXEC_CONTROL, (self.controls.cpu | window).into());
+            self.window_exiting_written = self.window_exiting;
+        }
+        //@ end
         if self.host_cpu != Some(entry.cpu) {
             host::write_per_cpu(&mut vmcs);
             //@ begin 8
@@ -511,6 +534,9 @@ impl VmxVcpu {
     /// the next entry, and a #DB's DR6 bits and an `int1`'s length are
     /// kept for its reflection.
     fn after_exit(&mut self, vmcs: &CurrentVmcs, info: &ExitInfo) {
+        //@ begin 12
+        self.interruptibility = vmcs.read(GUEST_INTERRUPTIBILITY_INFO) as u32;
+        //@ end
         self.queued_event = reinject(
             vmcs.read(IDT_VECTORING_INFO_FIELD) as u32,
             vmcs.read(IDT_VECTORING_ERROR_CODE) as u32,
@@ -649,6 +675,26 @@ impl ArchVcpu for VmxVcpu {
 
     fn clear_pending_event(&mut self) {
         self.queued_event = None;
+    }
+    //@ end
+    //@ begin 12
+
+    fn interrupt_allowed(&self) -> bool {
+        // Without unrestricted guest a real-mode guest runs as it is
+        // (see `guest.rs`) and no event can be delivered to it: its
+        // interrupts wait.
+        let shadow = !self.clear_interrupt_shadow && self.interruptibility & 3 != 0;
+        !guest::real_mode(&self.sregs) && !shadow && self.queued_event.is_none()
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        // Type 0, "external interrupt" (SDM Vol. 3C, Table 25-17).
+        const VALID: u32 = 1 << 31;
+        self.queued_event = Some(Event { info: u32::from(vector) | VALID, error_code: 0, insn_len: 0 });
+    }
+
+    fn set_window_exiting(&mut self, on: bool) {
+        self.window_exiting = on;
     }
     //@ end
 }
