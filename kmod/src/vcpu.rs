@@ -446,6 +446,11 @@ impl Running<'_> {
     /// if userspace must hear instead that its interrupt window is open
     /// (the exit is then filled in).
     fn plan_interrupts(&mut self, run: &mut KvmRun) -> bool {
+        if !crate::irq::any(&self.sregs.interrupt_bitmap) && run.request_interrupt_window == 0 {
+            // Nothing queued, nothing asked: the common case.
+            self.hw.arch.set_window_exiting(false);
+            return false;
+        }
         let can_take = self.can_take_interrupt();
         let plan = crate::irq::plan(can_take, run.request_interrupt_window != 0, &mut self.sregs.interrupt_bitmap);
         if plan.exit_window_open {

@@ -16,6 +16,16 @@ pub const ECHO_PORT: u16 = 0xE0;
 pub const COUNTER_PORT: u16 = 0xE4;
 /// No device: guests write here only so that the trace shows a value.
 pub const REPORT_PORT: u16 = 0xE8;
+/// `out` raises an interrupt line: the runner queues the vector (the low
+/// byte) and hands it to the hypervisor (`KVM_INTERRUPT`) when the guest
+/// can take it, lowest vector first, like an interrupt controller.
+pub const IRQ_PORT: u16 = 0xE6;
+/// `out` arms the timer: the next N `hlt`s (N the low byte) each wait for
+/// a timer tick, which raises vector [`TIMER_VECTOR`]; a `hlt` with no
+/// tick left stops the guest, as always.
+pub const TIMER_PORT: u16 = 0xE7;
+/// The timer's vector: IRQ 0 of an 8259 programmed as Linux programs it.
+pub const TIMER_VECTOR: u8 = 0x20;
 /// `out` (in a guest whose header says `dirty-log: yes`) makes the runner
 /// read the dirty log of guest memory into the trace (`dirty` lines): the
 /// pages written since the last read.
@@ -45,6 +55,10 @@ pub fn cpuid(leaf: u32) -> [u32; 4] {
 
 /// The state of every device, and the trace of what the guest did.
 pub struct Devices {
+    /// Interrupt vectors raised and not yet handed to the hypervisor.
+    irqs: std::collections::BTreeSet<u8>,
+    /// `hlt`s left that wait for a timer tick.
+    ticks: u8,
     echo: u32,
     counter: u8,
     console: Vec<u8>,
@@ -55,6 +69,8 @@ pub struct Devices {
 impl Default for Devices {
     fn default() -> Self {
         Devices {
+            irqs: Default::default(),
+            ticks: 0,
             echo: 0,
             counter: 0,
             console: Vec::new(),
@@ -93,12 +109,14 @@ impl Devices {
                 return OutEffect::Exit;
             }
             _ => {
+                self.trace.push(Event::Out { port, size, value });
                 match port {
                     ECHO_PORT => self.echo = value,
                     COUNTER_PORT => self.counter = value as u8,
+                    IRQ_PORT => self.raise(value as u8),
+                    TIMER_PORT => self.ticks = value as u8,
                     _ => {}
                 }
-                self.trace.push(Event::Out { port, size, value });
             }
         }
         OutEffect::Continue
@@ -114,6 +132,33 @@ impl Devices {
         };
         self.trace.push(Event::In { port, size, value });
         value
+    }
+
+    /// An interrupt line goes up: the vector waits for the guest.
+    pub fn raise(&mut self, vector: u8) {
+        self.trace.push(Event::Irq(vector));
+        self.irqs.insert(vector);
+    }
+
+    /// The vector to hand to the hypervisor next, if one waits.
+    pub fn next_irq(&self) -> Option<u8> {
+        self.irqs.first().copied()
+    }
+
+    /// The hypervisor took `vector`.
+    pub fn irq_taken(&mut self, vector: u8) {
+        self.irqs.remove(&vector);
+    }
+
+    /// A `hlt`: if the timer is armed, the guest waits for its tick, which
+    /// raises [`TIMER_VECTOR`]; `false` if not (the guest stops).
+    pub fn halt_waits(&mut self) -> bool {
+        if self.ticks == 0 {
+            return false;
+        }
+        self.ticks -= 1;
+        self.raise(TIMER_VECTOR);
+        true
     }
 
     fn next_count(&mut self) -> u8 {

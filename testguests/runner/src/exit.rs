@@ -35,6 +35,9 @@ pub enum Exit {
     FailEntry { reason: u64 },
     /// A signal interrupted `KVM_RUN` (the timeout's timer, usually).
     Interrupted,
+    /// The guest can take an interrupt now, as the runner asked
+    /// (`KVM_EXIT_IRQ_WINDOW_OPEN`).
+    IrqWindowOpen,
 }
 
 /// What the backend gives the guest before running it again.
@@ -94,7 +97,8 @@ pub fn handle(exit: Exit, devices: &mut Devices) -> Action {
         }
         Exit::MmioRead { addr, len } => Action::Resume(Reply::Mmio(devices.mmio_read(addr, len))),
         Exit::Cpuid { leaf } => Action::Resume(Reply::Cpuid(cpuid(leaf))),
-        Exit::Interrupted => Action::Resume(Reply::Done),
+        Exit::Interrupted | Exit::IrqWindowOpen => Action::Resume(Reply::Done),
+        Exit::Hlt if devices.halt_waits() => Action::Resume(Reply::Done),
         Exit::Hlt => stop(devices, Event::Hlt, Stop::Hlt),
         Exit::Shutdown => stop(devices, Event::Shutdown, Stop::Shutdown),
         Exit::Exception { vector, error_code } => stop(devices, Event::Exception { vector, error_code }, Stop::Exception),

@@ -87,12 +87,28 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing })
 }
 
+/// Before each run, as 2006's QEMU did without an in-kernel interrupt
+/// controller: the lowest raised vector goes to the hypervisor if the
+/// last exit said the guest could take it; if one is left waiting, the
+/// runner asks to hear when the guest can.
+pub fn hand_over_interrupts(vcpu: &mut dyn Vcpu, devices: &mut Devices) -> Result<()> {
+    if let Some(vector) = devices.next_irq()
+        && vcpu.interrupt_ready()
+    {
+        vcpu.interrupt(vector)?;
+        devices.irq_taken(vector);
+    }
+    vcpu.request_interrupt_window(devices.next_irq().is_some());
+    Ok(())
+}
+
 /// The `KVM_RUN` loop: run, handle the exit, reply, until the guest stops.
 /// Returns how it stopped and how many times `KVM_RUN` returned.
 fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options, dirty_log: bool) -> Result<(Stop, u64)> {
     let timer = Timer::start(options.timeout)?;
     let mut runs = 0;
     loop {
+        hand_over_interrupts(vcpu, devices)?;
         let exit = vcpu.run()?;
         runs += 1;
         if options.verbose {

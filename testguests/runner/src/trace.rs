@@ -48,6 +48,9 @@ pub enum Event {
     /// The dirty log read at the guest's request: the guest frames written
     /// since the last read.
     Dirty(Vec<u64>),
+    /// An interrupt line went up with this vector (the guest asked for it,
+    /// or the timer ticked); it reaches the guest when the guest can take it.
+    Irq(u8),
 }
 
 /// `0x` and exactly `2 * bytes` hex digits.
@@ -80,6 +83,7 @@ impl fmt::Display for Event {
             }
             Event::Reg(name, value) => write!(f, "reg {name} {}", Hex(*value, 8)),
             Event::Dirty(frames) => write!(f, "dirty{}", frame_ranges(frames)),
+            Event::Irq(vector) => write!(f, "irq {vector:#04x}"),
         }
     }
 }

@@ -27,6 +27,11 @@ pub trait Vm2006 {
     fn translate(&mut self, linear: u64) -> io::Result<KvmTranslation>;
     /// Slot 0, as this process maps it.
     fn memory(&mut self) -> &mut [u8];
+    /// `KVM_INTERRUPT` on the vCPU.
+    fn interrupt(&mut self, irq: u32) -> io::Result<()> {
+        let _ = irq;
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// `KVM_GET_DIRTY_LOG` of slot 0 into `bitmap`.
     fn get_dirty_log(&mut self, bitmap: &mut [u8]) -> io::Result<()> {
         let _ = bitmap;
@@ -93,6 +98,10 @@ impl Vm2006 for DevRkvm {
 
     fn memory(&mut self) -> &mut [u8] {
         self.memory.as_mut_slice()
+    }
+
+    fn interrupt(&mut self, irq: u32) -> io::Result<()> {
+        ioctl(&self.device, KVM_INTERRUPT, &mut KvmInterrupt { vcpu: VCPU, irq }).map(drop)
     }
 
     fn get_dirty_log(&mut self, bitmap: &mut [u8]) -> io::Result<()> {

@@ -23,6 +23,7 @@ use kvm_bindings::{
     kvm_segment, kvm_sregs, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::os::fd::AsRawFd;
 use rkvm::abi::{KvmDtable, KvmRegs, KvmSegment, KvmSregs};
 
 /// Where KVM may put the real-mode TSS that Intel CPUs without
@@ -134,6 +135,7 @@ impl Vcpu for LinuxKvm {
                 (Exit::MmioRead { addr, len: data.len() as u8 }, pending)
             }
             Ok(VcpuExit::Hlt) => (Exit::Hlt, Pending::Nothing),
+            Ok(VcpuExit::IrqWindowOpen) => (Exit::IrqWindowOpen, Pending::Nothing),
             Ok(VcpuExit::Shutdown) => (Exit::Shutdown, Pending::Nothing),
             Ok(VcpuExit::FailEntry(reason, _cpu)) => (Exit::FailEntry { reason }, Pending::Nothing),
             Ok(_) => (Exit::Unknown { reason: u32::MAX, detail: 0 }, Pending::Nothing),
@@ -187,6 +189,29 @@ impl Vcpu for LinuxKvm {
         let current = self.vcpu.get_sregs().context("KVM_GET_SREGS")?;
         self.vcpu.set_sregs(&to_kvm_sregs(sregs, current)).context("KVM_SET_SREGS")?;
         self.vcpu.set_regs(&to_kvm_regs(regs)).context("KVM_SET_REGS")
+    }
+
+    fn interrupt_ready(&mut self) -> bool {
+        self.vcpu.get_kvm_run().ready_for_interrupt_injection != 0
+    }
+
+    fn interrupt(&mut self, vector: u8) -> Result<()> {
+        // `_IOW(KVMIO, 0x86, struct kvm_interrupt)`, which kvm-ioctls does
+        // not wrap: without an in-kernel interrupt controller, today's KVM
+        // takes interrupts from userspace as 2006's did.
+        const KVM_INTERRUPT: libc::c_ulong = 0x4004_AE86;
+        let irq = kvm_bindings::kvm_interrupt { irq: vector.into() };
+        // SAFETY: the vCPU's descriptor, and a `kvm_interrupt` the kernel
+        // only reads, alive for the call.
+        let result = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_INTERRUPT as _, &irq) };
+        if result < 0 {
+            return Err(std::io::Error::last_os_error()).context("KVM_INTERRUPT");
+        }
+        Ok(())
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        self.vcpu.get_kvm_run().request_interrupt_window = u8::from(on);
     }
 }
 

@@ -38,6 +38,14 @@ pub trait Vcpu {
     fn save(&mut self) -> Result<(KvmRegs, KvmSregs)>;
     /// Sets what `save` gave, in a VM that has not run yet.
     fn restore(&mut self, regs: &KvmRegs, sregs: &KvmSregs) -> Result<()>;
+    /// Whether the last exit said an interrupt could go in now
+    /// (`kvm_run.ready_for_interrupt_injection`).
+    fn interrupt_ready(&mut self) -> bool;
+    /// `KVM_INTERRUPT`: hands vector `vector` to the hypervisor.
+    fn interrupt(&mut self, vector: u8) -> Result<()>;
+    /// Sets `kvm_run.request_interrupt_window` for the next run: exit
+    /// (`Exit::IrqWindowOpen`) as soon as the guest can take an interrupt.
+    fn request_interrupt_window(&mut self, on: bool);
 }
 
 /// Which hypervisor to use.

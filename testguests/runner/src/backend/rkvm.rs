@@ -97,6 +97,7 @@ impl<V: Vm2006> Rkvm<V> {
             KVM_EXIT_MMIO => decode_mmio(run.exit.mmio()),
             KVM_EXIT_CPUID => (Exit::Cpuid { leaf: self.get_regs()?.rax as u32 }, Pending::Cpuid),
             KVM_EXIT_HLT => (Exit::Hlt, Pending::Nothing),
+            KVM_EXIT_IRQ_WINDOW_OPEN => (Exit::IrqWindowOpen, Pending::Nothing),
             KVM_EXIT_SHUTDOWN => (Exit::Shutdown, Pending::Nothing),
             KVM_EXIT_EXCEPTION => {
                 let ex = run.exit.ex();
@@ -318,6 +319,18 @@ impl<V: Vm2006> Vcpu for Rkvm<V> {
     fn restore(&mut self, regs: &KvmRegs, sregs: &KvmSregs) -> Result<()> {
         self.vm.set_sregs(sregs).context("KVM_SET_SREGS")?;
         self.set_regs(*regs)
+    }
+
+    fn interrupt_ready(&mut self) -> bool {
+        self.run.ready_for_interrupt_injection != 0
+    }
+
+    fn interrupt(&mut self, vector: u8) -> Result<()> {
+        self.vm.interrupt(vector.into()).context("KVM_INTERRUPT")
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        self.run.request_interrupt_window = u8::from(on);
     }
 }
 
