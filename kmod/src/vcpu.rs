@@ -436,6 +436,7 @@ impl Running<'_> {
     }
 
     //@ begin 12
+    // ANCHOR: plan_interrupts
     /// Whether the guest can take an external interrupt at the next entry.
     fn can_take_interrupt(&self) -> bool {
         const RFLAGS_IF: u64 = 1 << 9;
@@ -465,6 +466,7 @@ impl Running<'_> {
         self.hw.arch.set_window_exiting(plan.window_exiting);
         false
     }
+    // ANCHOR_END: plan_interrupts
     //@ end
 
     /// Before each entry: the table the guest runs on.

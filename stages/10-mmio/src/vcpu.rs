@@ -807,4 +807,5 @@ mod run_loop_tests {
         let back = v.get_sregs();
         assert_eq!((back.cr0, back.cr8), (0x11, 5));
     }
+
 }

@@ -87,6 +87,7 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing })
 }
 
+// ANCHOR: hand_over
 /// Before each run, as 2006's QEMU did without an in-kernel interrupt
 /// controller: the lowest raised vector goes to the hypervisor if the
 /// last exit said the guest could take it; if one is left waiting, the
@@ -101,6 +102,7 @@ pub fn hand_over_interrupts(vcpu: &mut dyn Vcpu, devices: &mut Devices) -> Resul
     vcpu.request_interrupt_window(devices.next_irq().is_some());
     Ok(())
 }
+// ANCHOR_END: hand_over
 
 /// The `KVM_RUN` loop: run, handle the exit, reply, until the guest stops.
 /// Returns how it stopped and how many times `KVM_RUN` returned.

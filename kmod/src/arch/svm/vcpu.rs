@@ -289,6 +289,7 @@ impl ArchVcpu for SvmVcpu {
     //@ end
     //@ begin 12
 
+    // ANCHOR: svm_interrupts
     fn interrupt_allowed(&self) -> bool {
         const VALID: u64 = 1 << 31;
         let c = &self.vmcb().control;
@@ -311,6 +312,7 @@ impl ArchVcpu for SvmVcpu {
             c.intercept_misc1 &= !vmcb::misc1::VINTR;
         }
     }
+    // ANCHOR_END: svm_interrupts
     //@ end
 }
 

@@ -679,6 +679,7 @@ impl ArchVcpu for VmxVcpu {
     //@ end
     //@ begin 12
 
+    // ANCHOR: vmx_interrupts
     fn interrupt_allowed(&self) -> bool {
         // Without unrestricted guest a real-mode guest runs as it is
         // (see `guest.rs`) and no event can be delivered to it: its
@@ -696,6 +697,7 @@ impl ArchVcpu for VmxVcpu {
     fn set_window_exiting(&mut self, on: bool) {
         self.window_exiting = on;
     }
+    // ANCHOR_END: vmx_interrupts
     //@ end
 }
 

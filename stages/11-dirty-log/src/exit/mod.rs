@@ -267,6 +267,7 @@ fn handle_hlt(insn_len: u8, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Acti
     ctx.skip_instruction(insn_len);
     to_user(run, abi::KVM_EXIT_HLT)
 }
+
 // ANCHOR_END: handle_hlt
 
 // ANCHOR: handle_cpuid
