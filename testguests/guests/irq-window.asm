@@ -8,8 +8,9 @@
 ; instead. `sti` turns interrupts on after the next instruction (SDM Vol.
 ; 3A, 6.8.3), so the `mov` after it runs first, then 0x21 and 0x22 are
 ; delivered (each handler reports its vector, with IF clear until its
-; `iret`), then the report of 2. The same again with a port write in the
-; `sti` shadow: the write happens, then vector 0x24.
+; `iret`), then the report of 2. Then a port write is the instruction in
+; the shadow of `sti`: it exits to the runner, and vector 0x24 may go in
+; only once the write is done.
 
 %include "rkvm.inc"
 
@@ -51,9 +52,10 @@ start:
     out REPORT_PORT, eax        ; after 0x21 and 0x22
     cli
     raise 0x24
+    mov eax, 3
     sti
-    report 3                    ; `mov eax, 3` is in the shadow; the out after it
-    report 4                    ; 0x24 came before this one
+    out REPORT_PORT, eax        ; in the shadow of sti, and it exits: 0x24 after it
+    report 4
     cli
     mov al, 0
     out EXIT_PORT, al
