@@ -13,6 +13,8 @@ mod libtest;
 mod scratch;
 
 pub use libtest::{Outcome, Run, TestResult};
+#[cfg(test)]
+pub use scratch::copy_tree;
 
 use crate::paths;
 use crate::stages::{self, ExerciseId, LAST_STAGE, dir_name};
@@ -191,6 +193,6 @@ fn print_unsolved(unsolved: &BTreeSet<ExerciseId>) {
     }
     println!("== exercises not solved yet");
     for id in unsolved {
-        println!("  {id}: `cargo xtask hint {id}` shows its instruction and hint");
+        println!("  {id}: `cargo xtask hint {id}` shows its instruction and first hint");
     }
 }
