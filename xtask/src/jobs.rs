@@ -9,7 +9,7 @@ use crate::kernel::{self, L1Kernel};
 use crate::l1::{self, Check, Job};
 use crate::platform::{Platform, Vendor};
 use crate::{kmod, paths};
-use anyhow::Result;
+use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -77,6 +77,14 @@ pub fn fit_to_platform(job: &mut Job, platform: &dyn Platform) {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
+    /// Load stage N's module, built from your own `stages/NN-slug/`,
+    /// instead of the complete module of `kmod/`.
+    #[arg(long)]
+    pub stage: Option<u32>,
+    /// With `--stage N`: stage N with its exercises solved (its
+    /// `solutions/NN-slug/` laid over a copy, as `test-stage N --solution`).
+    #[arg(long, requires = "stage")]
+    pub solution: bool,
     /// The L1 platform (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
@@ -88,11 +96,27 @@ pub struct RunArgs {
     pub commands: String,
 }
 
-/// `cargo xtask l1 'commands'`: boots L1 with the module, the programs and
-/// Linux's KVM modules, runs the commands and shows the whole console.
+/// `cargo xtask l1 [--stage N [--solution]] 'commands'`: boots L1 with the
+/// module (stage N's, or kmod/'s), the programs and Linux's KVM modules,
+/// runs the commands and shows the whole console.
 pub fn run_commands(args: RunArgs) -> Result<()> {
-    let platform = crate::platform::select(args.platform.as_deref())?;
-    let (mut job, kernel) = module_job("l1", &paths::root().join("kmod"), kmod_stage()?, None)?;
+    let (crate_dir, max_stage) = match args.stage {
+        Some(stage) => (crate::test_stage::stage_crate(stage, args.solution)?, stage),
+        None => {
+            let kmod = paths::root().join("kmod");
+            if !kmod.is_dir() {
+                bail!("this tree has no kmod/: name the stage whose module L1 loads, with `--stage N`");
+            }
+            (kmod, kmod_stage()?)
+        }
+    };
+    let platform = match args.stage.and_then(stage_vendor) {
+        Some(vendor) => crate::platform::select_for(args.platform.as_deref(), vendor)?,
+        None => crate::platform::select(args.platform.as_deref())?,
+    };
+    let shown = crate_dir.strip_prefix(paths::root()).unwrap_or(&crate_dir).display().to_string();
+    println!("l1: rkvm.ko is built from {shown}/");
+    let (mut job, kernel) = module_job("l1", &crate_dir, max_stage, None)?;
     for module in kernel.kvm_modules(platform.vendor().kvm_module()) {
         let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.ko").to_string();
         job.files.push((format!("rkvm/{name}"), std::fs::read(&module)?, 0o644));

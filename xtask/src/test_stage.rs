@@ -75,7 +75,7 @@ pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>) -> Result<
 
 /// The directory whose crate is tested: the stage itself, or its solved
 /// copy under `target/`.
-fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
+pub fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
     ensure!((1..=LAST_STAGE).contains(&stage), "there is no stage {stage}: stages are 1 to {LAST_STAGE}");
     let dir = stages::stage_dir(stage);
     if !dir.is_dir() {
@@ -87,6 +87,13 @@ fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
     }
     if solution && stages::solution_dir(stage).is_dir() {
         return scratch::prepare(stage);
+    }
+    if solution && dir.join(stages::hints::FILE).is_file() {
+        bail!(
+            "solutions/{}/ is not in this tree, so stage {stage} cannot be run with its solutions; \
+             run it as it is, without --solution",
+            dir_name(stage)
+        );
     }
     if solution {
         println!("stage {stage} has no exercises: its crate is its own solution");
