@@ -8,7 +8,7 @@
 use crate::kernel::{self, L1Kernel};
 use crate::l1::{self, Check, Job};
 use crate::platform::{Platform, Vendor};
-use crate::{kmod, paths};
+use crate::{kmod, paths, report};
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,31 +38,51 @@ pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, l1_tree: Option<
 }
 
 /// Runs `job` and returns every check it reported, plus one for the job
-/// running to its end.
+/// running to its end, plus every check it announced and never reported
+/// (as not run, with the reason). Prints the checks that did not run and
+/// then the kernel's messages, after the checks that did.
 pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Vec<Check>> {
     println!("  booting L1 on {} ({} CPUs)", platform.name(), job.cpus);
     let outcome = l1::run(platform, kernel, job)?;
     let done = l1::completion_check(job, &outcome);
     l1::print_check(&done);
+    let stops = report::Stops { stopped: &outcome.stopped, infos: &outcome.infos, job_ended: outcome.job_status.is_some() };
+    let not_run = report::not_run(&outcome.plan, &outcome.checks, &stops);
+    print_not_run(&not_run);
+    l1::print_kernel_messages(&outcome);
     println!("  L1 run took {:.1?}; console log: {}", outcome.elapsed, outcome.log.display());
     let mut checks = outcome.checks;
     checks.push(done);
+    checks.extend(not_run);
     Ok(checks)
+}
+
+/// The checks that did not run, under their reasons.
+fn print_not_run(not_run: &[Check]) {
+    if not_run.is_empty() {
+        return;
+    }
+    let n = not_run.len();
+    println!("  {n} {} not run:", if n == 1 { "check did" } else { "checks did" });
+    for (why, names) in report::by_reason(not_run) {
+        println!("  {why}:");
+        for name in names {
+            println!("    not run  {name}");
+        }
+    }
 }
 
 /// Stage `stage`'s tests in L1: its module (from `stage_dir`, the stage
 /// crate or its solved copy) with the checks and guests of stages up to it.
-/// Returns (passed, failed).
-pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Result<(u32, u32)> {
+/// Returns every check, run or not.
+pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Result<Vec<Check>> {
     let platform = match stage_vendor(stage) {
         Some(vendor) => crate::platform::select_for(platform, vendor)?,
         None => crate::platform::select(platform)?,
     };
     let (mut job, kernel) = module_job(&format!("stage-{stage:02}"), stage_dir, stage, None)?;
     fit_to_platform(&mut job, platform.as_ref());
-    let checks = run_checks(platform.as_ref(), &kernel, &job)?;
-    let passed = checks.iter().filter(|c| c.passed).count() as u32;
-    Ok((passed, checks.len() as u32 - passed))
+    run_checks(platform.as_ref(), &kernel, &job)
 }
 
 /// Bochs runs L1 tens of times slower than QEMU: its jobs get more time,

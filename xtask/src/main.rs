@@ -21,6 +21,7 @@ mod oracle;
 mod paths;
 mod platform;
 mod progress;
+mod report;
 mod stages;
 mod test;
 mod test_stage;

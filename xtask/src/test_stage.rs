@@ -16,6 +16,7 @@ pub use libtest::{Outcome, Run, TestResult};
 #[cfg(test)]
 pub use scratch::copy_tree;
 
+use crate::l1::Check;
 use crate::paths;
 use crate::stages::{self, ExerciseId, LAST_STAGE, dir_name};
 use anyhow::{Result, bail, ensure};
@@ -38,7 +39,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let tally = test_stage(args.stage, args.solution, args.platform.as_deref())?;
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    println!("{}", tally.totals());
     if tally.failed > 0 {
         std::process::exit(1);
     }
@@ -50,8 +51,24 @@ pub fn run(args: Args) -> Result<()> {
 pub struct Tally {
     pub passed: u32,
     pub failed: u32,
+    /// Checks in L1 that were announced and did not run, because something
+    /// before them stopped (a failure counted in `failed`) or because they
+    /// cannot run on this machine.
+    pub not_run: u32,
     /// The exercises with at least one failing test.
     pub unsolved: BTreeSet<ExerciseId>,
+}
+
+impl Tally {
+    /// The closing line: `N passed, M failed`, and `, K not run` when some
+    /// did not. A solved and an unsolved run count the same checks.
+    pub fn totals(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.not_run > 0 {
+            line.push_str(&format!(", {} not run", self.not_run));
+        }
+        line
+    }
 }
 
 /// Runs stage `stage`'s test plan, printing every test, and returns the
@@ -65,9 +82,14 @@ pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>) -> Result<
     let mut tally = host_tests(stage, solved)?;
     if stage >= 3 {
         println!("== stage {stage:02}: tests in L1");
-        let (passed, failed) = l1_tests(stage, &dir, platform);
-        tally.passed += passed;
-        tally.failed += failed;
+        for check in l1_tests(stage, &dir, platform) {
+            match (check.passed, check.not_run) {
+                (true, _) => tally.passed += 1,
+                (false, true) => tally.not_run += 1,
+                (false, false) => tally.failed += 1,
+            }
+            tally.unsolved.extend(crate::report::exercise_in(&check.detail).and_then(ExerciseId::parse));
+        }
     }
     print_unsolved(&tally.unsolved);
     Ok(tally)
@@ -103,14 +125,14 @@ pub fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
 
 /// The stage's tests in L1: its module (built from `stage_dir`, the stage
 /// or its solved copy) and the test guests of stages up to it. A run that
-/// cannot start (no QEMU, no L1 kernel) counts as one failure, with the
+/// cannot start (no QEMU, no L1 kernel) is one failed check, with the
 /// reason.
-fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> (u32, u32) {
+fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Vec<Check> {
     match crate::jobs::run_stage_tests(stage, stage_dir, platform) {
-        Ok(counts) => counts,
+        Ok(checks) => checks,
         Err(e) => {
             println!("  FAILED  stage {stage}'s L1 tests could not run: {e:#}");
-            (0, 1)
+            vec![Check::new(format!("stage {stage}'s L1 tests"), false, format!("{e:#}"))]
         }
     }
 }
