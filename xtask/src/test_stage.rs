@@ -6,8 +6,11 @@
 //! `--solution` the same plan runs on a copy of the stage with
 //! `solutions/NN-slug/` laid over its exercise holes. Each test is printed as
 //! it finishes; a failing test of an exercise's `eN_k` module names the
-//! exercise and the command that shows its hint; the last line is
-//! `N passed, M failed`.
+//! exercise and the command that shows its hint. An L1 check that did not
+//! run (its program stopped at an unsolved exercise's panic, say) is listed
+//! with the reason, so that a solved and an unsolved run count the same
+//! checks; the last line is `N passed, M failed`, with `, K not run` when
+//! some did not run.
 
 mod libtest;
 mod scratch;
