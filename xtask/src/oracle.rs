@@ -194,11 +194,11 @@ fn traces_from_log(log: &str) -> BTreeMap<String, String> {
         if let Some(name) = line.strip_prefix("RKVM-TRACE ") {
             current = Some(name.trim().to_string());
             traces.insert(name.trim().to_string(), String::new());
-        } else if let (Some(text), Some(name)) = (line.strip_prefix(TRACE_LINE), &current) {
-            if let Some(trace) = traces.get_mut(name) {
-                *trace += text;
-                *trace += "\n";
-            }
+        } else if let (Some(text), Some(name)) = (line.strip_prefix(TRACE_LINE), &current)
+            && let Some(trace) = traces.get_mut(name)
+        {
+            *trace += text;
+            *trace += "\n";
         }
     }
     traces
