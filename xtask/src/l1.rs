@@ -17,7 +17,7 @@ use crate::kernel::L1Kernel;
 use crate::paths;
 use crate::report::{KernelLog, Planned};
 use crate::platform::{BootImage, Ending, Platform};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -214,17 +214,31 @@ pub fn completion_check(job: &Job, outcome: &Outcome) -> Check {
 }
 
 /// Builds a workspace binary for L1: statically linked, because L1's
-/// userspace is a busybox initramfs with no C library.
+/// userspace is a busybox initramfs with no C library. Shows progress while
+/// cargo works.
 pub fn static_binary(package: &str) -> Result<Vec<u8>> {
-    let sh = xshell::Shell::new()?;
-    sh.change_dir(paths::root());
     let target_dir = paths::target().join("l1-user");
-    xshell::cmd!(
-        sh,
-        "cargo build --quiet --release -p {package} --target x86_64-unknown-linux-gnu --target-dir {target_dir}"
-    )
-    .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
-    .run()?;
+    println!("l1: cargo builds {package}, linked statically for L1's busybox");
+    let start = Instant::now();
+    let mut child = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(paths::root())
+        .args(["build", "--release", "--color", "never", "-p", package, "--target", "x86_64-unknown-linux-gnu"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo build")?;
+    let output = crate::progress::follow_cargo(&mut child, &format!("l1: building {package}"), None)?;
+    eprint!("{}", output.messages);
+    if !output.status.success() {
+        anyhow::bail!("building {package} for L1 failed (cargo's errors are above)");
+    }
+    if output.crates > 0 {
+        let took = crate::progress::elapsed_text(start.elapsed());
+        println!("l1: {package} took {took} ({} compiled)", crate::progress::crates_text(output.crates));
+    }
     let path = target_dir.join("x86_64-unknown-linux-gnu/release").join(package);
     Ok(std::fs::read(&path)?)
 }
