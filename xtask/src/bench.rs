@@ -121,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
     let outcome = l1::run(platform.as_ref(), &kernel, &job)?;
     let done = l1::completion_check(&job, &outcome);
     l1::print_check(&done);
+    l1::print_kernel_messages(&outcome);
     let log = std::fs::read_to_string(&outcome.log).with_context(|| format!("reading {}", outcome.log.display()))?;
     let samples = parse_log(&log);
     let rkvm = report("rkvm", samples.iter().filter(|s| s.side == "rkvm"));

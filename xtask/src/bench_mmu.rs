@@ -107,6 +107,7 @@ pub fn run(platform_name: Option<&str>, rounds: u32, repeat: u32) -> Result<()> 
     );
     let outcome = l1::run(platform.as_ref(), &kernel, &job)?;
     l1::print_check(&l1::completion_check(&job, &outcome));
+    l1::print_kernel_messages(&outcome);
     let log = std::fs::read_to_string(&outcome.log).with_context(|| format!("reading {}", outcome.log.display()))?;
     let runs: Vec<MmuRun> = log.lines().filter_map(parse_line).collect();
     let linux_name = format!("kvm {setting}");

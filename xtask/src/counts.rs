@@ -106,6 +106,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     let outcome = l1::run(platform.as_ref(), &kernel, &job)?;
     l1::print_check(&l1::completion_check(&job, &outcome));
+    l1::print_kernel_messages(&outcome);
     let log = std::fs::read_to_string(&outcome.log).with_context(|| format!("reading {}", outcome.log.display()))?;
     let counts: Vec<Counts> = log.lines().filter_map(parse_count).collect();
     if counts.is_empty() {

@@ -151,7 +151,7 @@ pub fn run(args: Args) -> Result<()> {
         cmd!(sh, "apt-get install -y -q {pkgs...}").env("DEBIAN_FRONTEND", "noninteractive").run()?;
     }
     let (target, src) = rust_ready(&sh);
-    if !(target && src) && !args.check_only {
+    if !(args.check_only || target && src) {
         cmd!(sh, "rustup target add {RUST_TARGET}").run()?;
         cmd!(sh, "rustup component add rust-src").run()?;
     }

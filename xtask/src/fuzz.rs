@@ -64,7 +64,7 @@ pub fn checks(platform: Option<&str>, seconds: u64, seed: Option<u64>, l1_tree: 
     let (job, kernel) = job(seconds, seed, l1_tree)?;
     println!("  fuzzing {seconds} s from seed {seed:#x} (replay: cargo xtask fuzz --seed {seed:#x})");
     let checks = jobs::run_checks(platform.as_ref(), &kernel, &job)?;
-    if checks.iter().any(|c| !c.passed) {
+    if checks.iter().any(Check::failed) {
         let log = paths::target().join("l1").join("fuzz.log");
         let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
         match last_round(&text) {
@@ -91,7 +91,7 @@ fn last_round(log: &str) -> Option<&str> {
 pub fn run(args: Args) -> Result<()> {
     println!("== fuzz: rkvm.ko from kmod/ in L1, {} min", args.minutes);
     let checks = checks(args.platform.as_deref(), args.minutes * 60, args.seed, args.l1_tree)?;
-    let failed = checks.iter().filter(|c| !c.passed).count();
+    let failed = checks.iter().filter(|c| c.failed()).count();
     println!("{} passed, {} failed", checks.len() - failed, failed);
     if failed > 0 {
         bail!("the fuzz run found problems (see above and target/l1/fuzz.log)");

@@ -8,8 +8,8 @@
 use crate::kernel::{self, L1Kernel};
 use crate::l1::{self, Check, Job};
 use crate::platform::{Platform, Vendor};
-use crate::{kmod, paths};
-use anyhow::Result;
+use crate::{kmod, paths, report};
+use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,31 +38,51 @@ pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, l1_tree: Option<
 }
 
 /// Runs `job` and returns every check it reported, plus one for the job
-/// running to its end.
+/// running to its end, plus every check it announced and never reported
+/// (as not run, with the reason). Prints the checks that did not run and
+/// then the kernel's messages, after the checks that did.
 pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Vec<Check>> {
     println!("  booting L1 on {} ({} CPUs)", platform.name(), job.cpus);
     let outcome = l1::run(platform, kernel, job)?;
     let done = l1::completion_check(job, &outcome);
     l1::print_check(&done);
+    let stops = report::Stops { stopped: &outcome.stopped, infos: &outcome.infos, job_ended: outcome.job_status.is_some() };
+    let not_run = report::not_run(&outcome.plan, &outcome.checks, &stops);
+    print_not_run(&not_run);
+    l1::print_kernel_messages(&outcome);
     println!("  L1 run took {:.1?}; console log: {}", outcome.elapsed, outcome.log.display());
     let mut checks = outcome.checks;
     checks.push(done);
+    checks.extend(not_run);
     Ok(checks)
+}
+
+/// The checks that did not run, under their reasons.
+fn print_not_run(not_run: &[Check]) {
+    if not_run.is_empty() {
+        return;
+    }
+    let n = not_run.len();
+    println!("  {n} {} not run:", if n == 1 { "check did" } else { "checks did" });
+    for (why, names) in report::by_reason(not_run) {
+        println!("  {why}:");
+        for name in names {
+            println!("    not run  {name}");
+        }
+    }
 }
 
 /// Stage `stage`'s tests in L1: its module (from `stage_dir`, the stage
 /// crate or its solved copy) with the checks and guests of stages up to it.
-/// Returns (passed, failed).
-pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Result<(u32, u32)> {
+/// Returns every check, run or not.
+pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Result<Vec<Check>> {
     let platform = match stage_vendor(stage) {
         Some(vendor) => crate::platform::select_for(platform, vendor)?,
         None => crate::platform::select(platform)?,
     };
     let (mut job, kernel) = module_job(&format!("stage-{stage:02}"), stage_dir, stage, None)?;
     fit_to_platform(&mut job, platform.as_ref());
-    let checks = run_checks(platform.as_ref(), &kernel, &job)?;
-    let passed = checks.iter().filter(|c| c.passed).count() as u32;
-    Ok((passed, checks.len() as u32 - passed))
+    run_checks(platform.as_ref(), &kernel, &job)
 }
 
 /// Bochs runs L1 tens of times slower than QEMU: its jobs get more time,
@@ -77,6 +97,14 @@ pub fn fit_to_platform(job: &mut Job, platform: &dyn Platform) {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
+    /// Load stage N's module, built from your own `stages/NN-slug/`,
+    /// instead of the complete module of `kmod/`.
+    #[arg(long)]
+    pub stage: Option<u32>,
+    /// With `--stage N`: stage N with its exercises solved (its
+    /// `solutions/NN-slug/` laid over a copy, as `test-stage N --solution`).
+    #[arg(long, requires = "stage")]
+    pub solution: bool,
     /// The L1 platform (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
@@ -88,11 +116,27 @@ pub struct RunArgs {
     pub commands: String,
 }
 
-/// `cargo xtask l1 'commands'`: boots L1 with the module, the programs and
-/// Linux's KVM modules, runs the commands and shows the whole console.
+/// `cargo xtask l1 [--stage N [--solution]] 'commands'`: boots L1 with the
+/// module (stage N's, or kmod/'s), the programs and Linux's KVM modules,
+/// runs the commands and shows the whole console.
 pub fn run_commands(args: RunArgs) -> Result<()> {
-    let platform = crate::platform::select(args.platform.as_deref())?;
-    let (mut job, kernel) = module_job("l1", &paths::root().join("kmod"), kmod_stage()?, None)?;
+    let (crate_dir, max_stage) = match args.stage {
+        Some(stage) => (crate::test_stage::stage_crate(stage, args.solution)?, stage),
+        None => {
+            let kmod = paths::root().join("kmod");
+            if !kmod.is_dir() {
+                bail!("this tree has no kmod/: name the stage whose module L1 loads, with `--stage N`");
+            }
+            (kmod, kmod_stage()?)
+        }
+    };
+    let platform = match args.stage.and_then(stage_vendor) {
+        Some(vendor) => crate::platform::select_for(args.platform.as_deref(), vendor)?,
+        None => crate::platform::select(args.platform.as_deref())?,
+    };
+    let shown = crate_dir.strip_prefix(paths::root()).unwrap_or(&crate_dir).display().to_string();
+    println!("l1: rkvm.ko is built from {shown}/");
+    let (mut job, kernel) = module_job("l1", &crate_dir, max_stage, None)?;
     for module in kernel.kvm_modules(platform.vendor().kvm_module()) {
         let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.ko").to_string();
         job.files.push((format!("rkvm/{name}"), std::fs::read(&module)?, 0o644));

@@ -12,12 +12,12 @@
 //! 4. Every undefined symbol of the Rust object must be defined by the glue
 //!    or exported by the kernel.
 
-use crate::{doctor, kernel, objcheck, paths};
+use crate::{doctor, kernel, objcheck, paths, progress};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
-use xshell::{Shell, cmd};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -73,6 +73,7 @@ pub fn build_module(b: &Build) -> Result<PathBuf> {
     fs::create_dir_all(&out)?;
     let archive = cargo_staticlib(b, &flags)?;
     let object = out.join("rkvm_core.rust.o");
+    println!("kmod: [2/3] checking the Rust object (relocations, instructions, sections)");
     extract_crate_object(&archive, &object)?;
     let problems = objcheck::check(&fs::read(&object)?)?;
     if !problems.is_empty() {
@@ -81,6 +82,7 @@ pub fn build_module(b: &Build) -> Result<PathBuf> {
         let more = if more > 0 { format!("\n  ... and {more} more") } else { String::new() };
         bail!("the Rust core is not fit for the kernel ({}):\n  {shown}{more}", object.display());
     }
+    println!("kmod: [3/3] Kbuild links rkvm.ko with the C glue, against {}", b.kdir.display());
     let ko = kbuild(b, &object, &out)?;
     check_symbols(b, &object, &out)?;
     let dest = out.join("rkvm.ko");
@@ -128,30 +130,41 @@ pub fn rustflags(config: &str) -> Vec<String> {
     flags
 }
 
-/// Builds the crate as a static library for the kernel target. Each set of
-/// flags gets its own target directory, so switching kernels does not
-/// rebuild everything every time.
+/// Builds the crate as a static library for the kernel target, printing
+/// progress while it runs. Each set of flags gets its own target directory,
+/// so switching kernels does not rebuild everything every time.
 fn cargo_staticlib(b: &Build, flags: &[String]) -> Result<PathBuf> {
-    let sh = Shell::new()?;
-    sh.change_dir(paths::root());
     let joined = flags.join(" ");
     let target_dir = paths::target().join("kmod-rust").join(flags_key(&joined));
     let (package, manifest) = (&b.package, b.crate_dir.join("Cargo.toml"));
-    println!("kmod: cargo build of `{package}` for x86_64-unknown-none with {joined}");
-    let output = cmd!(
-        sh,
-        "cargo rustc --quiet --manifest-path {manifest} --profile kmod --target x86_64-unknown-none
-         -Zbuild-std=core,alloc --crate-type staticlib --target-dir {target_dir}"
-    )
-    .env("RUSTC_BOOTSTRAP", "1")
-    .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
-    .env_remove("RUSTFLAGS")
-    .ignore_status()
-    .output()
-    .context("running cargo (is the target installed? `cargo xtask doctor`)")?;
-    eprint!("{}", without_known_warnings(&String::from_utf8_lossy(&output.stderr)));
+    let first = !target_dir.join("x86_64-unknown-none").is_dir();
+    println!(
+        "kmod: [1/3] cargo builds the Rust core of `{package}` for x86_64-unknown-none{}, with {joined}",
+        if first { " (and, this first time, `core` and `alloc` for it: a minute or two)" } else { "" }
+    );
+    let start = Instant::now();
+    let mut child = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(paths::root())
+        .args(["rustc", "--manifest-path"])
+        .arg(&manifest)
+        .args(["--profile", "kmod", "--target", "x86_64-unknown-none", "-Zbuild-std=core,alloc"])
+        .args(["--crate-type", "staticlib", "--color", "never", "--target-dir"])
+        .arg(&target_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
+        .env_remove("RUSTFLAGS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running cargo (is the target installed? `cargo xtask doctor`)")?;
+    let output = progress::follow_cargo(&mut child, &format!("kmod: building the Rust core of `{package}`"), None)?;
+    eprint!("{}", without_known_warnings(&output.messages));
     if !output.status.success() {
         bail!("building the Rust core failed (cargo's errors are above)");
+    }
+    if output.crates > 0 {
+        let took = progress::elapsed_text(start.elapsed());
+        println!("kmod: the Rust core took {took} ({} compiled)", progress::crates_text(output.crates));
     }
     let lib = lib_name(&b.crate_dir)?;
     Ok(target_dir.join("x86_64-unknown-none/kmod").join(format!("lib{lib}.a")))
@@ -159,14 +172,18 @@ fn cargo_staticlib(b: &Build, flags: &[String]) -> Result<PathBuf> {
 
 /// rustc warns that the straight-line-speculation features (which LLVM
 /// knows and the kernel needs) are not in its own list of target features.
-/// The warning says nothing the reader can act on, so it is dropped; every
-/// other line of cargo's output is kept.
+/// The warning says nothing the reader can act on, so it is dropped, with
+/// cargo's count of warnings (`warning: `x` (lib) generated 2 warnings`),
+/// which counted it; every other line of cargo's output is kept.
 const KNOWN_WARNING: &str = "unstable feature specified for `-Ctarget-feature`: `harden-sls-";
 
 fn without_known_warnings(stderr: &str) -> String {
     let mut kept = String::new();
     let mut skipping = false;
     for line in stderr.lines() {
+        if line.starts_with("warning: `") && line.contains(") generated ") {
+            continue;
+        }
         if line.starts_with("warning:") && line.contains(KNOWN_WARNING) {
             skipping = true;
         } else if skipping && line.trim().is_empty() {
@@ -244,13 +261,22 @@ fn kbuild(b: &Build, object: &Path, out: &Path) -> Result<PathBuf> {
             copy_stripped(&path, &dir.join("glue").join(path.file_name().unwrap_or_default()))?;
         }
     }
-    let sh = Shell::new()?;
-    let (kdir, m, obj) = (&b.kdir, format!("M={}", dir.display()), format!("RKVM_RUST_OBJ={}", object.display()));
-    let output = cmd!(sh, "make -C {kdir} {m} {obj} -j2 modules").ignore_status().quiet().output()?;
-    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
-    fs::write(out.join("kbuild.log"), &text)?;
+    let log = out.join("kbuild.log");
+    let mut child = Command::new("make")
+        .arg("-C")
+        .arg(&b.kdir)
+        .arg(format!("M={}", dir.display()))
+        .arg(format!("RKVM_RUST_OBJ={}", object.display()))
+        .args(["-j2", "modules"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running make")?;
+    // Two files compile: the glue and the module's own `.mod.c`.
+    let status = progress::follow_build(&mut child, &log, "kmod: Kbuild", 2)?;
+    let text = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("warning:") || l.contains("WARNING:")).collect();
-    if !output.status.success() || !warnings.is_empty() {
+    if !status.success() || !warnings.is_empty() {
         bail!("Kbuild failed or warned (full log: {}):\n{}", out.join("kbuild.log").display(), text.trim_end());
     }
     Ok(dir.join("rkvm.ko"))
@@ -306,7 +332,7 @@ mod tests {
 
     #[test]
     fn only_the_sls_feature_warnings_are_dropped() {
-        let stderr = "warning: unknown and unstable feature specified for `-Ctarget-feature`: `harden-sls-ret`\n  |\n  = note: it is still passed through\n\nwarning: unused variable: `x`\n  --> src/lib.rs:1:1\n";
+        let stderr = "warning: unknown and unstable feature specified for `-Ctarget-feature`: `harden-sls-ret`\n  |\n  = note: it is still passed through\n\nwarning: unused variable: `x`\n  --> src/lib.rs:1:1\nwarning: `rkvm` (lib) generated 2 warnings\n";
         assert_eq!(without_known_warnings(stderr), "warning: unused variable: `x`\n  --> src/lib.rs:1:1\n");
     }
 

@@ -4,14 +4,20 @@
 //! A job reports through lines on the serial console (see
 //! `xtask/l1/init.sh`): `RKVM-CHECK ok NAME`, `RKVM-CHECK fail NAME: why`,
 //! `RKVM-INFO text`, and finally `RKVM-END rc=N`. Each check is printed as
-//! it arrives. A job whose machine ends without `RKVM-END` (a kernel panic,
-//! a timeout) fails as a whole, with the end of its console log.
+//! it arrives. A job may announce its checks first (`RKVM-PLAN PART NAME`)
+//! and say when a part of it stopped early (`RKVM-STOPPED PART: why`);
+//! `report.rs` turns those into checks that did not run. A job whose
+//! machine ends without `RKVM-END` (a kernel panic, a timeout) fails as a
+//! whole, with the end of its console log. The kernel's own messages of
+//! trouble (a panic, an oops, a warning) are not mixed with the checks:
+//! they are gathered, and [`print_kernel_messages`] shows them apart.
 
 use crate::initramfs::Initramfs;
 use crate::kernel::L1Kernel;
 use crate::paths;
+use crate::report::{KernelLog, Planned};
 use crate::platform::{BootImage, Ending, Platform};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,17 +35,44 @@ pub struct Job {
     pub verbose: bool,
 }
 
-/// One check a job reported.
+/// One check a job reported, or one it announced and never reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     pub name: String,
     pub passed: bool,
+    /// Why it failed, or why it did not run.
     pub detail: String,
+    /// The check never ran (`passed` is then false, but it is no failure
+    /// of its own: what stopped it is reported elsewhere).
+    pub not_run: bool,
+}
+
+impl Check {
+    pub fn new(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Check {
+        Check { name: name.into(), passed, detail: detail.into(), not_run: false }
+    }
+
+    pub fn not_run(name: impl Into<String>, reason: impl Into<String>) -> Check {
+        Check { name: name.into(), passed: false, detail: reason.into(), not_run: true }
+    }
+
+    /// Failed, as opposed to passed or not run.
+    pub fn failed(&self) -> bool {
+        !self.passed && !self.not_run
+    }
 }
 
 /// What a job did.
 pub struct Outcome {
     pub checks: Vec<Check>,
+    /// The checks the job announced, in order.
+    pub plan: Vec<Planned>,
+    /// The parts of the job that stopped early: (part, why).
+    pub stopped: Vec<(String, String)>,
+    /// The job's `RKVM-INFO` lines.
+    pub infos: Vec<String>,
+    /// The kernel's messages of trouble.
+    pub kernel: KernelLog,
     /// Set when the job ran to its end (`RKVM-END`); holds its exit status.
     pub job_status: Option<i32>,
     pub ending: Ending,
@@ -51,6 +84,8 @@ pub struct Outcome {
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
     Check(Check),
+    Plan(Planned),
+    Stopped(String, String),
     Info(String),
     End(i32),
     /// A kernel message that means trouble, shown at once.
@@ -62,7 +97,15 @@ fn parse(line: &str) -> Line {
     if let Some(rest) = line.strip_prefix("RKVM-CHECK ") {
         let (verdict, rest) = rest.split_once(' ').unwrap_or((rest, ""));
         let (name, detail) = rest.split_once(": ").unwrap_or((rest, ""));
-        return Line::Check(Check { name: name.trim().into(), passed: verdict == "ok", detail: detail.into() });
+        return Line::Check(Check::new(name.trim(), verdict == "ok", detail));
+    }
+    if let Some(rest) = line.strip_prefix("RKVM-PLAN ") {
+        let (part, name) = rest.split_once(' ').unwrap_or(("job", rest));
+        return Line::Plan(Planned { part: part.into(), name: name.trim().into() });
+    }
+    if let Some(rest) = line.strip_prefix("RKVM-STOPPED ") {
+        let (part, why) = rest.split_once(": ").unwrap_or((rest, ""));
+        return Line::Stopped(part.trim().into(), why.trim().into());
     }
     if let Some(rest) = line.strip_prefix("RKVM-INFO ") {
         return Line::Info(rest.into());
@@ -70,8 +113,7 @@ fn parse(line: &str) -> Line {
     if let Some(rc) = line.strip_prefix("RKVM-END rc=") {
         return Line::End(rc.trim().parse().unwrap_or(-1));
     }
-    const ALARMS: &[&str] = &["Kernel panic", "BUG:", "Oops", "WARNING:", "general protection fault", "Call Trace"];
-    if ALARMS.iter().any(|a| line.contains(a)) {
+    if crate::report::is_alarm(line) {
         return Line::Alarm(line.into());
     }
     Line::Other
@@ -105,23 +147,47 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
         log: dir.join(format!("{}.log", job.name)),
     };
     let start = Instant::now();
-    let (mut checks, mut job_status) = (Vec::new(), None);
-    let ending = platform.boot(&image, &mut |line| match parse(line) {
-        Line::Check(c) => {
-            print_check(&c);
-            checks.push(c);
+    let (mut checks, mut plan, mut stopped, mut infos, mut job_status) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
+    let mut kernel = KernelLog::default();
+    let ending = platform.boot(&image, &mut |line| {
+        kernel.line(line);
+        match parse(line) {
+            Line::Check(c) => {
+                print_check(&c);
+                checks.push(c);
+            }
+            Line::Plan(p) => plan.push(p),
+            Line::Stopped(part, why) => stopped.push((part, why)),
+            Line::Info(text) => {
+                println!("       {text}");
+                infos.push(text);
+            }
+            Line::End(rc) => job_status = Some(rc),
+            Line::Alarm(_) | Line::Other if job.verbose => println!("  L1 | {line}"),
+            Line::Alarm(_) | Line::Other => {}
         }
-        Line::Info(text) => println!("       {text}"),
-        Line::End(rc) => job_status = Some(rc),
-        Line::Alarm(text) => println!("  L1 | {text}"),
-        Line::Other if job.verbose => println!("  L1 | {line}"),
-        Line::Other => {}
     })?;
-    Ok(Outcome { checks, job_status, ending, elapsed: start.elapsed(), log: image.log })
+    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed: start.elapsed(), log: image.log })
+}
+
+/// Shows the kernel's messages of trouble that a job's run gathered, apart
+/// from its checks; nothing if there were none. The whole console is in
+/// the job's log file.
+pub fn print_kernel_messages(outcome: &Outcome) {
+    let lines = outcome.kernel.summary();
+    if lines.is_empty() {
+        return;
+    }
+    println!("  kernel messages in L1 (the whole console: {}):", outcome.log.display());
+    for line in lines {
+        println!("    {line}");
+    }
 }
 
 pub fn print_check(c: &Check) {
-    if c.passed {
+    if c.not_run {
+        println!("  not run  {}", c.name);
+    } else if c.passed {
         println!("  ok   {}", c.name);
     } else if c.detail.is_empty() {
         println!("  FAIL {}", c.name);
@@ -144,21 +210,35 @@ pub fn completion_check(job: &Job, outcome: &Outcome) -> Check {
         ),
         (Some(_), ending) => format!("L1 ended with {ending:?}"),
     };
-    Check { name: format!("{}: L1 ran the job to its end", job.name), passed: detail.is_empty(), detail }
+    Check::new(format!("{}: L1 ran the job to its end", job.name), detail.is_empty(), detail)
 }
 
 /// Builds a workspace binary for L1: statically linked, because L1's
-/// userspace is a busybox initramfs with no C library.
+/// userspace is a busybox initramfs with no C library. Shows progress while
+/// cargo works.
 pub fn static_binary(package: &str) -> Result<Vec<u8>> {
-    let sh = xshell::Shell::new()?;
-    sh.change_dir(paths::root());
     let target_dir = paths::target().join("l1-user");
-    xshell::cmd!(
-        sh,
-        "cargo build --quiet --release -p {package} --target x86_64-unknown-linux-gnu --target-dir {target_dir}"
-    )
-    .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
-    .run()?;
+    println!("l1: cargo builds {package}, linked statically for L1's busybox");
+    let start = Instant::now();
+    let mut child = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(paths::root())
+        .args(["build", "--release", "--color", "never", "-p", package, "--target", "x86_64-unknown-linux-gnu"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo build")?;
+    let output = crate::progress::follow_cargo(&mut child, &format!("l1: building {package}"), None)?;
+    eprint!("{}", output.messages);
+    if !output.status.success() {
+        anyhow::bail!("building {package} for L1 failed (cargo's errors are above)");
+    }
+    if output.crates > 0 {
+        let took = crate::progress::elapsed_text(start.elapsed());
+        println!("l1: {package} took {took} ({} compiled)", crate::progress::crates_text(output.crates));
+    }
     let path = target_dir.join("x86_64-unknown-linux-gnu/release").join(package);
     Ok(std::fs::read(&path)?)
 }
@@ -169,13 +249,18 @@ mod tests {
 
     #[test]
     fn console_lines_are_parsed() {
-        assert_eq!(
-            parse("RKVM-CHECK ok api-version"),
-            Line::Check(Check { name: "api-version".into(), passed: true, detail: String::new() })
-        );
+        assert_eq!(parse("RKVM-CHECK ok api-version"), Line::Check(Check::new("api-version", true, "")));
         assert_eq!(
             parse("RKVM-CHECK fail rmmod: module in use: yes"),
-            Line::Check(Check { name: "rmmod".into(), passed: false, detail: "module in use: yes".into() })
+            Line::Check(Check::new("rmmod", false, "module in use: yes"))
+        );
+        assert_eq!(
+            parse("RKVM-PLAN rkvm-run guest/hlt"),
+            Line::Plan(Planned { part: "rkvm-run".into(), name: "guest/hlt".into() })
+        );
+        assert_eq!(
+            parse("RKVM-STOPPED rkvm-devtest: killed by a panic in rkvm: x: y"),
+            Line::Stopped("rkvm-devtest".into(), "killed by a panic in rkvm: x: y".into())
         );
         assert_eq!(parse("RKVM-END rc=3"), Line::End(3));
         assert_eq!(parse("RKVM-INFO boot 1.2 s"), Line::Info("boot 1.2 s".into()));

@@ -10,6 +10,7 @@ mod counts;
 mod doctor;
 mod exercises;
 mod fuzz;
+mod hint;
 mod initramfs;
 mod jobs;
 mod kernel;
@@ -20,6 +21,7 @@ mod oracle;
 mod paths;
 mod platform;
 mod progress;
+mod report;
 mod stages;
 mod test;
 mod test_stage;
@@ -54,8 +56,8 @@ enum Command {
     Stages(stages::Args),
     /// Prove every stage's skeleton fails its exercises and its solution passes.
     Exercises(exercises::Args),
-    /// Print the hint of one exercise, for example `cargo xtask hint E1.2`.
-    Hint(exercises::HintArgs),
+    /// Print an exercise's instruction and first hint (`cargo xtask hint E1.2`); `--more` prints the next hint.
+    Hint(hint::Args),
     /// Run the tests of stage N (its skeleton, or with --solution its answers).
     TestStage(test_stage::Args),
     /// Build the book and check its includes, anchors and links.
@@ -93,7 +95,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Test(args) => test::run(args),
         Command::Stages(args) => stages::run(args),
         Command::Exercises(args) => exercises::run(args),
-        Command::Hint(args) => exercises::hint(args),
+        Command::Hint(args) => hint::run(args),
         Command::TestStage(args) => test_stage::run(args),
         Command::Book(args) => book::run(args),
         Command::Oracle(args) => oracle::run(args),

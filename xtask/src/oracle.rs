@@ -146,7 +146,7 @@ fn host_checks() -> Result<Vec<Check>> {
     for line in output.lines().filter_map(|l| l.strip_prefix("RKVM-CHECK ")) {
         let (verdict, rest) = line.split_once(' ').unwrap_or((line, ""));
         let (name, detail) = rest.split_once(": ").unwrap_or((rest, ""));
-        let check = Check { name: format!("host/{name}"), passed: verdict == "ok", detail: detail.into() };
+        let check = Check::new(format!("host/{name}"), verdict == "ok", detail);
         l1::print_check(&check);
         checks.push(check);
     }
@@ -174,7 +174,7 @@ pub fn bless(args: BlessArgs) -> Result<()> {
     job.name = "bless".into();
     println!("== bless: golden traces from Linux's kvm-{} in L1 ({})", platform.vendor().kvm_module(), platform.name());
     let checks = crate::jobs::run_checks(platform.as_ref(), &kernel, &job)?;
-    if checks.iter().any(|c| !c.passed) {
+    if checks.iter().any(Check::failed) {
         bail!("L1 did not run cleanly; no golden file was written");
     }
     let log = std::fs::read_to_string(paths::target().join("l1/bless.log")).context("reading the bless log")?;
@@ -195,11 +195,11 @@ fn traces_from_log(log: &str) -> BTreeMap<String, String> {
         if let Some(name) = line.strip_prefix("RKVM-TRACE ") {
             current = Some(name.trim().to_string());
             traces.insert(name.trim().to_string(), String::new());
-        } else if let (Some(text), Some(name)) = (line.strip_prefix(TRACE_LINE), &current) {
-            if let Some(trace) = traces.get_mut(name) {
-                *trace += text;
-                *trace += "\n";
-            }
+        } else if let (Some(text), Some(name)) = (line.strip_prefix(TRACE_LINE), &current)
+            && let Some(trace) = traces.get_mut(name)
+        {
+            *trace += text;
+            *trace += "\n";
         }
     }
     traces

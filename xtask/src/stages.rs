@@ -9,9 +9,11 @@
 //! `kmod/`.
 //!
 //! Other commands use this module's view of the course: [`generated_stages`],
-//! [`exercises`], [`stage_dir`], [`solution_dir`], [`package`], and
-//! [`check`] for `cargo xtask test`.
+//! [`exercises`], [`stage_dir`], [`solution_dir`], [`package`], [`hints`]
+//! (the format of a stage's `HINTS.md`, which `cargo xtask hint` reads),
+//! and [`check`] for `cargo xtask test`.
 
+pub mod hints;
 mod manifest;
 mod marker;
 mod project;

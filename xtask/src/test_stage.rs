@@ -6,14 +6,20 @@
 //! `--solution` the same plan runs on a copy of the stage with
 //! `solutions/NN-slug/` laid over its exercise holes. Each test is printed as
 //! it finishes; a failing test of an exercise's `eN_k` module names the
-//! exercise and the command that shows its hint; the last line is
-//! `N passed, M failed`.
+//! exercise and the command that shows its hint. An L1 check that did not
+//! run (its program stopped at an unsolved exercise's panic, say) is listed
+//! with the reason, so that a solved and an unsolved run count the same
+//! checks; the last line is `N passed, M failed`, with `, K not run` when
+//! some did not run.
 
 mod libtest;
 mod scratch;
 
 pub use libtest::{Outcome, Run, TestResult};
+#[cfg(test)]
+pub use scratch::copy_tree;
 
+use crate::l1::Check;
 use crate::paths;
 use crate::stages::{self, ExerciseId, LAST_STAGE, dir_name};
 use anyhow::{Result, bail, ensure};
@@ -36,7 +42,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let tally = test_stage(args.stage, args.solution, args.platform.as_deref())?;
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    println!("{}", tally.totals());
     if tally.failed > 0 {
         std::process::exit(1);
     }
@@ -48,8 +54,24 @@ pub fn run(args: Args) -> Result<()> {
 pub struct Tally {
     pub passed: u32,
     pub failed: u32,
+    /// Checks in L1 that were announced and did not run, because something
+    /// before them stopped (a failure counted in `failed`) or because they
+    /// cannot run on this machine.
+    pub not_run: u32,
     /// The exercises with at least one failing test.
     pub unsolved: BTreeSet<ExerciseId>,
+}
+
+impl Tally {
+    /// The closing line: `N passed, M failed`, and `, K not run` when some
+    /// did not. A solved and an unsolved run count the same checks.
+    pub fn totals(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.not_run > 0 {
+            line.push_str(&format!(", {} not run", self.not_run));
+        }
+        line
+    }
 }
 
 /// Runs stage `stage`'s test plan, printing every test, and returns the
@@ -63,9 +85,14 @@ pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>) -> Result<
     let mut tally = host_tests(stage, solved)?;
     if stage >= 3 {
         println!("== stage {stage:02}: tests in L1");
-        let (passed, failed) = l1_tests(stage, &dir, platform);
-        tally.passed += passed;
-        tally.failed += failed;
+        for check in l1_tests(stage, &dir, platform) {
+            match (check.passed, check.not_run) {
+                (true, _) => tally.passed += 1,
+                (false, true) => tally.not_run += 1,
+                (false, false) => tally.failed += 1,
+            }
+            tally.unsolved.extend(crate::report::exercise_in(&check.detail).and_then(ExerciseId::parse));
+        }
     }
     print_unsolved(&tally.unsolved);
     Ok(tally)
@@ -73,7 +100,7 @@ pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>) -> Result<
 
 /// The directory whose crate is tested: the stage itself, or its solved
 /// copy under `target/`.
-fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
+pub fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
     ensure!((1..=LAST_STAGE).contains(&stage), "there is no stage {stage}: stages are 1 to {LAST_STAGE}");
     let dir = stages::stage_dir(stage);
     if !dir.is_dir() {
@@ -86,6 +113,13 @@ fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
     if solution && stages::solution_dir(stage).is_dir() {
         return scratch::prepare(stage);
     }
+    if solution && dir.join(stages::hints::FILE).is_file() {
+        bail!(
+            "solutions/{}/ is not in this tree, so stage {stage} cannot be run with its solutions; \
+             run it as it is, without --solution",
+            dir_name(stage)
+        );
+    }
     if solution {
         println!("stage {stage} has no exercises: its crate is its own solution");
     }
@@ -94,14 +128,14 @@ fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
 
 /// The stage's tests in L1: its module (built from `stage_dir`, the stage
 /// or its solved copy) and the test guests of stages up to it. A run that
-/// cannot start (no QEMU, no L1 kernel) counts as one failure, with the
+/// cannot start (no QEMU, no L1 kernel) is one failed check, with the
 /// reason.
-fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> (u32, u32) {
+fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Vec<Check> {
     match crate::jobs::run_stage_tests(stage, stage_dir, platform) {
-        Ok(counts) => counts,
+        Ok(checks) => checks,
         Err(e) => {
             println!("  FAILED  stage {stage}'s L1 tests could not run: {e:#}");
-            (0, 1)
+            vec![Check::new(format!("stage {stage}'s L1 tests"), false, format!("{e:#}"))]
         }
     }
 }
@@ -191,6 +225,6 @@ fn print_unsolved(unsolved: &BTreeSet<ExerciseId>) {
     }
     println!("== exercises not solved yet");
     for id in unsolved {
-        println!("  {id}: `cargo xtask hint {id}` shows its instruction and hint");
+        println!("  {id}: `cargo xtask hint {id}` shows its instruction and first hint");
     }
 }

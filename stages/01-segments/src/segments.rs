@@ -103,8 +103,7 @@ fn encode_limit(limit: u32) -> u64 {
     // Exercise E1.1.
     // Instruction: Split the 20-bit limit between descriptor bits 15:0
     // (limit 15:0) and descriptor bits 51:48 (limit 19:16).
-    // Hint: Widen to u64 first (`u64::from(limit)`), so that shifts past
-    // bit 31 keep their bits. Limit bit 16 belongs at descriptor bit 48.
+    // Hint: `cargo xtask hint E1.1`.
     todo!("E1.1")
 }
 // ANCHOR_END: encode_limit
@@ -127,8 +126,7 @@ fn decode_base(bits: u64) -> u32 {
     // Exercise E1.2.
     // Instruction: Gather the base from descriptor bits 31:16 (base 15:0),
     // 39:32 (base 23:16) and 63:56 (base 31:24).
-    // Hint: `field(bits, shift, width)` extracts a run of bits. Descriptor
-    // bits 31:16 and 39:32 are adjacent, so base 23:0 is a single run.
+    // Hint: `cargo xtask hint E1.2`.
     todo!("E1.2")
 }
 // ANCHOR_END: decode_base
@@ -217,8 +215,7 @@ impl SegmentDescriptor {
         // Instruction: Return the byte-granular limit: the 20-bit field
         // itself if G is clear; if G is set, the field in 4 KiB units with
         // the whole last unit included.
-        // Hint: With G set, shift the (masked) field left by 12 and OR in
-        // 0xFFF: limit 0xFFFFF becomes 0xFFFF_FFFF, limit 0 becomes 0xFFF.
+        // Hint: `cargo xtask hint E1.3`.
         todo!("E1.3")
     }
 
@@ -308,8 +305,7 @@ impl Selector {
         // Exercise E1.4.
         // Instruction: Pack the three fields: the index in bits 15:3, the
         // table indicator in bit 2, the RPL in bits 1:0.
-        // Hint: `table as u16` is 0 or 1; mask rpl with 3 and the index with
-        // 0x1FFF before shifting, so one field cannot spill into another.
+        // Hint: `cargo xtask hint E1.4`.
         todo!("E1.4")
     }
 

@@ -258,8 +258,7 @@ pub fn c_layout(fields: &[FieldLayout], offsets: &mut [usize]) -> usize {
     // Instruction: Compute where C places each field and how big the struct
     // is: round the running end up to each field's alignment, place the
     // field there, and at the end round up to the largest alignment.
-    // Hint: `usize::next_multiple_of` rounds up. An empty struct has
-    // alignment 1. Zip `fields` with `offsets.iter_mut()` to write offsets.
+    // Hint: `cargo xtask hint E2.2`.
     todo!("E2.2")
 }
 // ANCHOR_END: c_layout

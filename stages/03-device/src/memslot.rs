@@ -53,8 +53,7 @@ pub fn ranges_overlap(a: GfnRange, b: GfnRange) -> bool {
     // Exercise E3.1.
     // Instruction: Return whether the ranges `a` and `b` (each `start ..
     // end`, end excluded, neither empty) share a gfn.
-    // Hint: Two ranges are apart when one ends at or before the other
-    // starts; they overlap otherwise. Check `[0, 2)` against `[2, 4)`.
+    // Hint: `cargo xtask hint E3.1`.
     todo!("E3.1")
 }
 // ANCHOR_END: gfn_range
@@ -266,9 +265,7 @@ impl MemSlots {
         // Exercise E3.2.
         // Instruction: Find the slot whose gfns contain `gfn` and return
         // its page for that gfn; `None` if no slot holds `gfn`.
-        // Hint: `MemSlot::gfns()` and `GfnRange::contains` find the slot;
-        // the page's index in it is `gfn - slot.base_gfn()`, and
-        // `MemSlot::page` returns `None` instead of panicking.
+        // Hint: `cargo xtask hint E3.2`.
         todo!("E3.2")
     }
 }

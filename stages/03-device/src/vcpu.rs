@@ -113,9 +113,7 @@ impl Vcpu {
         // Instruction: Build the `KvmRegs` that `KVM_GET_REGS` returns: each
         // named register from `self.regs` (indexed by `Reg`), and `rip` and
         // `rflags`; leave `vcpu` and `padding` zero.
-        // Hint: `self.regs[Reg::Rbx as usize]` is RBX. Mind the order:
-        // `Reg` follows instruction encodings (RAX, RCX, RDX, RBX, ...),
-        // `KvmRegs` does not (rax, rbx, rcx, rdx, ...).
+        // Hint: `cargo xtask hint E3.3`.
         todo!("E3.3")
     }
 
@@ -126,9 +124,7 @@ impl Vcpu {
         // Exercise E3.4.
         // Instruction: Store each register of `regs` in `self.regs` at its
         // `Reg` index, and `rip` and `rflags` in their fields.
-        // Hint: A list of `(Reg, u64)` pairs and a loop keep the sixteen
-        // assignments readable: `for (reg, value) in [(Reg::Rax, regs.rax),
-        // ...] { self.regs[reg as usize] = value; }`.
+        // Hint: `cargo xtask hint E3.4`.
         todo!("E3.4")
     }
 }

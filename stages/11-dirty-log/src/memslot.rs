@@ -305,10 +305,7 @@ impl MemSlots {
         // no bit is reported for pages that are new or that moved; and if
         // memory runs out here, the caller changes nothing at all. The
         // tests in `e11_2` call `set_region`.
-        // Hint: Two cases: the old log kept (`Option::take` moves it out
-        // of the slot, which gets it back after the resize, which cannot
-        // fail for an unchanged size), or `DirtyLog::new`. Which of these may fail, and is it
-        // called before `set_region` touches the slot?
+        // Hint: `cargo xtask hint E11.2`.
         todo!("E11.2")
     }
 

@@ -8,6 +8,9 @@
 //! Each check names the first stage whose module must pass it.
 //! `--max-stage N` runs only the checks of stages 1 to N, so that the
 //! module of an earlier stage is not judged by a later stage's checks.
+//! `--list` prints the names of the checks it would run, one a line, and
+//! runs none: the harness announces them before the module is loaded, so
+//! that a check that never reports is shown as not run.
 
 mod hostmem;
 mod memory;
@@ -60,13 +63,17 @@ const CHECKS: &[CheckDef] = &[
 ];
 
 fn main() {
-    let max_stage = match parse_max_stage() {
-        Ok(n) => n,
+    let (max_stage, list) = match parse_args() {
+        Ok(args) => args,
         Err(why) => {
             eprintln!("rkvm-devtest: {why}");
             std::process::exit(2);
         }
     };
+    if list {
+        CHECKS.iter().filter(|c| c.stage <= max_stage).for_each(|c| println!("{}", c.name));
+        return;
+    }
     let mut failed = 0;
     for c in CHECKS.iter().filter(|c| c.stage <= max_stage) {
         match (c.run)() {
@@ -81,16 +88,20 @@ fn main() {
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
 
-/// `--max-stage N` (or `--max-stage=N`); every stage when absent.
-fn parse_max_stage() -> Result<u32, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// `[--list] [--max-stage N]` (or `--max-stage=N`; every stage when
+/// absent): the last stage whose checks run, and whether to only list them.
+fn parse_args() -> Result<(u32, bool), String> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let list = args.iter().any(|a| a == "--list");
+    args.retain(|a| a != "--list");
     let value = match args.as_slice() {
-        [] => return Ok(u32::MAX),
+        [] => return Ok((u32::MAX, list)),
         [flag, n] if flag == "--max-stage" => n.as_str(),
         [flag] if flag.starts_with("--max-stage=") => &flag["--max-stage=".len()..],
-        _ => return Err(format!("usage: rkvm-devtest [--max-stage N], not {args:?}")),
+        _ => return Err(format!("usage: rkvm-devtest [--list] [--max-stage N], not {args:?}")),
     };
-    value.parse().map_err(|_| format!("--max-stage wants a stage number, not {value:?}"))
+    let max_stage = value.parse().map_err(|_| format!("--max-stage wants a stage number, not {value:?}"))?;
+    Ok((max_stage, list))
 }
 
 /// `/dev/rkvm` is a character device, mode 0660, owned by root:root.

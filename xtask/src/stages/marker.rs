@@ -86,7 +86,9 @@ pub struct Exercise {
     /// The marker line's indentation, reused for the stub.
     pub indent: String,
     pub instruction: Vec<String>,
-    pub hint: Vec<String>,
+    /// The hints, from a nudge to nearly the answer: one entry per `hint:`
+    /// marker, each the lines of that marker and its `+` lines.
+    pub hints: Vec<Vec<String>>,
     /// The solution: the lines between the text markers and `end`.
     pub body: Vec<String>,
     /// Whether the region sits in a `const fn`, where the hole cannot be
@@ -307,7 +309,7 @@ impl<'a> Parser<'a> {
             line: number,
             indent,
             instruction: Vec::new(),
-            hint: Vec::new(),
+            hints: Vec::new(),
             body: Vec::new(),
             in_const_fn,
         };
@@ -317,7 +319,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Reads the `instruction:`, `hint:` and `+` lines after `exercise`,
-    /// then the first solution line.
+    /// then the first solution line. Each `hint:` starts the next hint.
     fn exercise_text(&mut self, marker: Option<Marker>, line: &str) -> Result<()> {
         let (comment, state) = (self.comment, self.text);
         let exercise = self.top().exercise.as_mut().expect("text markers follow an exercise");
@@ -332,12 +334,12 @@ impl<'a> Parser<'a> {
                 exercise.instruction.push(text);
                 TextState::Instruction
             }
-            (TextState::Instruction, Some(Marker::Hint(text))) if has_instruction => {
-                exercise.hint.push(text);
+            (TextState::Instruction | TextState::Hint, Some(Marker::Hint(text))) if has_instruction => {
+                exercise.hints.push(vec![text]);
                 TextState::Hint
             }
             (TextState::Hint, Some(Marker::More(text))) => {
-                exercise.hint.push(text);
+                exercise.hints.last_mut().expect("a hint was started").push(text);
                 TextState::Hint
             }
             (TextState::Hint, None) => {
@@ -350,7 +352,8 @@ impl<'a> Parser<'a> {
             }
             _ => bail!(
                 "exercise {id} must be followed by exactly one `{comment}@ instruction: ...` and then \
-                 one `{comment}@ hint: ...`, each continued by `{comment}@+ ...` lines"
+                 one or more `{comment}@ hint: ...` (hint 1, hint 2, ...), each continued by \
+                 `{comment}@+ ...` lines"
             ),
         };
         Ok(())

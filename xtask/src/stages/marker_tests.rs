@@ -99,9 +99,23 @@ fn an_exercise_keeps_its_text_solution_and_place() {
     assert_eq!(e.id, ExerciseId { stage: 1, number: 2 });
     assert_eq!((e.file.as_str(), e.line, e.indent.as_str()), ("src/a.rs", 3, "    "));
     assert_eq!(e.instruction, ["return the answer,", "as a byte."]);
-    assert_eq!(e.hint, ["it is 42."]);
+    assert_eq!(e.hints, [["it is 42."]]);
     assert_eq!(e.body, ["    42"]);
     assert!(!e.in_const_fn);
+}
+
+#[test]
+fn each_hint_marker_starts_the_next_hint() {
+    let graduated = EXERCISE.replace(
+        "    //@ hint: it is 42.\n",
+        "    //@ hint: it is a number.\n    //@ hint: six times seven,\n    //@+ in decimal.\n    //@ hint: it is 42.\n",
+    );
+    let file = parse("src/a.rs", &graduated).unwrap();
+    let Node::Exercise(e) = &file.body[1] else { panic!("expected an exercise: {:?}", file.body) };
+    assert_eq!(e.hints, [vec!["it is a number."], vec!["six times seven,", "in decimal."], vec!["it is 42."]]);
+    assert_eq!(e.body, ["    42"]);
+    let hint_first = EXERCISE.replace("    //@ instruction: return the answer,\n    //@+ as a byte.\n", "");
+    assert!(err("src/a.rs", &hint_first).contains("one or more"));
 }
 
 #[test]

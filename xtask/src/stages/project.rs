@@ -3,8 +3,9 @@
 //! A stage keeps the lines of every region whose range contains it. An
 //! exercise of an earlier stage appears solved; an exercise of the stage
 //! itself becomes, in the skeleton, a `todo!()` under its instruction and
-//! hint. Marker lines never appear; mdBook `ANCHOR` lines are plain lines
-//! and pass through.
+//! a pointer to its hints (which `hints.rs` writes to the stage's
+//! `HINTS.md`). Marker lines never appear; mdBook `ANCHOR` lines are plain
+//! lines and pass through.
 
 use super::marker::{Exercise, Node, SourceFile};
 
@@ -86,28 +87,35 @@ impl Output {
     }
 }
 
-/// The skeleton's hole for one exercise: its instruction and hint as
-/// comments, then `todo!("EN.k")`. Inside a `const fn`, where `todo!` with a
-/// message does not compile, the hole is the `panic!` that `todo!` would
-/// have raised.
+/// The skeleton's hole for one exercise: its instruction as comments, a
+/// line saying where its hints are (they are not in the source, so that
+/// the reader takes them one at a time), then `todo!("EN.k")`. Inside a
+/// `const fn`, where `todo!` with a message does not compile, the hole is
+/// the `panic!` that `todo!` would have raised.
 pub fn stub(exercise: &Exercise) -> Vec<String> {
-    let indent = &exercise.indent;
-    let mut lines = vec![format!("{indent}// Exercise {}.", exercise.id)];
-    let mut comment = |label: &str, text: &[String]| {
-        for (i, part) in text.iter().enumerate() {
-            let lead = if i == 0 { label } else { "" };
-            lines.push(format!("{indent}// {lead}{part}").trim_end().to_string());
-        }
-    };
-    comment("Instruction: ", &exercise.instruction);
-    comment("Hint: ", &exercise.hint);
+    let (indent, id) = (&exercise.indent, exercise.id);
+    let mut lines = vec![format!("{indent}// Exercise {id}.")];
+    for (i, part) in exercise.instruction.iter().enumerate() {
+        let lead = if i == 0 { "Instruction: " } else { "" };
+        lines.push(format!("{indent}// {lead}{part}").trim_end().to_string());
+    }
+    lines.push(format!("{indent}// {}", hints_line(exercise)));
     let hole = if exercise.in_const_fn {
-        format!("panic!(\"not yet implemented: {}\")", exercise.id)
+        format!("panic!(\"not yet implemented: {id}\")")
     } else {
-        format!("todo!(\"{}\")", exercise.id)
+        format!("todo!(\"{id}\")")
     };
     lines.push(format!("{indent}{hole}"));
     lines
+}
+
+/// The stub's pointer to the hints in `HINTS.md`.
+fn hints_line(exercise: &Exercise) -> String {
+    let id = exercise.id;
+    match exercise.hints.len() {
+        1 => format!("Hint: `cargo xtask hint {id}`."),
+        n => format!("Hints: `cargo xtask hint {id}`, then `--more` for the next ({n} in all)."),
+    }
 }
 
 #[cfg(test)]

@@ -51,9 +51,18 @@ fn a_stage_skeleton_replaces_its_own_exercise_with_a_hole() {
     let text = stage(2, Form::Skeleton);
     assert!(text.contains("fn two() {}\n\nfn old() {}"), "{text}");
     assert!(!text.contains("three") && !text.contains("42") && !text.contains("//@"), "{text}");
-    let hole = "    // Exercise E2.1.\n    // Instruction: return the answer.\n    // Hint: six times seven.\n    \
-                // Or ask.\n    todo!(\"E2.1\")\n}";
+    let hole = "    // Exercise E2.1.\n    // Instruction: return the answer.\n    // Hint: `cargo xtask hint E2.1`.\n    \
+                todo!(\"E2.1\")\n}";
     assert!(text.contains(hole), "{text}");
+    assert!(!text.contains("six times seven"), "the hints stay out of the source: {text}");
+}
+
+#[test]
+fn a_hole_with_several_hints_says_how_many() {
+    let graduated = SOURCE.replace("    //@+ Or ask.\n", "    //@ hint: or ask.\n");
+    let file = parse("src/a.rs", &graduated).unwrap();
+    let text = project(&file, 2, Form::Skeleton).unwrap().join("\n");
+    assert!(text.contains("    // Hints: `cargo xtask hint E2.1`, then `--more` for the next (2 in all).\n    todo!"), "{text}");
 }
 
 #[test]

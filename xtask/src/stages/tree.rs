@@ -1,6 +1,7 @@
 //! The generated trees as a map from path to text: built in memory from the
 //! parsed sources, read from disk, compared, and written.
 
+use super::hints::{self, ExerciseHints};
 use super::manifest::stage_manifest;
 use super::marker::SourceFile;
 use super::project::{Form, exercises_of, project};
@@ -23,12 +24,18 @@ const SKELETON_ALLOW: [&str; 2] = [
     "#![allow(unused_variables, unused_mut, unused_imports, dead_code, unreachable_code)]",
 ];
 
-/// Builds every generated file: each stage's crate, each stage's solutions,
-/// and the two READMEs.
+/// Builds every generated file: each stage's crate (with its `HINTS.md`
+/// when it has exercises), each stage's solutions, and the two READMEs.
 pub fn build(sources: &Sources) -> Result<Tree> {
     let mut tree = Tree::new();
     for stage in 1..=sources.last_stage {
-        let has_exercises = sources.files.iter().any(|f| !exercises_of(f, stage).is_empty());
+        let mut exercises: Vec<ExerciseHints> =
+            sources.files.iter().flat_map(|f| exercises_of(f, stage)).map(ExerciseHints::from).collect();
+        exercises.sort_by_key(|e| e.id);
+        let has_exercises = !exercises.is_empty();
+        if has_exercises {
+            tree.insert(format!("stages/{}/{}", dir_name(stage), hints::FILE), hints::render(stage, &exercises));
+        }
         for file in &sources.files {
             let Some(lines) = project(file, stage, Form::Skeleton) else { continue };
             let mut lines = if file.path == "Cargo.toml" { stage_manifest(&lines, stage)? } else { lines };
@@ -79,8 +86,9 @@ const README_STAGES: &str = "\
 
 Each directory here is one stage of the course as a complete crate: the code
 of stages 1 to N, with stage N's exercises left as `todo!()` holes under their
-instructions. `cargo xtask test-stage N` runs a stage's tests and
-`cargo xtask hint EN.k` prints an exercise's hint.
+instructions. `cargo xtask test-stage N` runs a stage's tests. A stage's
+`HINTS.md` holds its exercises' hints, which `cargo xtask hint EN.k` prints
+one at a time (`--more` for the next).
 
 These files are generated from `kmod/` by `cargo xtask stages`; to change
 them, change `kmod/` and regenerate (see CONTRIBUTING.md).

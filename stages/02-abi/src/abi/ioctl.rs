@@ -130,8 +130,7 @@ pub fn decode_ioctl(cmd: u32) -> IoctlFields {
     // Exercise E2.1.
     // Instruction: Undo `ioc`: shift each field down and mask it to its
     // width (dir 2 bits, size 14, type 8, nr 8).
-    // Hint: The direction has four values and two bits, so a `match` on
-    // `cmd >> IOC_DIRSHIFT` with arms 0, 1, 2 and `_` covers every case.
+    // Hint: `cargo xtask hint E2.1`.
     todo!("E2.1")
 }
 // ANCHOR_END: decode_ioctl

@@ -162,9 +162,7 @@ impl ShadowMmu {
         // stands in the entries above the leaf, and why may they allow
         // everything? (SDM Vol. 3A, 4.6; the shadow's bits are above.)
         // The tests in `e8_2` check the tree the processor would walk.
-        // Hint: Make room first (`make_room`): a new path needs at most
-        // three new tables, and recycling must not free one you are
-        // standing on. The root's level is 4 in long mode, else 3.
+        // Hint: `cargo xtask hint E8.2`.
         todo!("E8.2")
     }
 

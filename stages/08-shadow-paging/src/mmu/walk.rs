@@ -444,11 +444,7 @@ pub fn check_access(rights: Rights, access: Access, state: &PagingState) -> Resu
     // writes and instruction fetches are in Intel SDM Vol. 3A, 4.6
     // "Access Rights"; the error code in 4.7 "Page-Fault Exceptions".
     // The tests in `e8_1` show the cases that matter.
-    // Hint: CR0.WP (`state.wp`) decides whether the supervisor respects
-    // read-only pages, never whether a user does. A fetch needs no
-    // write right. The W/R, U/S and I/D bits describe the access, for
-    // every page fault alike: `access_code` gives them (I/D is not
-    // simply "it was a fetch"); the P bit says what kind of fault it is.
+    // Hint: `cargo xtask hint E8.1`.
     todo!("E8.1")
 }
 // ANCHOR_END: check

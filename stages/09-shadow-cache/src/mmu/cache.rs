@@ -195,9 +195,7 @@ impl CachedMmu {
         // right, and remember that the TLB may still hold the old
         // translation (SDM Vol. 3A, 4.10.4.1). The tests in `e9_1` check
         // the shadow the processor would walk.
-        // Hint: A chain may hold entries of other frames that share the
-        // bucket. Leave the entry as `set_leaf` would have written it
-        // read-only: the shadow's D bit goes with its RW bit.
+        // Hint: `cargo xtask hint E9.1`.
         todo!("E9.1")
     }
 }
@@ -359,10 +357,7 @@ fn child_of(role: Role, linear: u64, level: u8, t: &Translation, mode: PagingMod
     // table decides an entry (the rights above it: SDM Vol. 3A, 4.6; a
     // guest large page, which has no table; a 32-bit guest's tables,
     // twice the reach of the shadow's). The tests in `e9_2` check it.
-    // Hint: `t.entries[level - 1]` is the guest entry at `level`; below
-    // a direct page everything is direct; `rights` and `table_address`
-    // read an entry; bit 21 of the address picks half of a 32-bit page
-    // table.
+    // Hint: `cargo xtask hint E9.2`.
     todo!("E9.2")
 }
 

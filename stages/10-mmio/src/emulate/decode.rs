@@ -323,12 +323,7 @@ pub fn decode_sib(sib: u8, md: u8, rex_prefix: u8) -> Sib {
     // of REX Encodings" says whether REX changes them: an index of 100b
     // and a base of 101b. `rex::X` and `rex::B` are the bits of
     // `rex_prefix`; `reg` turns a number into a `Reg`.
-    // Hint: The footnote of Table 2-3 ("[*]") tells what a base of 101b
-    // means for each `mod`; only `mod` = 00 loses the base. R12 can be an
-    // index, RSP never is; R13 is a base like RBP, except where RBP would
-    // not be one. The tests in `e10_1` compare the whole decoder with a
-    // disassembler on random bytes: a wrong case shows there with the
-    // bytes that reveal it.
+    // Hint: `cargo xtask hint E10.1`.
     todo!("E10.1")
 }
 // ANCHOR_END: sib

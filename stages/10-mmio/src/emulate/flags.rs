@@ -88,12 +88,7 @@ pub fn sub(size: Size, a: u64, b: u64, borrow: bool) -> Arith {
     // Cross-Reference" (Table A-2) says that SUB, SBB and CMP set all six,
     // and the SBB page of Vol. 2B shows where the borrow enters. `a` and
     // `b` may have bits above `size`: ignore them.
-    // Hint: CF is a borrow here, not a carry: it is set when `b + borrow`
-    // is greater than `a` as unsigned numbers, which 65-bit (u128)
-    // arithmetic answers without a case for each size. OF is set when
-    // `a` and `b` have different signs and the result has `b`'s sign. AF
-    // is the borrow into bit 4, found in bit 4 of `a ^ b ^ result`.
-    // `add` above is the mirror image; `zf_sf_pf` does the rest.
+    // Hint: `cargo xtask hint E10.2`.
     todo!("E10.2")
 }
 // ANCHOR_END: sub

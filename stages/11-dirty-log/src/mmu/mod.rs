@@ -396,16 +396,7 @@ impl Mmu {
         // 4.10.4.1). Frames not in `gfns` keep whatever rights they
         // have. The tests in `e11_1` watch the tables the processor
         // would walk.
-        // Hint: Only a frame the log reported can have a writable
-        // translation, since one is marked dirty whenever it is made
-        // writable: so it is enough to visit `gfns`. Each kind of table
-        // already knows how to lose write rights: look for the code that
-        // makes a page read-only, or that throws translations away.
-        // The nonpaging map and the cache each have a
-        // `write_protect(gfn)`; the naive shadow has no reverse map, and
-        // throws everything away (`zap_all`) as it does on a CR3 load.
-        // Whichever you touch, the next entry must flush the TLB:
-        // `needs_flush`.
+        // Hint: `cargo xtask hint E11.1`.
         todo!("E11.1")
     }
 }

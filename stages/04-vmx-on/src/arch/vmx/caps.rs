@@ -68,8 +68,7 @@ pub fn feature_control_update(value: u64) -> Result<Option<u64>, VmxDisabledByFi
     // Instruction: Decide from IA32_FEATURE_CONTROL's value whether VMXON
     // is allowed (`Ok(None)`), must be allowed by writing the MSR
     // (`Ok(Some(new value))`), or is forbidden by the firmware (`Err`).
-    // Hint: Locked (bit 0) with bit 2 set: allowed. Locked without it:
-    // forbidden. Unlocked: set bits 0 and 2, keep the others.
+    // Hint: `cargo xtask hint E4.2`.
     todo!("E4.2")
 }
 // ANCHOR_END: feature_control
@@ -103,8 +102,7 @@ impl VmxBasic {
         // Instruction: Decode IA32_VMX_BASIC: the revision identifier
         // (bits 30:0), the region size (bits 44:32), the memory type (bits
         // 53:50), and bits 54 and 55.
-        // Hint: `(value >> 32) & 0x1FFF` is the region size; a field of n
-        // bits at position p is `(value >> p) & ((1 << n) - 1)`.
+        // Hint: `cargo xtask hint E4.3`.
         todo!("E4.3")
     }
 }

@@ -37,8 +37,7 @@ impl VmFail {
         // Exercise E4.1.
         // Instruction: Return the outcome of a VMX instruction from the
         // carry and zero flags it left: VMsucceed, VMfailInvalid or VMfailValid.
-        // Hint: SDM Vol. 3C, 31.2 "Conventions": VMfailInvalid sets CF,
-        // VMfailValid sets ZF, VMsucceed clears both.
+        // Hint: `cargo xtask hint E4.1`.
         todo!("E4.1")
     }
 }

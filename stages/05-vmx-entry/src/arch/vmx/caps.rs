@@ -161,9 +161,7 @@ pub fn adjust_controls(required: u32, optional: u32, msr: u64) -> Result<u32, u3
     // Instruction: Compute a control field from the bits rkvm requires,
     // the bits it would like, and the capability MSR; return the required
     // bits the processor cannot set as the error.
-    // Hint: `msr as u32` are the bits that must be 1, `(msr >> 32) as u32`
-    // the bits that may be 1. Start from `required | optional`, keep what
-    // may be 1, add what must be 1.
+    // Hint: `cargo xtask hint E5.1`.
     todo!("E5.1")
 }
 // ANCHOR_END: adjust_controls

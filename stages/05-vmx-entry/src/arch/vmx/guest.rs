@@ -95,8 +95,7 @@ pub fn access_rights(seg: &KvmSegment) -> u32 {
     // Instruction: Pack a `KvmSegment`'s attributes into the VMCS
     // access-rights format: type, s, dpl, present, avl, l, db, g and
     // unusable, each at its bit.
-    // Hint: SDM Vol. 3C, Table 25-2. Mask every field to its width: the
-    // `u8` fields come from userspace and may hold any value.
+    // Hint: `cargo xtask hint E5.2`.
     todo!("E5.2")
 }
 

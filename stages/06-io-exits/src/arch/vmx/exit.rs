@@ -162,8 +162,7 @@ impl IoQualification {
         // Exercise E6.1.
         // Instruction: Decode the exit qualification of an I/O instruction
         // into port, size in bytes, direction, string and rep.
-        // Hint: SDM Vol. 3C, Table 28-5. The size field holds the size
-        // minus one; bit 6 (immediate or DX) does not matter here.
+        // Hint: `cargo xtask hint E6.1`.
         todo!("E6.1")
     }
 }
@@ -255,8 +254,7 @@ pub fn decode_cr(q: u64, insn_len: u8) -> Option<CrAccess> {
     // Instruction: Decode a control-register exit qualification into a
     // `CrAccess`, or `None` when the access is neither a move to nor a
     // move from a control register.
-    // Hint: SDM Vol. 3C, Table 28-3. Access type 0 is a write (`mov crN,
-    // reg`), 1 a read; the register number is already in `Reg` order.
+    // Hint: `cargo xtask hint E6.2`.
     todo!("E6.2")
 }
 // ANCHOR_END: cr_qualification

@@ -64,9 +64,7 @@ pub fn decode_ioio(info1: u64) -> Option<Ioio> {
     // or u64::MAX; `None` if none is set), `port` from bits 16-31. Return
     // `None` unless exactly one size bit is set and at most one
     // address-size bit.
-    // Hint: `match (info1 >> 4) & 7 { 1 => 1, 2 => 2, 4 => 4, _ => return
-    // None }` picks the size; the address size works the same way, with
-    // one more arm for 0.
+    // Hint: `cargo xtask hint E7.2`.
     todo!("E7.2")
 }
 // ANCHOR_END: ioio

@@ -104,7 +104,7 @@ impl AsidPool {
         // start a new generation first: add one to `generation`, start
         // again from ASID 1, and set `flush_all` (old generations'
         // entries are still in the TLB under the ASIDs being reused).
-        // Hint: ASID 0 is the host's and is never handed out.
+        // Hint: `cargo xtask hint E7.3`.
         todo!("E7.3")
     }
 }

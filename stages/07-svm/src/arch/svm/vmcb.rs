@@ -228,8 +228,7 @@ pub fn segment_attrib(seg: &KvmSegment) -> u16 {
     // form: type in bits 0-3, s in bit 4, dpl in 5-6, present in 7, avl
     // in 8, l in 9, db in 10, g in 11. A segment marked `unusable` gets
     // present = 0.
-    // Hint: These are bits 40-47 and 52-55 of a segment descriptor, moved
-    // down to 0-11. Mask each field to its width before shifting it.
+    // Hint: `cargo xtask hint E7.1`.
     todo!("E7.1")
 }
 
