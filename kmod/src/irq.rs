@@ -85,6 +85,10 @@ pub fn plan(can_take: bool, requested: bool, bitmap: &mut [u64; 4]) -> Plan {
     //@+ runs on. Think about what "can take" means after an injection. The
     //@+ tests in `e12_1` run the plan against the SDM's rules (Vol. 3A,
     //@+ 6.8.1 and 6.8.3; Vol. 3C, 26.7.5 for the window).
+    //@ hint: Work through the cases one by one: can take or not, queue
+    //@+ empty or not, window asked for or not. In each, what must the
+    //@+ guest get at this entry, and who must hear when it can take an
+    //@+ interrupt?
     //@ hint: After a vector goes in, the guest cannot take another at the
     //@+ same entry: if more are queued, ask for the window. Userspace's
     //@+ exit comes only with nothing queued (2006's

@@ -341,10 +341,13 @@ impl MemSlots {
         //@+ no bit is reported for pages that are new or that moved; and if
         //@+ memory runs out here, the caller changes nothing at all. The
         //@+ tests in `e11_2` call `set_region`.
+        //@ hint: A bit is still true only if the page it names is the same
+        //@+ page: same slot, same first gfn, same number of pages. Which of
+        //@+ the two outcomes can fail, and does `set_region` call this
+        //@+ before it touches the slot?
         //@ hint: Two cases: the old log kept (`Option::take` moves it out
         //@+ of the slot, which gets it back after the resize, which cannot
-        //@+ fail for an unchanged size), or `DirtyLog::new`. Which of these may fail, and is it
-        //@+ called before `set_region` touches the slot?
+        //@+ fail for an unchanged size), or `DirtyLog::new`.
         if slot.base_gfn == request.base_gfn && slot.npages() == request.npages && slot.dirty.is_some() {
             return Ok(slot.dirty.take());
         }

@@ -461,7 +461,7 @@ impl Mmu {
         //@+ writable: so it is enough to visit `gfns`. Each kind of table
         //@+ already knows how to lose write rights: look for the code that
         //@+ makes a page read-only, or that throws translations away.
-        //@+ The nonpaging map and the cache each have a
+        //@ hint: The nonpaging map and the cache each have a
         //@+ `write_protect(gfn)`; the naive shadow has no reverse map, and
         //@+ throws everything away (`zap_all`) as it does on a CR3 load.
         //@+ Whichever you touch, the next entry must flush the TLB:

@@ -305,7 +305,7 @@ impl MemSlots {
         // no bit is reported for pages that are new or that moved; and if
         // memory runs out here, the caller changes nothing at all. The
         // tests in `e11_2` call `set_region`.
-        // Hint: `cargo xtask hint E11.2`.
+        // Hints: `cargo xtask hint E11.2`, then `--more` for the next (2 in all).
         todo!("E11.2")
     }
 

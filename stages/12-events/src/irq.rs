@@ -85,10 +85,7 @@ pub fn plan(can_take: bool, requested: bool, bitmap: &mut [u64; 4]) -> Plan {
     // runs on. Think about what "can take" means after an injection. The
     // tests in `e12_1` run the plan against the SDM's rules (Vol. 3A,
     // 6.8.1 and 6.8.3; Vol. 3C, 26.7.5 for the window).
-    // Hint: After a vector goes in, the guest cannot take another at the
-    // same entry: if more are queued, ask for the window. Userspace's
-    // exit comes only with nothing queued (2006's
-    // `dm_request_for_irq_injection`): a queued vector goes first.
+    // Hints: `cargo xtask hint E12.1`, then `--more` for the next (2 in all).
     todo!("E12.1")
 }
 // ANCHOR_END: before_entry

@@ -396,7 +396,7 @@ impl Mmu {
         // 4.10.4.1). Frames not in `gfns` keep whatever rights they
         // have. The tests in `e11_1` watch the tables the processor
         // would walk.
-        // Hint: `cargo xtask hint E11.1`.
+        // Hints: `cargo xtask hint E11.1`, then `--more` for the next (2 in all).
         todo!("E11.1")
     }
 }
