@@ -956,7 +956,7 @@ mod run_loop_tests {
     }
 
     //@ begin 12
-    mod interrupts {
+    mod e12_1 {
         use super::*;
 
         const IF: u64 = 1 << 9;

@@ -867,7 +867,7 @@ mod run_loop_tests {
         assert_eq!((back.cr0, back.cr8), (0x11, 5));
     }
 
-    mod interrupts {
+    mod e12_1 {
         use super::*;
 
         const IF: u64 = 1 << 9;
