@@ -106,6 +106,9 @@ fn dispatch(vm: &Vm, cmd: u32, arg: usize) -> KResult<isize> {
         //@ end
         //@ begin 12
         abi::KVM_INTERRUPT => interrupt(vm, arg),
+        abi::KVM_GET_MSRS => msr_io(vm, arg, false),
+        abi::KVM_SET_MSRS => msr_io(vm, arg, true),
+        abi::KVM_GET_MSR_INDEX_LIST => msr_index_list(arg),
         //@ end
         _ => Err(Errno::ENOTTY),
     }
@@ -209,6 +212,54 @@ fn interrupt(vm: &Vm, arg: usize) -> KResult<isize> {
     Ok(0)
 }
 // ANCHOR_END: kvm_interrupt
+
+// ANCHOR: msr_io
+/// The most entries one `KVM_GET_MSRS` or `KVM_SET_MSRS` takes: 2006's
+/// `MAX_IO_MSRS`.
+const MAX_IO_MSRS: u32 = 256;
+
+/// `KVM_GET_MSRS` and `KVM_SET_MSRS`, as 2006's `msr_io`: `E2BIG` for 256
+/// entries or more; the entries in, each read or written in order until
+/// the first MSR the module does not keep; the entries back out (for a
+/// read); and the number done as the ioctl's value.
+fn msr_io(vm: &Vm, arg: usize, write: bool) -> KResult<isize> {
+    let header: abi::KvmMsrs = read_user(arg)?;
+    if header.nmsrs >= MAX_IO_MSRS {
+        return Err(Errno::E2BIG);
+    }
+    let mut entries = alloc::vec::Vec::new();
+    entries.try_reserve_exact(header.nmsrs as usize).map_err(|_| Errno::ENOMEM)?;
+    let first = arg.checked_add(core::mem::size_of::<abi::KvmMsrs>()).ok_or(Errno::EFAULT)?;
+    let entry_size = core::mem::size_of::<abi::KvmMsrEntry>();
+    for i in 0..header.nmsrs as usize {
+        entries.push(read_user::<abi::KvmMsrEntry>(first.checked_add(i * entry_size).ok_or(Errno::EFAULT)?)?);
+    }
+    let done = vm.with_vcpu(header.vcpu, |v| if write { v.set_msrs(&entries) } else { v.get_msrs(&mut entries) })?;
+    if !write {
+        for (i, entry) in entries.iter().enumerate() {
+            write_user(first.checked_add(i * entry_size).ok_or(Errno::EFAULT)?, entry)?;
+        }
+    }
+    Ok(done as isize)
+}
+
+/// `KVM_GET_MSR_INDEX_LIST`: the number of MSRs always; their indices if
+/// userspace made room for them, else `E2BIG`, as 2006.
+fn msr_index_list(arg: usize) -> KResult<isize> {
+    let list = crate::exit::msr::MSR_INDEX_LIST;
+    let header: abi::KvmMsrList = read_user(arg)?;
+    let room = header.nmsrs;
+    write_user(arg, &abi::KvmMsrList { nmsrs: list.len() as u32, ..header })?;
+    if (room as usize) < list.len() {
+        return Err(Errno::E2BIG);
+    }
+    let first = arg.checked_add(core::mem::size_of::<abi::KvmMsrList>()).ok_or(Errno::EFAULT)?;
+    for (i, index) in list.iter().enumerate() {
+        write_user(first.checked_add(i * 4).ok_or(Errno::EFAULT)?, index)?;
+    }
+    Ok(0)
+}
+// ANCHOR_END: msr_io
 //@ end
 
 //@ begin 11
@@ -408,6 +459,72 @@ mod tests {
                 assert_eq!(bitmap, [0x01, 0x02, 0x08, 0xFF], "the bits survived the EFAULT");
                 assert_eq!(ioctl_ptr(h, abi::KVM_GET_DIRTY_LOG, &mut log), Ok(0));
                 assert_eq!(bitmap, [0, 0, 0, 0xFF], "and were cleared by the read");
+            });
+        }
+    }
+    //@ end
+
+    //@ begin 12
+    mod msrs {
+        use super::super::*;
+        use super::{ioctl_ptr, with_vm};
+        use crate::abi::{KvmMsrEntry, KvmMsrList, KvmMsrs};
+        use crate::exit::msr::msr;
+
+        /// `struct kvm_msrs` with its entries after it, as userspace lays it out.
+        #[repr(C)]
+        struct Msrs<const N: usize> {
+            header: KvmMsrs,
+            entries: [KvmMsrEntry; N],
+        }
+
+        fn entry(index: u32, data: u64) -> KvmMsrEntry {
+            KvmMsrEntry { index, reserved: 0, data }
+        }
+
+        #[test]
+        fn msrs_round_trip_through_the_ioctls_and_stop_at_the_first_unknown() {
+            with_vm(|h| {
+                // SAFETY: the handle is live inside `with_vm`.
+                assert_eq!(unsafe { ioctl(h, abi::KVM_CREATE_VCPU, 0) }, Ok(0));
+                let mut set = Msrs::<3> {
+                    header: KvmMsrs { vcpu: 0, nmsrs: 3, entries: [] },
+                    entries: [entry(msr::IA32_MISC_ENABLE, 0x81), entry(0xDEAD, 1), entry(msr::IA32_APIC_BASE, 0)],
+                };
+                // SAFETY: `set` is a live header followed by its three entries.
+                let done = unsafe { ioctl(h, abi::KVM_SET_MSRS, &mut set as *mut _ as usize) };
+                assert_eq!(done, Ok(1), "the unknown MSR stops the list");
+                let mut get = Msrs::<2> {
+                    header: KvmMsrs { vcpu: 0, nmsrs: 2, entries: [] },
+                    entries: [entry(msr::IA32_MISC_ENABLE, 0), entry(msr::IA32_UCODE_REV, 0)],
+                };
+                // SAFETY: as above.
+                assert_eq!(unsafe { ioctl(h, abi::KVM_GET_MSRS, &mut get as *mut _ as usize) }, Ok(2));
+                assert_eq!((get.entries[0].data, get.entries[1].data), (0x81, 0x1_0000_0000));
+                let mut many = KvmMsrs { vcpu: 0, nmsrs: 256, entries: [] };
+                assert_eq!(ioctl_ptr(h, abi::KVM_GET_MSRS, &mut many), Err(Errno::E2BIG));
+                let mut no_vcpu = KvmMsrs { vcpu: 1, nmsrs: 0, entries: [] };
+                assert_eq!(ioctl_ptr(h, abi::KVM_GET_MSRS, &mut no_vcpu), Err(Errno::EINVAL));
+            });
+        }
+
+        #[test]
+        fn the_index_list_says_its_size_and_wants_room() {
+            with_vm(|h| {
+                let mut small = KvmMsrList { nmsrs: 2, indices: [] };
+                assert_eq!(ioctl_ptr(h, abi::KVM_GET_MSR_INDEX_LIST, &mut small), Err(Errno::E2BIG));
+                assert_eq!(small.nmsrs, 10);
+                #[repr(C)]
+                struct List {
+                    header: KvmMsrList,
+                    indices: [u32; 16],
+                }
+                let mut list = List { header: KvmMsrList { nmsrs: 16, indices: [] }, indices: [0; 16] };
+                // SAFETY: a header followed by room for 16 indices.
+                assert_eq!(unsafe { ioctl(h, abi::KVM_GET_MSR_INDEX_LIST, &mut list as *mut List as usize) }, Ok(0));
+                assert_eq!(list.header.nmsrs, 10);
+                assert_eq!(&list.indices[..3], &[0x174, 0x175, 0x176]);
+                assert!(list.indices.contains(&msr::LSTAR) && list.indices.contains(&msr::IA32_TSC));
             });
         }
     }

@@ -261,6 +261,10 @@ struct Hw {
     /// processor shuts down, and the next entry reports it instead.
     shutdown_pending: bool,
     //@ end
+    //@ begin 12
+    /// IA32_MISC_ENABLE as the guest last wrote it (nothing reads it).
+    misc_enable: u64,
+    //@ end
     //@ begin 10
     /// The MMIO read userspace was asked for, and the data it gave.
     mmio_read: Option<(u64, usize)>,
@@ -291,6 +295,9 @@ impl Hw {
             //@ begin 10
             mmio_read: None,
             mmio_data: None,
+            //@ end
+            //@ begin 12
+            misc_enable: crate::exit::msr::MISC_ENABLE_RESET,
             //@ end
         })
     }
@@ -554,6 +561,16 @@ impl ExitContext for Running<'_> {
         self.hw.mmu.pdptes_valid(cr3, self.memory)
     }
 
+    //@ begin 12
+    fn read_msr(&self, index: u32) -> Option<u64> {
+        self.hw.read_msr(index, self.sregs)
+    }
+
+    fn write_msr(&mut self, index: u32, value: u64) -> bool {
+        self.hw.write_msr(index, value, self.sregs)
+    }
+    //@ end
+
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
         match self.hw.arch.pending_exception().map(|first| arch::combine(first, vector)) {
             Some(arch::Combined::DoubleFault) => self.hw.arch.queue_exception(8, Some(0)),
@@ -650,6 +667,64 @@ impl Vcpu {
 //@ end
 
 //@ begin 12
+// ANCHOR: msr_access
+impl Hw {
+    /// The guest's MSR `index` where [`crate::exit::msr::home`] puts it.
+    fn read_msr(&self, index: u32, sregs: &KvmSregs) -> Option<u64> {
+        use crate::exit::msr::MsrHome;
+        match crate::exit::msr::home(index)? {
+            MsrHome::Backend => self.arch.get_msr(index),
+            MsrHome::ApicBase => Some(sregs.apic_base),
+            MsrHome::Kept => Some(self.misc_enable),
+            MsrHome::Constant(value) => Some(value),
+        }
+    }
+
+    /// Writes it; `false` for an MSR the module does not keep, or a value
+    /// the backend refuses.
+    fn write_msr(&mut self, index: u32, value: u64, sregs: &mut KvmSregs) -> bool {
+        use crate::exit::msr::MsrHome;
+        match crate::exit::msr::home(index) {
+            None => false,
+            Some(MsrHome::Backend) => self.arch.set_msr(index, value),
+            Some(MsrHome::ApicBase) => {
+                sregs.apic_base = value;
+                true
+            }
+            Some(MsrHome::Kept) => {
+                self.misc_enable = value;
+                true
+            }
+            Some(MsrHome::Constant(_)) => true,
+        }
+    }
+}
+
+impl Vcpu {
+    /// `KVM_GET_MSRS`: fills each entry's data, in order, and stops at the
+    /// first MSR the module does not keep; returns how many were read, as
+    /// 2006's `msr_io` did.
+    pub fn get_msrs(&mut self, entries: &mut [crate::abi::KvmMsrEntry]) -> usize {
+        let Some(hw) = self.hw.as_ref() else { return 0 };
+        let sregs = self.sregs;
+        let mut done = 0;
+        for entry in entries.iter_mut() {
+            let Some(value) = hw.read_msr(entry.index, &sregs) else { break };
+            entry.data = value;
+            done += 1;
+        }
+        done
+    }
+
+    /// `KVM_SET_MSRS`: the same, writing.
+    pub fn set_msrs(&mut self, entries: &[crate::abi::KvmMsrEntry]) -> usize {
+        let Some(hw) = self.hw.as_mut() else { return 0 };
+        let sregs = &mut self.sregs;
+        entries.iter().take_while(|e| hw.write_msr(e.index, e.data, sregs)).count()
+    }
+}
+// ANCHOR_END: msr_access
+
 impl Vcpu {
     /// `KVM_INTERRUPT`: queues external interrupt `irq` for the guest
     /// (`EINVAL` beyond vector 255). The next entries deliver it when the

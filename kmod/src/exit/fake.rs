@@ -20,6 +20,10 @@ pub struct FakeContext {
     /// The addresses `page_fault` mapped.
     pub mapped: Vec<u64>,
     pub counts: [u64; NR_COUNTERS],
+    //@ begin 12
+    /// The MSRs written, as (index, value).
+    pub msrs: Vec<(u32, u64)>,
+    //@ end
     //@ begin 8
     /// What `page_fault` answers for an address that is not backed:
     /// the guest's fault with this error code, or (`None`) not memory.
@@ -105,6 +109,24 @@ impl ExitContext for FakeContext {
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
         self.queued = Some((vector, error_code));
+    }
+    //@ end
+    //@ begin 12
+
+    fn read_msr(&self, index: u32) -> Option<u64> {
+        match super::msr::home(index)? {
+            super::msr::MsrHome::Constant(value) => Some(value),
+            _ => Some(self.msrs.iter().find(|(i, _)| *i == index).map_or(0, |(_, v)| *v)),
+        }
+    }
+
+    fn write_msr(&mut self, index: u32, value: u64) -> bool {
+        if super::msr::home(index).is_none() {
+            return false;
+        }
+        self.msrs.retain(|(i, _)| *i != index);
+        self.msrs.push((index, value));
+        true
     }
     //@ end
     //@ begin 10

@@ -187,6 +187,15 @@ pub trait ExitContext {
     /// [`crate::arch::ArchVcpu::queue_exception`]).
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>);
     //@ end
+    //@ begin 12
+
+    /// The guest's MSR `index`, if the module keeps it
+    /// ([`msr::home`]); `None` if not.
+    fn read_msr(&self, index: u32) -> Option<u64>;
+    /// Writes it; `false` if the module does not keep it or refuses the
+    /// value.
+    fn write_msr(&mut self, index: u32, value: u64) -> bool;
+    //@ end
     //@ begin 10
 
     /// RIP and RFLAGS, for the emulator.

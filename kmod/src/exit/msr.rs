@@ -17,6 +17,11 @@ use x86::msr::IA32_EFER;
 /// `rdmsr` (EDX:EAX = MSR[ECX]) or `wrmsr` (MSR[ECX] = EDX:EAX).
 pub fn handle_msr(write: bool, insn_len: u8, hardware_reason: u32, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
     if ctx.gpr(Reg::Rcx as u8) as u32 != IA32_EFER {
+        //@ begin 12
+        if let Some(action) = handle_other_msr(write, insn_len, ctx) {
+            return action;
+        }
+        //@ end
         return to_user_unknown(hardware_reason, run);
     }
     let sregs = ctx.sregs();
@@ -37,6 +42,33 @@ pub fn handle_msr(write: bool, insn_len: u8, hardware_reason: u32, ctx: &mut dyn
     Action::Resume
 }
 
+//@ begin 12
+// ANCHOR: handle_other_msr
+/// From stage 12, every MSR but EFER: those the module keeps are read or
+/// written in the kernel ([`home`]); any other is #GP(0) for the guest, as
+/// 2006 answered ("unhandled rdmsr") and as the processor does for an MSR
+/// it lacks. `None` never comes back today: every MSR has an answer.
+fn handle_other_msr(write: bool, insn_len: u8, ctx: &mut dyn ExitContext) -> Option<Action> {
+    let index = ctx.gpr(Reg::Rcx as u8) as u32;
+    let done = if write {
+        let value = (ctx.gpr(Reg::Rdx as u8) & 0xFFFF_FFFF) << 32 | ctx.gpr(Reg::Rax as u8) & 0xFFFF_FFFF;
+        ctx.write_msr(index, value)
+    } else {
+        ctx.read_msr(index).map(|value| {
+            ctx.set_gpr(Reg::Rax as u8, value & 0xFFFF_FFFF);
+            ctx.set_gpr(Reg::Rdx as u8, value >> 32);
+        }).is_some()
+    };
+    if !done {
+        ctx.queue_exception(13, Some(0));
+        return Some(Action::Resume);
+    }
+    ctx.skip_instruction(insn_len);
+    Some(Action::Resume)
+}
+// ANCHOR_END: handle_other_msr
+//@ end
+
 /// A write to EFER: only SCE, LME and NXE may be set (LMA is the
 /// processor's: a write leaves it as it is), and LME cannot change while
 /// paging is on (SDM Vol. 3A, 9.8.5; APM Vol. 2, 3.1.7).
@@ -54,6 +86,102 @@ pub fn set_efer(sregs: &KvmSregs, value: u64) -> Result<KvmSregs, GeneralProtect
     Ok(KvmSregs { efer: efer.bits(), ..*sregs })
 }
 // ANCHOR_END: handle_msr
+
+//@ begin 12
+// ANCHOR: msr_table
+/// The MSRs `KVM_GET_MSR_INDEX_LIST` names, as 2006's `msrs_to_save` and
+/// `emulated_msrs`: the ones a VMM saves and restores with the vCPU
+/// (SYSENTER, the SYSCALL MSRs, KERNEL_GS_BASE, the TSC; SDM Vol. 4,
+/// Table 2-2; APM Vol. 2, 6.1.1 and 6.1.2), and MISC_ENABLE.
+pub const MSR_INDEX_LIST: [u32; 10] = [
+    msr::IA32_SYSENTER_CS,
+    msr::IA32_SYSENTER_ESP,
+    msr::IA32_SYSENTER_EIP,
+    msr::STAR,
+    msr::LSTAR,
+    msr::CSTAR,
+    msr::KERNEL_GS_BASE,
+    msr::SFMASK,
+    msr::IA32_TSC,
+    msr::IA32_MISC_ENABLE,
+];
+
+/// MSR numbers.
+pub mod msr {
+    pub const IA32_TSC: u32 = 0x10;
+    pub const IA32_PLATFORM_ID: u32 = 0x17;
+    pub const IA32_APIC_BASE: u32 = 0x1B;
+    pub const IA32_UCODE_REV: u32 = 0x8B;
+    pub const IA32_MTRRCAP: u32 = 0xFE;
+    pub const IA32_SYSENTER_CS: u32 = 0x174;
+    pub const IA32_SYSENTER_ESP: u32 = 0x175;
+    pub const IA32_SYSENTER_EIP: u32 = 0x176;
+    pub const IA32_MCG_CAP: u32 = 0x179;
+    pub const IA32_MCG_STATUS: u32 = 0x17A;
+    pub const IA32_MCG_CTL: u32 = 0x17B;
+    pub const IA32_MISC_ENABLE: u32 = 0x1A0;
+    pub const STAR: u32 = 0xC000_0081;
+    pub const LSTAR: u32 = 0xC000_0082;
+    pub const CSTAR: u32 = 0xC000_0083;
+    pub const SFMASK: u32 = 0xC000_0084;
+    pub const FS_BASE: u32 = 0xC000_0100;
+    pub const GS_BASE: u32 = 0xC000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
+}
+
+/// Whether `value` is canonical: bits 63:47 all equal (a 48-bit linear
+/// address, SDM Vol. 1, 3.3.7.1). `wrmsr` of a non-canonical address to an
+/// MSR that holds one is #GP.
+pub fn canonical(value: u64) -> bool {
+    ((value as i64) << 16 >> 16) as u64 == value
+}
+
+/// The guest's time-stamp counter when the host's reads `host` and the
+/// guest runs with TSC offset `offset` (the processor adds it to every
+/// `rdtsc` in the guest: SDM Vol. 3C, 26.3; APM Vol. 2, 15.30.4).
+pub fn guest_tsc(host: u64, offset: u64) -> u64 {
+    host.wrapping_add(offset)
+}
+
+/// IA32_MISC_ENABLE at reset: bits 11 and 12 say there is no branch trace
+/// store and no PEBS (SDM Vol. 4, Table 2-2), which rkvm does not offer;
+/// Linux's KVM starts its guests with the same value.
+pub const MISC_ENABLE_RESET: u64 = 1 << 11 | 1 << 12;
+
+/// Where the value of an MSR the module handles lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrHome {
+    /// In the backend: the registers its hardware switches at entry and
+    /// exit (the VMCB's save area, the VMCS's guest state), and the TSC.
+    Backend,
+    /// `sregs.apic_base`, which `KVM_GET_SREGS` shows too.
+    ApicBase,
+    /// A value the vCPU keeps for the guest and nothing else reads.
+    Kept,
+    /// Reads as this constant; writes are ignored: machine-check and MTRR
+    /// registers a guest probes at boot, of a processor with none
+    /// (2006's `kvm_get_msr_common` answered them so).
+    Constant(u64),
+}
+
+/// Where MSR `index` lives, or `None`: then `rdmsr` and `wrmsr` of it are
+/// #GP(0), as on a processor without it, and the ioctls stop at it.
+pub fn home(index: u32) -> Option<MsrHome> {
+    use msr::*;
+    Some(match index {
+        IA32_SYSENTER_CS | IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | STAR | LSTAR | CSTAR | SFMASK | KERNEL_GS_BASE
+        | FS_BASE | GS_BASE | IA32_TSC => MsrHome::Backend,
+        IA32_APIC_BASE => MsrHome::ApicBase,
+        IA32_MISC_ENABLE => MsrHome::Kept,
+        IA32_UCODE_REV => MsrHome::Constant(0x1_0000_0000),
+        IA32_PLATFORM_ID | IA32_MTRRCAP | IA32_MCG_CAP | IA32_MCG_STATUS | IA32_MCG_CTL => MsrHome::Constant(0),
+        // IA32_MC0_CTL to the last bank's registers, and the MTRRs.
+        0x400..=0x47F | 0x200..=0x2FF => MsrHome::Constant(0),
+        _ => return None,
+    })
+}
+// ANCHOR_END: msr_table
+//@ end
 
 #[cfg(test)]
 mod tests {
@@ -92,12 +220,39 @@ mod tests {
     }
 
     #[test]
-    fn another_msr_goes_to_userspace_untouched() {
+    fn an_msr_the_module_lacks_is_never_done() {
         let mut ctx = FakeContext::default();
         let mut run = KvmRun::default();
-        ctx.regs[Reg::Rcx as usize] = 0x10;
-        assert_eq!(handle_msr(false, 2, 31, &mut ctx, &mut run), Action::ToUser);
-        assert_eq!((run.exit_reason, run.exit.hw().hardware_exit_reason), (crate::abi::KVM_EXIT_UNKNOWN, 31));
-        assert_eq!(ctx.skipped, 0);
+        ctx.regs[Reg::Rcx as usize] = 0x1234_5678;
+        ctx.regs[Reg::Rax as usize] = 0xAAAA;
+        let _ = handle_msr(false, 2, 31, &mut ctx, &mut run);
+        // Until stage 12 userspace hears of it (KVM_EXIT_UNKNOWN); from
+        // stage 12 the guest gets #GP. Either way nothing is read.
+        assert_eq!((ctx.skipped, ctx.regs[Reg::Rax as usize]), (0, 0xAAAA));
     }
+    //@ begin 12
+
+    #[test]
+    fn kept_msrs_round_trip_and_others_are_general_protection() {
+        let mut ctx = FakeContext::default();
+        let mut run = KvmRun::default();
+        let mut access = |ctx: &mut FakeContext, write: bool, index: u32, value: u64| {
+            ctx.regs[Reg::Rcx as usize] = index.into();
+            ctx.regs[Reg::Rax as usize] = value & 0xFFFF_FFFF;
+            ctx.regs[Reg::Rdx as usize] = value >> 32;
+            (ctx.skipped, ctx.queued) = (0, None);
+            handle_msr(write, 2, 31, ctx, &mut run)
+        };
+        assert_eq!(access(&mut ctx, true, msr::LSTAR, 0xFFFF_8000_1234_5678), Action::Resume);
+        assert_eq!((ctx.skipped, ctx.queued), (2, None));
+        assert_eq!(access(&mut ctx, false, msr::LSTAR, 0), Action::Resume);
+        assert_eq!((ctx.regs[Reg::Rax as usize], ctx.regs[Reg::Rdx as usize]), (0x1234_5678, 0xFFFF_8000));
+        assert_eq!(access(&mut ctx, false, msr::IA32_UCODE_REV, 0), Action::Resume);
+        assert_eq!(ctx.regs[Reg::Rdx as usize], 1, "2006's microcode revision");
+        for write in [false, true] {
+            assert_eq!(access(&mut ctx, write, 0xC000_0104, 0), Action::Resume);
+            assert_eq!((ctx.skipped, ctx.queued), (0, Some((13, Some(0)))), "an MSR no one keeps: #GP(0)");
+        }
+    }
+    //@ end
 }

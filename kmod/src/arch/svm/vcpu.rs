@@ -313,6 +313,57 @@ impl ArchVcpu for SvmVcpu {
         }
     }
     // ANCHOR_END: svm_interrupts
+
+    // ANCHOR: svm_msrs
+    /// The VMCB's save area holds the MSRs `vmload` and `vmsave` switch
+    /// (APM Vol. 2, 15.5.2), the segment bases, and the TSC offset.
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        use crate::exit::msr::{guest_tsc, msr::*};
+        let v = self.vmcb();
+        let s = &v.save;
+        Some(match index {
+            IA32_SYSENTER_CS => s.sysenter_cs,
+            IA32_SYSENTER_ESP => s.sysenter_esp,
+            IA32_SYSENTER_EIP => s.sysenter_eip,
+            STAR => s.star,
+            LSTAR => s.lstar,
+            CSTAR => s.cstar,
+            SFMASK => s.sfmask,
+            KERNEL_GS_BASE => s.kernel_gs_base,
+            FS_BASE => s.fs.base,
+            GS_BASE => s.gs.base,
+            // SAFETY: `rdtsc` has no preconditions at CPL 0.
+            IA32_TSC => guest_tsc(unsafe { core::arch::x86_64::_rdtsc() }, v.control.tsc_offset),
+            _ => return None,
+        })
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        use crate::exit::msr::{canonical, msr::*};
+        let address = matches!(index, IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE);
+        if address && !canonical(value) {
+            return false;
+        }
+        let v = self.vmcb_mut();
+        let s = &mut v.save;
+        match index {
+            IA32_SYSENTER_CS => s.sysenter_cs = value & 0xFFFF,
+            IA32_SYSENTER_ESP => s.sysenter_esp = value,
+            IA32_SYSENTER_EIP => s.sysenter_eip = value,
+            STAR => s.star = value,
+            LSTAR => s.lstar = value,
+            CSTAR => s.cstar = value,
+            SFMASK => s.sfmask = value & 0xFFFF_FFFF,
+            KERNEL_GS_BASE => s.kernel_gs_base = value,
+            FS_BASE => s.fs.base = value,
+            GS_BASE => s.gs.base = value,
+            // SAFETY: as in `get_msr`.
+            IA32_TSC => v.control.tsc_offset = value.wrapping_sub(unsafe { core::arch::x86_64::_rdtsc() }),
+            _ => return false,
+        }
+        true
+    }
+    // ANCHOR_END: svm_msrs
     //@ end
 }
 

@@ -85,6 +85,7 @@ pub struct FakeVcpu {
     queued: Option<(u8, Option<u32>)>,
     injected: Option<u8>,
     window_exiting: bool,
+    msrs: Vec<(u32, u64)>,
 }
 
 impl ArchVcpu for FakeVcpu {
@@ -143,5 +144,15 @@ impl ArchVcpu for FakeVcpu {
 
     fn set_window_exiting(&mut self, on: bool) {
         self.window_exiting = on;
+    }
+
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        self.msrs.iter().find(|(i, _)| *i == index).map(|(_, v)| *v)
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        self.msrs.retain(|(i, _)| *i != index);
+        self.msrs.push((index, value));
+        true
     }
 }

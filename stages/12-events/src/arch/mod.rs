@@ -164,6 +164,15 @@ pub trait ArchVcpu: Send {
     /// With `on`, the processor exits (`VmExit::InterruptWindow`) as soon
     /// as the guest can take an interrupt; without, it does not.
     fn set_window_exiting(&mut self, on: bool);
+
+    /// The guest's value of MSR `index` among those the backend keeps
+    /// (the ones its hardware switches at entry and exit, and the TSC);
+    /// `None` for one it does not keep.
+    fn get_msr(&self, index: u32) -> Option<u64>;
+
+    /// Sets it; `false` for one it does not keep or a value it refuses
+    /// (a non-canonical address, which would fault at `wrmsr`).
+    fn set_msr(&mut self, index: u32, value: u64) -> bool;
 }
 // ANCHOR_END: arch_vcpu
 

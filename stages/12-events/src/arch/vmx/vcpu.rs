@@ -630,6 +630,36 @@ impl ArchVcpu for VmxVcpu {
         self.window_exiting = on;
     }
     // ANCHOR_END: vmx_interrupts
+
+    // ANCHOR: vmx_msrs
+    /// So far the segment bases, which the VMCS's guest state holds. The
+    /// SYSENTER MSRs (guest-state fields too), the SYSCALL MSRs and
+    /// KERNEL_GS_BASE (which VMX does not switch: they need the VM-entry
+    /// and VM-exit MSR-load lists) and the TSC (TSC offsetting) are not
+    /// kept yet on VMX: the guest gets #GP for them.
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        use crate::exit::msr::msr::*;
+        match index {
+            FS_BASE => Some(self.sregs.fs.base),
+            GS_BASE => Some(self.sregs.gs.base),
+            _ => None,
+        }
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        use crate::exit::msr::{canonical, msr::*};
+        if !canonical(value) {
+            return false;
+        }
+        match index {
+            FS_BASE => self.sregs.fs.base = value,
+            GS_BASE => self.sregs.gs.base = value,
+            _ => return false,
+        }
+        self.sregs_dirty = true;
+        true
+    }
+    // ANCHOR_END: vmx_msrs
 }
 
 // ANCHOR: entry_interruption
