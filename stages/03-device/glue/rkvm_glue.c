@@ -21,6 +21,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 
 MODULE_AUTHOR("rkvm");
 MODULE_DESCRIPTION("rkvm: a kernel-based virtual machine monitor in Rust, after Linux 2.6.20's KVM");

@@ -21,6 +21,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <asm/fpu/api.h>
 #include <asm/fpu/types.h>
 #include <linux/cpumask.h>
