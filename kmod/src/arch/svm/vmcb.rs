@@ -184,6 +184,10 @@ pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
     pub const SMI: u32 = 1 << 2;
+    //@ begin 8
+    /// `rdpmc`: the host's performance counters are not the guest's.
+    pub const RDPMC: u32 = 1 << 15;
+    //@ end
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;

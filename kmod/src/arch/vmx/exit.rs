@@ -23,6 +23,9 @@ pub mod reason {
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
     //@ begin 8
+    pub const RDPMC: u16 = 15;
+    //@ end
+    //@ begin 8
     pub const INVLPG: u16 = 14;
     //@ end
     pub const CR_ACCESS: u16 = 28;
@@ -110,6 +113,9 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::PREEMPTION_TIMER => VmExit::ExternalInterrupt,
         reason::TRIPLE_FAULT => VmExit::Shutdown,
         reason::HLT => VmExit::Hlt { insn_len },
+        //@ begin 8
+        reason::RDPMC => VmExit::Rdpmc { insn_len },
+        //@ end
         //@ begin 6
         reason::CPUID => VmExit::Cpuid { insn_len },
         reason::IO_INSTRUCTION => VmExit::Io(decode_io(info)),
