@@ -135,6 +135,17 @@ pub fn mutex_lock(mutex: NonNull<c_void>) {
     }
 }
 
+pub fn mutex_lock_killable(mutex: NonNull<c_void>) -> bool {
+    let word = lock_word(&mutex);
+    while word.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if fatal_signal_pending() {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
 pub fn mutex_unlock(mutex: NonNull<c_void>) {
     lock_word(&mutex).store(false, Ordering::Release);
 }

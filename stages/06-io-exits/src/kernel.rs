@@ -287,6 +287,17 @@ impl<T> Mutex<T> {
         MutexGuard { mutex: self, _not_send: PhantomData }
     }
 
+    /// As `lock`, but a task killed while it waits stops waiting: `EINTR`
+    /// (the process is dying and will never see the answer). Used by
+    /// every path that waits for a vCPU, which another thread may be
+    /// running for as long as its guest does.
+    pub fn lock_killable(&self) -> KResult<MutexGuard<'_, T>> {
+        if !imp::mutex_lock_killable(self.raw) {
+            return Err(Errno::EINTR);
+        }
+        Ok(MutexGuard { mutex: self, _not_send: PhantomData })
+    }
+
     /// The data, without locking: `&mut self` proves no one else holds it.
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()

@@ -21,6 +21,7 @@
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <asm/fpu/api.h>
 #include <asm/fpu/types.h>
 #include <linux/cpumask.h>
@@ -243,6 +244,12 @@ void rkvm_glue_mutex_free(struct mutex *m)
 void rkvm_glue_mutex_lock(struct mutex *m)
 {
 	mutex_lock(m);
+}
+
+/* 0 with the lock held, or -EINTR if the task was killed while it waited. */
+int rkvm_glue_mutex_lock_killable(struct mutex *m)
+{
+	return mutex_lock_killable(m);
 }
 
 void rkvm_glue_mutex_unlock(struct mutex *m)
@@ -478,6 +485,17 @@ static const struct vm_operations_struct rkvm_vm_ops = {
 static int rkvm_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	vma->vm_ops = &rkvm_vm_ops;
+	/*
+	 * Guest memory stays out of the process's core dumps: a crashing VMM
+	 * must not write gigabytes of a guest (and its secrets) to disk.
+	 * Linux's KVM marks its guest memory the same way (QEMU asks with
+	 * madvise(MADV_DONTDUMP)).
+	 */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_set(vma, VM_DONTDUMP);
+#else
+	vma->vm_flags |= VM_DONTDUMP;
+#endif
 	return 0;
 }
 // ANCHOR_END: mmap

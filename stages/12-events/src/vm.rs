@@ -15,7 +15,11 @@
 //!   takes `memory`.
 //!
 //! All are sleeping locks (kernel mutexes): every path that takes them runs
-//! in process context and may sleep anyway (allocation, page faults).
+//! in process context and may sleep anyway (allocation, page faults). An
+//! ioctl waits for them killably: a vCPU's lock may be held for as long as
+//! another thread runs its guest, and `KVM_SET_MEMORY_REGION` holds the
+//! memory lock across an allocation of gigabytes, so a task waiting behind
+//! either must still die when it is killed (`EINTR`, which it never sees).
 //! 2006's `kvm->lock` was a spin lock, so 2006 allocated a slot's pages
 //! outside it and detected concurrent changes with a version counter; a
 //! mutex can simply be held across the allocation.
@@ -86,7 +90,7 @@ impl Drop for Vm {
 impl Vm {
     /// `KVM_SET_MEMORY_REGION`.
     pub fn set_memory_region(&self, region: &KvmMemoryRegion) -> KResult<()> {
-        self.memory.lock().set_region(region)
+        self.memory.lock_killable()?.set_region(region)
     }
 
     /// The page userspace faulted on in a mapping of the device, at file
@@ -116,7 +120,7 @@ impl Vm {
     /// `KVM_CREATE_VCPU`: `EINVAL` for an index beyond the VM's vCPUs,
     /// `EEXIST` if that vCPU exists already.
     pub fn create_vcpu(&self, index: usize) -> KResult<()> {
-        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock_killable()?;
         if slot.is_some() {
             return Err(Errno::EEXIST);
         }
@@ -130,7 +134,7 @@ impl Vm {
     /// in 2006.
     pub fn with_vcpu<R>(&self, index: u32, f: impl FnOnce(&mut Vcpu) -> R) -> KResult<R> {
         let index = usize::try_from(index).map_err(|_| Errno::EINVAL)?;
-        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock_killable()?;
         let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
         Ok(f(vcpu))
     }
@@ -144,7 +148,7 @@ impl Vm {
     /// handlers that need the slots.
     pub fn run(&self, run: &mut KvmRun) -> KResult<()> {
         let index = usize::try_from(run.vcpu).map_err(|_| Errno::EINVAL)?;
-        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock_killable()?;
         let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
         vcpu.run(run, &self.memory, &self.stats)
     }
@@ -161,7 +165,7 @@ impl Vm {
     /// `KVM_TRANSLATE` on vCPU `tr.vcpu`.
     pub fn translate(&self, tr: &KvmTranslation) -> KResult<KvmTranslation> {
         let index = usize::try_from(tr.vcpu).map_err(|_| Errno::EINVAL)?;
-        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock();
+        let mut slot = self.vcpus.get(index).ok_or(Errno::EINVAL)?.lock_killable()?;
         let vcpu = slot.as_deref_mut().ok_or(Errno::ENOENT)?;
         Ok(KvmTranslation { vcpu: tr.vcpu, ..vcpu.translate(tr.linear_address, &self.memory) })
     }
@@ -192,7 +196,7 @@ impl Vm {
     /// flush its TLB. With more vCPUs, every one would be held.
     pub fn get_dirty_log(&self, slot: u32) -> KResult<TakenLog> {
         let slot = usize::try_from(slot).map_err(|_| Errno::EINVAL)?;
-        let mut vcpu = self.vcpus.first().ok_or(Errno::EINVAL)?.lock();
+        let mut vcpu = self.vcpus.first().ok_or(Errno::EINVAL)?.lock_killable()?;
         let (bytes, base_gfn) = self.memory.lock().take_dirty_log(slot)?;
         if let Some(vcpu) = vcpu.as_deref_mut() {
             vcpu.write_protect(crate::memslot::dirty::dirty_pages(&bytes).map(|i| base_gfn + i as u64));
@@ -269,6 +273,30 @@ mod tests {
         registers.join().expect("no panic");
         assert_eq!(vm.with_memory(MemSlots::npages), 0);
         assert_eq!(vm.with_vcpu(0, |v| v.rip), Ok(49));
+    }
+
+    #[test]
+    fn a_task_killed_while_it_waits_for_a_busy_vcpu_stops_waiting() {
+        let vm: Arc<Vm> = Arc::from(Vm::new().expect("a VM"));
+        assert_eq!(vm.create_vcpu(0), Ok(()));
+        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let runner = {
+            let vm = vm.clone();
+            let (held, release) = (held.0, release.1);
+            // Holds the vCPU as KVM_RUN does while its guest runs.
+            std::thread::spawn(move || vm.with_vcpu(0, |_| {
+                held.send(()).expect("the test waits");
+                release.recv().expect("the test releases");
+            }))
+        };
+        held.1.recv().expect("the vCPU is held");
+        fake::fatal_signal_after(Some(10));
+        assert_eq!(vm.with_vcpu(0, |v| v.rip), Err(Errno::EINTR), "killed while waiting");
+        fake::fatal_signal_after(None);
+        assert_eq!(vm.set_memory_region(&region(0, 0, 4096)), Ok(()), "the memory lock is another");
+        release.0.send(()).expect("the holder waits");
+        assert_eq!(runner.join().expect("no panic"), Ok(()));
+        assert_eq!(vm.with_vcpu(0, |v| v.rip), Ok(0xFFF0), "and the lock works after");
     }
 
     mod e3_2 {

@@ -28,6 +28,9 @@ pub mod code {
     //@ begin 12
     pub const VINTR: u64 = 0x64;
     //@ end
+    //@ begin 8
+    pub const RDPMC: u64 = 0x6F;
+    //@ end
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
     //@ begin 8
@@ -149,6 +152,9 @@ pub fn decode(guest: &Guest<'_>) -> VmExit {
         code::INTR | code::NMI | code::SMI => VmExit::ExternalInterrupt,
         //@ begin 12
         code::VINTR => VmExit::InterruptWindow,
+        //@ end
+        //@ begin 8
+        code::RDPMC => VmExit::Rdpmc { insn_len: 2 },
         //@ end
         code::SHUTDOWN => VmExit::Shutdown,
         code::INVALID => VmExit::FailEntry { hardware_reason: u32::MAX },

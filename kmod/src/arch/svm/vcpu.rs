@@ -163,6 +163,7 @@ pub fn misc1_intercepts() -> u32 {
         | misc1::INVLPGA
         //@ begin 8
         | misc1::INVLPG
+        | misc1::RDPMC
         //@ end
         | misc1::IOIO_PROT
         | misc1::MSR_PROT

@@ -189,6 +189,10 @@ pub mod misc1 {
     /// hear when the guest's interrupt window opens.
     pub const VINTR: u32 = 1 << 4;
     //@ end
+    //@ begin 8
+    /// `rdpmc`: the host's performance counters are not the guest's.
+    pub const RDPMC: u32 = 1 << 15;
+    //@ end
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;

@@ -26,6 +26,9 @@ pub mod reason {
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
     //@ begin 8
+    pub const RDPMC: u16 = 15;
+    //@ end
+    //@ begin 8
     pub const INVLPG: u16 = 14;
     //@ end
     pub const CR_ACCESS: u16 = 28;
@@ -116,6 +119,9 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::INTERRUPT_WINDOW => VmExit::InterruptWindow,
         //@ end
         reason::HLT => VmExit::Hlt { insn_len },
+        //@ begin 8
+        reason::RDPMC => VmExit::Rdpmc { insn_len },
+        //@ end
         //@ begin 6
         reason::CPUID => VmExit::Cpuid { insn_len },
         reason::IO_INSTRUCTION => VmExit::Io(decode_io(info)),

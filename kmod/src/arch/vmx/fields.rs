@@ -173,6 +173,10 @@ pub mod cpu {
     pub const INVLPG_EXITING: u32 = 1 << 9;
     //@ end
     pub const MWAIT_EXITING: u32 = 1 << 10;
+    //@ begin 8
+    /// `rdpmc` exits: the host's performance counters are not the guest's.
+    pub const RDPMC_EXITING: u32 = 1 << 11;
+    //@ end
     /// Every `mov cr3, reg` exits: the hardware CR3 is the module's.
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
     /// Every `mov reg, cr3` exits: the guest must see its own CR3.

@@ -44,6 +44,9 @@ pub enum VmExit {
     /// `hardware_reason` is what userspace hears for an MSR the kernel
     /// does not handle.
     Msr { write: bool, insn_len: u8, hardware_reason: u32 },
+    /// `rdpmc`, intercepted so that the guest cannot read the host's
+    /// performance counters.
+    Rdpmc { insn_len: u8 },
     /// `hlt`: the guest has nothing to do until an interrupt.
     Hlt { insn_len: u8 },
     /// The guest touched linear address `address` and the page tables it
@@ -186,6 +189,7 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
         VmExit::Lmsw { value, insn_len } => cr::handle_lmsw(value, insn_len, ctx),
         VmExit::Invlpg { address, insn_len } => handle_invlpg(address, insn_len, ctx),
         VmExit::Msr { write, insn_len, hardware_reason } => msr::handle_msr(write, insn_len, hardware_reason, ctx, run),
+        VmExit::Rdpmc { insn_len } => handle_rdpmc(insn_len, ctx),
         VmExit::Hlt { insn_len } => handle_hlt(insn_len, ctx, run),
         VmExit::PageFault { address, error_code } => handle_page_fault(address, error_code, ctx, run),
         // #DB and #AC, which backends intercept so that their delivery
@@ -294,6 +298,25 @@ pub fn reflect_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitConte
 /// The page-fault vector.
 const PF_VECTOR: u8 = 14;
 
+// ANCHOR: handle_rdpmc
+/// `rdpmc`: the guest's counters never count. Counters 0 to 3 (AMD's four
+/// legacy counters, which every AMD processor since family 10h has, APM
+/// Vol. 2, 13.2.1) read as 0, as Linux 6.1's kvm_amd answers with or
+/// without its virtual PMU; any other is #GP(0), as for a counter the
+/// processor lacks (SDM Vol. 2B, RDPMC). Bit 31 of ECX (Intel's "fast
+/// read") is ignored. The host's counters never reach the guest.
+fn handle_rdpmc(insn_len: u8, ctx: &mut dyn ExitContext) -> Action {
+    let counter = ctx.gpr(crate::regs::Reg::Rcx as u8) as u32 & !(1 << 31);
+    if counter >= 4 {
+        return reflect(13, Some(0), ctx);
+    }
+    ctx.set_gpr(crate::regs::Reg::Rax as u8, 0);
+    ctx.set_gpr(crate::regs::Reg::Rdx as u8, 0);
+    ctx.skip_instruction(insn_len);
+    Action::Resume
+}
+// ANCHOR_END: handle_rdpmc
+
 /// Gives an intercepted exception back to the guest, and resumes.
 fn reflect(vector: u8, error_code: Option<u32>, ctx: &mut dyn ExitContext) -> Action {
     ctx.queue_exception(vector, error_code);
@@ -360,6 +383,21 @@ mod tests {
         assert_eq!(handle_exit(&VmExit::ExternalInterrupt, &mut ctx, &mut run), Action::Resume);
         assert_eq!(ctx.counted(Counter::IrqExits), 1);
         assert_eq!(run, KvmRun::default(), "kvm_run untouched");
+    }
+
+    #[test]
+    fn rdpmc_reads_counters_that_never_count_and_no_others() {
+        let mut ctx = FakeContext::default();
+        let mut run = KvmRun::default();
+        ctx.regs[crate::regs::Reg::Rcx as usize] = 0x8000_0003;
+        ctx.regs[crate::regs::Reg::Rax as usize] = 0x1111;
+        ctx.regs[crate::regs::Reg::Rdx as usize] = 0x2222;
+        assert_eq!(handle_exit(&VmExit::Rdpmc { insn_len: 2 }, &mut ctx, &mut run), Action::Resume);
+        assert_eq!((ctx.regs[0], ctx.regs[2], ctx.skipped, ctx.queued), (0, 0, 2, None), "counter 3 reads 0");
+        ctx.regs[crate::regs::Reg::Rcx as usize] = 4;
+        assert_eq!(handle_exit(&VmExit::Rdpmc { insn_len: 2 }, &mut ctx, &mut run), Action::Resume);
+        assert_eq!((ctx.queued, ctx.skipped), (Some((13, Some(0))), 2), "#GP(0) at the rdpmc of counter 4");
+        assert_eq!(run, KvmRun::default(), "nothing for userspace");
     }
 
     #[test]

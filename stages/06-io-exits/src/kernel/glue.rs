@@ -28,6 +28,7 @@ unsafe extern "C" {
     fn rkvm_glue_mutex_alloc(class: i32) -> *mut c_void;
     fn rkvm_glue_mutex_free(mutex: *mut c_void);
     fn rkvm_glue_mutex_lock(mutex: *mut c_void);
+    fn rkvm_glue_mutex_lock_killable(mutex: *mut c_void) -> i32;
     fn rkvm_glue_mutex_unlock(mutex: *mut c_void);
 }
 
@@ -107,6 +108,13 @@ pub fn mutex_free(mutex: NonNull<c_void>) {
 pub fn mutex_lock(mutex: NonNull<c_void>) {
     // SAFETY: the mutex is alive for as long as its `Mutex`; process context.
     unsafe { rkvm_glue_mutex_lock(mutex.as_ptr()) }
+}
+
+/// `true` with the lock held; `false` if the task was killed while it
+/// waited.
+pub fn mutex_lock_killable(mutex: NonNull<c_void>) -> bool {
+    // SAFETY: as in `mutex_lock`.
+    unsafe { rkvm_glue_mutex_lock_killable(mutex.as_ptr()) == 0 }
 }
 
 pub fn mutex_unlock(mutex: NonNull<c_void>) {

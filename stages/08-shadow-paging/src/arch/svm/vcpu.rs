@@ -156,6 +156,7 @@ pub fn misc1_intercepts() -> u32 {
         | misc1::HLT
         | misc1::INVLPGA
         | misc1::INVLPG
+        | misc1::RDPMC
         | misc1::IOIO_PROT
         | misc1::MSR_PROT
         | misc1::TASK_SWITCH

@@ -219,7 +219,7 @@ impl Controls {
         // Stage 08: `invlpg` exits for the shadow, and the guest's EFER is
         // loaded at each entry and the host's at each exit where the
         // processor can (else `vcpu.rs` uses the MSR-load lists).
-        let cpu_required = cpu_required | cpu::INVLPG_EXITING;
+        let cpu_required = cpu_required | cpu::INVLPG_EXITING | cpu::RDPMC_EXITING;
         let exit_optional = exit_optional | exit::SAVE_IA32_EFER | exit::LOAD_IA32_EFER;
         let entry_optional = entry_optional | entry::LOAD_IA32_EFER;
         Ok(Controls {

@@ -25,6 +25,7 @@ pub mod code {
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
+    pub const RDPMC: u64 = 0x6F;
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
     pub const INVLPG: u64 = 0x79;
@@ -129,6 +130,7 @@ pub fn decode(guest: &Guest<'_>) -> VmExit {
         code::INVLPG => decode_invlpg(guest),
         code::PF => VmExit::PageFault { address: c.exit_info_2, error_code: c.exit_info_1 as u32 },
         code::INTR | code::NMI | code::SMI => VmExit::ExternalInterrupt,
+        code::RDPMC => VmExit::Rdpmc { insn_len: 2 },
         code::SHUTDOWN => VmExit::Shutdown,
         code::INVALID => VmExit::FailEntry { hardware_reason: u32::MAX },
         n @ code::CR0_READ..=0x1F => decode_cr(guest, n),

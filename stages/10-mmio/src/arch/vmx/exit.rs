@@ -20,6 +20,7 @@ pub mod reason {
     pub const TRIPLE_FAULT: u16 = 2;
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
+    pub const RDPMC: u16 = 15;
     pub const INVLPG: u16 = 14;
     pub const CR_ACCESS: u16 = 28;
     pub const IO_INSTRUCTION: u16 = 30;
@@ -102,6 +103,7 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::PREEMPTION_TIMER => VmExit::ExternalInterrupt,
         reason::TRIPLE_FAULT => VmExit::Shutdown,
         reason::HLT => VmExit::Hlt { insn_len },
+        reason::RDPMC => VmExit::Rdpmc { insn_len },
         reason::CPUID => VmExit::Cpuid { insn_len },
         reason::IO_INSTRUCTION => VmExit::Io(decode_io(info)),
         reason::CR_ACCESS => match decode_cr(info.qualification, insn_len) {

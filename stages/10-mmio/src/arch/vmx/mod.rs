@@ -203,8 +203,12 @@ pub fn hardware_enable(vmxon_region: u64) -> Result<(), EnableError> {
 /// Turns VMX off on this CPU: VMXOFF, then CR4.VMXE cleared. Only for a
 /// CPU that [`hardware_enable`] turned on, with no VMCS current on it.
 pub fn hardware_disable() {
-    // SAFETY: the caller turned VMX on on this CPU; no VMCS of rkvm is
-    // active outside KVM_RUN, and none runs while the module unloads.
+    // SAFETY: the caller turned VMX on on this CPU. A VMCS stays active on
+    // the CPU of its last KVM_RUN after the ioctl returns, until its vCPU
+    // is freed: `Vmcs::drop` VMCLEARs it there, writing it back. This runs
+    // when the module unloads or its load fails, which happens only once
+    // every file of /dev/rkvm is closed and so every vCPU freed (or none
+    // made): no VMCS of rkvm is active here, and no guest runs.
     if let Err(e) = unsafe { insn::vmxoff() } {
         log!(Err, "VMXOFF failed on CPU {}: {e:?}", cpu::current_cpu());
     }

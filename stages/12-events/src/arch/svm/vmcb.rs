@@ -187,6 +187,8 @@ pub mod misc1 {
     /// A virtual interrupt (V_IRQ) is about to be taken: used only to
     /// hear when the guest's interrupt window opens.
     pub const VINTR: u32 = 1 << 4;
+    /// `rdpmc`: the host's performance counters are not the guest's.
+    pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;

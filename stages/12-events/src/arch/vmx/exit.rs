@@ -21,6 +21,7 @@ pub mod reason {
     pub const INTERRUPT_WINDOW: u16 = 7;
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
+    pub const RDPMC: u16 = 15;
     pub const INVLPG: u16 = 14;
     pub const CR_ACCESS: u16 = 28;
     pub const IO_INSTRUCTION: u16 = 30;
@@ -104,6 +105,7 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::TRIPLE_FAULT => VmExit::Shutdown,
         reason::INTERRUPT_WINDOW => VmExit::InterruptWindow,
         reason::HLT => VmExit::Hlt { insn_len },
+        reason::RDPMC => VmExit::Rdpmc { insn_len },
         reason::CPUID => VmExit::Cpuid { insn_len },
         reason::IO_INSTRUCTION => VmExit::Io(decode_io(info)),
         reason::CR_ACCESS => match decode_cr(info.qualification, insn_len) {

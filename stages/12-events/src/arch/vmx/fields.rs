@@ -163,6 +163,8 @@ pub mod cpu {
     /// `invlpg` exits: the shadow must drop its translation too.
     pub const INVLPG_EXITING: u32 = 1 << 9;
     pub const MWAIT_EXITING: u32 = 1 << 10;
+    /// `rdpmc` exits: the host's performance counters are not the guest's.
+    pub const RDPMC_EXITING: u32 = 1 << 11;
     /// Every `mov cr3, reg` exits: the hardware CR3 is the module's.
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
     /// Every `mov reg, cr3` exits: the guest must see its own CR3.
