@@ -386,7 +386,8 @@ impl VmxVcpu {
             self.clear_interrupt_shadow = false;
         }
         if let Some(event) = self.queued_event.take() {
-            if guest::real_mode(&self.sregs) {
+            let deliverable = !guest::real_mode(&self.sregs);
+            if !deliverable {
                 log!(Err, "an event for a real-mode guest, which VMX without unrestricted guest cannot deliver: {event:?}");
                 return Err(VmExit::FailEntry { hardware_reason: FAIL_REAL_MODE_EVENT });
             }
