@@ -1147,25 +1147,24 @@ mod run_loop_tests {
         }
 
         #[test]
-        fn an_interrupt_goes_through_the_ivt_and_the_tss_is_written() {
+        fn an_exception_goes_through_the_ivt_and_the_tss_is_written() {
             let m = memory(16);
-            let mut v = real_mode_vcpu(&m, 0x20);
+            let mut v = real_mode_vcpu(&m, 6);
             let st = VmStats::default();
-            v.rflags = 0x202;
-            assert_eq!(v.queue_interrupt(0x20), Ok(()));
-            fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
+            v.rflags = 0x4_0302;
+            fake::script(&[step(0, VmExit::Exception { vector: 6, error_code: 0 }), step(0, VmExit::Hlt { insn_len: 1 })]);
             fake::real_mode_like_vmx(true);
             let mut run = KvmRun::default();
             assert_eq!(v.run(&mut run, &m, &st), Ok(()));
             let e = fake::entries();
-            assert_eq!((e[0].interrupt, e[0].rip, e[0].real_mode_tss), (None, 0x9000, Some(0xD000)));
-            assert_eq!(stack(&m), [0x00, 0x80, 0x00, 0x00, 0x02, 0x02], "IP, CS, FLAGS");
-            assert_eq!((v.regs[Reg::Rsp as usize], v.rflags, v.rip), (0x6FFA, 0x2, 0x9001), "IF cleared");
-            assert_eq!(st.get(Counter::IrqInjections), 1);
+            assert_eq!((e[0].rip, e[0].real_mode_tss), (0x8000, Some(0xD000)));
+            assert_eq!((e[1].rip, e[1].exception), (0x9000, None), "the handler, not the backend's injection");
+            assert_eq!(stack(&m), [0x00, 0x80, 0x00, 0x00, 0x02, 0x03], "IP of the ud2, CS, FLAGS");
+            assert_eq!((v.regs[Reg::Rsp as usize], v.rflags, v.rip), (0x6FFA, 0x2, 0x9001), "IF, TF and AC cleared");
             let (mut base, mut ones) = ([0; 2], [0; 1]);
             assert!(read_phys(0xD066, &mut base, &m) && read_phys(0xF088, &mut ones, &m));
             assert_eq!((base, ones), ([0x88, 0x00], [0xFF]), "the I/O map base, the byte after the bitmap");
-            assert_eq!(run.ready_for_interrupt_injection, 0, "IF is clear in the handler");
+            assert_eq!(run.exit_reason, abi::KVM_EXIT_HLT);
         }
 
         #[test]
@@ -1193,21 +1192,6 @@ mod run_loop_tests {
         }
 
         #[test]
-        fn a_fault_returns_to_the_faulting_instruction() {
-            let m = memory(16);
-            let mut v = real_mode_vcpu(&m, 6);
-            let st = VmStats::default();
-            fake::script(&[step(0, VmExit::Exception { vector: 6, error_code: 0 }), step(0, VmExit::Hlt { insn_len: 1 })]);
-            fake::real_mode_like_vmx(true);
-            let mut run = KvmRun::default();
-            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
-            let e = fake::entries();
-            assert_eq!((e[0].rip, e[1].rip, e[1].exception), (0x8000, 0x9000, None));
-            assert_eq!(stack(&m), [0x00, 0x80, 0x00, 0x00, 0x02, 0x00], "the ud2's IP");
-            assert_eq!(run.exit_reason, abi::KVM_EXIT_HLT);
-        }
-
-        #[test]
         fn a_vector_beyond_the_idt_limit_shuts_the_guest_down() {
             let m = memory(16);
             let mut v = real_mode_vcpu(&m, 6);
@@ -1222,18 +1206,42 @@ mod run_loop_tests {
             assert_eq!((run.exit_reason, fake::entries().len()), (abi::KVM_EXIT_SHUTDOWN, 1));
         }
 
-        #[test]
-        fn a_backend_that_delivers_gets_the_event() {
-            let m = memory(16);
-            let mut v = real_mode_vcpu(&m, 0x20);
-            let st = VmStats::default();
-            v.rflags = 0x202;
-            assert_eq!(v.queue_interrupt(0x20), Ok(()));
-            fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
-            let mut run = KvmRun::default();
-            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
-            let e = fake::entries();
-            assert_eq!((e[0].interrupt, e[0].rip, e[0].real_mode_tss), (Some(0x20), 0x8000, None), "as SVM");
+        /// Interrupts reach the IVT through the plan (E12.1).
+        mod e12_1 {
+            use super::*;
+
+            #[test]
+            fn a_real_mode_interrupt_goes_through_the_ivt_when_the_backend_cannot() {
+                let m = memory(16);
+                let mut v = real_mode_vcpu(&m, 0x20);
+                let st = VmStats::default();
+                v.rflags = 0x202;
+                assert_eq!(v.queue_interrupt(0x20), Ok(()));
+                fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
+                fake::real_mode_like_vmx(true);
+                let mut run = KvmRun::default();
+                assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+                let e = fake::entries();
+                assert_eq!((e[0].interrupt, e[0].rip), (None, 0x9000));
+                assert_eq!(stack(&m), [0x00, 0x80, 0x00, 0x00, 0x02, 0x02], "IP, CS, FLAGS");
+                assert_eq!((v.regs[Reg::Rsp as usize], v.rflags), (0x6FFA, 0x2));
+                assert_eq!(st.get(Counter::IrqInjections), 1);
+                assert_eq!(run.ready_for_interrupt_injection, 0, "IF is clear in the handler");
+            }
+
+            #[test]
+            fn a_backend_that_delivers_gets_the_interrupt() {
+                let m = memory(16);
+                let mut v = real_mode_vcpu(&m, 0x20);
+                let st = VmStats::default();
+                v.rflags = 0x202;
+                assert_eq!(v.queue_interrupt(0x20), Ok(()));
+                fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
+                let mut run = KvmRun::default();
+                assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+                let e = fake::entries();
+                assert_eq!((e[0].interrupt, e[0].rip, e[0].real_mode_tss), (Some(0x20), 0x8000, None), "as SVM");
+            }
         }
     }
     //@ end

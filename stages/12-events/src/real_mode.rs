@@ -45,8 +45,8 @@ pub fn load_segment(seg: &KvmSegment, selector: u16) -> KvmSegment {
 }
 
 // ANCHOR: tss
-/// The size of a 32-bit TSS without the bitmaps (SDM Vol. 3A, 7.2.1
-/// "Task-State Segment (TSS)").
+/// The size of a 32-bit TSS without the bitmaps (SDM Vol. 3A,
+/// "Task-State Segment (TSS)", in the chapter "Task Management").
 const TSS_BASE_SIZE: usize = 0x68;
 /// The offset of the TSS's "I/O map base address" field.
 const TSS_IO_MAP_BASE_FIELD: usize = 0x66;
@@ -54,14 +54,15 @@ const TSS_IO_MAP_BASE_FIELD: usize = 0x66;
 /// just below the I/O permission bitmap (SDM Vol. 3A, 20.3.3, "Class
 /// 3—Software Interrupt Handling in Virtual-8086 Mode").
 const REDIRECTION_BITMAP_SIZE: usize = 256 / 8;
-/// The I/O permission bitmap, one bit per port (SDM Vol. 1, 19.5.2 "I/O
-/// Permission Bit Map").
+/// The I/O permission bitmap, one bit per port (SDM Vol. 1, "I/O
+/// Permission Bit Map", in the chapter "Input/Output").
 const IO_BITMAP_SIZE: usize = 65536 / 8;
 /// Where the I/O bitmap starts: after the TSS and the redirection map.
 pub const IO_MAP_BASE: usize = TSS_BASE_SIZE + REDIRECTION_BITMAP_SIZE;
 /// The whole TSS: the I/O bitmap is followed by one byte of all ones,
 /// since the processor reads two bytes of the bitmap for every access
-/// and may read past its last byte (SDM Vol. 1, 19.5.2).
+/// and may read past its last byte (SDM Vol. 1, "I/O Permission Bit
+/// Map").
 pub const TSS_SIZE: usize = IO_MAP_BASE + IO_BITMAP_SIZE + 1;
 /// The pages the TSS takes, at the top of slot 0.
 pub const TSS_PAGES: u64 = 3;
