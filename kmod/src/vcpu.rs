@@ -525,10 +525,10 @@ impl Running<'_> {
     /// and AC cleared, CS:IP from the guest's interrupt vector table
     /// (`crate::real_mode`; 2006's `inject_rmode_irq`). RIP is where the
     /// handler returns: the faulting instruction for a fault, the next
-    /// one for a trap or an interrupt. A delivery the processor could not
-    /// complete (an entry beyond IDTR's limit, a table or stack outside
-    /// guest memory) shuts the guest down, as the double fault it would
-    /// come to ends in real mode.
+    /// one for a trap or an interrupt. A delivery that cannot complete
+    /// (an entry beyond IDTR's limit, a table or stack outside guest
+    /// memory) shuts the guest down, where the processor would try #GP,
+    /// then a double fault, before it shut down.
     fn deliver_real_mode(&mut self, vector: u8) {
         let mut sregs = ExitContext::sregs(self);
         let from = real_mode::Interrupted {
