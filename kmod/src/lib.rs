@@ -26,6 +26,7 @@ pub mod stats;
 pub mod memslot;
 //@ begin 12
 pub mod irq;
+pub mod real_mode;
 //@ end
 //@ begin 10
 pub mod emulate;

@@ -65,12 +65,17 @@ pub struct Entered {
     /// interrupt-window exit was on.
     pub interrupt: Option<u8>,
     pub window_exiting: bool,
+    /// The virtual-8086 TSS generic code gave the vCPU.
+    pub real_mode_tss: Option<u64>,
     //@ end
 }
 
 std::thread_local! {
     static SCRIPT: RefCell<VecDeque<Step>> = const { RefCell::new(VecDeque::new()) };
     static ENTRIES: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
+    //@ begin 12
+    static LIKE_VMX: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    //@ end
 }
 
 /// Sets the exits the next entries make, on this thread. When the script
@@ -78,12 +83,25 @@ std::thread_local! {
 pub fn script(steps: &[Step]) {
     SCRIPT.with(|s| *s.borrow_mut() = steps.iter().copied().collect());
     ENTRIES.with(|e| e.borrow_mut().clear());
+    //@ begin 12
+    real_mode_like_vmx(false);
+    //@ end
 }
 
 /// The entries made since the last [`script`].
 pub fn entries() -> Vec<Entered> {
     ENTRIES.with(|e| e.borrow().clone())
 }
+//@ begin 12
+
+/// With `on`, fake vCPUs on this thread treat real mode as VMX does: they
+/// cannot deliver events to it and want a virtual-8086 TSS. Off (as
+/// [`script`] leaves it), they deliver every event themselves, as SVM
+/// does.
+pub fn real_mode_like_vmx(on: bool) {
+    LIKE_VMX.with(|c| c.set(on));
+}
+//@ end
 //@ end
 
 /// A fake vCPU: it keeps the special registers it is given.
@@ -99,6 +117,7 @@ pub struct FakeVcpu {
     injected: Option<u8>,
     window_exiting: bool,
     msrs: Vec<(u32, u64)>,
+    real_mode_tss: Option<u64>,
     //@ end
 }
 
@@ -127,6 +146,7 @@ impl ArchVcpu for FakeVcpu {
             //@ begin 12
             interrupt: self.injected.take(),
             window_exiting: self.window_exiting,
+            real_mode_tss: self.real_mode_tss,
             //@ end
         };
         ENTRIES.with(|e| e.borrow_mut().push(entered));
@@ -177,6 +197,18 @@ impl ArchVcpu for FakeVcpu {
         self.msrs.retain(|(i, _)| *i != index);
         self.msrs.push((index, value));
         true
+    }
+
+    fn delivers_events(&self) -> bool {
+        !(LIKE_VMX.with(|c| c.get()) && crate::real_mode::is_real_mode(&self.sregs))
+    }
+
+    fn wants_real_mode_tss(&self) -> bool {
+        !self.delivers_events()
+    }
+
+    fn set_real_mode_tss(&mut self, base: Option<u64>) {
+        self.real_mode_tss = base;
     }
     //@ end
 }

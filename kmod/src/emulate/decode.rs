@@ -20,6 +20,10 @@
 
 use super::{Mode, Segment, Size, reg};
 use crate::regs::Reg;
+//@ begin 12
+
+pub mod system;
+//@ end
 
 /// The longest instruction the processor accepts (SDM Vol. 2A, 2.1).
 pub const MAX_LEN: usize = 15;

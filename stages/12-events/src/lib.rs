@@ -22,6 +22,7 @@ pub mod regs;
 pub mod stats;
 pub mod memslot;
 pub mod irq;
+pub mod real_mode;
 pub mod emulate;
 pub mod mmu;
 pub mod exit;

@@ -25,6 +25,8 @@ use crate::exit::PageFault;
 use crate::mmu::{Mmu, Root};
 use crate::stats::{Counter, VmStats};
 use crate::abi::KvmTranslation;
+use crate::log;
+use crate::real_mode;
 
 // ANCHOR: regs
 /// One vCPU's state.
@@ -227,6 +229,8 @@ struct Hw {
     /// The MMIO read userspace was asked for, and the data it gave.
     mmio_read: Option<(u64, usize)>,
     mmio_data: Option<(u64, usize, [u8; 8])>,
+    /// The slots' generation when the virtual-8086 TSS was last written.
+    real_mode_tss_generation: Option<u64>,
 }
 
 impl Hw {
@@ -243,6 +247,7 @@ impl Hw {
             mmio_read: None,
             mmio_data: None,
             misc_enable: crate::exit::msr::MISC_ENABLE_RESET,
+            real_mode_tss_generation: None,
         })
     }
 }
@@ -277,6 +282,7 @@ impl Vcpu {
             }
             cpu::cond_resched();
             vcpu.prepare_mmu()?;
+            vcpu.prepare_real_mode_tss();
             if vcpu.plan_interrupts(run) {
                 break;
             }
@@ -400,13 +406,91 @@ impl Running<'_> {
             return true;
         }
         if let Some(vector) = plan.inject {
-            self.hw.arch.inject_interrupt(vector);
+            if self.hw.arch.delivers_events() {
+                self.hw.arch.inject_interrupt(vector);
+            } else {
+                self.deliver_real_mode(vector);
+            }
             self.stats.count(Counter::IrqInjections);
         }
         self.hw.arch.set_window_exiting(plan.window_exiting);
         false
     }
     // ANCHOR_END: plan_interrupts
+
+    // ANCHOR: real_mode_tss
+    /// Before each entry: the virtual-8086 TSS, if the backend needs one
+    /// and the slots changed since it was written (a new slot 0 holds
+    /// other pages, or sits elsewhere). It goes into the last three pages
+    /// of slot 0, as 2006's `init_rmode_tss` put it.
+    fn prepare_real_mode_tss(&mut self) {
+        if !self.hw.arch.wants_real_mode_tss() {
+            return;
+        }
+        let (generation, slot0) = {
+            let slots = self.memory.lock();
+            (slots.generation(), slots.slot(0).map(|s| (s.base_gfn(), s.npages() as u64)))
+        };
+        if self.hw.real_mode_tss_generation == Some(generation) {
+            return;
+        }
+        let base = slot0.and_then(|(gfn, npages)| real_mode::tss_base(gfn, npages));
+        let written = base.filter(|&base| self.write_real_mode_tss(base));
+        self.hw.arch.set_real_mode_tss(written);
+        self.hw.real_mode_tss_generation = Some(generation);
+    }
+
+    /// Writes the TSS at `base`, a chunk at a time; `false` if guest
+    /// memory does not hold it all.
+    fn write_real_mode_tss(&mut self, base: u64) -> bool {
+        let mut chunk = [0u8; 256];
+        (0..real_mode::TSS_SIZE).step_by(chunk.len()).all(|offset| {
+            let len = chunk.len().min(real_mode::TSS_SIZE - offset);
+            let Some(bytes) = chunk.get_mut(..len) else { return false };
+            real_mode::tss_bytes(offset, bytes);
+            ExitContext::write_phys(self, base + offset as u64, bytes)
+        })
+    }
+    // ANCHOR_END: real_mode_tss
+
+    // ANCHOR: deliver_real_mode
+    /// Delivers `vector` to a real-mode guest as the processor would,
+    /// when the backend cannot: FLAGS, CS and IP onto the stack, IF, TF
+    /// and AC cleared, CS:IP from the guest's interrupt vector table
+    /// (`crate::real_mode`; 2006's `inject_rmode_irq`). RIP is where the
+    /// handler returns: the faulting instruction for a fault, the next
+    /// one for a trap or an interrupt. A delivery that cannot complete
+    /// (an entry beyond IDTR's limit, a table or stack outside guest
+    /// memory) shuts the guest down, where the processor would try #GP,
+    /// then a double fault, before it shut down.
+    fn deliver_real_mode(&mut self, vector: u8) {
+        let mut sregs = ExitContext::sregs(self);
+        let from = real_mode::Interrupted {
+            cs: sregs.cs.selector,
+            ip: *self.regs.rip,
+            rflags: *self.regs.rflags,
+            ss_base: sregs.ss.base,
+            rsp: self.regs.gprs[Reg::Rsp as usize],
+            stack_32: sregs.ss.db != 0,
+        };
+        let mut entry = [0u8; 4];
+        let read = real_mode::ivt_entry(&sregs.idt, vector).is_some_and(|at| ExitContext::read_phys(self, at, &mut entry));
+        let frame = real_mode::frame(&from);
+        if !read || !frame.bytes.iter().all(|&(at, byte)| ExitContext::write_phys(self, at, &[byte])) {
+            log!(Err, "real mode: vector {vector} cannot be delivered (IDTR {:?}, SS:SP {:#x}:{:#x}): shutdown", sregs.idt, from.ss_base, from.rsp);
+            self.hw.shutdown_pending = true;
+            return;
+        }
+        let (cs, ip) = real_mode::handler(entry);
+        sregs.cs = real_mode::load_segment(&sregs.cs, cs);
+        ExitContext::set_sregs(self, &sregs);
+        // The delivery ends any interrupt shadow, as an instruction does.
+        self.hw.arch.skip_instruction(self.regs.rip, 0);
+        *self.regs.rip = ip;
+        self.regs.gprs[Reg::Rsp as usize] = frame.rsp;
+        *self.regs.rflags = frame.rflags;
+    }
+    // ANCHOR_END: deliver_real_mode
 
     /// Before each entry: the table the guest runs on.
     /// From stage 08, the shadow pages made and thrown away since the
@@ -495,6 +579,13 @@ impl ExitContext for Running<'_> {
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        if !self.hw.arch.delivers_events() {
+            // Real mode on VMX: through the IVT, now. Real mode has no
+            // double faults to combine: a delivery that cannot complete
+            // shuts the processor down (`deliver_real_mode`).
+            self.deliver_real_mode(vector);
+            return;
+        }
         match self.hw.arch.pending_exception().map(|first| arch::combine(first, vector)) {
             Some(arch::Combined::DoubleFault) => self.hw.arch.queue_exception(8, Some(0)),
             Some(arch::Combined::Shutdown) => {
@@ -999,6 +1090,130 @@ mod run_loop_tests {
             assert_eq!(v.run(&mut run, &m, &st), Ok(()));
             assert_eq!((run.exit_reason, fake::entries().len()), (abi::KVM_EXIT_IRQ_WINDOW_OPEN, 0));
             assert_eq!(run.ready_for_interrupt_injection, 1);
+        }
+    }
+
+    /// A backend that runs real mode as VMX does: the run loop writes the
+    /// TSS and delivers events through the IVT.
+    mod real_mode {
+        use super::*;
+        use crate::mmu::{read_phys, write_phys};
+
+        /// A real-mode vCPU at 0:0x8000, its stack at 0:0x7000, with 16
+        /// pages of memory and IVT entry `vector` pointing at 0:0x9000.
+        fn real_mode_vcpu(m: &Mutex<MemSlots>, vector: u8) -> Box<Vcpu> {
+            let mut v = vcpu_at(0x8000);
+            let mut s = v.get_sregs();
+            (s.cs, s.ss) = (KvmSegment { type_: 0xB, ..KvmSegment::real_mode(0) }, KvmSegment::real_mode(0));
+            s.idt = KvmDtable { base: 0, limit: 0x3FF, padding: [0; 3] };
+            v.set_sregs(&s);
+            v.regs[Reg::Rsp as usize] = 0x7000;
+            assert!(write_phys(4 * u64::from(vector), &[0x00, 0x90, 0x00, 0x00], m));
+            v
+        }
+
+        fn stack(m: &Mutex<MemSlots>) -> [u8; 6] {
+            let mut frame = [0; 6];
+            assert!(read_phys(0x6FFA, &mut frame, m));
+            frame
+        }
+
+        #[test]
+        fn an_exception_goes_through_the_ivt_and_the_tss_is_written() {
+            let m = memory(16);
+            let mut v = real_mode_vcpu(&m, 6);
+            let st = VmStats::default();
+            v.rflags = 0x4_0302;
+            fake::script(&[step(0, VmExit::Exception { vector: 6, error_code: 0 }), step(0, VmExit::Hlt { insn_len: 1 })]);
+            fake::real_mode_like_vmx(true);
+            let mut run = KvmRun::default();
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            let e = fake::entries();
+            assert_eq!((e[0].rip, e[0].real_mode_tss), (0x8000, Some(0xD000)));
+            assert_eq!((e[1].rip, e[1].exception), (0x9000, None), "the handler, not the backend's injection");
+            assert_eq!(stack(&m), [0x00, 0x80, 0x00, 0x00, 0x02, 0x03], "IP of the ud2, CS, FLAGS");
+            assert_eq!((v.regs[Reg::Rsp as usize], v.rflags, v.rip), (0x6FFA, 0x2, 0x9001), "IF, TF and AC cleared");
+            let (mut base, mut ones) = ([0; 2], [0; 1]);
+            assert!(read_phys(0xD066, &mut base, &m) && read_phys(0xF088, &mut ones, &m));
+            assert_eq!((base, ones), ([0x88, 0x00], [0xFF]), "the I/O map base, the byte after the bitmap");
+            assert_eq!(run.exit_reason, abi::KVM_EXIT_HLT);
+        }
+
+        #[test]
+        fn the_tss_is_written_again_only_when_the_slots_change() {
+            let m = memory(16);
+            let mut v = real_mode_vcpu(&m, 0);
+            let st = VmStats::default();
+            let hlt = step(0, VmExit::Hlt { insn_len: 1 });
+            fake::script(&[hlt, hlt]);
+            fake::real_mode_like_vmx(true);
+            let mut run = KvmRun::default();
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            assert!(write_phys(0xD066, &[0xAA], &m));
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            let mut byte = [0];
+            assert!(read_phys(0xD066, &mut byte, &m));
+            assert_eq!(byte, [0xAA], "the same slots: not written again");
+            let region = KvmMemoryRegion { slot: 1, flags: 0, guest_phys_addr: 0x10_0000, memory_size: 4096 };
+            m.lock().set_region(&region).expect("a second slot");
+            fake::script(&[hlt]);
+            fake::real_mode_like_vmx(true);
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            assert!(read_phys(0xD066, &mut byte, &m));
+            assert_eq!(byte, [0x88]);
+        }
+
+        #[test]
+        fn a_vector_beyond_the_idt_limit_shuts_the_guest_down() {
+            let m = memory(16);
+            let mut v = real_mode_vcpu(&m, 6);
+            let mut s = v.get_sregs();
+            s.idt.limit = 0x17;
+            v.set_sregs(&s);
+            let st = VmStats::default();
+            fake::script(&[step(0, VmExit::Exception { vector: 6, error_code: 0 })]);
+            fake::real_mode_like_vmx(true);
+            let mut run = KvmRun::default();
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            assert_eq!((run.exit_reason, fake::entries().len()), (abi::KVM_EXIT_SHUTDOWN, 1));
+        }
+
+        /// Interrupts reach the IVT through the plan (E12.1).
+        mod e12_1 {
+            use super::*;
+
+            #[test]
+            fn a_real_mode_interrupt_goes_through_the_ivt_when_the_backend_cannot() {
+                let m = memory(16);
+                let mut v = real_mode_vcpu(&m, 0x20);
+                let st = VmStats::default();
+                v.rflags = 0x202;
+                assert_eq!(v.queue_interrupt(0x20), Ok(()));
+                fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
+                fake::real_mode_like_vmx(true);
+                let mut run = KvmRun::default();
+                assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+                let e = fake::entries();
+                assert_eq!((e[0].interrupt, e[0].rip), (None, 0x9000));
+                assert_eq!(stack(&m), [0x00, 0x80, 0x00, 0x00, 0x02, 0x02], "IP, CS, FLAGS");
+                assert_eq!((v.regs[Reg::Rsp as usize], v.rflags), (0x6FFA, 0x2));
+                assert_eq!(st.get(Counter::IrqInjections), 1);
+                assert_eq!(run.ready_for_interrupt_injection, 0, "IF is clear in the handler");
+            }
+
+            #[test]
+            fn a_backend_that_delivers_gets_the_interrupt() {
+                let m = memory(16);
+                let mut v = real_mode_vcpu(&m, 0x20);
+                let st = VmStats::default();
+                v.rflags = 0x202;
+                assert_eq!(v.queue_interrupt(0x20), Ok(()));
+                fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
+                let mut run = KvmRun::default();
+                assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+                let e = fake::entries();
+                assert_eq!((e[0].interrupt, e[0].rip, e[0].real_mode_tss), (Some(0x20), 0x8000, None), "as SVM");
+            }
         }
     }
 }

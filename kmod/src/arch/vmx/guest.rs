@@ -173,6 +173,123 @@ pub fn real_mode(sregs: &KvmSregs) -> bool {
     !Cr0::from_bits_retain(sregs.cr0).contains(Cr0::PE)
 }
 // ANCHOR_END: real_mode_segment
+//@ begin 12
+
+// ANCHOR: vm86_segments
+/// Whether the guest's `seg` can run in virtual-8086 mode as the guest
+/// sees it. VM entry into vm86 demands of CS, SS, DS, ES, FS and GS:
+/// "The base address must be the value of the selector field shifted
+/// left 4 bits", "the field must be 0000FFFFH" (the limit), and access
+/// rights F3H (SDM Vol. 3C, 27.3.1.2 "Checks on Guest Segment
+/// Registers"). A real-mode segment loaded in real mode has such a base;
+/// one that kept a base or limit of protected mode ("unreal" mode) or a
+/// 32-bit default size does not, and vm86 cannot run it.
+pub fn fits_vm86(seg: &KvmSegment) -> bool {
+    seg.base == u64::from(seg.selector) << 4 && seg.limit == 0xFFFF && seg.db == 0
+}
+
+/// Whether all six of a real-mode guest's segment registers fit vm86.
+pub fn runs_in_vm86(sregs: &KvmSregs) -> bool {
+    segments(sregs).iter().take(6).all(|seg| fits_vm86(seg))
+}
+
+/// The segment the hardware runs `seg` with in vm86: its selector, base
+/// selector × 16, limit 0xFFFF, access rights F3H (present, DPL 3,
+/// read/write data, accessed), as 27.3.1.2 demands of all six.
+pub fn vm86_segment(seg: &KvmSegment) -> KvmSegment {
+    let selector = seg.selector;
+    KvmSegment { selector, base: u64::from(selector) << 4, limit: 0xFFFF, type_: 3, s: 1, dpl: 3, present: 1, ..KvmSegment::default() }
+}
+
+/// The TR the hardware runs vm86 with: the module's TSS at `base`, a busy
+/// 32-bit TSS (type 11) as VM entry requires of TR outside IA-32e mode
+/// (27.3.1.2), its limit covering the bitmaps.
+pub fn vm86_tr(base: u64) -> KvmSegment {
+    let limit = crate::real_mode::TSS_SIZE as u32 - 1;
+    KvmSegment { base, limit, type_: crate::segments::TYPE_TSS_BUSY, present: 1, ..KvmSegment::default() }
+}
+// ANCHOR_END: vm86_segments
+
+// ANCHOR: vm86_state
+/// RFLAGS.IOPL (bits 13:12) and RFLAGS.VM (bit 17).
+pub const RFLAGS_IOPL: u64 = 3 << 12;
+pub const RFLAGS_VM: u64 = 1 << 17;
+
+/// The RFLAGS the hardware runs a vm86 guest with: VM set, and IOPL 3,
+/// so that `cli`, `sti`, `pushf`, `popf`, `int n` and `iret` act on
+/// the real flags without faulting (SDM Vol. 3A, 20.2.7 "Sensitive
+/// Instructions"), as 2006's `enter_rmode` set them.
+pub fn vm86_rflags(guest: u64) -> u64 {
+    guest | RFLAGS_VM | RFLAGS_IOPL
+}
+
+/// The guest's RFLAGS after a run in vm86: the hardware's, without VM,
+/// and with the IOPL the guest had (`guest_iopl`), which code at CPL 3
+/// cannot change.
+pub fn rflags_after_vm86(hardware: u64, guest_iopl: u64) -> u64 {
+    hardware & !(RFLAGS_VM | RFLAGS_IOPL) | guest_iopl & RFLAGS_IOPL
+}
+
+/// Writes over what [`write_sregs`] wrote what vm86 changes: the six
+/// segments, TR (the module's TSS at `tss`), CR4 with VME, which makes
+/// `int n` go through the redirection bitmap to the guest's own
+/// interrupt vector table (SDM Vol. 3A, 20.3.3), and CR0 without AM: at
+/// CPL 3 alignment checking would apply, which it never does in real
+/// mode. The shadows keep the guest's own CR0 and CR4.
+pub fn write_vm86(vmcs: &mut dyn Fields, sregs: &KvmSregs, tss: u64, fixed: &FixedBits) {
+    for (seg, s) in Seg::ALL.iter().zip(segments(sregs)).take(6) {
+        let s = vm86_segment(s);
+        vmcs.write(seg.selector(), u64::from(s.selector));
+        vmcs.write(seg.base(), s.base);
+        vmcs.write(seg.limit(), u64::from(s.limit));
+        vmcs.write(seg.access_rights(), u64::from(access_rights(&s)));
+    }
+    let tr = vm86_tr(tss);
+    vmcs.write(Seg::Tr.selector(), 0);
+    vmcs.write(Seg::Tr.base(), tr.base);
+    vmcs.write(Seg::Tr.limit(), u64::from(tr.limit));
+    vmcs.write(Seg::Tr.access_rights(), u64::from(access_rights(&tr)));
+    vmcs.write(fields::GUEST_CR0, hardware_cr0(sregs.cr0, fixed) & !Cr0::AM.bits());
+    vmcs.write(fields::GUEST_CR4, (hardware_cr4(sregs.cr4, fixed) | Cr4::VME.bits()) & !Cr4::PVI.bits());
+}
+
+/// After an exit of a real-mode guest, as [`read_sregs`] left `sregs`:
+/// the guest's view of its six segment registers, given its view
+/// `before` the entry and whether the hardware ran it in vm86. A segment
+/// the hardware holds as it was written is the guest's as it was; any
+/// other the guest loaded, with real-mode meaning ([`real_mode_view`]).
+/// In vm86 TR is the guest's again. Returns whether the hardware's
+/// segments differ from what was written: then they must be written
+/// again (after a null selector load in 16-bit protected mode, the
+/// hardware's segment is unusable, which the guest's is not).
+pub fn read_real_mode(sregs: &mut KvmSregs, before: &KvmSregs, vm86: bool) -> bool {
+    let mut loaded = false;
+    for (now, was) in segments_mut(sregs).into_iter().zip(segments(before)).take(6) {
+        let written = if vm86 { vm86_segment(was) } else { real_mode_segment(was) };
+        let (view, load) = real_mode_view(was, &written, now);
+        loaded |= load;
+        *now = view;
+    }
+    if vm86 {
+        sregs.tr = before.tr;
+    }
+    loaded
+}
+
+/// One segment's view after a real-mode exit: `was` if the hardware's
+/// `now` is `was` or what was `written`; else a real-mode load of
+/// `now`'s selector into `was` (base = selector × 16, the rest kept),
+/// and `true`.
+pub fn real_mode_view(was: &KvmSegment, written: &KvmSegment, now: &KvmSegment) -> (KvmSegment, bool) {
+    let same = |a: &KvmSegment, b: &KvmSegment| KvmSegment { padding: 0, ..*a } == KvmSegment { padding: 0, ..*b };
+    if same(now, was) || same(now, written) {
+        (*was, false)
+    } else {
+        (crate::real_mode::load_segment(was, now.selector), true)
+    }
+}
+// ANCHOR_END: vm86_state
+//@ end
 
 /// The guest's eight segment registers in VMCS order.
 fn segments(sregs: &KvmSregs) -> [&KvmSegment; 8] {
@@ -284,6 +401,96 @@ pub mod tests {
         KvmSegment { base: u64::from(selector) << 4, limit: 0xFFFF, selector, type_: 3, present: 1, s: 1, ..KvmSegment::default() }
     }
 
+    //@ begin 12
+    mod vm86 {
+        use super::super::*;
+        use super::{FIXED, FakeVmcs, real_mode_data};
+
+        fn real_mode_sregs() -> KvmSregs {
+            let code = KvmSegment { type_: 0xB, ..real_mode_data(0x0F01) };
+            let data = real_mode_data(0x2002);
+            KvmSregs { cr0: 0x10, cs: code, ss: real_mode_data(0x1403), ds: data, es: data, fs: data, gs: data, ..KvmSregs::default() }
+        }
+
+        #[test]
+        fn real_mode_segments_fit_vm86_unreal_ones_do_not() {
+            let sregs = real_mode_sregs();
+            assert!(runs_in_vm86(&sregs));
+            let unreal = KvmSregs { fs: KvmSegment { base: 0xC000_0000, ..sregs.fs }, ..sregs };
+            assert!(!runs_in_vm86(&unreal), "a base kept from protected mode");
+            let big = KvmSregs { ds: KvmSegment { limit: 0xFFFF_FFFF, ..sregs.ds }, ..sregs };
+            assert!(!runs_in_vm86(&big), "a 4 GiB limit");
+            let reset = KvmSregs { cs: KvmSegment { base: 0xFFFF_0000, ..real_mode_data(0xF000) }, ..sregs };
+            assert!(!runs_in_vm86(&reset), "the reset CS");
+            let ldt = KvmSregs { ldt: KvmSegment { base: 0x1234, ..sregs.ldt }, ..sregs };
+            assert!(runs_in_vm86(&ldt), "LDTR and TR do not count");
+        }
+
+        #[test]
+        fn vm86_writes_segments_tr_cr0_and_cr4_as_entry_demands() {
+            let mut vmcs = FakeVmcs::default();
+            let sregs = KvmSregs { cr0: 0x4_0010, cr4: 0x2, ..real_mode_sregs() };
+            write_sregs(&mut vmcs, &sregs, &FIXED);
+            write_vm86(&mut vmcs, &sregs, 0xFD000, &FIXED);
+            for seg in [Seg::Es, Seg::Cs, Seg::Ss, Seg::Ds, Seg::Fs, Seg::Gs] {
+                let selector = vmcs.read(seg.selector());
+                assert_eq!(vmcs.read(seg.base()), selector << 4, "{seg:?}");
+                assert_eq!((vmcs.read(seg.limit()), vmcs.read(seg.access_rights())), (0xFFFF, 0xF3), "{seg:?}");
+            }
+            assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1403, "the selector as it is: RPL 3 = DPL");
+            let tr = (vmcs.read(Seg::Tr.base()), vmcs.read(Seg::Tr.limit()), vmcs.read(Seg::Tr.access_rights()));
+            assert_eq!(tr, (0xFD000, 0x2088, 0x8B), "a busy 32-bit TSS over the bitmaps");
+            assert_eq!(vmcs.read(fields::GUEST_CR0) & (1 << 18 | 1), 1, "PE, and no AM at CPL 3");
+            assert_eq!(vmcs.read(fields::GUEST_CR4) & 3, 1, "VME, without PVI");
+            assert_eq!((vmcs.read(fields::CR0_READ_SHADOW), vmcs.read(fields::CR4_READ_SHADOW)), (0x4_0010, 0x2));
+        }
+
+        #[test]
+        fn rflags_run_with_vm_and_iopl_3_and_come_back_with_the_guests_iopl() {
+            assert_eq!(vm86_rflags(0x202), 0x2_3202);
+            assert_eq!(rflags_after_vm86(0x2_3046, 0), 0x46);
+            assert_eq!(rflags_after_vm86(0x2_3246, 0x1000), 0x1246, "IOPL 1, as the guest set it");
+        }
+
+        #[test]
+        fn a_segment_the_guest_loaded_reads_back_with_a_real_mode_base() {
+            let before = real_mode_sregs();
+            let mut vmcs = FakeVmcs::default();
+            write_sregs(&mut vmcs, &before, &FIXED);
+            write_vm86(&mut vmcs, &before, 0xFD000, &FIXED);
+            // The guest ran `mov es, ax` with 0x1200 in vm86.
+            vmcs.write(Seg::Es.selector(), 0x1200);
+            vmcs.write(Seg::Es.base(), 0x12000);
+            let mut after = before;
+            read_sregs(&vmcs, &mut after);
+            assert!(read_real_mode(&mut after, &before, true));
+            assert_eq!((after.cs, after.ss, after.ds, after.tr), (before.cs, before.ss, before.ds, before.tr), "as they were");
+            assert_eq!(after.es, KvmSegment { selector: 0x1200, base: 0x12000, ..before.es });
+            // Untouched, nothing to write again.
+            let mut again = before;
+            write_vm86(&mut vmcs, &before, 0xFD000, &FIXED);
+            read_sregs(&vmcs, &mut again);
+            assert!(!read_real_mode(&mut again, &before, true));
+            assert_eq!(again, before);
+        }
+
+        #[test]
+        fn a_null_load_in_16_bit_protected_mode_is_undone() {
+            let before = KvmSregs { fs: KvmSegment { base: 0xC000_0000, selector: 8, ..real_mode_data(0) }, ..real_mode_sregs() };
+            let mut vmcs = FakeVmcs::default();
+            write_sregs(&mut vmcs, &before, &FIXED);
+            // `mov ds, ax` with 0: an unusable DS.
+            vmcs.write(Seg::Ds.selector(), 0);
+            vmcs.write(Seg::Ds.access_rights(), u64::from(AR_UNUSABLE));
+            let mut after = before;
+            read_sregs(&vmcs, &mut after);
+            assert!(read_real_mode(&mut after, &before, false), "DS must be written again");
+            assert_eq!(after.ds, KvmSegment { selector: 0, base: 0, ..before.ds }, "usable, base 0");
+            assert_eq!(after.fs, before.fs, "unreal FS kept");
+        }
+    }
+
+    //@ end
     //@ begin 8
     #[test]
     fn stage_8_runs_with_wp_and_the_guests_efer() {

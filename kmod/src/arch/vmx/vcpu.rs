@@ -76,6 +76,13 @@ pub struct VmxVcpu {
     /// The interrupt-window exit is wanted, and is set in the VMCS.
     window_exiting: bool,
     window_exiting_written: bool,
+    /// Where generic code wrote the virtual-8086 TSS, if it could.
+    real_mode_tss: Option<u64>,
+    /// The hardware runs the real-mode guest in virtual-8086 mode (as
+    /// the guest state was last written), and the guest's own IOPL,
+    /// which vm86 replaces with 3.
+    vm86: bool,
+    vm86_iopl: u64,
     //@ end
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
@@ -107,6 +114,9 @@ impl VmxVcpu {
             interruptibility: 0,
             window_exiting: false,
             window_exiting_written: false,
+            real_mode_tss: None,
+            vm86: false,
+            vm86_iopl: 0,
             //@ end
             db_dr6: 0,
             load_dr6: None,
@@ -222,7 +232,8 @@ const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14
 /// descriptors from the GDT. So every exception exits and goes to
 /// userspace as `KVM_EXIT_EXCEPTION`, a clear refusal instead of a
 /// shutdown; 2006 ran real mode in virtual-8086 mode and emulated what
-/// faults there, which rkvm does not. Page faults are still the MMU's.
+/// faults there, which rkvm does from stage 12 (`exit/real_mode.rs`).
+/// Page faults are still the MMU's.
 const EXCEPTIONS_INTERCEPTED_REAL_MODE: u64 = 0xFFFF_FFFF;
 
 /// The exception bitmap for a guest whose registers are `sregs`.
@@ -329,6 +340,15 @@ pub fn reinject(idt_vectoring: u32, error_code: u32, exit_insn_len: u32) -> Opti
         insn_len: if software { exit_insn_len } else { 0 },
     })
 }
+//@ begin 12
+
+/// Whether `event` is a software interrupt (`int n`), the one kind the
+/// processor delivers in vm86 (through the redirection bitmap, when an
+/// exit cut its delivery short and it goes in again).
+fn is_software_interrupt(event: &Event) -> bool {
+    (event.info >> 8) & 7 == TYPE_SOFTWARE_INTERRUPT
+}
+//@ end
 // ANCHOR_END: event
 
 // ANCHOR: efer
@@ -428,6 +448,9 @@ impl VmxVcpu {
         host::write_per_entry(&mut vmcs);
         if self.sregs_dirty {
             guest::write_sregs(&mut vmcs, &self.sregs, &self.fixed);
+            //@ begin 12
+            self.write_real_mode(&mut vmcs);
+            //@ end
             vmcs.write(EXCEPTION_BITMAP, exception_bitmap(&self.sregs));
             //@ begin 8
             let efer = guest::hardware_efer(self.sregs.efer);
@@ -445,7 +468,11 @@ impl VmxVcpu {
         }
         //@ begin 8
         if let Some(event) = self.queued_event.take() {
-            if guest::real_mode(&self.sregs) {
+            let deliverable = !guest::real_mode(&self.sregs);
+            //@ begin 12
+            let deliverable = deliverable || self.vm86 && is_software_interrupt(&event);
+            //@ end
+            if !deliverable {
                 log!(Err, "an event for a real-mode guest, which VMX without unrestricted guest cannot deliver: {event:?}");
                 return Err(VmExit::FailEntry { hardware_reason: FAIL_REAL_MODE_EVENT });
             }
@@ -459,6 +486,13 @@ impl VmxVcpu {
         vmcs.write(GUEST_RIP, *entry.rip);
         vmcs.write(GUEST_RSP, entry.regs[Reg::Rsp as usize]);
         vmcs.write(GUEST_RFLAGS, *entry.rflags);
+        //@ begin 12
+        if self.vm86 {
+            // VM and IOPL 3 for the hardware; the guest's IOPL kept apart.
+            self.vm86_iopl = *entry.rflags & guest::RFLAGS_IOPL;
+            vmcs.write(GUEST_RFLAGS, guest::vm86_rflags(*entry.rflags));
+        }
+        //@ end
         Ok(vmcs)
     }
 
@@ -542,6 +576,15 @@ impl VmxVcpu {
             vmcs.read(IDT_VECTORING_ERROR_CODE) as u32,
             info.insn_len,
         );
+        //@ begin 12
+        // In real mode the processor delivers only vm86's `int n`, through
+        // the redirection bitmap; in 16-bit protected mode an `int n` goes
+        // to the IVT read as an IDT and faults, and the exit handler
+        // emulates the `int n` itself (`exit/real_mode.rs`).
+        if guest::real_mode(&self.sregs) && !self.queued_event.is_some_and(|e| self.vm86 && is_software_interrupt(&e)) {
+            self.queued_event = None;
+        }
+        //@ end
         self.icebp_len = None;
         if info.reason == u32::from(exit::reason::EXCEPTION_NMI)
             && let Some(intr) = exit::Interruption::from_field(info.intr_info)
@@ -554,6 +597,27 @@ impl VmxVcpu {
             }
         }
     }
+    //@ end
+    //@ begin 12
+
+    // ANCHOR: write_real_mode
+    /// After `write_sregs`: a real-mode guest whose six segments fit runs
+    /// in virtual-8086 mode on the TSS generic code wrote, as 2006's
+    /// `enter_rmode` ran every real-mode guest. One whose segments do not
+    /// (a base or limit kept from protected mode: "unreal" mode), or that
+    /// has no TSS, runs as 16-bit protected mode at CPL 0, as before
+    /// stage 12 (`real_mode_segment`).
+    fn write_real_mode(&mut self, vmcs: &mut dyn Fields) {
+        self.vm86 = false;
+        if !guest::real_mode(&self.sregs) || !guest::runs_in_vm86(&self.sregs) {
+            return;
+        }
+        if let Some(tss) = self.real_mode_tss {
+            guest::write_vm86(vmcs, &self.sregs, tss, &self.fixed);
+            self.vm86 = true;
+        }
+    }
+    // ANCHOR_END: write_real_mode
     //@ end
 }
 
@@ -629,7 +693,18 @@ impl ArchVcpu for VmxVcpu {
         *entry.rip = vmcs.read(GUEST_RIP);
         entry.regs[Reg::Rsp as usize] = vmcs.read(GUEST_RSP);
         *entry.rflags = vmcs.read(GUEST_RFLAGS);
+        //@ begin 12
+        if self.vm86 {
+            *entry.rflags = guest::rflags_after_vm86(*entry.rflags, self.vm86_iopl);
+        }
+        let before = self.sregs;
+        //@ end
         guest::read_sregs(&vmcs, &mut self.sregs);
+        //@ begin 12
+        if guest::real_mode(&before) && guest::read_real_mode(&mut self.sregs, &before, self.vm86) {
+            self.sregs_dirty = true;
+        }
+        //@ end
         let info = self.exit_info(&vmcs, entry);
         if info.reason & exit::FAILED_VMENTRY == 0 {
             self.vmcs.launched = true;
@@ -681,11 +756,10 @@ impl ArchVcpu for VmxVcpu {
 
     // ANCHOR: vmx_interrupts
     fn interrupt_allowed(&self) -> bool {
-        // Without unrestricted guest a real-mode guest runs as it is
-        // (see `guest.rs`) and no event can be delivered to it: its
-        // interrupts wait.
+        // In real mode generic code delivers the interrupt (see
+        // `delivers_events`), under the same rules.
         let shadow = !self.clear_interrupt_shadow && self.interruptibility & 3 != 0;
-        !guest::real_mode(&self.sregs) && !shadow && self.queued_event.is_none()
+        !shadow && self.queued_event.is_none()
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
@@ -728,6 +802,25 @@ impl ArchVcpu for VmxVcpu {
         true
     }
     // ANCHOR_END: vmx_msrs
+
+    // ANCHOR: vmx_real_mode
+    fn delivers_events(&self) -> bool {
+        // In vm86 (and in 16-bit protected mode) every event would go
+        // through the protected-mode IDT: generic code delivers it.
+        !guest::real_mode(&self.sregs)
+    }
+
+    fn wants_real_mode_tss(&self) -> bool {
+        guest::real_mode(&self.sregs)
+    }
+
+    fn set_real_mode_tss(&mut self, base: Option<u64>) {
+        if self.real_mode_tss != base {
+            self.real_mode_tss = base;
+            self.sregs_dirty = true;
+        }
+    }
+    // ANCHOR_END: vmx_real_mode
     //@ end
 }
 

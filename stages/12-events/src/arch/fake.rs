@@ -59,11 +59,14 @@ pub struct Entered {
     /// interrupt-window exit was on.
     pub interrupt: Option<u8>,
     pub window_exiting: bool,
+    /// The virtual-8086 TSS generic code gave the vCPU.
+    pub real_mode_tss: Option<u64>,
 }
 
 std::thread_local! {
     static SCRIPT: RefCell<VecDeque<Step>> = const { RefCell::new(VecDeque::new()) };
     static ENTRIES: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
+    static LIKE_VMX: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
 /// Sets the exits the next entries make, on this thread. When the script
@@ -71,11 +74,20 @@ std::thread_local! {
 pub fn script(steps: &[Step]) {
     SCRIPT.with(|s| *s.borrow_mut() = steps.iter().copied().collect());
     ENTRIES.with(|e| e.borrow_mut().clear());
+    real_mode_like_vmx(false);
 }
 
 /// The entries made since the last [`script`].
 pub fn entries() -> Vec<Entered> {
     ENTRIES.with(|e| e.borrow().clone())
+}
+
+/// With `on`, fake vCPUs on this thread treat real mode as VMX does: they
+/// cannot deliver events to it and want a virtual-8086 TSS. Off (as
+/// [`script`] leaves it), they deliver every event themselves, as SVM
+/// does.
+pub fn real_mode_like_vmx(on: bool) {
+    LIKE_VMX.with(|c| c.set(on));
 }
 
 /// A fake vCPU: it keeps the special registers it is given.
@@ -86,6 +98,7 @@ pub struct FakeVcpu {
     injected: Option<u8>,
     window_exiting: bool,
     msrs: Vec<(u32, u64)>,
+    real_mode_tss: Option<u64>,
 }
 
 impl ArchVcpu for FakeVcpu {
@@ -109,6 +122,7 @@ impl ArchVcpu for FakeVcpu {
             cr2: self.sregs.cr2,
             interrupt: self.injected.take(),
             window_exiting: self.window_exiting,
+            real_mode_tss: self.real_mode_tss,
         };
         ENTRIES.with(|e| e.borrow_mut().push(entered));
         let Some(step) = SCRIPT.with(|s| s.borrow_mut().pop_front()) else {
@@ -154,5 +168,17 @@ impl ArchVcpu for FakeVcpu {
         self.msrs.retain(|(i, _)| *i != index);
         self.msrs.push((index, value));
         true
+    }
+
+    fn delivers_events(&self) -> bool {
+        !(LIKE_VMX.with(|c| c.get()) && crate::real_mode::is_real_mode(&self.sregs))
+    }
+
+    fn wants_real_mode_tss(&self) -> bool {
+        !self.delivers_events()
+    }
+
+    fn set_real_mode_tss(&mut self, base: Option<u64>) {
+        self.real_mode_tss = base;
     }
 }

@@ -173,6 +173,27 @@ pub trait ArchVcpu: Send {
     /// Sets it; `false` for one it does not keep or a value it refuses
     /// (a non-canonical address, which would fault at `wrmsr`).
     fn set_msr(&mut self, index: u32, value: u64) -> bool;
+
+    // ANCHOR: arch_real_mode
+    /// Whether the backend can deliver events to the guest as it is now
+    /// ([`ArchVcpu::queue_exception`], [`ArchVcpu::inject_interrupt`]).
+    /// VMX cannot while the guest is in real mode, which it runs in
+    /// virtual-8086 mode: generic code then delivers them itself, through
+    /// the guest's interrupt vector table, as the processor would
+    /// (`crate::real_mode`).
+    fn delivers_events(&self) -> bool;
+
+    /// Whether the backend needs a virtual-8086 task-state segment in
+    /// guest memory for the guest as it is now (VMX, in real mode). Generic
+    /// code then writes one ([`crate::real_mode::tss_bytes`]) into the
+    /// last pages of memory slot 0 and says where with
+    /// [`ArchVcpu::set_real_mode_tss`], once for each layout of the slots.
+    fn wants_real_mode_tss(&self) -> bool;
+
+    /// The guest-physical address of that TSS, or `None` if slot 0 cannot
+    /// hold it.
+    fn set_real_mode_tss(&mut self, base: Option<u64>);
+    // ANCHOR_END: arch_real_mode
 }
 // ANCHOR_END: arch_vcpu
 

@@ -21,6 +21,8 @@
 use super::{Mode, Segment, Size, reg};
 use crate::regs::Reg;
 
+pub mod system;
+
 /// The longest instruction the processor accepts (SDM Vol. 2A, 2.1).
 pub const MAX_LEN: usize = 15;
 

@@ -57,6 +57,45 @@ pub fn resume(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
     }
 }
 
+// ANCHOR: emulate_other
+/// Emulates the instruction at RIP for an exit other than a page fault: a
+/// #GP of a real-mode guest that VMX runs in virtual-8086 mode or 16-bit
+/// protected mode, where an instruction real mode allows can fault
+/// (`exit/real_mode.rs`), as 2006's `handle_rmode_exception` ran
+/// `emulate_instruction`. `None` if the emulator does not know the
+/// instruction or cannot fetch it: then the exit goes to userspace.
+pub(super) fn emulate_other(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Option<Action> {
+    let sregs = ctx.sregs();
+    let (bytes, n) = fetch(ctx, &sregs).ok()?;
+    let mut guest = EmulatedGuest { ctx: &mut *ctx, sregs, mmio: None, fault_address: 0 };
+    let outcome = emulate::emulate(&mut guest, bytes.get(..n).unwrap_or(&[]), mode(&sregs), stack_size(&sregs));
+    if let Outcome::Unhandled(_) = outcome {
+        return None;
+    }
+    let (mmio, fault_address) = (guest.mmio, guest.fault_address);
+    Some(finish(outcome, mmio, fault_address, ctx, run))
+}
+
+/// The bytes at CS:RIP, for the system-instruction decoder; `None` if
+/// they are not in guest memory.
+pub(super) fn fetch_code(ctx: &mut dyn ExitContext) -> Option<([u8; 15], usize)> {
+    let sregs = ctx.sregs();
+    fetch(ctx, &sregs).ok()
+}
+
+/// Reads the memory operand `mem` of the instruction at RIP, `len` bytes
+/// long, into `data`, as the emulator reads: through the segment, its
+/// limit and the guest's tables. Guest RAM only: an operand in MMIO is
+/// [`Access::Mmio`], and nothing goes to userspace.
+pub(super) fn read_operand(ctx: &mut dyn ExitContext, mem: &emulate::MemOperand, len: usize, data: &mut [u8]) -> Access {
+    let sregs = ctx.sregs();
+    let next_rip = wrap(&sregs, ctx.rip().wrapping_add(len as u64));
+    let mut guest = EmulatedGuest { ctx, sregs, mmio: None, fault_address: 0 };
+    let offset = emulate::effective_address(&guest, mem, next_rip);
+    guest.read(mem.segment, offset, data)
+}
+// ANCHOR_END: emulate_other
+
 /// What the emulator's outcome means for the vCPU and for userspace.
 fn finish(outcome: Outcome, mmio: Option<Mmio>, fault_address: u64, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
     match (outcome, mmio) {

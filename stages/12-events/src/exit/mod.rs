@@ -18,6 +18,7 @@ pub mod io;
 pub mod cr;
 pub mod msr;
 pub mod mmio;
+pub mod real_mode;
 
 use crate::abi::{self, KvmRun, KvmRunEx, KvmRunExit, KvmSregs};
 use crate::stats::Counter;
@@ -234,6 +235,11 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
         // cannot loop inside the processor: the guest's own handler runs.
         VmExit::Exception { vector: 1, .. } => reflect(1, None, ctx),
         VmExit::Exception { vector: 17, error_code } => reflect(17, Some(error_code), ctx),
+        // A real-mode guest's, which only VMX intercepts: emulated, or
+        // delivered through its interrupt vector table.
+        VmExit::Exception { vector, error_code } if crate::real_mode::is_real_mode(&ctx.sregs()) => {
+            real_mode::handle_exception(vector, error_code, ctx, run)
+        }
         VmExit::Exception { vector, error_code } => to_user_exception(vector, error_code, run),
         VmExit::Shutdown => to_user(run, abi::KVM_EXIT_SHUTDOWN),
         VmExit::ExternalInterrupt => {

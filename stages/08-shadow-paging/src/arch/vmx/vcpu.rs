@@ -184,7 +184,8 @@ const EXCEPTIONS_INTERCEPTED: u64 = 1 << 14
 /// descriptors from the GDT. So every exception exits and goes to
 /// userspace as `KVM_EXIT_EXCEPTION`, a clear refusal instead of a
 /// shutdown; 2006 ran real mode in virtual-8086 mode and emulated what
-/// faults there, which rkvm does not. Page faults are still the MMU's.
+/// faults there, which rkvm does from stage 12 (`exit/real_mode.rs`).
+/// Page faults are still the MMU's.
 const EXCEPTIONS_INTERCEPTED_REAL_MODE: u64 = 0xFFFF_FFFF;
 
 /// The exception bitmap for a guest whose registers are `sregs`.
@@ -386,7 +387,8 @@ impl VmxVcpu {
             self.clear_interrupt_shadow = false;
         }
         if let Some(event) = self.queued_event.take() {
-            if guest::real_mode(&self.sregs) {
+            let deliverable = !guest::real_mode(&self.sregs);
+            if !deliverable {
                 log!(Err, "an event for a real-mode guest, which VMX without unrestricted guest cannot deliver: {event:?}");
                 return Err(VmExit::FailEntry { hardware_reason: FAIL_REAL_MODE_EVENT });
             }

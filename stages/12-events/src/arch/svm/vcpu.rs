@@ -354,6 +354,18 @@ impl ArchVcpu for SvmVcpu {
         true
     }
     // ANCHOR_END: svm_msrs
+
+    // SVM runs real mode as it is (APM Vol. 2, 15.19 "Paged Real Mode"):
+    // the processor delivers every event and needs no TSS of the module's.
+    fn delivers_events(&self) -> bool {
+        true
+    }
+
+    fn wants_real_mode_tss(&self) -> bool {
+        false
+    }
+
+    fn set_real_mode_tss(&mut self, _base: Option<u64>) {}
 }
 
 // ANCHOR: event_inj
