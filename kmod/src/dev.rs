@@ -469,7 +469,7 @@ mod tests {
         use super::super::*;
         use super::{ioctl_ptr, with_vm};
         use crate::abi::{KvmMsrEntry, KvmMsrList, KvmMsrs};
-        use crate::exit::msr::msr;
+        use crate::exit::msr::index as msr;
 
         /// `struct kvm_msrs` with its entries after it, as userspace lays it out.
         #[repr(C)]

@@ -319,7 +319,7 @@ impl ArchVcpu for SvmVcpu {
     /// The VMCB's save area holds the MSRs `vmload` and `vmsave` switch
     /// (APM Vol. 2, 15.5.2), the segment bases, and the TSC offset.
     fn get_msr(&self, index: u32) -> Option<u64> {
-        use crate::exit::msr::{guest_tsc, msr::*};
+        use crate::exit::msr::{guest_tsc, index::*};
         let v = self.vmcb();
         let s = &v.save;
         Some(match index {
@@ -340,7 +340,7 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
-        use crate::exit::msr::{canonical, msr::*};
+        use crate::exit::msr::{canonical, index::*};
         let address = matches!(index, IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE);
         if address && !canonical(value) {
             return false;

@@ -89,20 +89,20 @@ pub fn set_efer(sregs: &KvmSregs, value: u64) -> Result<KvmSregs, GeneralProtect
 /// (SYSENTER, the SYSCALL MSRs, KERNEL_GS_BASE, the TSC; SDM Vol. 4,
 /// Table 2-2; APM Vol. 2, 6.1.1 and 6.1.2), and MISC_ENABLE.
 pub const MSR_INDEX_LIST: [u32; 10] = [
-    msr::IA32_SYSENTER_CS,
-    msr::IA32_SYSENTER_ESP,
-    msr::IA32_SYSENTER_EIP,
-    msr::STAR,
-    msr::LSTAR,
-    msr::CSTAR,
-    msr::KERNEL_GS_BASE,
-    msr::SFMASK,
-    msr::IA32_TSC,
-    msr::IA32_MISC_ENABLE,
+    index::IA32_SYSENTER_CS,
+    index::IA32_SYSENTER_ESP,
+    index::IA32_SYSENTER_EIP,
+    index::STAR,
+    index::LSTAR,
+    index::CSTAR,
+    index::KERNEL_GS_BASE,
+    index::SFMASK,
+    index::IA32_TSC,
+    index::IA32_MISC_ENABLE,
 ];
 
 /// MSR numbers.
-pub mod msr {
+pub mod index {
     pub const IA32_TSC: u32 = 0x10;
     pub const IA32_PLATFORM_ID: u32 = 0x17;
     pub const IA32_APIC_BASE: u32 = 0x1B;
@@ -162,7 +162,7 @@ pub enum MsrHome {
 /// Where MSR `index` lives, or `None`: then `rdmsr` and `wrmsr` of it are
 /// #GP(0), as on a processor without it, and the ioctls stop at it.
 pub fn home(index: u32) -> Option<MsrHome> {
-    use msr::*;
+    use index::*;
     Some(match index {
         IA32_SYSENTER_CS | IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | STAR | LSTAR | CSTAR | SFMASK | KERNEL_GS_BASE
         | FS_BASE | GS_BASE | IA32_TSC => MsrHome::Backend,
@@ -236,11 +236,11 @@ mod tests {
             (ctx.skipped, ctx.queued) = (0, None);
             handle_msr(write, 2, 31, ctx, &mut run)
         };
-        assert_eq!(access(&mut ctx, true, msr::LSTAR, 0xFFFF_8000_1234_5678), Action::Resume);
+        assert_eq!(access(&mut ctx, true, index::LSTAR, 0xFFFF_8000_1234_5678), Action::Resume);
         assert_eq!((ctx.skipped, ctx.queued), (2, None));
-        assert_eq!(access(&mut ctx, false, msr::LSTAR, 0), Action::Resume);
+        assert_eq!(access(&mut ctx, false, index::LSTAR, 0), Action::Resume);
         assert_eq!((ctx.regs[Reg::Rax as usize], ctx.regs[Reg::Rdx as usize]), (0x1234_5678, 0xFFFF_8000));
-        assert_eq!(access(&mut ctx, false, msr::IA32_UCODE_REV, 0), Action::Resume);
+        assert_eq!(access(&mut ctx, false, index::IA32_UCODE_REV, 0), Action::Resume);
         assert_eq!(ctx.regs[Reg::Rdx as usize], 1, "2006's microcode revision");
         for write in [false, true] {
             assert_eq!(access(&mut ctx, write, 0xC000_0104, 0), Action::Resume);

@@ -696,7 +696,7 @@ impl ArchVcpu for VmxVcpu {
     /// and VM-exit MSR-load lists) and the TSC (TSC offsetting) are not
     /// kept yet on VMX: the guest gets #GP for them.
     fn get_msr(&self, index: u32) -> Option<u64> {
-        use crate::exit::msr::msr::*;
+        use crate::exit::msr::index::*;
         match index {
             FS_BASE => Some(self.sregs.fs.base),
             GS_BASE => Some(self.sregs.gs.base),
@@ -705,7 +705,7 @@ impl ArchVcpu for VmxVcpu {
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
-        use crate::exit::msr::{canonical, msr::*};
+        use crate::exit::msr::{canonical, index::*};
         if !canonical(value) {
             return false;
         }
