@@ -295,7 +295,7 @@ pub fn reflect_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitConte
     // besides the error code on its stack (SDM Vol. 3A, 6.15, "Interrupt
     // 14—Page-Fault Exception (#PF)", and 4.7), and which part of the
     // vCPU the backends load it from. The tests in `e8_3` check it.
-    // Hint: `cargo xtask hint E8.3`.
+    // Hints: `cargo xtask hint E8.3`, then `--more` for the next (3 in all).
     todo!("E8.3")
 }
 // ANCHOR_END: reflect_page_fault
