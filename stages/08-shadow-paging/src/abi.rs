@@ -342,7 +342,7 @@ mod tests {
 
         #[test]
         fn random_structs_are_laid_out_as_c_lays_them_out() {
-            let mut rng = crate::test_rng::Rng::new(0xE2_2);
+            let mut rng = crate::test_rng::Rng::new(0xE22);
             for _ in 0..2_000 {
                 let n = rng.below(7) as usize;
                 let fields: Vec<FieldLayout> = (0..n)

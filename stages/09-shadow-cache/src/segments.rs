@@ -460,7 +460,7 @@ mod tests {
         /// and 1, and the low nibble of byte 6.
         #[test]
         fn random_limits_land_in_bytes_0_1_and_6() {
-            let mut rng = crate::test_rng::Rng::new(0xE1_1);
+            let mut rng = crate::test_rng::Rng::new(0xE11);
             for _ in 0..10_000 {
                 let limit = rng.next() as u32;
                 let [b0, b1, b2, ..] = limit.to_le_bytes();
@@ -522,7 +522,7 @@ mod tests {
         /// and back through `encode_base`.
         #[test]
         fn random_descriptors_give_the_base_of_bytes_2_3_4_and_7() {
-            let mut rng = crate::test_rng::Rng::new(0xE1_2);
+            let mut rng = crate::test_rng::Rng::new(0xE12);
             for _ in 0..10_000 {
                 let bits = rng.next();
                 let b = bits.to_le_bytes();
@@ -575,7 +575,7 @@ mod tests {
         /// size, less one.
         #[test]
         fn random_fields_with_both_granularities() {
-            let mut rng = crate::test_rng::Rng::new(0xE1_3);
+            let mut rng = crate::test_rng::Rng::new(0xE13);
             for _ in 0..10_000 {
                 let (field, g) = (rng.next() as u32, rng.one_in(2));
                 let unit: u64 = if g { 4096 } else { 1 };
@@ -619,7 +619,7 @@ mod tests {
         /// limit counted in whole units, fits and gives it back.
         #[test]
         fn random_limits_have_a_field_exactly_when_one_gives_them() {
-            let mut rng = crate::test_rng::Rng::new(0xE1_4);
+            let mut rng = crate::test_rng::Rng::new(0xE14);
             for _ in 0..100_000 {
                 let g = rng.one_in(2);
                 let mut byte_limit = rng.next() as u32;
@@ -663,7 +663,7 @@ mod tests {
         /// the LDT, plus the RPL.
         #[test]
         fn random_selectors_are_their_descriptors_offset_plus_ti_and_rpl() {
-            let mut rng = crate::test_rng::Rng::new(0xE1_5);
+            let mut rng = crate::test_rng::Rng::new(0xE15);
             for _ in 0..10_000 {
                 let (index, rpl, ldt) = (rng.next() as u16, rng.next() as u8, rng.one_in(2));
                 let table = if ldt { Table::Ldt } else { Table::Gdt };

@@ -207,7 +207,7 @@ mod tests {
         /// `ioc` of the fields gives the number back, for any number.
         #[test]
         fn random_numbers_encode_again_to_themselves() {
-            let mut rng = crate::test_rng::Rng::new(0xE2_1);
+            let mut rng = crate::test_rng::Rng::new(0xE21);
             for _ in 0..10_000 {
                 let cmd = rng.next() as u32;
                 let f = decode_ioctl(cmd);

@@ -325,7 +325,7 @@ pub mod tests {
         #[test]
         fn random_segments_pack_like_their_descriptors_attributes() {
             use crate::segments::SegmentDescriptor;
-            let mut rng = crate::test_rng::Rng::new(0xE5_2);
+            let mut rng = crate::test_rng::Rng::new(0xE52);
             for _ in 0..10_000 {
                 let mut byte = || rng.next() as u8;
                 let seg = KvmSegment {

@@ -386,7 +386,7 @@ mod tests {
         /// operand encoding; bits 15:7 and 63:32, reserved).
         #[test]
         fn random_qualifications_decode_to_their_fields() {
-            let mut rng = crate::test_rng::Rng::new(0xE6_1);
+            let mut rng = crate::test_rng::Rng::new(0xE61);
             for _ in 0..10_000 {
                 let (port, size_code) = (rng.next() as u16, [0u64, 1, 3][rng.below(3) as usize]);
                 let (is_in, string, rep) = (rng.one_in(2), rng.one_in(2), rng.one_in(2));
@@ -446,7 +446,7 @@ mod tests {
         /// RAX, the count from RCX cut to a u16, u32 or u64.
         #[test]
         fn random_exits_complete_as_the_instruction_says() {
-            let mut rng = crate::test_rng::Rng::new(0xE6_2);
+            let mut rng = crate::test_rng::Rng::new(0xE62);
             for _ in 0..10_000 {
                 let size = [1u8, 2, 4][rng.below(3) as usize];
                 let q = io(rng.next() as u16, size, rng.one_in(2), rng.one_in(2), rng.one_in(2));
@@ -520,7 +520,7 @@ mod tests {
         /// operand type and reserved; 63:12, the `lmsw` data and reserved).
         #[test]
         fn random_qualifications_decode_to_their_fields() {
-            let mut rng = crate::test_rng::Rng::new(0xE6_3);
+            let mut rng = crate::test_rng::Rng::new(0xE63);
             for _ in 0..10_000 {
                 let (cr, access_type, gpr) = (rng.below(16), rng.below(4), rng.below(16));
                 let noise = rng.next() & !0xF3F;

@@ -310,7 +310,7 @@ mod tests {
         #[test]
         fn random_segments_pack_like_their_descriptors_attributes() {
             use crate::segments::SegmentDescriptor;
-            let mut rng = crate::test_rng::Rng::new(0xE7_1);
+            let mut rng = crate::test_rng::Rng::new(0xE71);
             for _ in 0..10_000 {
                 let mut byte = || if rng.one_in(2) { rng.next() as u8 } else { (rng.next() % 2) as u8 };
                 let seg = KvmSegment {
