@@ -16,6 +16,8 @@ extern crate alloc;
 //@ end
 
 pub mod segments;
+#[cfg(test)]
+mod test_rng;
 //@ begin 2
 pub mod abi;
 //@ end

@@ -54,14 +54,25 @@ impl GfnRange {
     }
 }
 
-/// Whether two non-empty ranges share at least one gfn.
+/// Whether two ranges share at least one gfn. Either may be empty (a
+/// range whose end is not above its start holds no gfn).
 pub fn ranges_overlap(a: GfnRange, b: GfnRange) -> bool {
     //@ exercise E3.1
-    //@ instruction: Return whether the ranges `a` and `b` (each `start ..
-    //@+ end`, end excluded, neither empty) share a gfn.
-    //@ hint: Two ranges are apart when one ends at or before the other
-    //@+ starts; they overlap otherwise. Check `[0, 2)` against `[2, 4)`.
-    a.start < b.end && b.start < a.end
+    //@ instruction: Return whether some gfn lies in both `a` and `b`, as
+    //@+ `GfnRange::contains` says. What must hold, for every pair of
+    //@+ ranges anywhere in the 64 bits of a gfn: the answer is true
+    //@+ exactly when such a gfn exists. Ranges that only touch, such as
+    //@+ `0 .. 2` and `2 .. 4`, share none, and an empty range (end not
+    //@+ above start) shares none with anything. Nothing may overflow. The
+    //@+ `e3_1` tests compare you with a search, gfn by gfn, over every
+    //@+ pair of small ranges.
+    //@ hint: Don't list cases (`a` left of `b`, `b` inside `a`, ...): ask
+    //@+ what the gfns in both ranges are. They form a range too.
+    //@ hint: The gfns in both are those from the later start up to the
+    //@+ earlier end: `max(a.start, b.start) .. min(a.end, b.end)`. Is that
+    //@+ range empty?
+    //@ hint: `a.start.max(b.start) < a.end.min(b.end)`.
+    a.start.max(b.start) < a.end.min(b.end)
     //@ end
 }
 // ANCHOR_END: gfn_range
@@ -304,10 +315,18 @@ impl MemSlots {
     /// 2006's `gfn_to_memslot` and `gfn_to_page` in one.
     pub fn gfn_to_page(&self, gfn: u64) -> Option<&Page> {
         //@ exercise E3.2
-        //@ instruction: Find the slot whose gfns contain `gfn` and return
-        //@+ its page for that gfn; `None` if no slot holds `gfn`.
-        //@ hint: `MemSlot::gfns()` and `GfnRange::contains` find the slot;
-        //@+ the page's index in it is `gfn - slot.base_gfn()`, and
+        //@ instruction: Return the page that backs guest frame `gfn`, as a
+        //@+ slot lays its pages out (see `MemSlot`), or `None` when no slot
+        //@+ backs it. `gfn` comes from anywhere: the offset of a
+        //@+ userspace mapping, and from stage 05 the guest's own page
+        //@+ tables, so every `u64` must give an answer, never a panic. The
+        //@+ `e3_2` tests look up pages in, between and after slots.
+        //@ hint: Slots never overlap, so at most one slot holds `gfn`: find
+        //@+ it with what `MemSlot` and `GfnRange` offer, then find the page
+        //@+ in it.
+        //@ hint: `self.slots.iter().find(...)` with `slot.gfns().contains(
+        //@+ gfn)`; the page's index is `gfn - slot.base_gfn()`, a `u64`
+        //@+ that `usize::try_from` converts without truncating, and
         //@+ `MemSlot::page` returns `None` instead of panicking.
         let slot = self.slots.iter().find(|slot| slot.gfns().contains(gfn))?;
         slot.page(usize::try_from(gfn - slot.base_gfn()).ok()?)
@@ -625,6 +644,31 @@ mod tests {
             assert!(!ranges_overlap(r(0, 2), r(2, 4)));
             assert!(!ranges_overlap(r(2, 4), r(0, 2)));
             assert!(!ranges_overlap(r(0, 1), r(u64::MAX - 1, u64::MAX)));
+        }
+
+        #[test]
+        fn an_empty_range_overlaps_nothing() {
+            assert!(!ranges_overlap(r(3, 3), r(0, 10)), "empty, inside another");
+            assert!(!ranges_overlap(r(0, 10), r(5, 5)));
+            assert!(!ranges_overlap(r(7, 2), r(0, 10)), "end below start");
+            assert!(!ranges_overlap(r(4, 4), r(4, 4)));
+        }
+
+        /// Whether a gfn lies in both, found by trying each gfn of `a`.
+        fn search(a: GfnRange, b: GfnRange) -> bool {
+            (a.start..a.end).any(|gfn| a.contains(gfn) && b.contains(gfn))
+        }
+
+        /// Every pair of ranges within 0 to 6, then the same pairs moved up
+        /// against the top of the gfn space.
+        #[test]
+        fn every_pair_of_small_ranges_agrees_with_a_search() {
+            for base in [0, 1 << 40, u64::MAX - 6] {
+                for [s1, e1, s2, e2] in (0..7u64.pow(4)).map(|n| [n % 7, n / 7 % 7, n / 49 % 7, n / 343]) {
+                    let (a, b) = (r(base + s1, base + e1), r(base + s2, base + e2));
+                    assert_eq!(ranges_overlap(a, b), search(a, b), "{a:?} and {b:?}");
+                }
+            }
         }
 
         #[test]

@@ -144,12 +144,16 @@ impl Vcpu {
     /// them; `vcpu` and `padding` are left zero for the caller to fill.
     pub fn get_regs(&self) -> KvmRegs {
         //@ exercise E3.3
-        //@ instruction: Build the `KvmRegs` that `KVM_GET_REGS` returns: each
-        //@+ named register from `self.regs` (indexed by `Reg`), and `rip` and
-        //@+ `rflags`; leave `vcpu` and `padding` zero.
-        //@ hint: `self.regs[Reg::Rbx as usize]` is RBX. Mind the order:
-        //@+ `Reg` follows instruction encodings (RAX, RCX, RDX, RBX, ...),
-        //@+ `KvmRegs` does not (rax, rbx, rcx, rdx, ...).
+        //@ instruction: Return the registers as `KVM_GET_REGS` reports
+        //@+ them: each field of `KvmRegs` holds the register it names, and
+        //@+ `vcpu` and `padding` are 0. `self.regs` is indexed by `Reg`.
+        //@+ A quick one, whose habit is to index by name, never by number.
+        //@ hint: Read how `Reg` numbers the registers (`regs.rs`), and how
+        //@+ `KvmRegs` orders its fields: they do not agree.
+        //@ hint: `self.regs[Reg::Rbx as usize]` is RBX. `Reg` follows the
+        //@+ instruction encodings (RAX, RCX, RDX, RBX, ...), `KvmRegs` the
+        //@+ 2006 header (rax, rbx, rcx, rdx, ...). A closure `let r = |reg:
+        //@+ Reg| self.regs[reg as usize];` keeps the sixteen lines short.
         let r = |reg: Reg| self.regs[reg as usize];
         KvmRegs {
             vcpu: 0,
@@ -181,11 +185,13 @@ impl Vcpu {
     /// against what the processor allows when it loads them (stage 05).
     pub fn set_regs(&mut self, regs: &KvmRegs) {
         //@ exercise E3.4
-        //@ instruction: Store each register of `regs` in `self.regs` at its
-        //@+ `Reg` index, and `rip` and `rflags` in their fields.
+        //@ instruction: Take every register `regs` names into the vCPU:
+        //@+ after this, `self.regs` (indexed by `Reg`), `rip` and `rflags`
+        //@+ hold what `regs` says, and nothing else of the vCPU changed.
+        //@ hint: The same two orders as in E3.3, the other way round.
         //@ hint: A list of `(Reg, u64)` pairs and a loop keep the sixteen
-        //@+ assignments readable: `for (reg, value) in [(Reg::Rax, regs.rax),
-        //@+ ...] { self.regs[reg as usize] = value; }`.
+        //@+ assignments readable: `for (reg, value) in [(Reg::Rax,
+        //@+ regs.rax), ...] { self.regs[reg as usize] = value; }`.
         let pairs = [
             (Reg::Rax, regs.rax),
             (Reg::Rbx, regs.rbx),

@@ -128,10 +128,21 @@ pub struct IoctlFields {
 /// `_IOC_NR` and `_IOC_SIZE` at once. Every `u32` splits; none is refused.
 pub fn decode_ioctl(cmd: u32) -> IoctlFields {
     //@ exercise E2.1
-    //@ instruction: Undo `ioc`: shift each field down and mask it to its
-    //@+ width (dir 2 bits, size 14, type 8, nr 8).
-    //@ hint: The direction has four values and two bits, so a `match` on
-    //@+ `cmd >> IOC_DIRSHIFT` with arms 0, 1, 2 and `_` covers every case.
+    //@ instruction: Take `cmd` apart into the four fields `ioc` packs
+    //@+ (Linux's `<asm-generic/ioctl.h>`, redrawn in the chapter). What
+    //@+ must hold: for every `u32`, packing the fields again with `ioc`
+    //@+ gives `cmd` back, so every number splits, other drivers' too; and
+    //@+ userspace chooses `cmd`, so nothing may panic. The `e2_1` tests
+    //@+ decode the table's numbers and random ones.
+    //@ hint: `ioc` and the `IOC_*` constants above it say where each field
+    //@+ lies: shift each one down, and keep only its width.
+    //@ hint: A cast to `u8` keeps 8 bits; the size has 14, so it needs a
+    //@+ mask, `(1 << IOC_SIZEBITS) - 1`. The direction has two bits and
+    //@+ four values, all of them named: `cmd >> IOC_DIRSHIFT` is 0 to 3.
+    //@ hint: `let dir = match cmd >> IOC_DIRSHIFT { 0 => Direction::None,
+    //@+ 1 => Direction::Write, 2 => Direction::Read, _ =>
+    //@+ Direction::ReadWrite };` then `ty: (cmd >> IOC_TYPESHIFT) as u8`,
+    //@+ `nr` alike, and the size masked.
     let dir = match cmd >> IOC_DIRSHIFT {
         0 => Direction::None,
         1 => Direction::Write,
@@ -207,6 +218,18 @@ mod tests {
             for i in IOCTLS {
                 let f = decode_ioctl(i.cmd);
                 assert_eq!((f.dir, f.ty, f.nr, usize::from(f.size)), (i.dir, 0xAE, i.nr, i.size), "{}", i.name);
+            }
+        }
+
+        /// `ioc` of the fields gives the number back, for any number.
+        #[test]
+        fn random_numbers_encode_again_to_themselves() {
+            let mut rng = crate::test_rng::Rng::new(0xE21);
+            for _ in 0..10_000 {
+                let cmd = rng.next() as u32;
+                let f = decode_ioctl(cmd);
+                let again = ioc(f.dir, u32::from(f.ty), u32::from(f.nr), usize::from(f.size));
+                assert_eq!(again, cmd, "{cmd:#x} decoded as {f:?}");
             }
         }
 

@@ -327,12 +327,19 @@ pub fn decode_sib(sib: u8, md: u8, rex_prefix: u8) -> Sib {
     //@+ of REX Encodings" says whether REX changes them: an index of 100b
     //@+ and a base of 101b. `rex::X` and `rex::B` are the bits of
     //@+ `rex_prefix`; `reg` turns a number into a `Reg`.
+    //@ hint: Read the footnote of Table 2-3 and the rows of Table 2-5
+    //@+ before you write: the two special encodings are one of the index
+    //@+ and one of the base, and REX treats them differently. The tests in
+    //@+ `e10_1` compare the whole decoder with a disassembler on random
+    //@+ bytes: a wrong case shows there with the bytes that reveal it.
     //@ hint: The footnote of Table 2-3 ("[*]") tells what a base of 101b
     //@+ means for each `mod`; only `mod` = 00 loses the base. R12 can be an
     //@+ index, RSP never is; R13 is a base like RBP, except where RBP would
-    //@+ not be one. The tests in `e10_1` compare the whole decoder with a
-    //@+ disassembler on random bytes: a wrong case shows there with the
-    //@+ bytes that reveal it.
+    //@+ not be one.
+    //@ hint: `let index = (sib >> 3) & 7 | (rex_prefix & rex::X) << 2;`
+    //@+ and `let base = sib & 7 | (rex_prefix & rex::B) << 3;`; the base
+    //@+ is `None` only when `sib & 7 == 5 && md == 0`, the index only
+    //@+ when `index == 4`; the scale is `1 << (sib >> 6)`.
     let index = (sib >> 3) & 7 | (rex_prefix & rex::X) << 2;
     let base = sib & 7 | (rex_prefix & rex::B) << 3;
     Sib {

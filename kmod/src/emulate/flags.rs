@@ -88,12 +88,21 @@ pub fn sub(size: Size, a: u64, b: u64, borrow: bool) -> Arith {
     //@+ Cross-Reference" (Table A-2) says that SUB, SBB and CMP set all six,
     //@+ and the SBB page of Vol. 2B shows where the borrow enters. `a` and
     //@+ `b` may have bits above `size`: ignore them.
+    //@ hint: `add` above is the mirror image: read it next to the
+    //@+ definitions of CF, OF and AF in 3.4.3.1, and ask what each
+    //@+ becomes when the operation subtracts. Cut `a` and `b` to the size
+    //@+ first.
     //@ hint: CF is a borrow here, not a carry: it is set when `b + borrow`
     //@+ is greater than `a` as unsigned numbers, which 65-bit (u128)
     //@+ arithmetic answers without a case for each size. OF is set when
     //@+ `a` and `b` have different signs and the result has `b`'s sign. AF
     //@+ is the borrow into bit 4, found in bit 4 of `a ^ b ^ result`.
-    //@+ `add` above is the mirror image; `zf_sf_pf` does the rest.
+    //@+ `zf_sf_pf` does the rest.
+    //@ hint: With `a` and `b` masked: `value = a.wrapping_sub(b)
+    //@+ .wrapping_sub(u64::from(borrow)) & size.mask()`; CF when
+    //@+ `u128::from(b) + u128::from(borrow) > u128::from(a)`; OF when
+    //@+ `(a ^ b) & (a ^ value) & size.sign() != 0`; AF is `(a ^ b ^ value)
+    //@+ & AF`.
     let (a, b) = (a & size.mask(), b & size.mask());
     let value = a.wrapping_sub(b).wrapping_sub(u64::from(borrow)) & size.mask();
     let cf = when(u128::from(b) + u128::from(borrow) > u128::from(a), CF);

@@ -98,9 +98,10 @@ pub struct IoExit {
     pub is_in: bool,
     /// `ins`/`outs`: the data is in guest memory, at [`IoExit::address`].
     pub string: Option<StringIo>,
-    /// The value of `out`: the low `size` bytes of RAX.
+    /// The value of `out`: the low `size` bytes of RAX; 0 for `in`, and
+    /// for `ins` and `outs`, whose data is in guest memory.
     pub value: u32,
-    /// The length of the instruction, prefixes included.
+    /// The length of the instruction, prefixes included: at most 15.
     pub insn_len: u8,
 }
 
@@ -406,10 +407,17 @@ pub fn reflect_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitConte
     //@+ besides the error code on its stack (SDM Vol. 3A, 6.15, "Interrupt
     //@+ 14—Page-Fault Exception (#PF)", and 4.7), and which part of the
     //@+ vCPU the backends load it from. The tests in `e8_3` check it.
-    //@ hint: The handler learns the address from a control register, which
-    //@+ lives in the special registers the context lends out; the exception
-    //@+ itself is queued through the context too. Order matters only in
-    //@+ that both must be done before the next entry.
+    //@ hint: 6.15 names, besides the error code, one more thing the
+    //@+ processor hands a page-fault handler. Where does it put it, and
+    //@+ where does rkvm keep that register for the guest?
+    //@ hint: The handler learns the address from CR2, which lives in the
+    //@+ special registers the context lends out (`ctx.sregs()`,
+    //@+ `ctx.set_sregs`); the exception itself is queued through the
+    //@+ context too. Order matters only in that both must be done before
+    //@+ the next entry.
+    //@ hint: `let mut sregs = ctx.sregs(); sregs.cr2 = address;
+    //@+ ctx.set_sregs(&sregs); ctx.queue_exception(PF_VECTOR,
+    //@+ Some(error_code));`.
     let mut sregs = ctx.sregs();
     sregs.cr2 = address;
     ctx.set_sregs(&sregs);

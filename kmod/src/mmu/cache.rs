@@ -195,9 +195,19 @@ impl CachedMmu {
         //@+ right, and remember that the TLB may still hold the old
         //@+ translation (SDM Vol. 3A, 4.10.4.1). The tests in `e9_1` check
         //@+ the shadow the processor would walk.
+        //@ hint: Start at `gfn`'s bucket in `rmap` and follow the chain:
+        //@+ what does each link name, and how do you know whether the entry
+        //@+ it names maps `gfn`?
         //@ hint: A chain may hold entries of other frames that share the
-        //@+ bucket. Leave the entry as `set_leaf` would have written it
-        //@+ read-only: the shadow's D bit goes with its RW bit.
+        //@+ bucket: compare the entry's `gfns`. Leave the entry as
+        //@+ `set_leaf` would have written it read-only: the shadow's D bit
+        //@+ goes with its RW bit. An entry you changed may still be in the
+        //@+ TLB: `needs_flush`.
+        //@ hint: `let mut link = self.rmap.get(bucket(gfn)).copied()
+        //@+ .unwrap_or(NIL);` and while `link != NIL`: `split(link)` into
+        //@+ page and entry, read `next` first, and if `gfns[entry] == gfn`
+        //@+ and the entry has RW, write it back with `old & !(RW | D)` and
+        //@+ set `self.needs_flush`.
         let mut link = self.rmap.get(bucket(gfn)).copied().unwrap_or(NIL);
         while link != NIL {
             let (page, entry) = split(link);
@@ -383,10 +393,26 @@ fn child_of(role: Role, linear: u64, level: u8, t: &Translation, mode: PagingMod
     //@+ table decides an entry (the rights above it: SDM Vol. 3A, 4.6; a
     //@+ guest large page, which has no table; a 32-bit guest's tables,
     //@+ twice the reach of the shadow's). The tests in `e9_2` check it.
+    //@ hint: List what, besides the guest table's frame, decides the
+    //@+ entries of a shadow page: the rights of the levels above it, the
+    //@+ kind of page below (a guest large page has no table of its own),
+    //@+ and for a 32-bit guest which part of the guest table it shadows.
+    //@+ Each must be in the `Role`, or two walks would share a page they
+    //@+ should not.
     //@ hint: `t.entries[level - 1]` is the guest entry at `level`; below
     //@+ a direct page everything is direct; `rights` and `table_address`
     //@+ read an entry; bit 21 of the address picks half of a 32-bit page
-    //@+ table.
+    //@+ table. A guest large page whose D bit is clear is mapped without
+    //@+ write access until the guest writes it, and once dirty it is
+    //@+ another role.
+    //@ hint: `below = level - 1`; `direct_gfn` is `t.gpa`'s frame rounded
+    //@+ down to what one entry at `level` covers. A direct `role`: `(
+    //@+ direct_gfn, Role { level: below, quadrant: 0, ..role })`. Else
+    //@+ `access = role.access & rights(guest.value, mode)`; at the guest's
+    //@+ leaf level (`guest_leaf_level(t.page_size)`), a direct role with
+    //@+ that access (less `ACCESS_W` while D is clear); otherwise the
+    //@+ frame of `table_address(guest.value, mode)`, with `quadrant` =
+    //@+ bit 21 of `linear` for a 32-bit guest's level-1 tables.
     let below = level.checked_sub(1).filter(|&l| l >= 1)?;
     let covers = 1u64 << (9 * u32::from(below - 1) + 9);
     let direct_gfn = (t.gpa >> PAGE_SHIFT) & !(covers - 1);

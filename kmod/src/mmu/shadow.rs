@@ -154,17 +154,32 @@ impl ShadowMmu {
     /// the way down from the root. `ENOMEM` when no page can be had.
     pub fn install(&mut self, linear: u64, leaf: Leaf) -> KResult<()> {
         //@ exercise E8.2
-        //@ instruction: Write the composed translation into the shadow
-        //@+ tree: walk down from the root by `index`, making each missing
-        //@+ table with `child`, and write the leaf entry with `write_leaf`.
-        //@+ The processor must then allow exactly what `leaf` allows, and
-        //@+ the guest page must stay alive while it is mapped. What
-        //@+ stands in the entries above the leaf, and why may they allow
-        //@+ everything? (SDM Vol. 3A, 4.6; the shadow's bits are above.)
-        //@+ The tests in `e8_2` check the tree the processor would walk.
-        //@ hint: Make room first (`make_room`): a new path needs at most
-        //@+ three new tables, and recycling must not free one you are
-        //@+ standing on. The root's level is 4 in long mode, else 3.
+        //@ instruction: Make the processor's walk of the shadow for
+        //@+ `linear` reach `leaf.page` with exactly the rights of `leaf`,
+        //@+ making the tables that are missing on the way down. What must
+        //@+ hold afterwards: the processor allows through the shadow what
+        //@+ `leaf` allows and nothing more, and the entries above the leaf
+        //@+ take none of it away (SDM Vol. 3A, 4.6: the rights of every
+        //@+ level combine; the shadow's bits are above); neighbouring pages
+        //@+ share their tables; the guest page stays alive while it is
+        //@+ mapped; the tree never holds more than `MAX_SHADOW_PAGES`
+        //@+ pages, and making room never frees a table the path goes
+        //@+ through. `child`, `write_leaf` and `make_room` are there to be
+        //@+ used. The tests in `e8_2` check the tree the processor would
+        //@+ walk.
+        //@ hint: Read `child`, `write_leaf` and `make_room` before you
+        //@+ write a line: between them they write every entry's bits. What
+        //@+ is left to you is the order, the levels, and the room.
+        //@ hint: A new path needs at most three new tables, and
+        //@+ `make_room` must run before the first step down, since
+        //@+ recycling must not free a table you stand on. The root's level
+        //@+ is 4 in long mode, else 3; `index(linear, level, long_mode)`
+        //@+ picks the entry at each level.
+        //@ hint: `self.make_room(3);`, `let mut at =
+        //@+ self.root.ok_or(Errno::EINVAL)?;`, then for each level from
+        //@+ the root's down to 2, `at = self.child(at, index(linear, level,
+        //@+ self.long_mode))?;`, and last `self.write_leaf(at, index(linear,
+        //@+ 1, self.long_mode), leaf)`.
         self.make_room(3);
         let mut at = self.root.ok_or(Errno::EINVAL)?;
         let top = if self.long_mode { 4 } else { 3 };

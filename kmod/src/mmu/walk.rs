@@ -444,11 +444,20 @@ pub fn check_access(rights: Rights, access: Access, state: &PagingState) -> Resu
     //@+ writes and instruction fetches are in Intel SDM Vol. 3A, 4.6
     //@+ "Access Rights"; the error code in 4.7 "Page-Fault Exceptions".
     //@+ The tests in `e8_1` show the cases that matter.
+    //@ hint: Take the three kinds of access one at a time, each from user
+    //@+ and from supervisor mode: which right does it need, and which
+    //@+ control bit changes the answer? 4.6.1 has a paragraph for each.
+    //@+ Then read `access_code` and `pfec` above.
     //@ hint: CR0.WP (`state.wp`) decides whether the supervisor respects
     //@+ read-only pages, never whether a user does. A fetch needs no
-    //@+ write right. The W/R, U/S and I/D bits describe the access, for
+    //@+ write right, and `rights.executable` already accounts for
+    //@+ EFER.NXE. The W/R, U/S and I/D bits describe the access, for
     //@+ every page fault alike: `access_code` gives them (I/D is not
     //@+ simply "it was a fetch"); the P bit says what kind of fault it is.
+    //@ hint: Refused when `access.user && !rights.user`, or `access.write
+    //@+ && !rights.writable && (access.user || state.wp)`, or
+    //@+ `access.fetch && !rights.executable`; then `Err(pfec::P |
+    //@+ access_code(access, state))`, else `Ok(())`.
     let user_denied = access.user && !rights.user;
     let write_denied = access.write && !rights.writable && (access.user || state.wp);
     let fetch_denied = access.fetch && !rights.executable;

@@ -14,3 +14,5 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod segments;
+#[cfg(test)]
+mod test_rng;

@@ -14,4 +14,6 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod segments;
+#[cfg(test)]
+mod test_rng;
 pub mod abi;

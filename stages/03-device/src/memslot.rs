@@ -48,12 +48,19 @@ impl GfnRange {
     }
 }
 
-/// Whether two non-empty ranges share at least one gfn.
+/// Whether two ranges share at least one gfn. Either may be empty (a
+/// range whose end is not above its start holds no gfn).
 pub fn ranges_overlap(a: GfnRange, b: GfnRange) -> bool {
     // Exercise E3.1.
-    // Instruction: Return whether the ranges `a` and `b` (each `start ..
-    // end`, end excluded, neither empty) share a gfn.
-    // Hint: `cargo xtask hint E3.1`.
+    // Instruction: Return whether some gfn lies in both `a` and `b`, as
+    // `GfnRange::contains` says. What must hold, for every pair of
+    // ranges anywhere in the 64 bits of a gfn: the answer is true
+    // exactly when such a gfn exists. Ranges that only touch, such as
+    // `0 .. 2` and `2 .. 4`, share none, and an empty range (end not
+    // above start) shares none with anything. Nothing may overflow. The
+    // `e3_1` tests compare you with a search, gfn by gfn, over every
+    // pair of small ranges.
+    // Hints: `cargo xtask hint E3.1`, then `--more` for the next (3 in all).
     todo!("E3.1")
 }
 // ANCHOR_END: gfn_range
@@ -263,9 +270,13 @@ impl MemSlots {
     /// 2006's `gfn_to_memslot` and `gfn_to_page` in one.
     pub fn gfn_to_page(&self, gfn: u64) -> Option<&Page> {
         // Exercise E3.2.
-        // Instruction: Find the slot whose gfns contain `gfn` and return
-        // its page for that gfn; `None` if no slot holds `gfn`.
-        // Hint: `cargo xtask hint E3.2`.
+        // Instruction: Return the page that backs guest frame `gfn`, as a
+        // slot lays its pages out (see `MemSlot`), or `None` when no slot
+        // backs it. `gfn` comes from anywhere: the offset of a
+        // userspace mapping, and from stage 05 the guest's own page
+        // tables, so every `u64` must give an answer, never a panic. The
+        // `e3_2` tests look up pages in, between and after slots.
+        // Hints: `cargo xtask hint E3.2`, then `--more` for the next (2 in all).
         todo!("E3.2")
     }
 }
@@ -506,6 +517,31 @@ mod tests {
             assert!(!ranges_overlap(r(0, 2), r(2, 4)));
             assert!(!ranges_overlap(r(2, 4), r(0, 2)));
             assert!(!ranges_overlap(r(0, 1), r(u64::MAX - 1, u64::MAX)));
+        }
+
+        #[test]
+        fn an_empty_range_overlaps_nothing() {
+            assert!(!ranges_overlap(r(3, 3), r(0, 10)), "empty, inside another");
+            assert!(!ranges_overlap(r(0, 10), r(5, 5)));
+            assert!(!ranges_overlap(r(7, 2), r(0, 10)), "end below start");
+            assert!(!ranges_overlap(r(4, 4), r(4, 4)));
+        }
+
+        /// Whether a gfn lies in both, found by trying each gfn of `a`.
+        fn search(a: GfnRange, b: GfnRange) -> bool {
+            (a.start..a.end).any(|gfn| a.contains(gfn) && b.contains(gfn))
+        }
+
+        /// Every pair of ranges within 0 to 6, then the same pairs moved up
+        /// against the top of the gfn space.
+        #[test]
+        fn every_pair_of_small_ranges_agrees_with_a_search() {
+            for base in [0, 1 << 40, u64::MAX - 6] {
+                for [s1, e1, s2, e2] in (0..7u64.pow(4)).map(|n| [n % 7, n / 7 % 7, n / 49 % 7, n / 343]) {
+                    let (a, b) = (r(base + s1, base + e1), r(base + s2, base + e2));
+                    assert_eq!(ranges_overlap(a, b), search(a, b), "{a:?} and {b:?}");
+                }
+            }
         }
 
         #[test]

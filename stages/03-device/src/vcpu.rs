@@ -110,10 +110,11 @@ impl Vcpu {
     /// them; `vcpu` and `padding` are left zero for the caller to fill.
     pub fn get_regs(&self) -> KvmRegs {
         // Exercise E3.3.
-        // Instruction: Build the `KvmRegs` that `KVM_GET_REGS` returns: each
-        // named register from `self.regs` (indexed by `Reg`), and `rip` and
-        // `rflags`; leave `vcpu` and `padding` zero.
-        // Hint: `cargo xtask hint E3.3`.
+        // Instruction: Return the registers as `KVM_GET_REGS` reports
+        // them: each field of `KvmRegs` holds the register it names, and
+        // `vcpu` and `padding` are 0. `self.regs` is indexed by `Reg`.
+        // A quick one, whose habit is to index by name, never by number.
+        // Hints: `cargo xtask hint E3.3`, then `--more` for the next (2 in all).
         todo!("E3.3")
     }
 
@@ -122,9 +123,10 @@ impl Vcpu {
     /// against what the processor allows when it loads them (stage 05).
     pub fn set_regs(&mut self, regs: &KvmRegs) {
         // Exercise E3.4.
-        // Instruction: Store each register of `regs` in `self.regs` at its
-        // `Reg` index, and `rip` and `rflags` in their fields.
-        // Hint: `cargo xtask hint E3.4`.
+        // Instruction: Take every register `regs` names into the vCPU:
+        // after this, `self.regs` (indexed by `Reg`), `rip` and `rflags`
+        // hold what `regs` says, and nothing else of the vCPU changed.
+        // Hints: `cargo xtask hint E3.4`, then `--more` for the next (2 in all).
         todo!("E3.4")
     }
 }

@@ -61,21 +61,28 @@ pub struct Ioio {
     pub address_mask: Option<u64>,
 }
 
-/// Decodes `exit_info_1` of an IOIO exit: TYPE (bit 0, 1 = in), STR (2),
-/// REP (3), SZ8/SZ16/SZ32 (4-6, one set), A16/A32/A64 (7-9, one set),
-/// PORT (16-31). `None` if not exactly one size bit is set, or more than
-/// one address-size bit.
+/// Decodes `exit_info_1` of an IOIO exit (APM Vol. 2, 15.10.2, Figure
+/// 15-2); `None` for a value that describes no access.
 pub fn decode_ioio(info1: u64) -> Option<Ioio> {
     //@ exercise E7.2
-    //@ instruction: Decode `info1`: `is_in` from bit 0, `string` from bit 2,
-    //@+ `rep` from bit 3, `size` from the one set bit of 4-6 (1, 2 or 4
-    //@+ bytes), `address_mask` from the set bit of 7-9 (0xFFFF, 0xFFFF_FFFF
-    //@+ or u64::MAX; `None` if none is set), `port` from bits 16-31. Return
-    //@+ `None` unless exactly one size bit is set and at most one
-    //@+ address-size bit.
-    //@ hint: `match (info1 >> 4) & 7 { 1 => 1, 2 => 2, 4 => 4, _ => return
-    //@+ None }` picks the size; the address size works the same way, with
-    //@+ one more arm for 0.
+    //@ instruction: Decode `info1`, laid out in AMD APM Vol. 2, 15.10.2
+    //@+ "IN and OUT Behavior", Figure 15-2, into an `Ioio`. The size and
+    //@+ the address size are each given as a set of bits of which a
+    //@+ processor sets one: return `None` for a value that names no size
+    //@+ or two sizes, or two address sizes. Naming no address size is
+    //@+ allowed (QEMU does so): `address_mask` is then `None`. Bits the
+    //@+ figure gives to nothing here change nothing. The `e7_2` tests
+    //@+ decode random values against a reference.
+    //@ hint: Find each field of `Ioio` in Figure 15-2. For the two
+    //@+ one-of-three fields, ask what each of the 8 values of the three
+    //@+ bits means.
+    //@ hint: TYPE (bit 0, 1 = in), STR (2), REP (3), SZ8, SZ16, SZ32
+    //@+ (4 to 6), A16, A32, A64 (7 to 9), PORT (31:16). Of the 8 values
+    //@+ of bits 6:4, only 1, 2 and 4 are sizes; of bits 9:7, 0 is "not
+    //@+ said", 1, 2 and 4 are address sizes.
+    //@ hint: `let size = match (info1 >> 4) & 7 { 1 => 1, 2 => 2, 4 => 4,
+    //@+ _ => return None };` and the address mask alike, with an arm `0
+    //@+ => None`; the rest are single bits and the port a cast.
     let size = match (info1 >> 4) & 7 {
         1 => 1,
         2 => 2,
@@ -534,6 +541,31 @@ mod tests {
             assert_eq!((in_dword.port, in_dword.size, in_dword.address_mask), (0xFFFF, 4, Some(u64::MAX)));
             let unsaid = decode_ioio(info1(0xE0, 1, 2, 0) & !(7 << 7)).expect("valid");
             assert_eq!(unsaid.address_mask, None, "QEMU leaves the address size out");
+        }
+
+        /// Random fields laid out as Figure 15-2, with random bits where
+        /// it holds nothing decoded here (bit 1, the segment in 12:10, bits
+        /// 15:13 and 63:32); the size and address size from any of their
+        /// eight values, valid when one bit (or, for the address size, no
+        /// bit) is set.
+        #[test]
+        fn random_values_decode_against_a_reference() {
+            let mut rng = crate::test_rng::Rng::new(0xE72);
+            for _ in 0..10_000 {
+                let (port, sizes, addrs) = (rng.next() as u16, rng.below(8), rng.below(8));
+                let (is_in, string, rep) = (rng.one_in(2), rng.one_in(2), rng.one_in(2));
+                let noise = rng.next() & !0xFFFF_03FD;
+                let info1 = u64::from(port) << 16 | addrs << 7 | sizes << 4 | u64::from(rep) << 3
+                    | u64::from(string) << 2 | u64::from(is_in) | noise;
+                let size = [1u8, 2, 4].into_iter().find(|&s| sizes == u64::from(s));
+                let masks = [(1, Some(0xFFFF)), (2, Some(0xFFFF_FFFF)), (4, Some(u64::MAX)), (0, None)];
+                let address_mask = masks.into_iter().find(|&(bits, _)| bits == addrs).map(|(_, mask)| mask);
+                let expected = match (size, address_mask) {
+                    (Some(size), Some(address_mask)) => Some(Ioio { port, size, is_in, string, rep, address_mask }),
+                    _ => None,
+                };
+                assert_eq!(decode_ioio(info1), expected, "{info1:#x}");
+            }
         }
 
         #[test]

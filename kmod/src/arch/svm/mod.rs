@@ -96,15 +96,29 @@ impl AsidPool {
         AsidPool { generation: 1, next: 1, max: count.saturating_sub(1).max(1) }
     }
 
-    /// Hands out the next ASID.
+    /// Hands out an ASID for a vCPU that needs a new one.
     pub fn assign(&mut self) -> Assigned {
         //@ exercise E7.3
-        //@ instruction: Return the next ASID of the pool with the current
-        //@+ generation, and advance `next`. When `next` has passed `max`,
-        //@+ start a new generation first: add one to `generation`, start
-        //@+ again from ASID 1, and set `flush_all` (old generations'
-        //@+ entries are still in the TLB under the ASIDs being reused).
-        //@ hint: ASID 0 is the host's and is never handed out.
+        //@ instruction: Hand out an ASID, with its generation, for a vCPU
+        //@+ that needs a fresh one. What must hold (AMD APM Vol. 2, 15.16
+        //@+ "TLB Control"; the fields' doc comments above): never ASID 0
+        //@+ nor one above `max`; within a generation, no ASID twice, since
+        //@+ two address spaces under one ASID would share TLB entries; a
+        //@+ new generation only once every ASID of the current one is
+        //@+ out; and `flush_all` exactly on the first ASID of each
+        //@+ generation after the first, because the TLB may still hold
+        //@+ entries tagged with the ASIDs it reuses. The `e7_3` tests check
+        //@+ these rules over long runs of pools of every size.
+        //@ hint: `next` is the state that carries everything from one call
+        //@+ to the next. Ask what its value means when the pool has run
+        //@+ out, and what must happen before you hand out the next ASID.
+        //@ hint: When `next` has passed `max`, start a new generation
+        //@+ first: one more `generation`, `next` back to 1 (0 is the
+        //@+ host's), and a flush. Then hand out `next` and advance it.
+        //@ hint: `let mut flush_all = false; if self.next > self.max {
+        //@+ self.generation += 1; self.next = 1; flush_all = true; }`, then
+        //@+ `let asid = self.next; self.next += 1;` and return `Assigned {
+        //@+ asid, generation: self.generation, flush_all }`.
         let mut flush_all = false;
         if self.next > self.max {
             self.generation += 1;
@@ -319,6 +333,29 @@ mod tests {
             let again = pool.assign();
             assert_eq!(again, Assigned { asid: 1, generation: 2, flush_all: true });
             assert_eq!(pool.assign(), Assigned { asid: 2, generation: 2, flush_all: false });
+        }
+
+        /// Pools of every size up to 40 and a large one, each run through
+        /// several generations, checked against the rules themselves.
+        #[test]
+        fn long_runs_keep_the_rules() {
+            for count in (0..=40).chain([1 << 16]) {
+                let mut pool = AsidPool::new(count);
+                let max = pool.max;
+                let (mut generation, mut seen) = (1u64, std::collections::BTreeSet::new());
+                for n in 0..3 * u64::from(max) + 5 {
+                    let a = pool.assign();
+                    assert!(a.asid >= 1 && a.asid <= max, "pool of {count}: ASID {}", a.asid);
+                    let new_generation = seen.len() == max as usize;
+                    if new_generation {
+                        generation += 1;
+                        seen.clear();
+                    }
+                    assert_eq!(a.generation, generation, "pool of {count}, assignment {n}");
+                    assert_eq!(a.flush_all, new_generation, "pool of {count}, assignment {n}: flush");
+                    assert!(seen.insert(a.asid), "pool of {count}: ASID {} twice in generation {generation}", a.asid);
+                }
+            }
         }
 
         #[test]

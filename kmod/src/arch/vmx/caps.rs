@@ -55,21 +55,34 @@ pub fn cpu_has_vmx() -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmxDisabledByFirmware;
 
-/// What to do with IA32_FEATURE_CONTROL before VMXON. "If the lock bit is
-/// clear, VMXON causes a general-protection exception" and "if [bit 2] is
-/// clear, VMXON outside SMX operation causes a general-protection
-/// exception" (SDM Vol. 3C, 24.7). Returns `Ok(None)` when the MSR already
-/// allows VMXON, `Ok(Some(value))` when it is unlocked and must be written
-/// with `value` (bit 2 and the lock set, the other bits kept), and an
-/// error when it is locked with VMX forbidden: only the firmware can
-/// change it then.
+/// What to do with IA32_FEATURE_CONTROL, whose value is `value`, before
+/// VMXON (SDM Vol. 3C, 24.7): `Ok(None)` if nothing, `Ok(Some(new))` if
+/// the module must first write `new` to the MSR, and an error if only the
+/// firmware could allow VMX.
 pub fn feature_control_update(value: u64) -> Result<Option<u64>, VmxDisabledByFirmware> {
     //@ exercise E4.2
-    //@ instruction: Decide from IA32_FEATURE_CONTROL's value whether VMXON
-    //@+ is allowed (`Ok(None)`), must be allowed by writing the MSR
-    //@+ (`Ok(Some(new value))`), or is forbidden by the firmware (`Err`).
-    //@ hint: Locked (bit 0) with bit 2 set: allowed. Locked without it:
-    //@+ forbidden. Unlocked: set bits 0 and 2, keep the others.
+    //@ instruction: Decide what the module must do with
+    //@+ IA32_FEATURE_CONTROL, whose value is `value`, before it runs VMXON
+    //@+ outside SMX operation, as a kernel does. What must hold: once the
+    //@+ caller has done what you return, VMXON raises no #GP because of
+    //@+ this MSR; the module never writes the MSR when the write would
+    //@+ raise #GP; a write changes no bit the module does not need to
+    //@+ change; and `Err` only when nothing the module can do would
+    //@+ allow VMXON. The rules are in Intel SDM Vol. 3C, 24.7 "Enabling
+    //@+ and Entering VMX Operation" (the MSR's bits 0 to 2), and the MSR's
+    //@+ entry in Vol. 4, Table 2-2. The `e4_2` tests check these four
+    //@+ properties on random values.
+    //@ hint: Two bits decide everything: the lock (bit 0) and "enable VMX
+    //@+ outside SMX operation" (bit 2). For each of their four
+    //@+ combinations, ask: would VMXON fault now, and may the module
+    //@+ still write the MSR?
+    //@ hint: A locked MSR cannot be written until the next reset: with
+    //@+ bit 2 set VMXON is allowed, without it the firmware said no
+    //@+ (bit 1 alone allows VMX only inside SMX). An unlocked MSR makes
+    //@+ VMXON fault, so it must be written, and locked in the same write.
+    //@ hint: Unlocked: `Ok(Some(value | FEATURE_CONTROL_LOCKED |
+    //@+ FEATURE_CONTROL_VMXON_OUTSIDE_SMX))`; locked without bit 2:
+    //@+ `Err(VmxDisabledByFirmware)`; otherwise `Ok(None)`.
     let wanted = FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMXON_OUTSIDE_SMX;
     if value & FEATURE_CONTROL_LOCKED == 0 {
         Ok(Some(value | wanted))
@@ -108,11 +121,15 @@ impl VmxBasic {
     /// Decodes the MSR's value.
     pub fn from_msr(value: u64) -> VmxBasic {
         //@ exercise E4.3
-        //@ instruction: Decode IA32_VMX_BASIC: the revision identifier
-        //@+ (bits 30:0), the region size (bits 44:32), the memory type (bits
-        //@+ 53:50), and bits 54 and 55.
-        //@ hint: `(value >> 32) & 0x1FFF` is the region size; a field of n
-        //@+ bits at position p is `(value >> p) & ((1 << n) - 1)`.
+        //@ instruction: Decode IA32_VMX_BASIC into the fields of
+        //@+ `VmxBasic`, each as wide as Intel SDM Vol. 3C, A.1 "Basic VMX
+        //@+ Information" makes it: no bit of a neighbour may leak in. A
+        //@+ quick one, for the habit of reading a layout from the manual;
+        //@+ the `e4_3` tests use values built to catch a field cut too wide.
+        //@ hint: A.1 lists the bits of each field; the doc comments of
+        //@+ `VmxBasic` repeat them. Bit 31 belongs to no field.
+        //@ hint: A field of n bits at position p is `(value >> p) & ((1 <<
+        //@+ n) - 1)`: the region size is `(value >> 32) & 0x1FFF`.
         VmxBasic {
             revision_id: (value & 0x7FFF_FFFF) as u32,
             region_size: ((value >> 32) & 0x1FFF) as u32,
@@ -162,23 +179,33 @@ pub fn fixed_bits_violations(value: u64, fixed0: u64, fixed1: u64) -> u64 {
 
 //@ begin 5
 // ANCHOR: adjust_controls
-/// Fits a control field to what the processor allows, from the capability
-/// MSR for that field: "Bits 31:0 indicate the allowed 0-settings of these
-/// controls. VM entry allows control X to be 0 if bit X in the MSR is
-/// cleared to 0; if bit X in the MSR is set to 1, VM entry fails if
-/// control X is 0." and "Bits 63:32 indicate the allowed 1-settings ...
-/// VM entry allows control X to be 1 if bit 32+X in the MSR is set to 1"
-/// (SDM Vol. 3C, A.3.1). Returns the field with every `required` bit, the
-/// `optional` bits the processor allows, and the bits it forces to 1; or,
-/// as the error, the required bits it cannot set.
+/// Fits a control field to what the processor allows, as the capability
+/// MSR for that field, `msr`, reports it (SDM Vol. 3C, A.3.1). Returns the
+/// field with every `required` bit, the `optional` bits the processor
+/// allows, and the bits it forces to 1; or, as the error, the required
+/// bits it cannot set.
 pub fn adjust_controls(required: u32, optional: u32, msr: u64) -> Result<u32, u32> {
     //@ exercise E5.1
-    //@ instruction: Compute a control field from the bits rkvm requires,
-    //@+ the bits it would like, and the capability MSR; return the required
-    //@+ bits the processor cannot set as the error.
-    //@ hint: `msr as u32` are the bits that must be 1, `(msr >> 32) as u32`
-    //@+ the bits that may be 1. Start from `required | optional`, keep what
-    //@+ may be 1, add what must be 1.
+    //@ instruction: Fit a VM-execution, VM-exit or VM-entry control field
+    //@+ to the processor. What must hold: VM entry accepts the field you
+    //@+ return (Intel SDM Vol. 3C, 27.2.1 checks each control against its
+    //@+ capability MSR), it holds every `required` bit and every
+    //@+ `optional` bit the processor allows, and no other bit unless the
+    //@+ processor insists on it. If a required bit cannot be 1, return all
+    //@+ such bits as the error. How the 64 bits of `msr` say which control
+    //@+ may be 0 and which may be 1 is in Appendix A.3.1
+    //@+ "Pin-Based VM-Execution Controls", which the other control fields'
+    //@+ sections (A.3.2 to A.5) refer to. The `e5_1` tests fit random
+    //@+ fields against random MSRs.
+    //@ hint: Each control bit X has two bits in the MSR: one says whether
+    //@+ X may be 0, the other whether X may be 1. Read A.3.1 slowly: the
+    //@+ low half lists the "allowed 0-settings" in a way that surprises.
+    //@ hint: A bit set in the low half (bits 31:0) means the control may
+    //@+ NOT be 0: it must be 1. A bit set in the high half (bits 63:32)
+    //@+ means the control may be 1. So `msr as u32` is what must be 1 and
+    //@+ `(msr >> 32) as u32` what may be 1.
+    //@ hint: The error is `required & !may_be_one`, if nonzero; the field
+    //@+ is `((required | optional) & may_be_one) | must_be_one`.
     let must_be_one = msr as u32;
     let may_be_one = (msr >> 32) as u32;
     let missing = required & !may_be_one;
@@ -317,6 +344,36 @@ mod tests {
             assert_eq!(feature_control_update(0x2), Ok(Some(0x7)));
             assert_eq!(feature_control_update(0x10_0000), Ok(Some(0x10_0005)));
         }
+
+        /// What the processor does with the MSR, from SDM Vol. 3C, 24.7:
+        /// whether VMXON outside SMX raises #GP, and whether WRMSR does.
+        fn vmxon_faults(msr: u64) -> bool {
+            msr & 1 == 0 || msr >> 2 & 1 == 0
+        }
+
+        fn wrmsr_faults(msr: u64) -> bool {
+            msr & 1 == 1
+        }
+
+        #[test]
+        fn random_values_meet_the_four_properties() {
+            let mut rng = crate::test_rng::Rng::new(0xE42);
+            for _ in 0..10_000 {
+                let value = rng.next() >> rng.below(64);
+                match feature_control_update(value) {
+                    Ok(None) => assert!(!vmxon_faults(value), "{value:#x}: VMXON would fault"),
+                    Ok(Some(new)) => {
+                        assert!(!wrmsr_faults(value), "{value:#x}: the write would fault");
+                        assert!(!vmxon_faults(new), "{value:#x}: VMXON would fault after writing {new:#x}");
+                        let needed = if value & 4 == 0 { 5 } else { 1 };
+                        assert_eq!(new ^ value, needed, "{value:#x}: the write changed more than it needs to");
+                    }
+                    Err(VmxDisabledByFirmware) => {
+                        assert!(wrmsr_faults(value) && vmxon_faults(value), "{value:#x}: VMX could be allowed");
+                    }
+                }
+            }
+        }
     }
 
     mod e4_3 {
@@ -414,6 +471,32 @@ mod tests {
                 }
             }
             assert_eq!(Controls::for_processor(&NoHlt, true), Err(MissingControls { field: 1, bits: 1 << 7 }));
+        }
+
+        /// The rule bit by bit: a control is set when the processor insists
+        /// (it may not be 0), or when rkvm wants it and it may be 1.
+        #[test]
+        fn random_fields_fit_random_msrs() {
+            let mut rng = crate::test_rng::Rng::new(0xE51);
+            for _ in 0..10_000 {
+                let may_be_one = rng.next() as u32 | rng.next() as u32;
+                let may_not_be_zero = rng.next() as u32 & rng.next() as u32 & may_be_one;
+                let msr = u64::from(may_be_one) << 32 | u64::from(may_not_be_zero);
+                let (required, optional) = (rng.next() as u32 & rng.next() as u32, rng.next() as u32);
+                let (mut field, mut missing) = (0u32, 0u32);
+                for x in 0..32 {
+                    let bit = 1u32 << x;
+                    let (may_be_0, may_be_1) = (msr & 1 << x == 0, msr & 1 << (32 + x) != 0);
+                    if required & bit != 0 && !may_be_1 {
+                        missing |= bit;
+                    }
+                    if !may_be_0 || (required | optional) & bit != 0 && may_be_1 {
+                        field |= bit;
+                    }
+                }
+                let expected = if missing == 0 { Ok(field) } else { Err(missing) };
+                assert_eq!(adjust_controls(required, optional, msr), expected, "{required:#x} {optional:#x} {msr:#x}");
+            }
         }
 
         #[test]

@@ -35,10 +35,16 @@ impl VmFail {
     /// anything else.
     pub fn from_flags(cf: bool, zf: bool) -> Result<(), VmFail> {
         //@ exercise E4.1
-        //@ instruction: Return the outcome of a VMX instruction from the
-        //@+ carry and zero flags it left: VMsucceed, VMfailInvalid or VMfailValid.
-        //@ hint: SDM Vol. 3C, 31.2 "Conventions": VMfailInvalid sets CF,
-        //@+ VMfailValid sets ZF, VMsucceed clears both.
+        //@ instruction: Return the outcome a VMX instruction reported in CF
+        //@+ and ZF, as Intel SDM Vol. 3C, 31.2 "Conventions" defines
+        //@+ VMsucceed, VMfailInvalid and VMfailValid. A quick one; the
+        //@+ `e4_1` tests include both flags set, which the manual never
+        //@+ produces.
+        //@ hint: 31.2 describes each outcome by what it does to the flags.
+        //@+ Which of them leaves no VM-instruction error number, and why?
+        //@ hint: VMfailInvalid sets CF, VMfailValid sets ZF, VMsucceed
+        //@+ clears both; with both set, CF wins (see the doc comment). A
+        //@+ `match (cf, zf)` has one arm per outcome.
         match (cf, zf) {
             (true, _) => Err(VmFail::Invalid),
             (false, true) => Err(VmFail::Valid),

@@ -128,9 +128,13 @@ pub struct IoctlFields {
 /// `_IOC_NR` and `_IOC_SIZE` at once. Every `u32` splits; none is refused.
 pub fn decode_ioctl(cmd: u32) -> IoctlFields {
     // Exercise E2.1.
-    // Instruction: Undo `ioc`: shift each field down and mask it to its
-    // width (dir 2 bits, size 14, type 8, nr 8).
-    // Hint: `cargo xtask hint E2.1`.
+    // Instruction: Take `cmd` apart into the four fields `ioc` packs
+    // (Linux's `<asm-generic/ioctl.h>`, redrawn in the chapter). What
+    // must hold: for every `u32`, packing the fields again with `ioc`
+    // gives `cmd` back, so every number splits, other drivers' too; and
+    // userspace chooses `cmd`, so nothing may panic. The `e2_1` tests
+    // decode the table's numbers and random ones.
+    // Hints: `cargo xtask hint E2.1`, then `--more` for the next (3 in all).
     todo!("E2.1")
 }
 // ANCHOR_END: decode_ioctl
@@ -194,6 +198,18 @@ mod tests {
             for i in IOCTLS {
                 let f = decode_ioctl(i.cmd);
                 assert_eq!((f.dir, f.ty, f.nr, usize::from(f.size)), (i.dir, 0xAE, i.nr, i.size), "{}", i.name);
+            }
+        }
+
+        /// `ioc` of the fields gives the number back, for any number.
+        #[test]
+        fn random_numbers_encode_again_to_themselves() {
+            let mut rng = crate::test_rng::Rng::new(0xE21);
+            for _ in 0..10_000 {
+                let cmd = rng.next() as u32;
+                let f = decode_ioctl(cmd);
+                let again = ioc(f.dir, u32::from(f.ty), u32::from(f.nr), usize::from(f.size));
+                assert_eq!(again, cmd, "{cmd:#x} decoded as {f:?}");
             }
         }
 

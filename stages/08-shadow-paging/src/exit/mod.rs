@@ -79,9 +79,10 @@ pub struct IoExit {
     pub is_in: bool,
     /// `ins`/`outs`: the data is in guest memory, at [`IoExit::address`].
     pub string: Option<StringIo>,
-    /// The value of `out`: the low `size` bytes of RAX.
+    /// The value of `out`: the low `size` bytes of RAX; 0 for `in`, and
+    /// for `ins` and `outs`, whose data is in guest memory.
     pub value: u32,
-    /// The length of the instruction, prefixes included.
+    /// The length of the instruction, prefixes included: at most 15.
     pub insn_len: u8,
 }
 
@@ -295,7 +296,7 @@ pub fn reflect_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitConte
     // besides the error code on its stack (SDM Vol. 3A, 6.15, "Interrupt
     // 14—Page-Fault Exception (#PF)", and 4.7), and which part of the
     // vCPU the backends load it from. The tests in `e8_3` check it.
-    // Hint: `cargo xtask hint E8.3`.
+    // Hints: `cargo xtask hint E8.3`, then `--more` for the next (3 in all).
     todo!("E8.3")
 }
 // ANCHOR_END: reflect_page_fault

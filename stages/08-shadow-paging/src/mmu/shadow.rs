@@ -154,15 +154,20 @@ impl ShadowMmu {
     /// the way down from the root. `ENOMEM` when no page can be had.
     pub fn install(&mut self, linear: u64, leaf: Leaf) -> KResult<()> {
         // Exercise E8.2.
-        // Instruction: Write the composed translation into the shadow
-        // tree: walk down from the root by `index`, making each missing
-        // table with `child`, and write the leaf entry with `write_leaf`.
-        // The processor must then allow exactly what `leaf` allows, and
-        // the guest page must stay alive while it is mapped. What
-        // stands in the entries above the leaf, and why may they allow
-        // everything? (SDM Vol. 3A, 4.6; the shadow's bits are above.)
-        // The tests in `e8_2` check the tree the processor would walk.
-        // Hint: `cargo xtask hint E8.2`.
+        // Instruction: Make the processor's walk of the shadow for
+        // `linear` reach `leaf.page` with exactly the rights of `leaf`,
+        // making the tables that are missing on the way down. What must
+        // hold afterwards: the processor allows through the shadow what
+        // `leaf` allows and nothing more, and the entries above the leaf
+        // take none of it away (SDM Vol. 3A, 4.6: the rights of every
+        // level combine; the shadow's bits are above); neighbouring pages
+        // share their tables; the guest page stays alive while it is
+        // mapped; the tree never holds more than `MAX_SHADOW_PAGES`
+        // pages, and making room never frees a table the path goes
+        // through. `child`, `write_leaf` and `make_room` are there to be
+        // used. The tests in `e8_2` check the tree the processor would
+        // walk.
+        // Hints: `cargo xtask hint E8.2`, then `--more` for the next (3 in all).
         todo!("E8.2")
     }
 

@@ -444,7 +444,7 @@ pub fn check_access(rights: Rights, access: Access, state: &PagingState) -> Resu
     // writes and instruction fetches are in Intel SDM Vol. 3A, 4.6
     // "Access Rights"; the error code in 4.7 "Page-Fault Exceptions".
     // The tests in `e8_1` show the cases that matter.
-    // Hint: `cargo xtask hint E8.1`.
+    // Hints: `cargo xtask hint E8.1`, then `--more` for the next (3 in all).
     todo!("E8.1")
 }
 // ANCHOR_END: check

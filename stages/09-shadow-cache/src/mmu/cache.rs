@@ -195,7 +195,7 @@ impl CachedMmu {
         // right, and remember that the TLB may still hold the old
         // translation (SDM Vol. 3A, 4.10.4.1). The tests in `e9_1` check
         // the shadow the processor would walk.
-        // Hint: `cargo xtask hint E9.1`.
+        // Hints: `cargo xtask hint E9.1`, then `--more` for the next (3 in all).
         todo!("E9.1")
     }
 }
@@ -357,7 +357,7 @@ fn child_of(role: Role, linear: u64, level: u8, t: &Translation, mode: PagingMod
     // table decides an entry (the rights above it: SDM Vol. 3A, 4.6; a
     // guest large page, which has no table; a 32-bit guest's tables,
     // twice the reach of the shadow's). The tests in `e9_2` check it.
-    // Hint: `cargo xtask hint E9.2`.
+    // Hints: `cargo xtask hint E9.2`, then `--more` for the next (3 in all).
     todo!("E9.2")
 }
 

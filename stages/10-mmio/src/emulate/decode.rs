@@ -323,7 +323,7 @@ pub fn decode_sib(sib: u8, md: u8, rex_prefix: u8) -> Sib {
     // of REX Encodings" says whether REX changes them: an index of 100b
     // and a base of 101b. `rex::X` and `rex::B` are the bits of
     // `rex_prefix`; `reg` turns a number into a `Reg`.
-    // Hint: `cargo xtask hint E10.1`.
+    // Hints: `cargo xtask hint E10.1`, then `--more` for the next (3 in all).
     todo!("E10.1")
 }
 // ANCHOR_END: sib

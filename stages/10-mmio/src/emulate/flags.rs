@@ -88,7 +88,7 @@ pub fn sub(size: Size, a: u64, b: u64, borrow: bool) -> Arith {
     // Cross-Reference" (Table A-2) says that SUB, SBB and CMP set all six,
     // and the SBB page of Vol. 2B shows where the borrow enters. `a` and
     // `b` may have bits above `size`: ignore them.
-    // Hint: `cargo xtask hint E10.2`.
+    // Hints: `cargo xtask hint E10.2`, then `--more` for the next (3 in all).
     todo!("E10.2")
 }
 // ANCHOR_END: sub

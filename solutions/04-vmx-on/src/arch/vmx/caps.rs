@@ -55,14 +55,10 @@ pub fn cpu_has_vmx() -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmxDisabledByFirmware;
 
-/// What to do with IA32_FEATURE_CONTROL before VMXON. "If the lock bit is
-/// clear, VMXON causes a general-protection exception" and "if [bit 2] is
-/// clear, VMXON outside SMX operation causes a general-protection
-/// exception" (SDM Vol. 3C, 24.7). Returns `Ok(None)` when the MSR already
-/// allows VMXON, `Ok(Some(value))` when it is unlocked and must be written
-/// with `value` (bit 2 and the lock set, the other bits kept), and an
-/// error when it is locked with VMX forbidden: only the firmware can
-/// change it then.
+/// What to do with IA32_FEATURE_CONTROL, whose value is `value`, before
+/// VMXON (SDM Vol. 3C, 24.7): `Ok(None)` if nothing, `Ok(Some(new))` if
+/// the module must first write `new` to the MSR, and an error if only the
+/// firmware could allow VMX.
 pub fn feature_control_update(value: u64) -> Result<Option<u64>, VmxDisabledByFirmware> {
     let wanted = FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMXON_OUTSIDE_SMX;
     if value & FEATURE_CONTROL_LOCKED == 0 {
@@ -204,6 +200,36 @@ mod tests {
             assert_eq!(feature_control_update(0x0), Ok(Some(0x5)));
             assert_eq!(feature_control_update(0x2), Ok(Some(0x7)));
             assert_eq!(feature_control_update(0x10_0000), Ok(Some(0x10_0005)));
+        }
+
+        /// What the processor does with the MSR, from SDM Vol. 3C, 24.7:
+        /// whether VMXON outside SMX raises #GP, and whether WRMSR does.
+        fn vmxon_faults(msr: u64) -> bool {
+            msr & 1 == 0 || msr >> 2 & 1 == 0
+        }
+
+        fn wrmsr_faults(msr: u64) -> bool {
+            msr & 1 == 1
+        }
+
+        #[test]
+        fn random_values_meet_the_four_properties() {
+            let mut rng = crate::test_rng::Rng::new(0xE42);
+            for _ in 0..10_000 {
+                let value = rng.next() >> rng.below(64);
+                match feature_control_update(value) {
+                    Ok(None) => assert!(!vmxon_faults(value), "{value:#x}: VMXON would fault"),
+                    Ok(Some(new)) => {
+                        assert!(!wrmsr_faults(value), "{value:#x}: the write would fault");
+                        assert!(!vmxon_faults(new), "{value:#x}: VMXON would fault after writing {new:#x}");
+                        let needed = if value & 4 == 0 { 5 } else { 1 };
+                        assert_eq!(new ^ value, needed, "{value:#x}: the write changed more than it needs to");
+                    }
+                    Err(VmxDisabledByFirmware) => {
+                        assert!(wrmsr_faults(value) && vmxon_faults(value), "{value:#x}: VMX could be allowed");
+                    }
+                }
+            }
         }
     }
 

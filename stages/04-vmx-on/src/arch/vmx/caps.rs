@@ -55,20 +55,24 @@ pub fn cpu_has_vmx() -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmxDisabledByFirmware;
 
-/// What to do with IA32_FEATURE_CONTROL before VMXON. "If the lock bit is
-/// clear, VMXON causes a general-protection exception" and "if [bit 2] is
-/// clear, VMXON outside SMX operation causes a general-protection
-/// exception" (SDM Vol. 3C, 24.7). Returns `Ok(None)` when the MSR already
-/// allows VMXON, `Ok(Some(value))` when it is unlocked and must be written
-/// with `value` (bit 2 and the lock set, the other bits kept), and an
-/// error when it is locked with VMX forbidden: only the firmware can
-/// change it then.
+/// What to do with IA32_FEATURE_CONTROL, whose value is `value`, before
+/// VMXON (SDM Vol. 3C, 24.7): `Ok(None)` if nothing, `Ok(Some(new))` if
+/// the module must first write `new` to the MSR, and an error if only the
+/// firmware could allow VMX.
 pub fn feature_control_update(value: u64) -> Result<Option<u64>, VmxDisabledByFirmware> {
     // Exercise E4.2.
-    // Instruction: Decide from IA32_FEATURE_CONTROL's value whether VMXON
-    // is allowed (`Ok(None)`), must be allowed by writing the MSR
-    // (`Ok(Some(new value))`), or is forbidden by the firmware (`Err`).
-    // Hint: `cargo xtask hint E4.2`.
+    // Instruction: Decide what the module must do with
+    // IA32_FEATURE_CONTROL, whose value is `value`, before it runs VMXON
+    // outside SMX operation, as a kernel does. What must hold: once the
+    // caller has done what you return, VMXON raises no #GP because of
+    // this MSR; the module never writes the MSR when the write would
+    // raise #GP; a write changes no bit the module does not need to
+    // change; and `Err` only when nothing the module can do would
+    // allow VMXON. The rules are in Intel SDM Vol. 3C, 24.7 "Enabling
+    // and Entering VMX Operation" (the MSR's bits 0 to 2), and the MSR's
+    // entry in Vol. 4, Table 2-2. The `e4_2` tests check these four
+    // properties on random values.
+    // Hints: `cargo xtask hint E4.2`, then `--more` for the next (3 in all).
     todo!("E4.2")
 }
 // ANCHOR_END: feature_control
@@ -99,10 +103,12 @@ impl VmxBasic {
     /// Decodes the MSR's value.
     pub fn from_msr(value: u64) -> VmxBasic {
         // Exercise E4.3.
-        // Instruction: Decode IA32_VMX_BASIC: the revision identifier
-        // (bits 30:0), the region size (bits 44:32), the memory type (bits
-        // 53:50), and bits 54 and 55.
-        // Hint: `cargo xtask hint E4.3`.
+        // Instruction: Decode IA32_VMX_BASIC into the fields of
+        // `VmxBasic`, each as wide as Intel SDM Vol. 3C, A.1 "Basic VMX
+        // Information" makes it: no bit of a neighbour may leak in. A
+        // quick one, for the habit of reading a layout from the manual;
+        // the `e4_3` tests use values built to catch a field cut too wide.
+        // Hints: `cargo xtask hint E4.3`, then `--more` for the next (2 in all).
         todo!("E4.3")
     }
 }
@@ -201,6 +207,36 @@ mod tests {
             assert_eq!(feature_control_update(0x0), Ok(Some(0x5)));
             assert_eq!(feature_control_update(0x2), Ok(Some(0x7)));
             assert_eq!(feature_control_update(0x10_0000), Ok(Some(0x10_0005)));
+        }
+
+        /// What the processor does with the MSR, from SDM Vol. 3C, 24.7:
+        /// whether VMXON outside SMX raises #GP, and whether WRMSR does.
+        fn vmxon_faults(msr: u64) -> bool {
+            msr & 1 == 0 || msr >> 2 & 1 == 0
+        }
+
+        fn wrmsr_faults(msr: u64) -> bool {
+            msr & 1 == 1
+        }
+
+        #[test]
+        fn random_values_meet_the_four_properties() {
+            let mut rng = crate::test_rng::Rng::new(0xE42);
+            for _ in 0..10_000 {
+                let value = rng.next() >> rng.below(64);
+                match feature_control_update(value) {
+                    Ok(None) => assert!(!vmxon_faults(value), "{value:#x}: VMXON would fault"),
+                    Ok(Some(new)) => {
+                        assert!(!wrmsr_faults(value), "{value:#x}: the write would fault");
+                        assert!(!vmxon_faults(new), "{value:#x}: VMXON would fault after writing {new:#x}");
+                        let needed = if value & 4 == 0 { 5 } else { 1 };
+                        assert_eq!(new ^ value, needed, "{value:#x}: the write changed more than it needs to");
+                    }
+                    Err(VmxDisabledByFirmware) => {
+                        assert!(wrmsr_faults(value) && vmxon_faults(value), "{value:#x}: VMX could be allowed");
+                    }
+                }
+            }
         }
     }
 

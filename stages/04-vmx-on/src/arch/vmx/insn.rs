@@ -35,9 +35,12 @@ impl VmFail {
     /// anything else.
     pub fn from_flags(cf: bool, zf: bool) -> Result<(), VmFail> {
         // Exercise E4.1.
-        // Instruction: Return the outcome of a VMX instruction from the
-        // carry and zero flags it left: VMsucceed, VMfailInvalid or VMfailValid.
-        // Hint: `cargo xtask hint E4.1`.
+        // Instruction: Return the outcome a VMX instruction reported in CF
+        // and ZF, as Intel SDM Vol. 3C, 31.2 "Conventions" defines
+        // VMsucceed, VMfailInvalid and VMfailValid. A quick one; the
+        // `e4_1` tests include both flags set, which the manual never
+        // produces.
+        // Hints: `cargo xtask hint E4.1`, then `--more` for the next (2 in all).
         todo!("E4.1")
     }
 }
