@@ -10,8 +10,10 @@
 //! the run (`dump: ADDR LEN`), and, for a guest that never stops by itself,
 //! the seconds after which the runner stops it (`timeout`), and, for a
 //! guest that `rkvm-run chaos` runs many times with a different seed each
-//! time, the register the seed goes into (`seed`). Anything else is an
-//! error, so a typo in a key cannot silently change how a guest runs.
+//! time, the register the seed goes into (`seed`) and, if the runner is to
+//! generate the guest's steps from the seed, where it writes them
+//! (`program: ADDR`). Anything else is an error, so a typo in a key cannot
+//! silently change how a guest runs.
 //!
 //! This file uses only `std`: `build.rs` includes it too, so a malformed
 //! header fails the build with the same message the runner would give.
@@ -76,6 +78,9 @@ pub struct Header {
     /// [`SEED_REGISTERS`]) before the first instruction. Its trace changes
     /// with the seed, so it has no golden trace; `rkvm-run chaos` runs it.
     pub seed: Option<&'static str>,
+    /// A seeded guest whose steps the runner generates from the seed and
+    /// writes at this address (see `program`).
+    pub program: Option<u64>,
     pub demonstrates: String,
 }
 
@@ -106,7 +111,8 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
 }
 
 /// The keys a header may have.
-const KEYS: [&str; 9] = ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed"];
+const KEYS: [&str; 10] =
+    ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed", "program"];
 
 /// Each key's line number and value.
 type Fields<'a> = BTreeMap<&'a str, (usize, &'a str)>;
@@ -129,7 +135,20 @@ pub fn parse(source: &str) -> Result<Header, HeaderError> {
     let region = |key| fields.get(key).map(|&v| parse_region(v, memory)).transpose();
     let timeout = fields.get("timeout").map(|&v| parse_timeout(v)).transpose()?;
     let seed = fields.get("seed").map(|&v| parse_seed(v)).transpose()?;
-    Ok(Header { name, stage, mode, memory, preload: region("preload")?, dump: region("dump")?, timeout, seed, demonstrates })
+    let program = fields.get("program").map(|&v| parse_program(v, memory, seed.is_some())).transpose()?;
+    let (preload, dump) = (region("preload")?, region("dump")?);
+    Ok(Header { name, stage, mode, memory, preload, dump, timeout, seed, program, demonstrates })
+}
+
+/// Where the runner writes a seeded guest's generated steps.
+fn parse_program((line, text): (usize, &str), memory: u64, seeded: bool) -> Result<u64, HeaderError> {
+    if !seeded {
+        return error(line, "`program:` needs `seed:`: the steps are generated from the seed");
+    }
+    match parse_number(text) {
+        Some(addr) if addr < memory => Ok(addr),
+        _ => error(line, format!("program `{text}`: give an address inside guest memory (0 to {memory:#x})")),
+    }
 }
 
 /// The register of a seeded guest's seed.
@@ -300,6 +319,15 @@ mod tests {
         let wrong = parse(&format!("{header}; seed: rbx\n")).unwrap_err();
         assert_eq!(wrong.to_string(), "guest header, line 5: seed `rbx`: name the register the seed goes into: \
                                        eax, ebx, ecx, edx, esi, edi, ebp");
+    }
+
+    #[test]
+    fn a_generated_program_needs_a_seed() {
+        let header = &GOOD[..GOOD.find("\n\n").unwrap() + 1];
+        assert_eq!(parse(&format!("{header}; seed: ebx\n; program: 0xa000\n")).unwrap().program, Some(0xA000));
+        let unseeded = parse(&format!("{header}; program: 0xa000\n")).unwrap_err();
+        assert_eq!(unseeded.to_string(), "guest header, line 5: `program:` needs `seed:`: the steps are generated from the seed");
+        assert!(parse(&format!("{header}; seed: ebx\n; program: 0x100000\n")).is_err());
     }
 
     #[test]

@@ -274,6 +274,7 @@ mod tests {
             dump: None,
             timeout: None,
             seed: None,
+            program: None,
             demonstrates: "x".into(),
         }
     }

@@ -19,6 +19,7 @@ pub mod exit;
 pub mod guests;
 pub mod header;
 pub mod layout;
+pub mod program;
 pub mod run;
 pub mod timer;
 pub mod trace;

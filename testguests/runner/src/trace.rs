@@ -45,6 +45,8 @@ pub enum Event {
     Dump { addr: u64, bytes: Vec<u8> },
     /// A general register after the guest stopped.
     Reg(&'static str, u64),
+    /// How a step of a generated program ended (`program::line`).
+    Step(String),
 }
 
 /// `0x` and exactly `2 * bytes` hex digits.
@@ -76,6 +78,7 @@ impl fmt::Display for Event {
                 bytes.iter().try_for_each(|b| write!(f, " {b:02x}"))
             }
             Event::Reg(name, value) => write!(f, "reg {name} {}", Hex(*value, 8)),
+            Event::Step(line) => f.write_str(line),
         }
     }
 }

@@ -127,6 +127,7 @@ fn a_guest_that_never_stops_is_stopped_by_the_timeout() {
         dump: None,
         timeout: None,
         seed: None,
+        program: None,
         demonstrates: "jmp $".into(),
     };
     let guest = Guest { header, image: vec![0xEB, 0xFE] };
