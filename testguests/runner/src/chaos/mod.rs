@@ -18,7 +18,11 @@
 //!   under rkvm's VMX, where every exception goes to userspace);
 //! - `unknown-instruction`: the hypervisor's emulator met an instruction
 //!   it does not know (rkvm's `KVM_EXIT_UNKNOWN` with `EMULATION_FAILED`,
-//!   Linux's emulation internal error);
+//!   Linux's emulation internal error); and, in a program guest, any exit
+//!   the runner does not know while the step is not an instruction the
+//!   emulator knows: rkvm leaves some intercepted instructions to
+//!   userspace as `KVM_EXIT_UNKNOWN` with the hardware's exit reason
+//!   (`smsw`, `lmsw` from memory, `rdmsr` of an MSR it does not know);
 //! - `shutdown`: the guest triple-faulted;
 //! - `failed`: anything else, which is the hypervisor's fault or the
 //!   runner's: a timeout, a failed entry, any other unknown exit, an error
@@ -111,9 +115,10 @@ pub struct Run {
 }
 
 /// Judges a program guest's run by its steps: it is complete only if every
-/// step ran; a known step must not end it as unknown; a known instruction
-/// that completed must leave RIP right after itself.
-pub fn judge_steps(end: End, program: &Program, results: &[StepResult]) -> (End, Option<String>) {
+/// step ran; a known step must not end it as unknown; an exit the runner
+/// does not know names the instruction of any other step; a known
+/// instruction that completed must leave RIP right after itself.
+pub fn judge_steps(end: End, stop: Stop, program: &Program, results: &[StepResult]) -> (End, Option<String>) {
     let mode = program.config.mode;
     for (i, (step, result)) in program.steps.iter().zip(results).enumerate() {
         if step.what == What::Known && result.vector.is_none() && result.rip != step.completed_at(mode) {
@@ -123,12 +128,14 @@ pub fn judge_steps(end: End, program: &Program, results: &[StepResult]) -> (End,
         }
     }
     let current = program.steps.get(results.len());
+    let unknown = end == End::Unknown || stop == Stop::Unknown;
     match (end, current) {
         (End::Complete, Some(_)) => (End::Stopped, None),
-        (End::Unknown, Some(step)) if step.what == What::Known => {
+        (_, Some(step)) if unknown && step.what == What::Known => {
             let problem = format!("step {:02} ({} {:02x?}) is an instruction the emulator knows, yet it ended the run", results.len(), step.name, step.bytes);
             (End::Failed, Some(problem))
         }
+        (End::Failed, Some(_)) if stop == Stop::Unknown => (End::Unknown, None),
         _ => (end, None),
     }
 }
@@ -143,7 +150,7 @@ fn one_run(guest: &EmbeddedGuest, options: &Options, seed: u32) -> Run {
             let mut end = classify(outcome.stop, &line);
             let mut problem = None;
             if let Some((program, results)) = &outcome.steps {
-                (end, problem) = judge_steps(end, program, results);
+                (end, problem) = judge_steps(end, outcome.stop, program, results);
             }
             Run { seed, end, line, problem, trace: outcome.trace, steps: outcome.steps }
         }

@@ -40,20 +40,28 @@ fn completed(program: &Program, i: usize) -> StepResult {
 
 #[test]
 fn a_program_run_is_judged_by_its_steps() {
-    let program = generate(Mode::Prot32, 4);
+    let program = (0..).map(|s| generate(Mode::Prot32, s)).find(|p| p.flavour == program::Flavour::Mixed).unwrap();
     let all: Vec<StepResult> = (0..program.steps.len()).map(|i| completed(&program, i)).collect();
-    assert_eq!(judge_steps(End::Complete, &program, &all), (End::Complete, None));
+    assert_eq!(judge_steps(End::Complete, Stop::ExitPort, &program, &all), (End::Complete, None));
     // The exit port before the last step: random bytes wrote it.
-    assert_eq!(judge_steps(End::Complete, &program, &all[..3]), (End::Stopped, None));
-    // An instruction the emulator knows must not end a run as unknown.
+    assert_eq!(judge_steps(End::Complete, Stop::ExitPort, &program, &all[..3]), (End::Stopped, None));
+    // An instruction the emulator knows must not end a run as unknown,
+    // nor with an exit the runner does not know.
     let known = program.steps.iter().position(|s| s.what == What::Known).unwrap();
-    let (end, problem) = judge_steps(End::Unknown, &program, &all[..known]);
-    assert_eq!(end, End::Failed);
-    assert!(problem.unwrap().contains("is an instruction the emulator knows"));
+    for (end, stop) in [(End::Unknown, Stop::Unknown), (End::Failed, Stop::Unknown)] {
+        let (end, problem) = judge_steps(end, stop, &program, &all[..known]);
+        assert_eq!(end, End::Failed);
+        assert!(problem.unwrap().contains("is an instruction the emulator knows"));
+    }
+    // Any other step may be an instruction the hypervisor leaves to
+    // userspace (rkvm's `smsw`: KVM_EXIT_UNKNOWN, SVM exit code 0).
+    let other = program.steps.iter().position(|s| s.what != What::Known).unwrap();
+    assert_eq!(judge_steps(End::Failed, Stop::Unknown, &program, &all[..other]), (End::Unknown, None));
+    assert_eq!(judge_steps(End::Failed, Stop::Timeout, &program, &all[..other]), (End::Failed, None));
     // A completed known instruction leaves RIP right after itself.
     let mut moved = all.clone();
     moved[known].rip += 1;
-    let (end, problem) = judge_steps(End::Complete, &program, &moved);
+    let (end, problem) = judge_steps(End::Complete, Stop::ExitPort, &program, &moved);
     assert_eq!(end, End::Failed);
     assert!(problem.unwrap().contains("completed with rip at"), "{moved:?}");
 }
@@ -73,11 +81,16 @@ fn a_difference_is_put_down_to_a_step() {
     let ours = "guest g\nout 0x00e8 4 0x5eed0000\nout 0x00e8 4 0x5eed0001\nmmio-read 0xc0000000 1 0x00\nexit 0x00\n";
     let theirs = ours.replace("0x00\nexit", "0x01\nexit");
     let d = compare::difference(ours, &theirs, Some(&program)).unwrap();
-    assert_eq!((d.line, d.step), (3, Some(1)));
+    assert_eq!((d.step, d.ours.as_str(), d.theirs.as_str()), (Some(1), "mmio-read 0xc0000000 1 0x00", "mmio-read 0xc0000000 1 0x01"));
     assert_eq!(compare::difference(ours, ours, Some(&program)), None);
+    // The earliest step that differs, even if its `step` line comes after
+    // a later step's accesses.
     let with_steps = format!("{ours}step 00 a\nstep 01 b\n");
-    let d = compare::difference(&with_steps, &with_steps.replace("step 01 b", "step 01 c"), None).unwrap();
-    assert_eq!((d.line, d.step, d.reason), (6, Some(1), None));
+    let both = with_steps.replace("step 00 a", "step 00 z").replace("0x00\nexit", "0x01\nexit");
+    let d = compare::difference(&with_steps, &both, None).unwrap();
+    assert_eq!((d.step, d.ours.as_str(), d.theirs.as_str(), d.reason), (Some(0), "step 00 a", "step 00 z", None));
+    let d = compare::difference(&with_steps, &with_steps.replace("step 01 b\n", ""), None).unwrap();
+    assert_eq!((d.step, d.theirs.as_str()), (Some(1), "(nothing)"));
 }
 
 #[test]

@@ -77,6 +77,13 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// Whether an access writes the read-only alias of the window.
+    pub fn writes_read_only(&self, config: Config) -> bool {
+        self.accesses.iter().any(|a| a.write && (0..a.len).any(|i| config.kind(a.at.wrapping_add(i)) == Kind::ReadOnly))
+    }
+}
+
 /// Bits 63:47 of a 64-bit address all equal bit 47.
 fn canonical(address: u64) -> bool {
     let top = address >> 47;
