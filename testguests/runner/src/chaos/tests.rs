@@ -40,7 +40,13 @@ fn completed(program: &Program, i: usize) -> StepResult {
 
 #[test]
 fn a_program_run_is_judged_by_its_steps() {
-    let program = (0..).map(|s| generate(Mode::Prot32, s)).find(|p| p.flavour == program::Flavour::Mixed).unwrap();
+    // A mixed program: a known step first, random bytes later, and a known
+    // step after them.
+    let fits = |p: &Program| {
+        let random = p.steps.iter().position(|s| s.what == What::Random);
+        p.steps[0].what == What::Known && random.is_some_and(|r| p.steps[r..].iter().any(|s| s.what == What::Known))
+    };
+    let program = (0..).map(|s| generate(Mode::Prot32, s)).find(fits).unwrap();
     let all: Vec<StepResult> = (0..program.steps.len()).map(|i| completed(&program, i)).collect();
     assert_eq!(judge_steps(End::Complete, Stop::ExitPort, &program, &all), (End::Complete, None));
     // The exit port before the last step: random bytes wrote it.
@@ -58,10 +64,18 @@ fn a_program_run_is_judged_by_its_steps() {
     let other = program.steps.iter().position(|s| s.what != What::Known).unwrap();
     assert_eq!(judge_steps(End::Failed, Stop::Unknown, &program, &all[..other]), (End::Unknown, None));
     assert_eq!(judge_steps(End::Failed, Stop::Timeout, &program, &all[..other]), (End::Failed, None));
-    // A completed known instruction leaves RIP right after itself.
+    // After random bytes ran, nothing is judged: they may have written
+    // over the guest's code, program or results.
+    let random = program.steps.iter().position(|s| s.what == What::Random).unwrap();
     let mut moved = all.clone();
+    moved.iter_mut().for_each(|r| r.rip += 1);
+    assert_eq!(judge_steps(End::Complete, Stop::ExitPort, &program, &moved), (End::Complete, None));
+    let later = random + 1 + program.steps[random + 1..].iter().position(|s| s.what == What::Known).unwrap();
+    assert_eq!(judge_steps(End::Unknown, Stop::Unknown, &program, &all[..later]), (End::Unknown, None));
+    // A completed known instruction leaves RIP right after itself.
+    let mut moved = all[..random].to_vec();
     moved[known].rip += 1;
-    let (end, problem) = judge_steps(End::Complete, Stop::ExitPort, &program, &moved);
+    let (end, problem) = judge_steps(End::Stopped, Stop::Hlt, &program, &moved);
     assert_eq!(end, End::Failed);
     assert!(problem.unwrap().contains("completed with rip at"), "{moved:?}");
 }

@@ -21,6 +21,7 @@ const SEGMENT_PREFIX: [u8; 6] = [0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65];
 /// General registers, numbered as instructions number them.
 pub const RCX: usize = 1;
 pub const RSP: usize = 4;
+pub const RBP: usize = 5;
 pub const RSI: usize = 6;
 pub const RDI: usize = 7;
 

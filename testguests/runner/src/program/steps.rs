@@ -12,12 +12,16 @@
 //! no control transfer, so that they end), instructions the emulator does
 //! not know, and encodings the processor refuses.
 
-use super::encode::{self, Frame, RCX, RSP};
+use super::encode::{self, Frame, RBP, RCX, RSP};
 use super::forms::{self, Class, Form, STATUS};
 use super::rng::Rng;
 use super::space::{self, Seg, WINDOW};
 use super::{Config, Program, Step, What, code_address};
 use crate::header::Mode;
+
+/// FS and GS, numbered as instructions number segment registers.
+const FS: usize = 4;
+const GS: usize = 5;
 
 /// Steps per run.
 pub const STEPS: usize = 32;
@@ -178,6 +182,12 @@ const FORBIDDEN_0F: [u8; 8] = [0x00, 0x01, 0x22, 0x23, 0x05, 0x07, 0x34, 0x35];
 /// Sixteen random bytes within the limits above, the registers all in
 /// the window but rSP, and rCX a small count (`rep` only as the first
 /// byte). The step ends at the int3s after them, not with a call.
+///
+/// In real mode every address is 16 bits, and the guest's own memory
+/// (its interrupt vectors, code, program and results) lies in the first
+/// 64 KiB: there the data segments all have bases near the window, and
+/// BP points into the steps' stack, as SP does, so that the random bytes
+/// rarely write over the guest itself.
 fn random_step(rng: &mut Rng, mut frame: Frame) -> Step {
     let long = frame.config.mode == Mode::Long64;
     for r in 0..if long { 16 } else { 8 } {
@@ -186,6 +196,12 @@ fn random_step(rng: &mut Rng, mut frame: Frame) -> Step {
         }
     }
     frame.regs[RCX] = rng.below(8);
+    if frame.config.mode == Mode::Real {
+        frame.regs[RBP] = space::STACK_LOW + rng.below(0x800);
+        for s in [encode::ES, encode::DS, FS, GS] {
+            frame.segs[s] = rng.pick(&[space::WIN, space::BELOW, space::TIGHT, space::DOWN16]);
+        }
+    }
     let mut b: Vec<u8> = (0..16).map(|_| rng.next_u64() as u8).collect();
     b.push(0xCC);
     for (i, x) in b.iter_mut().enumerate().take(16) {
