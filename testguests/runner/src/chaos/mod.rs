@@ -121,12 +121,14 @@ pub struct Run {
 ///
 /// Random bytes may write anywhere, the guest's own code, program and
 /// results included (in real mode all of them are within reach of a
-/// 16-bit address): once a step of random bytes has run, no step is
+/// 16-bit address): once a step of random bytes has begun, no step is
 /// judged, those before it neither.
 pub fn judge_steps(end: End, stop: Stop, program: &Program, results: &[StepResult]) -> (End, Option<String>) {
     let mode = program.config.mode;
+    // Random bytes ran, or began to, if one came at or before the step
+    // in progress.
     let before_random = program.steps.iter().take_while(|s| s.what != What::Random).count();
-    let judged = if results.len() > before_random { 0 } else { results.len() };
+    let judged = if results.len() >= before_random { 0 } else { results.len() };
     for (i, (step, result)) in program.steps.iter().zip(&results[..judged]).enumerate() {
         if step.what == What::Known && result.vector.is_none() && result.rip != step.completed_at(mode) {
             let at = result.rip.wrapping_sub(step.frame.code);
@@ -135,7 +137,7 @@ pub fn judge_steps(end: End, stop: Stop, program: &Program, results: &[StepResul
         }
     }
     let current = program.steps.get(results.len());
-    let trusted = results.len() <= before_random;
+    let trusted = results.len() < before_random;
     let unknown = end == End::Unknown || stop == Stop::Unknown;
     match (end, current) {
         (End::Complete, Some(_)) => (End::Stopped, None),

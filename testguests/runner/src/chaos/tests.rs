@@ -44,7 +44,7 @@ fn a_program_run_is_judged_by_its_steps() {
     // step after them.
     let fits = |p: &Program| {
         let random = p.steps.iter().position(|s| s.what == What::Random);
-        p.steps[0].what == What::Known && random.is_some_and(|r| p.steps[r..].iter().any(|s| s.what == What::Known))
+        p.steps[0].what == What::Known && random.is_some_and(|r| r >= 2 && p.steps[r..].iter().any(|s| s.what == What::Known))
     };
     let program = (0..).map(|s| generate(Mode::Prot32, s)).find(fits).unwrap();
     let all: Vec<StepResult> = (0..program.steps.len()).map(|i| completed(&program, i)).collect();
@@ -73,7 +73,7 @@ fn a_program_run_is_judged_by_its_steps() {
     let later = random + 1 + program.steps[random + 1..].iter().position(|s| s.what == What::Known).unwrap();
     assert_eq!(judge_steps(End::Unknown, Stop::Unknown, &program, &all[..later]), (End::Unknown, None));
     // A completed known instruction leaves RIP right after itself.
-    let mut moved = all[..random].to_vec();
+    let mut moved = all[..known + 1].to_vec();
     moved[known].rip += 1;
     let (end, problem) = judge_steps(End::Stopped, Stop::Hlt, &program, &moved);
     assert_eq!(end, End::Failed);
