@@ -2,7 +2,8 @@
 //!
 //! `test` runs everything a change must pass: the workspace's host unit
 //! tests, then the device checks in L1 (load `rkvm.ko`, talk to
-//! `/dev/rkvm`, unload), then a minute of `rkvm-fuzz` in L1. It prints
+//! `/dev/rkvm`, run the test guests and a hundred seeds of each seeded
+//! guest, unload), then a minute of `rkvm-fuzz` in L1. It prints
 //! every check as it goes and ends with the line `N passed, M failed`.
 
 use crate::l1::{self, Check};
@@ -151,10 +152,16 @@ fn step(tally: &mut Tally, name: &str, f: impl FnOnce() -> Result<()>) {
     tally.add(&check);
 }
 
-/// rkvm.ko from kmod/ in L1: every device check and guest of every stage.
+/// Seeds of each seeded guest (`rkvm-run chaos`) in the device checks:
+/// about 20 s under QEMU's emulation for the four of them.
+const CHAOS_SEEDS: u32 = 100;
+
+/// rkvm.ko from kmod/ in L1: every device check and guest of every stage,
+/// and the seeded guests with [`CHAOS_SEEDS`] seeds each.
 fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
     let (mut job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), jobs::kmod_stage()?, l1_tree)?;
+    job.script = format!("CHAOS_SEEDS={CHAOS_SEEDS}\n{}", job.script);
     jobs::fit_to_platform(&mut job, platform.as_ref());
     for check in jobs::run_checks(platform.as_ref(), &kernel, &job)? {
         tally.add(&check);

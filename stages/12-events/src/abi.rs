@@ -246,10 +246,9 @@ pub const LAYOUTS: [StructLayout; 18] = [
 
 // ANCHOR: c_layout
 /// Lays out `fields` (their sizes and alignments, in declaration order) by
-/// the C rules of the System V x86-64 psABI: each field starts at the next
-/// multiple of its alignment, and the struct's size is rounded up to a
-/// multiple of its largest alignment. Writes each field's offset to
-/// `offsets` (as many as fit) and returns the struct's size.
+/// the C rules of the System V x86-64 psABI (3.1.2, "Aggregates and
+/// Unions"). Writes each field's offset to `offsets` (as many as fit) and
+/// returns the struct's size.
 ///
 /// `#[repr(C)]` asks rustc for exactly this; the tests replay it on every
 /// struct above.
@@ -317,6 +316,46 @@ mod tests {
             let size = c_layout(&[field(2, 2), field(1, 1), field(4, 4)], &mut offsets);
             assert_eq!((offsets, size), ([0, 2, 4], 8));
             assert_eq!(c_layout(&[], &mut []), 0);
+        }
+
+        #[test]
+        fn offsets_may_have_room_for_fewer_fields() {
+            let mut offsets = [usize::MAX; 1];
+            let size = c_layout(&[field(2, 2), field(8, 8), field(1, 1)], &mut offsets);
+            assert_eq!((offsets, size), ([0], 24));
+        }
+
+        /// C's rule, searched for rather than computed: each field at the
+        /// first multiple of its alignment at or after the end of the one
+        /// before; the size, the first multiple of every field's alignment
+        /// at or after the end of the last.
+        fn reference(fields: &[FieldLayout]) -> (Vec<usize>, usize) {
+            let (mut offsets, mut end) = (Vec::new(), 0);
+            for f in fields {
+                let offset = (end..).find(|&o| o % f.align == 0).expect("an aligned offset");
+                offsets.push(offset);
+                end = offset + f.size;
+            }
+            let size = (end..).find(|&s| fields.iter().all(|f| s % f.align == 0)).expect("a size");
+            (offsets, size)
+        }
+
+        #[test]
+        fn random_structs_are_laid_out_as_c_lays_them_out() {
+            let mut rng = crate::test_rng::Rng::new(0xE22);
+            for _ in 0..2_000 {
+                let n = rng.below(7) as usize;
+                let fields: Vec<FieldLayout> = (0..n)
+                    .map(|_| {
+                        let align = 1 << rng.below(4);
+                        field(align * rng.below(4) as usize, align)
+                    })
+                    .collect();
+                let (expected, size) = reference(&fields);
+                let mut offsets = [usize::MAX; 8];
+                assert_eq!(c_layout(&fields, &mut offsets), size, "size of {fields:?}");
+                assert_eq!(offsets[..n], expected[..], "offsets of {fields:?}");
+            }
         }
 
         #[test]

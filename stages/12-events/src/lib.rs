@@ -16,6 +16,8 @@
 extern crate alloc;
 
 pub mod segments;
+#[cfg(test)]
+mod test_rng;
 pub mod abi;
 pub mod kernel;
 pub mod regs;

@@ -48,9 +48,10 @@ impl GfnRange {
     }
 }
 
-/// Whether two non-empty ranges share at least one gfn.
+/// Whether two ranges share at least one gfn. Either may be empty (a
+/// range whose end is not above its start holds no gfn).
 pub fn ranges_overlap(a: GfnRange, b: GfnRange) -> bool {
-    a.start < b.end && b.start < a.end
+    a.start.max(b.start) < a.end.min(b.end)
 }
 // ANCHOR_END: gfn_range
 
@@ -571,6 +572,31 @@ mod tests {
             assert!(!ranges_overlap(r(0, 2), r(2, 4)));
             assert!(!ranges_overlap(r(2, 4), r(0, 2)));
             assert!(!ranges_overlap(r(0, 1), r(u64::MAX - 1, u64::MAX)));
+        }
+
+        #[test]
+        fn an_empty_range_overlaps_nothing() {
+            assert!(!ranges_overlap(r(3, 3), r(0, 10)), "empty, inside another");
+            assert!(!ranges_overlap(r(0, 10), r(5, 5)));
+            assert!(!ranges_overlap(r(7, 2), r(0, 10)), "end below start");
+            assert!(!ranges_overlap(r(4, 4), r(4, 4)));
+        }
+
+        /// Whether a gfn lies in both, found by trying each gfn of `a`.
+        fn search(a: GfnRange, b: GfnRange) -> bool {
+            (a.start..a.end).any(|gfn| a.contains(gfn) && b.contains(gfn))
+        }
+
+        /// Every pair of ranges within 0 to 6, then the same pairs moved up
+        /// against the top of the gfn space.
+        #[test]
+        fn every_pair_of_small_ranges_agrees_with_a_search() {
+            for base in [0, 1 << 40, u64::MAX - 6] {
+                for [s1, e1, s2, e2] in (0..7u64.pow(4)).map(|n| [n % 7, n / 7 % 7, n / 49 % 7, n / 343]) {
+                    let (a, b) = (r(base + s1, base + e1), r(base + s2, base + e2));
+                    assert_eq!(ranges_overlap(a, b), search(a, b), "{a:?} and {b:?}");
+                }
+            }
         }
 
         #[test]

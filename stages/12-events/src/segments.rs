@@ -96,9 +96,8 @@ const fn flag(bits: u64, shift: u32) -> bool {
 // ANCHOR_END: attribute_bits
 
 // ANCHOR: encode_limit
-/// Places the 20-bit limit field in a descriptor: bits 15:0 of the limit in
-/// descriptor bits 15:0, bits 19:16 in descriptor bits 51:48. Higher bits
-/// of `limit` are dropped.
+/// The 20-bit limit field, placed where a descriptor holds it; every other
+/// bit is 0. Higher bits of `limit` are dropped.
 fn encode_limit(limit: u32) -> u64 {
     let limit = u64::from(limit);
     (limit & 0xFFFF) | (limit & 0xF_0000) << 32
@@ -198,19 +197,18 @@ impl SegmentDescriptor {
 
 // ANCHOR: effective_limit
 impl SegmentDescriptor {
-    /// The last valid byte offset in the segment: the limit field scaled by
-    /// G. With G set the limit counts 4 KiB units, and every byte of the
-    /// last unit is inside, so the 12 low bits are all ones (Intel SDM Vol.
-    /// 3A, 3.4.5; 5.3 "Limit Checking"). KVM's `kvm_segment.limit` holds
-    /// this value, not the field.
+    /// The effective limit: the last valid byte offset in the segment, the
+    /// limit field as G scales it (Intel SDM Vol. 3A, 3.4.5; 5.3 "Limit
+    /// Checking"). KVM's `kvm_segment.limit` holds this value, not the
+    /// field.
     pub fn effective_limit(&self) -> u32 {
         let limit = self.limit & LIMIT_MAX;
         if self.g { limit << 12 | 0xFFF } else { limit }
     }
 
-    /// The limit field and G that give `byte_limit` as the effective
-    /// limit; `None` if no field does: with G clear the limit must fit 20
-    /// bits, with G set its 12 low bits must all be ones.
+    /// The limit field that, with G = `g`, gives `byte_limit` as the
+    /// effective limit; `None` if no field does. `KVM_SET_SREGS` hands a
+    /// hypervisor effective limits, and a descriptor holds only the field.
     pub fn limit_field(byte_limit: u32, g: bool) -> Option<u32> {
         match g {
             false if byte_limit <= LIMIT_MAX => Some(byte_limit),
@@ -390,16 +388,6 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_field_exists_only_where_g_can_express_it() {
-        assert_eq!(SegmentDescriptor::limit_field(0xFFFF, false), Some(0xFFFF));
-        assert_eq!(SegmentDescriptor::limit_field(0xF_FFFF, false), Some(0xF_FFFF));
-        assert_eq!(SegmentDescriptor::limit_field(0x10_0000, false), None);
-        assert_eq!(SegmentDescriptor::limit_field(0xFFFF_FFFF, true), Some(0xF_FFFF));
-        assert_eq!(SegmentDescriptor::limit_field(0xFFF, true), Some(0));
-        assert_eq!(SegmentDescriptor::limit_field(0x1000, true), None);
-    }
-
-    #[test]
     fn selector_fields_come_from_their_bits() {
         let user_data = Selector(0x2B);
         assert_eq!((user_data.index(), user_data.table(), user_data.rpl()), (5, Table::Gdt, 3));
@@ -468,6 +456,19 @@ mod tests {
             assert_eq!(encode_limit(0), 0);
         }
 
+        /// The limit as the descriptor's bytes in memory hold it: bytes 0
+        /// and 1, and the low nibble of byte 6.
+        #[test]
+        fn random_limits_land_in_bytes_0_1_and_6() {
+            let mut rng = crate::test_rng::Rng::new(0xE11);
+            for _ in 0..10_000 {
+                let limit = rng.next() as u32;
+                let [b0, b1, b2, ..] = limit.to_le_bytes();
+                let expected = [b0, b1, 0, 0, 0, 0, b2 & 0xF, 0];
+                assert_eq!(encode_limit(limit).to_le_bytes(), expected, "limit {limit:#x}");
+            }
+        }
+
         #[test]
         fn a_real_mode_like_segment() {
             let d = SegmentDescriptor {
@@ -517,6 +518,21 @@ mod tests {
             );
         }
 
+        /// The base from the descriptor's bytes in memory: 2, 3, 4 and 7;
+        /// and back through `encode_base`.
+        #[test]
+        fn random_descriptors_give_the_base_of_bytes_2_3_4_and_7() {
+            let mut rng = crate::test_rng::Rng::new(0xE12);
+            for _ in 0..10_000 {
+                let bits = rng.next();
+                let b = bits.to_le_bytes();
+                let expected = u32::from_le_bytes([b[2], b[3], b[4], b[7]]);
+                assert_eq!(decode_base(bits), expected, "descriptor {bits:#018x}");
+                let base = rng.next() as u32;
+                assert_eq!(decode_base(encode_base(base)), base, "base {base:#x}");
+            }
+        }
+
         #[test]
         fn a_selector_finds_its_descriptor_in_a_gdt() {
             let mut gdt = [0u8; 24];
@@ -555,17 +571,73 @@ mod tests {
             assert_eq!(limit(0xFFF0_0000, true), 0xFFF);
         }
 
+        /// The effective limit as a count: the field's units times their
+        /// size, less one.
         #[test]
-        fn limit_field_inverts_effective_limit() {
-            for (field, g) in
-                [(0, false), (0x67, false), (0xF_FFFF, false), (0, true), (0x1234, true), (0xF_FFFF, true)]
-            {
-                assert_eq!(SegmentDescriptor::limit_field(limit(field, g), g), Some(field));
+        fn random_fields_with_both_granularities() {
+            let mut rng = crate::test_rng::Rng::new(0xE13);
+            for _ in 0..10_000 {
+                let (field, g) = (rng.next() as u32, rng.one_in(2));
+                let unit: u64 = if g { 4096 } else { 1 };
+                let expected = (u64::from(field % 0x10_0000) + 1) * unit - 1;
+                assert_eq!(u64::from(limit(field, g)), expected, "field {field:#x}, G {g}");
             }
         }
     }
 
     mod e1_4 {
+        use super::super::*;
+
+        /// The effective limit of a field, computed as a count of bytes.
+        fn effective(field: u32, g: bool) -> u64 {
+            let unit: u64 = if g { 4096 } else { 1 };
+            (u64::from(field) + 1) * unit - 1
+        }
+
+        #[test]
+        fn a_limit_field_exists_only_where_g_can_express_it() {
+            assert_eq!(SegmentDescriptor::limit_field(0xFFFF, false), Some(0xFFFF));
+            assert_eq!(SegmentDescriptor::limit_field(0xF_FFFF, false), Some(0xF_FFFF));
+            assert_eq!(SegmentDescriptor::limit_field(0x10_0000, false), None);
+            assert_eq!(SegmentDescriptor::limit_field(0xFFFF_FFFF, true), Some(0xF_FFFF));
+            assert_eq!(SegmentDescriptor::limit_field(0xFFF, true), Some(0));
+            assert_eq!(SegmentDescriptor::limit_field(0x1000, true), None);
+            assert_eq!(SegmentDescriptor::limit_field(0xFFFF_FFFF, false), None);
+        }
+
+        #[test]
+        fn every_field_is_found_again() {
+            for field in 0..=0xF_FFFF {
+                for g in [false, true] {
+                    let byte_limit = effective(field, g) as u32;
+                    assert_eq!(SegmentDescriptor::limit_field(byte_limit, g), Some(field), "{byte_limit:#x}, G {g}");
+                }
+            }
+        }
+
+        /// A byte limit has a field exactly when the one candidate, the
+        /// limit counted in whole units, fits and gives it back.
+        #[test]
+        fn random_limits_have_a_field_exactly_when_one_gives_them() {
+            let mut rng = crate::test_rng::Rng::new(0xE14);
+            for _ in 0..100_000 {
+                let g = rng.one_in(2);
+                let mut byte_limit = rng.next() as u32;
+                if rng.one_in(2) {
+                    byte_limit |= 0xFFF;
+                }
+                if rng.one_in(4) {
+                    byte_limit &= 0x1F_FFFF;
+                }
+                let candidate = if g { byte_limit / 4096 } else { byte_limit };
+                let exists = candidate < 0x10_0000 && effective(candidate, g) == u64::from(byte_limit);
+                let expected = exists.then_some(candidate);
+                assert_eq!(SegmentDescriptor::limit_field(byte_limit, g), expected, "{byte_limit:#x}, G {g}");
+            }
+        }
+    }
+
+    mod e1_5 {
         use super::super::*;
 
         #[test]
@@ -585,6 +657,21 @@ mod tests {
         fn fields_do_not_spill_into_each_other() {
             assert_eq!(Selector::new(0, Table::Gdt, 7), Selector(3));
             assert_eq!(Selector::new(0xFFFF, Table::Gdt, 0), Selector(0xFFF8));
+        }
+
+        /// The selector as a number: eight bytes per descriptor, plus 4 for
+        /// the LDT, plus the RPL.
+        #[test]
+        fn random_selectors_are_their_descriptors_offset_plus_ti_and_rpl() {
+            let mut rng = crate::test_rng::Rng::new(0xE15);
+            for _ in 0..10_000 {
+                let (index, rpl, ldt) = (rng.next() as u16, rng.next() as u8, rng.one_in(2));
+                let table = if ldt { Table::Ldt } else { Table::Gdt };
+                let expected = index.wrapping_mul(8) + if ldt { 4 } else { 0 } + u16::from(rpl % 4);
+                let s = Selector::new(index, table, rpl);
+                assert_eq!(s, Selector(expected), "index {index:#x}, {table:?}, RPL {rpl}");
+                assert_eq!((s.index(), s.table(), s.rpl()), (index % 0x2000, table, rpl % 4));
+            }
         }
 
         #[test]

@@ -250,6 +250,7 @@ fn random_memory(rng: &mut Rng, mode: Mode) -> Vec<u8> {
         timeout: None,
         seed: None,
         dirty_log: false,
+        program: None,
         demonstrates: String::new(),
     };
     let mut memory = vec![0u8; MEMORY];

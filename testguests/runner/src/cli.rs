@@ -14,10 +14,11 @@ usage: rkvm-run [OPTIONS] GUEST    run one guest and print its trace
        rkvm-run --list             list the built-in guests (but the seeded ones)
 GUEST is the name of a built-in guest or the path of an .asm file (needs nasm).
 A seeded guest (header `seed:`) has no golden trace: all, check and --list leave it
-out, and chaos classifies each run's end as caught (it stopped at the exit port with
-the number of faults its handlers caught), clean (exit 0, hlt, an exception or an
-unknown exit), shutdown, or failed (a timeout, a failed entry, an error): a failure
-prints its seed.
+out, and chaos classifies each run's end as complete (it ran to its end), stopped
+(hlt, or the exit port early), exception-exit, unknown-instruction (the emulator does
+not know an instruction), shutdown, or failed (a timeout, a failed entry, another
+unknown exit, an error; for a generated program also a known instruction ending the
+run, or RIP wrong after one): a failure prints its seed.
 options:
   --backend rkvm|linux-kvm   the hypervisor: /dev/rkvm (2006 ABI, the default) or /dev/kvm
   --timeout SECS             stop a guest that has not stopped after SECS seconds (default 10)
@@ -27,8 +28,13 @@ options:
   --repeat N                 run one guest N times, each in a new VM, printing on stderr
                              how long each run took and how many exits it made (N may be 1)
   --seed S                   with GUEST: the seed a seeded guest gets (default 0)
+  --program                  with GUEST: print the steps the runner generates for a guest
+                             with a generated program (header `program:`), and do not run it
   --seeds N                  with chaos: how many seeds (default 100)
   --first S                  with chaos: the first seed (default 1): seeds S to S+N-1
+  --save DIR                 with chaos: keep each run's trace in DIR/GUEST-SEED.trace
+  --compare DIR              with chaos: compare each run's trace with the one kept in DIR
+                             (by a run on another hypervisor) and print unexplained differences
 exit status: 0 if the guest stopped by itself (or every check passed, or no chaos run
 failed), 1 on an error or a failed check or chaos run, 3 if a guest timed out.";
 
@@ -54,6 +60,8 @@ pub struct Cli {
     pub verbose: bool,
     /// `--repeat N`: run one guest N times and report each run's timing.
     pub repeat: Option<u32>,
+    /// `--program`: print the generated program instead of running it.
+    pub program: bool,
     /// `--except A,B`: guests that `all` and `check` leave out.
     pub except: Vec<String>,
     /// `--seed S`: the seed of one run of a seeded guest.
@@ -62,6 +70,9 @@ pub struct Cli {
     pub seeds: Option<u32>,
     /// `--first S`: the first seed `chaos` runs.
     pub first: Option<u32>,
+    /// `--save DIR` and `--compare DIR`: where `chaos` keeps traces, or
+    /// finds another hypervisor's.
+    pub traces: crate::chaos::Traces,
 }
 
 /// Parses the arguments after the program name.
@@ -73,10 +84,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
         max_stage: None,
         verbose: false,
         repeat: None,
+        program: false,
         except: Vec::new(),
         seed: None,
         seeds: None,
         first: None,
+        traces: crate::chaos::Traces::default(),
     };
     let mut command = None;
     let mut args = args.into_iter();
@@ -89,9 +102,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
             "--verbose" => cli.verbose = true,
             "--except" => cli.except.extend(value("--except")?.split(',').map(str::to_string)),
             "--repeat" => cli.repeat = Some(positive("--repeat", &value("--repeat")?)? as u32),
+            "--program" => cli.program = true,
             "--seed" => cli.seed = Some(seed("--seed", &value("--seed")?)?),
             "--seeds" => cli.seeds = Some(positive("--seeds", &value("--seeds")?)? as u32),
             "--first" => cli.first = Some(seed("--first", &value("--first")?)?),
+            "--save" => cli.traces.save = Some(value("--save")?.into()),
+            "--compare" => cli.traces.compare = Some(value("--compare")?.into()),
             "--list" => command = set(command, Command::List)?,
             "--help" | "-h" => command = set(command, Command::Help)?,
             option if option.starts_with("--") => bail!("unknown option `{option}`; see rkvm-run --help"),
@@ -103,14 +119,18 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
         }
     }
     cli.command = command.unwrap_or(Command::Help);
+    if cli.program && !matches!(cli.command, Command::Run(_)) {
+        bail!("--program prints one guest's program: give its name; see rkvm-run --help");
+    }
     if cli.repeat.is_some() && !matches!(cli.command, Command::Run(_)) {
         bail!("--repeat runs one guest: give its name; see rkvm-run --help");
     }
     if cli.seed.is_some() && !matches!(cli.command, Command::Run(_)) {
         bail!("--seed goes with one guest's name (chaos takes --first and --seeds); see rkvm-run --help");
     }
-    if (cli.seeds.is_some() || cli.first.is_some()) && cli.command != Command::Chaos {
-        bail!("--seeds and --first go with chaos; see rkvm-run --help");
+    let traces = cli.traces.save.is_some() || cli.traces.compare.is_some();
+    if (cli.seeds.is_some() || cli.first.is_some() || traces) && cli.command != Command::Chaos {
+        bail!("--seeds, --first, --save and --compare go with chaos; see rkvm-run --help");
     }
     if let Some(first) = cli.first {
         let count = cli.seeds.unwrap_or(DEFAULT_SEEDS);
@@ -203,7 +223,10 @@ mod tests {
         assert_eq!(parse_line("chaos").unwrap().seed_range(), 1..=100);
         assert_eq!(parse_line("--seed 0 chaos-paging").unwrap().seed, Some(0));
         let error = |line| parse_line(line).unwrap_err().to_string();
-        assert!(error("--seeds 5 check").starts_with("--seeds and --first go with chaos"));
+        assert!(error("--seeds 5 check").starts_with("--seeds, --first, --save and --compare go with chaos"));
+        assert!(error("--save /tmp/x hlt").starts_with("--seeds, --first, --save and --compare go with chaos"));
+        let cli = parse_line("chaos --save /tmp/a --compare /tmp/b").unwrap();
+        assert_eq!((cli.traces.save.unwrap(), cli.traces.compare.unwrap()), ("/tmp/a".into(), "/tmp/b".into()));
         assert!(error("--seed 5 chaos").starts_with("--seed goes with one guest's name"));
         assert_eq!(error("chaos --first 4294967295 --seeds 2"), "--first 4294967295 with 2 seeds goes past the last seed, 4294967295");
         assert_eq!(parse_line("chaos --first 4294967295 --seeds 1").unwrap().seed_range(), u32::MAX..=u32::MAX);

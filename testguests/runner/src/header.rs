@@ -10,10 +10,12 @@
 //! the run (`dump: ADDR LEN`), and, for a guest that never stops by itself,
 //! the seconds after which the runner stops it (`timeout`), and, for a
 //! guest that `rkvm-run chaos` runs many times with a different seed each
-//! time, the register the seed goes into (`seed`); and, for a guest that
-//! reads its own dirty log through the runner, `dirty-log: yes`, which
-//! makes its memory log the pages it writes. Anything else is an
-//! error, so a typo in a key cannot silently change how a guest runs.
+//! time, the register the seed goes into (`seed`) and, if the runner is to
+//! generate the guest's steps from the seed, where it writes them
+//! (`program: ADDR`); and, for a guest that reads its own dirty log
+//! through the runner, `dirty-log: yes`, which makes its memory log the
+//! pages it writes. Anything else is an error, so a typo in a key cannot
+//! silently change how a guest runs.
 //!
 //! This file uses only `std`: `build.rs` includes it too, so a malformed
 //! header fails the build with the same message the runner would give.
@@ -81,6 +83,9 @@ pub struct Header {
     /// Guest memory logs the pages the guest writes, and an `out` to
     /// [`crate::devices::DIRTY_PORT`] reads the log into the trace.
     pub dirty_log: bool,
+    /// A seeded guest whose steps the runner generates from the seed and
+    /// writes at this address (see `program`).
+    pub program: Option<u64>,
     pub demonstrates: String,
 }
 
@@ -111,8 +116,8 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
 }
 
 /// The keys a header may have.
-const KEYS: [&str; 10] =
-    ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed", "dirty-log"];
+const KEYS: [&str; 11] =
+    ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed", "program", "dirty-log"];
 
 /// Each key's line number and value.
 type Fields<'a> = BTreeMap<&'a str, (usize, &'a str)>;
@@ -135,25 +140,27 @@ pub fn parse(source: &str) -> Result<Header, HeaderError> {
     let region = |key| fields.get(key).map(|&v| parse_region(v, memory)).transpose();
     let timeout = fields.get("timeout").map(|&v| parse_timeout(v)).transpose()?;
     let seed = fields.get("seed").map(|&v| parse_seed(v)).transpose()?;
+    let program = fields.get("program").map(|&v| parse_program(v, memory, seed.is_some())).transpose()?;
     let dirty_log = fields.get("dirty-log").map(|&v| parse_yes(v)).transpose()?.is_some();
-    Ok(Header {
-        name,
-        stage,
-        mode,
-        memory,
-        preload: region("preload")?,
-        dump: region("dump")?,
-        timeout,
-        seed,
-        dirty_log,
-        demonstrates,
-    })
+    let (preload, dump) = (region("preload")?, region("dump")?);
+    Ok(Header { name, stage, mode, memory, preload, dump, timeout, seed, program, dirty_log, demonstrates })
 }
 
 fn parse_yes((line, text): (usize, &str)) -> Result<(), HeaderError> {
     match text {
         "yes" => Ok(()),
         _ => error(line, format!("`{text}`: the only value is `yes` (leave the line out for no)")),
+    }
+}
+
+/// Where the runner writes a seeded guest's generated steps.
+fn parse_program((line, text): (usize, &str), memory: u64, seeded: bool) -> Result<u64, HeaderError> {
+    if !seeded {
+        return error(line, "`program:` needs `seed:`: the steps are generated from the seed");
+    }
+    match parse_number(text) {
+        Some(addr) if addr < memory => Ok(addr),
+        _ => error(line, format!("program `{text}`: give an address inside guest memory (0 to {memory:#x})")),
     }
 }
 
@@ -325,6 +332,15 @@ mod tests {
         let wrong = parse(&format!("{header}; seed: rbx\n")).unwrap_err();
         assert_eq!(wrong.to_string(), "guest header, line 5: seed `rbx`: name the register the seed goes into: \
                                        eax, ebx, ecx, edx, esi, edi, ebp");
+    }
+
+    #[test]
+    fn a_generated_program_needs_a_seed() {
+        let header = &GOOD[..GOOD.find("\n\n").unwrap() + 1];
+        assert_eq!(parse(&format!("{header}; seed: ebx\n; program: 0xa000\n")).unwrap().program, Some(0xA000));
+        let unseeded = parse(&format!("{header}; program: 0xa000\n")).unwrap_err();
+        assert_eq!(unseeded.to_string(), "guest header, line 5: `program:` needs `seed:`: the steps are generated from the seed");
+        assert!(parse(&format!("{header}; seed: ebx\n; program: 0x100000\n")).is_err());
     }
 
     #[test]

@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn rkvm_inc_and_the_runner_agree() {
         use crate::devices::*;
-        let ours: [(&str, u64); 22] = [
+        let ours: [(&str, u64); 24] = [
             ("LOAD_ADDR", LOAD_ADDR),
             ("STACK_TOP", STACK_TOP),
             ("GDT_ADDR", GDT_ADDR),
@@ -243,6 +243,8 @@ mod tests {
             ("REPORT_PORT", REPORT_PORT.into()),
             ("CONSOLE_PORT", CONSOLE_PORT.into()),
             ("DIRTY_PORT", DIRTY_PORT.into()),
+            ("IRQ_PORT", IRQ_PORT.into()),
+            ("TIMER_PORT", TIMER_PORT.into()),
             ("EXIT_PORT", EXIT_PORT.into()),
             ("MMIO_BASE", MMIO_BASE),
             ("MMIO_SIZE", MMIO_SIZE),
@@ -276,6 +278,7 @@ mod tests {
             timeout: None,
             seed: None,
             dirty_log: false,
+            program: None,
             demonstrates: "x".into(),
         }
     }

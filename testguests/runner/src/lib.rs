@@ -21,6 +21,7 @@ pub mod guests;
 pub mod header;
 pub mod layout;
 pub mod migrate;
+pub mod program;
 pub mod run;
 pub mod timer;
 pub mod trace;

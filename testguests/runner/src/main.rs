@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Help => Ok(print_usage()),
         Command::List => list(&cli),
+        Command::Run(name) if cli.program => print_program(name, cli.seed.unwrap_or(0)),
         Command::Run(name) => run_one(name, &options, cli.repeat, cli.seed.unwrap_or(0)),
         Command::All => run_all(&cli, &options),
         Command::Check => check(&cli, &options),
@@ -80,6 +81,16 @@ fn run_one(name: &str, options: &Options, repeat: Option<u32>, seed: u32) -> any
     Ok(status(outcome.stop))
 }
 
+/// The steps the runner generates for guest `name` with `seed`.
+fn print_program(name: &str, seed: u32) -> anyhow::Result<ExitCode> {
+    let guest = guests::find(name)?;
+    if guest.header.program.is_none() {
+        anyhow::bail!("guest {name} has no generated program (header `program:`)");
+    }
+    print!("{}", rkvm_run::program::describe(&rkvm_run::program::generate(guest.header.mode, seed)));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_all(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
     let mut worst = ExitCode::SUCCESS;
     let selected = guests::up_to_stage(cli.max_stage).filter(|g| !cli.except.iter().any(|e| e == g.name));
@@ -118,7 +129,8 @@ fn chaos(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
     if selected.is_empty() {
         anyhow::bail!("no seeded guest (header `seed:`) is selected");
     }
-    let no_failure = rkvm_run::chaos::chaos(selected.into_iter(), cli.seed_range(), options, &mut io::stdout().lock())?;
+    let no_failure =
+        rkvm_run::chaos::chaos(selected.into_iter(), cli.seed_range(), options, &cli.traces, &mut io::stdout().lock())?;
     Ok(if no_failure { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

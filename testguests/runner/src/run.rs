@@ -5,6 +5,7 @@ use crate::devices::{DIRTY_PORT, Devices};
 use crate::exit::{Action, Exit, Reply, Stop, handle};
 use crate::guests::Guest;
 use crate::layout;
+use crate::program::{self, Program, StepResult};
 use crate::timer::Timer;
 use crate::trace::{self, Event};
 use anyhow::Result;
@@ -28,6 +29,9 @@ pub struct Outcome {
     pub stop: Stop,
     /// How the run went, for `--repeat`.
     pub timing: Timing,
+    /// A guest with a generated program: the program, and the results of
+    /// the steps it finished.
+    pub steps: Option<(Program, Vec<StepResult>)>,
 }
 
 /// The cost of one run: the time from the first `KVM_RUN` to the stop,
@@ -55,6 +59,13 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     let header = &guest.header;
     let mut vcpu = options.backend.open(header.memory, header.dirty_log)?;
     layout::prepare(vcpu.memory(), header, &guest.image)?;
+    if let Some(addr) = header.program.filter(|&a| a != program::PROGRAM_ADDR) {
+        anyhow::bail!("guest {}: `program: {addr:#x}`, but the runner writes programs at {:#x}", header.name, program::PROGRAM_ADDR);
+    }
+    let generated = header.program.map(|_| program::generate(header.mode, seed));
+    if let Some(p) = &generated {
+        program::write(vcpu.memory(), p);
+    }
     let mut start = layout::start_state(header.mode);
     if let Some(register) = header.seed {
         layout::put_seed(&mut start.regs, register, seed);
@@ -81,10 +92,15 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
         let bytes = &vcpu.memory()[region.addr as usize..(region.addr + region.len) as usize];
         devices.trace.extend(trace::dump(region.addr, bytes));
     }
+    let steps = generated.map(|p| {
+        let results = program::results(vcpu.memory());
+        devices.trace.extend(results.iter().enumerate().map(|(i, r)| Event::Step(program::line(&p, i, r))));
+        (p, results)
+    });
     if stop.shows_registers() {
         devices.trace.extend(trace::registers(&vcpu.regs()?));
     }
-    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing })
+    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing, steps })
 }
 
 // ANCHOR: hand_over

@@ -51,6 +51,8 @@ pub enum Event {
     /// An interrupt line went up with this vector (the guest asked for it,
     /// or the timer ticked); it reaches the guest when the guest can take it.
     Irq(u8),
+    /// How a step of a generated program ended (`program::line`).
+    Step(String),
 }
 
 /// `0x` and exactly `2 * bytes` hex digits.
@@ -84,6 +86,7 @@ impl fmt::Display for Event {
             Event::Reg(name, value) => write!(f, "reg {name} {}", Hex(*value, 8)),
             Event::Dirty(frames) => write!(f, "dirty{}", frame_ranges(frames)),
             Event::Irq(vector) => write!(f, "irq {vector:#04x}"),
+            Event::Step(line) => f.write_str(line),
         }
     }
 }

@@ -140,6 +140,7 @@ fn a_guest_that_never_stops_is_stopped_by_the_timeout() {
         timeout: None,
         seed: None,
         dirty_log: false,
+        program: None,
         demonstrates: "jmp $".into(),
     };
     let guest = Guest { header, image: vec![0xEB, 0xFE] };

@@ -204,6 +204,18 @@ mod tests {
             }
         }
 
+        /// `ioc` of the fields gives the number back, for any number.
+        #[test]
+        fn random_numbers_encode_again_to_themselves() {
+            let mut rng = crate::test_rng::Rng::new(0xE21);
+            for _ in 0..10_000 {
+                let cmd = rng.next() as u32;
+                let f = decode_ioctl(cmd);
+                let again = ioc(f.dir, u32::from(f.ty), u32::from(f.nr), usize::from(f.size));
+                assert_eq!(again, cmd, "{cmd:#x} decoded as {f:?}");
+            }
+        }
+
         #[test]
         fn decoding_handles_every_direction_and_the_widest_size() {
             let f = decode_ioctl(0xFFFF_FFFF);

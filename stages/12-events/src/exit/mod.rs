@@ -83,9 +83,10 @@ pub struct IoExit {
     pub is_in: bool,
     /// `ins`/`outs`: the data is in guest memory, at [`IoExit::address`].
     pub string: Option<StringIo>,
-    /// The value of `out`: the low `size` bytes of RAX.
+    /// The value of `out`: the low `size` bytes of RAX; 0 for `in`, and
+    /// for `ins` and `outs`, whose data is in guest memory.
     pub value: u32,
-    /// The length of the instruction, prefixes included.
+    /// The length of the instruction, prefixes included: at most 15.
     pub insn_len: u8,
 }
 

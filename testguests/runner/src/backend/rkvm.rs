@@ -550,7 +550,8 @@ mod tests {
             (exit(KVM_EXIT_SHUTDOWN, KvmRunExit::default()), Exit::Shutdown),
             (exit(KVM_EXIT_EXCEPTION, ex), Exit::Exception { vector: 13, error_code: 0x18 }),
             (exit(KVM_EXIT_UNKNOWN, hw), Exit::Unknown { reason: KVM_EXIT_UNKNOWN, detail: 0x1E }),
-            (exit(KVM_EXIT_IRQ_WINDOW_OPEN, KvmRunExit::default()), Exit::Unknown { reason: 7, detail: 0 }),
+            (exit(KVM_EXIT_IRQ_WINDOW_OPEN, KvmRunExit::default()), Exit::IrqWindowOpen),
+            (exit(KVM_EXIT_DEBUG, KvmRunExit::default()), Exit::Unknown { reason: KVM_EXIT_DEBUG, detail: 0 }),
             (fail, Exit::FailEntry { reason: 0x21 }),
         ];
         for (run, expected) in cases {

@@ -55,10 +55,8 @@ pub struct Ioio {
     pub address_mask: Option<u64>,
 }
 
-/// Decodes `exit_info_1` of an IOIO exit: TYPE (bit 0, 1 = in), STR (2),
-/// REP (3), SZ8/SZ16/SZ32 (4-6, one set), A16/A32/A64 (7-9, one set),
-/// PORT (16-31). `None` if not exactly one size bit is set, or more than
-/// one address-size bit.
+/// Decodes `exit_info_1` of an IOIO exit (APM Vol. 2, 15.10.2, Figure
+/// 15-2); `None` for a value that describes no access.
 pub fn decode_ioio(info1: u64) -> Option<Ioio> {
     let size = match (info1 >> 4) & 7 {
         1 => 1,
@@ -503,6 +501,31 @@ mod tests {
             assert_eq!((in_dword.port, in_dword.size, in_dword.address_mask), (0xFFFF, 4, Some(u64::MAX)));
             let unsaid = decode_ioio(info1(0xE0, 1, 2, 0) & !(7 << 7)).expect("valid");
             assert_eq!(unsaid.address_mask, None, "QEMU leaves the address size out");
+        }
+
+        /// Random fields laid out as Figure 15-2, with random bits where
+        /// it holds nothing decoded here (bit 1, the segment in 12:10, bits
+        /// 15:13 and 63:32); the size and address size from any of their
+        /// eight values, valid when one bit (or, for the address size, no
+        /// bit) is set.
+        #[test]
+        fn random_values_decode_against_a_reference() {
+            let mut rng = crate::test_rng::Rng::new(0xE72);
+            for _ in 0..10_000 {
+                let (port, sizes, addrs) = (rng.next() as u16, rng.below(8), rng.below(8));
+                let (is_in, string, rep) = (rng.one_in(2), rng.one_in(2), rng.one_in(2));
+                let noise = rng.next() & !0xFFFF_03FD;
+                let info1 = u64::from(port) << 16 | addrs << 7 | sizes << 4 | u64::from(rep) << 3
+                    | u64::from(string) << 2 | u64::from(is_in) | noise;
+                let size = [1u8, 2, 4].into_iter().find(|&s| sizes == u64::from(s));
+                let masks = [(1, Some(0xFFFF)), (2, Some(0xFFFF_FFFF)), (4, Some(u64::MAX)), (0, None)];
+                let address_mask = masks.into_iter().find(|&(bits, _)| bits == addrs).map(|(_, mask)| mask);
+                let expected = match (size, address_mask) {
+                    (Some(size), Some(address_mask)) => Some(Ioio { port, size, is_in, string, rep, address_mask }),
+                    _ => None,
+                };
+                assert_eq!(decode_ioio(info1), expected, "{info1:#x}");
+            }
         }
 
         #[test]

@@ -96,7 +96,7 @@ impl AsidPool {
         AsidPool { generation: 1, next: 1, max: count.saturating_sub(1).max(1) }
     }
 
-    /// Hands out the next ASID.
+    /// Hands out an ASID for a vCPU that needs a new one.
     pub fn assign(&mut self) -> Assigned {
         let mut flush_all = false;
         if self.next > self.max {
@@ -311,6 +311,29 @@ mod tests {
             let again = pool.assign();
             assert_eq!(again, Assigned { asid: 1, generation: 2, flush_all: true });
             assert_eq!(pool.assign(), Assigned { asid: 2, generation: 2, flush_all: false });
+        }
+
+        /// Pools of every size up to 40 and a large one, each run through
+        /// several generations, checked against the rules themselves.
+        #[test]
+        fn long_runs_keep_the_rules() {
+            for count in (0..=40).chain([1 << 16]) {
+                let mut pool = AsidPool::new(count);
+                let max = pool.max;
+                let (mut generation, mut seen) = (1u64, std::collections::BTreeSet::new());
+                for n in 0..3 * u64::from(max) + 5 {
+                    let a = pool.assign();
+                    assert!(a.asid >= 1 && a.asid <= max, "pool of {count}: ASID {}", a.asid);
+                    let new_generation = seen.len() == max as usize;
+                    if new_generation {
+                        generation += 1;
+                        seen.clear();
+                    }
+                    assert_eq!(a.generation, generation, "pool of {count}, assignment {n}");
+                    assert_eq!(a.flush_all, new_generation, "pool of {count}, assignment {n}: flush");
+                    assert!(seen.insert(a.asid), "pool of {count}: ASID {} twice in generation {generation}", a.asid);
+                }
+            }
         }
 
         #[test]

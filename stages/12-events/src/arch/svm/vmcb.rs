@@ -235,9 +235,8 @@ pub const TLB_CONTROL_FLUSH_ALL: u8 = 1;
 // ANCHOR_END: intercepts
 
 // ANCHOR: segment_attrib
-/// The VMCB attributes of a segment: type (bits 0-3), S (4), DPL (5-6),
-/// P (7), AVL (8), L (9), D/B (10), G (11). An unusable segment is
-/// not present.
+/// The VMCB attributes of a segment (APM Vol. 2, 15.5.1); [`kvm_segment`]
+/// reads them back.
 pub fn segment_attrib(seg: &KvmSegment) -> u16 {
     let present = u16::from(seg.present & 1 != 0 && seg.unusable == 0);
     u16::from(seg.type_ & 0xF)
@@ -317,6 +316,31 @@ mod tests {
         fn an_unusable_segment_is_not_present() {
             let seg = KvmSegment { unusable: 1, ..flat_code32() };
             assert_eq!(segment_attrib(&seg) & 1 << 7, 0);
+        }
+
+        /// The attributes computed through stage 01's descriptor: its bits
+        /// 47:40 and 55:52, side by side.
+        #[test]
+        fn random_segments_pack_like_their_descriptors_attributes() {
+            use crate::segments::SegmentDescriptor;
+            let mut rng = crate::test_rng::Rng::new(0xE71);
+            for _ in 0..10_000 {
+                let mut byte = || if rng.one_in(2) { rng.next() as u8 } else { (rng.next() % 2) as u8 };
+                let seg = KvmSegment {
+                    type_: byte(), s: byte(), dpl: byte(), present: byte(), avl: byte(),
+                    l: byte(), db: byte(), g: byte(), unusable: byte(), ..flat_code32()
+                };
+                let bit = |b: u8| b % 2 == 1;
+                let d = SegmentDescriptor {
+                    type_: seg.type_ % 16, s: bit(seg.s), dpl: seg.dpl % 4, present: bit(seg.present) && seg.unusable == 0,
+                    avl: bit(seg.avl), l: bit(seg.l), db: bit(seg.db), g: bit(seg.g), ..SegmentDescriptor::NULL
+                };
+                let bits = d.to_bits();
+                let expected = (bits >> 40 & 0xFF | (bits >> 52 & 0xF) << 8) as u16;
+                assert_eq!(segment_attrib(&seg), expected, "{seg:?}");
+                let back = kvm_segment(&vmcb_segment(&seg));
+                assert_eq!(back.unusable, u8::from(!d.present), "{seg:?}");
+            }
         }
 
         #[test]

@@ -55,14 +55,10 @@ pub fn cpu_has_vmx() -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmxDisabledByFirmware;
 
-/// What to do with IA32_FEATURE_CONTROL before VMXON. "If the lock bit is
-/// clear, VMXON causes a general-protection exception" and "if [bit 2] is
-/// clear, VMXON outside SMX operation causes a general-protection
-/// exception" (SDM Vol. 3C, 24.7). Returns `Ok(None)` when the MSR already
-/// allows VMXON, `Ok(Some(value))` when it is unlocked and must be written
-/// with `value` (bit 2 and the lock set, the other bits kept), and an
-/// error when it is locked with VMX forbidden: only the firmware can
-/// change it then.
+/// What to do with IA32_FEATURE_CONTROL, whose value is `value`, before
+/// VMXON (SDM Vol. 3C, 24.7): `Ok(None)` if nothing, `Ok(Some(new))` if
+/// the module must first write `new` to the MSR, and an error if only the
+/// firmware could allow VMX.
 pub fn feature_control_update(value: u64) -> Result<Option<u64>, VmxDisabledByFirmware> {
     let wanted = FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMXON_OUTSIDE_SMX;
     if value & FEATURE_CONTROL_LOCKED == 0 {
@@ -147,15 +143,11 @@ pub fn fixed_bits_violations(value: u64, fixed0: u64, fixed1: u64) -> u64 {
 
 
 // ANCHOR: adjust_controls
-/// Fits a control field to what the processor allows, from the capability
-/// MSR for that field: "Bits 31:0 indicate the allowed 0-settings of these
-/// controls. VM entry allows control X to be 0 if bit X in the MSR is
-/// cleared to 0; if bit X in the MSR is set to 1, VM entry fails if
-/// control X is 0." and "Bits 63:32 indicate the allowed 1-settings ...
-/// VM entry allows control X to be 1 if bit 32+X in the MSR is set to 1"
-/// (SDM Vol. 3C, A.3.1). Returns the field with every `required` bit, the
-/// `optional` bits the processor allows, and the bits it forces to 1; or,
-/// as the error, the required bits it cannot set.
+/// Fits a control field to what the processor allows, as the capability
+/// MSR for that field, `msr`, reports it (SDM Vol. 3C, A.3.1). Returns the
+/// field with every `required` bit, the `optional` bits the processor
+/// allows, and the bits it forces to 1; or, as the error, the required
+/// bits it cannot set.
 pub fn adjust_controls(required: u32, optional: u32, msr: u64) -> Result<u32, u32> {
     let must_be_one = msr as u32;
     let may_be_one = (msr >> 32) as u32;
@@ -291,6 +283,36 @@ mod tests {
             assert_eq!(feature_control_update(0x2), Ok(Some(0x7)));
             assert_eq!(feature_control_update(0x10_0000), Ok(Some(0x10_0005)));
         }
+
+        /// What the processor does with the MSR, from SDM Vol. 3C, 24.7:
+        /// whether VMXON outside SMX raises #GP, and whether WRMSR does.
+        fn vmxon_faults(msr: u64) -> bool {
+            msr & 1 == 0 || msr >> 2 & 1 == 0
+        }
+
+        fn wrmsr_faults(msr: u64) -> bool {
+            msr & 1 == 1
+        }
+
+        #[test]
+        fn random_values_meet_the_four_properties() {
+            let mut rng = crate::test_rng::Rng::new(0xE42);
+            for _ in 0..10_000 {
+                let value = rng.next() >> rng.below(64);
+                match feature_control_update(value) {
+                    Ok(None) => assert!(!vmxon_faults(value), "{value:#x}: VMXON would fault"),
+                    Ok(Some(new)) => {
+                        assert!(!wrmsr_faults(value), "{value:#x}: the write would fault");
+                        assert!(!vmxon_faults(new), "{value:#x}: VMXON would fault after writing {new:#x}");
+                        let needed = if value & 4 == 0 { 5 } else { 1 };
+                        assert_eq!(new ^ value, needed, "{value:#x}: the write changed more than it needs to");
+                    }
+                    Err(VmxDisabledByFirmware) => {
+                        assert!(wrmsr_faults(value) && vmxon_faults(value), "{value:#x}: VMX could be allowed");
+                    }
+                }
+            }
+        }
     }
 
     mod e4_3 {
@@ -385,6 +407,32 @@ mod tests {
                 }
             }
             assert_eq!(Controls::for_processor(&NoHlt, true), Err(MissingControls { field: 1, bits: 1 << 7 }));
+        }
+
+        /// The rule bit by bit: a control is set when the processor insists
+        /// (it may not be 0), or when rkvm wants it and it may be 1.
+        #[test]
+        fn random_fields_fit_random_msrs() {
+            let mut rng = crate::test_rng::Rng::new(0xE51);
+            for _ in 0..10_000 {
+                let may_be_one = rng.next() as u32 | rng.next() as u32;
+                let may_not_be_zero = rng.next() as u32 & rng.next() as u32 & may_be_one;
+                let msr = u64::from(may_be_one) << 32 | u64::from(may_not_be_zero);
+                let (required, optional) = (rng.next() as u32 & rng.next() as u32, rng.next() as u32);
+                let (mut field, mut missing) = (0u32, 0u32);
+                for x in 0..32 {
+                    let bit = 1u32 << x;
+                    let (may_be_0, may_be_1) = (msr & 1 << x == 0, msr & 1 << (32 + x) != 0);
+                    if required & bit != 0 && !may_be_1 {
+                        missing |= bit;
+                    }
+                    if !may_be_0 || (required | optional) & bit != 0 && may_be_1 {
+                        field |= bit;
+                    }
+                }
+                let expected = if missing == 0 { Ok(field) } else { Err(missing) };
+                assert_eq!(adjust_controls(required, optional, msr), expected, "{required:#x} {optional:#x} {msr:#x}");
+            }
         }
 
         #[test]

@@ -107,7 +107,7 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::HLT => VmExit::Hlt { insn_len },
         reason::RDPMC => VmExit::Rdpmc { insn_len },
         reason::CPUID => VmExit::Cpuid { insn_len },
-        reason::IO_INSTRUCTION => VmExit::Io(decode_io(info)),
+        reason::IO_INSTRUCTION => VmExit::Io(decode_io(IoQualification::from_qualification(info.qualification), info)),
         reason::CR_ACCESS => match decode_cr(info.qualification, insn_len) {
             Some(access) => VmExit::Cr(access),
             None => {
@@ -159,18 +159,17 @@ fn decode_exception(info: &ExitInfo) -> VmExit {
 
 // ANCHOR: io_qualification
 /// The exit qualification of an I/O instruction (SDM Vol. 3C, 28.2.1,
-/// Table 28-5 "Exit Qualification for I/O Instructions").
+/// Table 28-5 "Exit Qualification for I/O Instructions"), decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoQualification {
-    /// Bits 31:16: the port.
     pub port: u16,
-    /// Bits 2:0, "size of access": 0 is 1 byte, 1 is 2 bytes, 3 is 4 bytes.
+    /// The size of the access in bytes: 1, 2 or 4.
     pub size: u8,
-    /// Bit 3, "direction of the attempted access": 1 is `in`.
+    /// The direction: `in` or `ins`.
     pub is_in: bool,
-    /// Bit 4: a string instruction (`ins`, `outs`).
+    /// A string instruction (`ins`, `outs`).
     pub string: bool,
-    /// Bit 5: a `rep` prefix.
+    /// A `rep` prefix.
     pub rep: bool,
 }
 
@@ -193,8 +192,8 @@ const RFLAGS_DF: u64 = 1 << 10;
 
 /// An I/O exit, completed from the registers: the value of an `out`, and
 /// for `ins`/`outs` where the data lies and how many elements there are.
-fn decode_io(info: &ExitInfo) -> IoExit {
-    let q = IoQualification::from_qualification(info.qualification);
+/// `q` is the exit's qualification, decoded.
+fn decode_io(q: IoQualification, info: &ExitInfo) -> IoExit {
     let value_mask = match q.size {
         1 => 0xFF,
         2 => 0xFFFF,
@@ -264,9 +263,7 @@ pub fn address_mask(long_mode: bool, cs_db: bool, prefix: bool) -> u64 {
 // ANCHOR: cr_qualification
 /// The exit qualification of a control-register access (SDM Vol. 3C,
 /// 28.2.1, Table 28-3 "Exit Qualification for Control-Register
-/// Accesses"): bits 3:0 the register, bits 5:4 the access type (0 `mov`
-/// to CR, 1 `mov` from CR, 2 `clts`, 3 `lmsw`), bits 11:8 the general
-/// register. `None` for `clts` and `lmsw`, which are not moves
+/// Accesses"), decoded; `None` for the accesses that are not moves
 /// (stage 08 decodes them as such).
 pub fn decode_cr(q: u64, insn_len: u8) -> Option<CrAccess> {
     let write = match (q >> 4) & 3 {
@@ -370,35 +367,6 @@ mod tests {
 
     mod e6_1 {
         use super::super::*;
-        use super::exit;
-
-        /// `out dx, al` to port 0xE9 (DX encoding, size 1): qualification 0x00E9_0000.
-        #[test]
-        fn an_out_carries_the_low_bytes_of_rax() {
-            let info = ExitInfo { qualification: 0x00E9_0000, rax: 0x1234_5678, ..exit(30) };
-            let io = IoExit { port: 0xE9, size: 1, is_in: false, string: None, value: 0x78, insn_len: 1 };
-            assert_eq!(decode(&info), VmExit::Io(io));
-            let info = ExitInfo { qualification: 0x00E0_0043, rax: 0xFFFF_FFFF_1234_5678, insn_len: 2, ..exit(30) };
-            assert_eq!(decode(&info), VmExit::Io(IoExit { size: 4, port: 0xE0, value: 0x1234_5678, insn_len: 2, ..io }));
-        }
-
-        #[test]
-        fn string_io_counts_within_the_address_size() {
-            // rep insw from port 0xE4 (size 2: field 1; in; string; rep).
-            let q = 0x00E4_0000 | 1 | 1 << 3 | 1 << 4 | 1 << 5;
-            let info = ExitInfo {
-                qualification: q,
-                guest_linear_address: 0x9006,
-                rcx: 0xFFFF_0000_0001_0002,
-                rflags: 0x402,
-                address_mask: 0xFFFF,
-                insn_len: 3,
-                ..exit(30)
-            };
-            let string = StringIo { address: 0x9006, rep: true, down: true, count: 2 };
-            let io = IoExit { port: 0xE4, size: 2, is_in: true, string: Some(string), value: 0, insn_len: 3 };
-            assert_eq!(decode(&info), VmExit::Io(io));
-        }
 
         #[test]
         fn in_al_from_an_immediate_port() {
@@ -414,9 +382,113 @@ mod tests {
             let q = IoQualification::from_qualification(0xFFFF_0031);
             assert_eq!(q, IoQualification { port: 0xFFFF, size: 2, is_in: false, string: true, rep: true });
         }
+
+        /// Random fields, encoded as Table 28-5 lays them out, with random
+        /// bits where the table defines none of these fields (bit 6, the
+        /// operand encoding; bits 15:7 and 63:32, reserved).
+        #[test]
+        fn random_qualifications_decode_to_their_fields() {
+            let mut rng = crate::test_rng::Rng::new(0xE61);
+            for _ in 0..10_000 {
+                let (port, size_code) = (rng.next() as u16, [0u64, 1, 3][rng.below(3) as usize]);
+                let (is_in, string, rep) = (rng.one_in(2), rng.one_in(2), rng.one_in(2));
+                let noise = rng.next() & !0xFFFF_003F;
+                let q = u64::from(port) << 16 | u64::from(rep) << 5 | u64::from(string) << 4 | u64::from(is_in) << 3 | size_code | noise;
+                let expected = IoQualification { port, size: size_code as u8 + 1, is_in, string, rep };
+                assert_eq!(IoQualification::from_qualification(q), expected, "{q:#x}");
+            }
+        }
     }
 
     mod e6_2 {
+        use super::super::*;
+        use super::exit;
+
+        fn io(port: u16, size: u8, is_in: bool, string: bool, rep: bool) -> IoQualification {
+            IoQualification { port, size, is_in, string, rep }
+        }
+
+        /// `out dx, al` to port 0xE9, then `out 0xE0, eax`.
+        #[test]
+        fn an_out_carries_the_low_bytes_of_rax() {
+            let info = ExitInfo { rax: 0x1234_5678, ..exit(30) };
+            let expected = IoExit { port: 0xE9, size: 1, is_in: false, string: None, value: 0x78, insn_len: 1 };
+            assert_eq!(decode_io(io(0xE9, 1, false, false, false), &info), expected);
+            let info = ExitInfo { rax: 0xFFFF_FFFF_1234_5678, insn_len: 2, ..exit(30) };
+            let expected = IoExit { size: 4, port: 0xE0, value: 0x1234_5678, insn_len: 2, ..expected };
+            assert_eq!(decode_io(io(0xE0, 4, false, false, false), &info), expected);
+        }
+
+        /// `rep insw` from port 0xE4, going down, in 16-bit code.
+        #[test]
+        fn string_io_counts_within_the_address_size() {
+            let info = ExitInfo {
+                guest_linear_address: 0x9006,
+                rcx: 0xFFFF_0000_0001_0002,
+                rflags: 0x402,
+                address_mask: 0xFFFF,
+                insn_len: 3,
+                ..exit(30)
+            };
+            let string = StringIo { address: 0x9006, rep: true, down: true, count: 2 };
+            let expected = IoExit { port: 0xE4, size: 2, is_in: true, string: Some(string), value: 0, insn_len: 3 };
+            assert_eq!(decode_io(io(0xE4, 2, true, true, true), &info), expected);
+        }
+
+        /// The same exits, but through the whole decoder, which E6.1's
+        /// qualification feeds.
+        #[test]
+        fn whole_exits_decode_once_e6_1_is_solved_too() {
+            let info = ExitInfo { qualification: 0x00E0_0043, rax: 0xFFFF_FFFF_1234_5678, insn_len: 2, ..exit(30) };
+            let expected = IoExit { port: 0xE0, size: 4, is_in: false, string: None, value: 0x1234_5678, insn_len: 2 };
+            assert_eq!(decode(&info), VmExit::Io(expected));
+        }
+
+        /// Each field worked out another way: the value from the bytes of
+        /// RAX, the count from RCX cut to a u16, u32 or u64.
+        #[test]
+        fn random_exits_complete_as_the_instruction_says() {
+            let mut rng = crate::test_rng::Rng::new(0xE62);
+            for _ in 0..10_000 {
+                let size = [1u8, 2, 4][rng.below(3) as usize];
+                let q = io(rng.next() as u16, size, rng.one_in(2), rng.one_in(2), rng.one_in(2));
+                let address_mask = [0xFFFF, 0xFFFF_FFFF, u64::MAX][rng.below(3) as usize];
+                let info = ExitInfo {
+                    guest_linear_address: rng.next(),
+                    rax: rng.next(),
+                    rcx: rng.next(),
+                    rflags: rng.next(),
+                    address_mask,
+                    insn_len: 1 + rng.below(15) as u32,
+                    ..exit(30)
+                };
+                let mut value = [0u8; 4];
+                value[..usize::from(size)].copy_from_slice(&info.rax.to_le_bytes()[..usize::from(size)]);
+                let count = match address_mask {
+                    0xFFFF => u64::from(info.rcx as u16),
+                    0xFFFF_FFFF => u64::from(info.rcx as u32),
+                    _ => info.rcx,
+                };
+                let string = StringIo {
+                    address: info.guest_linear_address,
+                    rep: q.rep,
+                    down: (info.rflags >> 10) % 2 == 1,
+                    count: if q.rep { count } else { 1 },
+                };
+                let expected = IoExit {
+                    port: q.port,
+                    size,
+                    is_in: q.is_in,
+                    string: if q.string { Some(string) } else { None },
+                    value: if q.is_in || q.string { 0 } else { u32::from_le_bytes(value) },
+                    insn_len: info.insn_len as u8,
+                };
+                assert_eq!(decode_io(q, &info), expected, "{q:?} {info:?}");
+            }
+        }
+    }
+
+    mod e6_3 {
         use super::super::*;
         use super::exit;
 
@@ -443,6 +515,25 @@ mod tests {
         fn clts_and_lmsw_are_not_moves() {
             assert_eq!(decode_cr(0x20, 2), None);
             assert_eq!(decode_cr(0x30, 3), None);
+        }
+
+        /// Random fields as Table 28-3 lays them out, with random bits
+        /// where it defines none of these fields (bits 7:6, the `lmsw`
+        /// operand type and reserved; 63:12, the `lmsw` data and reserved).
+        #[test]
+        fn random_qualifications_decode_to_their_fields() {
+            let mut rng = crate::test_rng::Rng::new(0xE63);
+            for _ in 0..10_000 {
+                let (cr, access_type, gpr) = (rng.below(16), rng.below(4), rng.below(16));
+                let noise = rng.next() & !0xF3F;
+                let q = gpr << 8 | access_type << 4 | cr | noise;
+                let insn_len = 1 + rng.below(15) as u8;
+                let expected = match access_type {
+                    0 | 1 => Some(CrAccess { cr: cr as u8, write: access_type == 0, gpr: gpr as u8, insn_len }),
+                    _ => None,
+                };
+                assert_eq!(decode_cr(q, insn_len), expected, "{q:#x}");
+            }
         }
     }
 }

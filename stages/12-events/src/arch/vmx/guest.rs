@@ -104,9 +104,7 @@ pub fn hardware_efer(guest: u64) -> u64 {
 pub const AR_UNUSABLE: u32 = 1 << 16;
 
 /// The access-rights field of a segment (SDM Vol. 3C, 25.4.1, Table 25-2
-/// "Format of Access Rights"): bits 3:0 type, 4 S, 6:5 DPL, 7 P, 12 AVL,
-/// 13 L, 14 D/B, 15 G, 16 unusable. It is the descriptor's byte 5 and the
-/// high nibble of its byte 6, as `lar` shows them, plus "unusable".
+/// "Format of Access Rights"); [`segment_from_fields`] reads it back.
 pub fn access_rights(seg: &KvmSegment) -> u32 {
     u32::from(seg.type_ & 0xF)
         | u32::from(seg.s & 1) << 4
@@ -548,6 +546,29 @@ pub mod tests {
             assert_eq!(access_rights(&flat_code32()), 0xC09B);
             let data = KvmSegment { type_: 3, ..flat_code32() };
             assert_eq!(access_rights(&data), 0xC093);
+        }
+
+        /// The field computed through stage 01's descriptor: its bits 55:40
+        /// shifted down, with bits 11:8 (limit 19:16) dropped, and
+        /// "unusable" added at bit 16.
+        #[test]
+        fn random_segments_pack_like_their_descriptors_attributes() {
+            use crate::segments::SegmentDescriptor;
+            let mut rng = crate::test_rng::Rng::new(0xE52);
+            for _ in 0..10_000 {
+                let mut byte = || rng.next() as u8;
+                let seg = KvmSegment {
+                    type_: byte(), s: byte(), dpl: byte(), present: byte(), avl: byte(),
+                    l: byte(), db: byte(), g: byte(), unusable: byte(), ..flat_code32()
+                };
+                let bit = |b: u8| b % 2 == 1;
+                let d = SegmentDescriptor {
+                    type_: seg.type_ % 16, s: bit(seg.s), dpl: seg.dpl % 4, present: bit(seg.present),
+                    avl: bit(seg.avl), l: bit(seg.l), db: bit(seg.db), g: bit(seg.g), ..SegmentDescriptor::NULL
+                };
+                let expected = (d.to_bits() >> 40) as u32 & 0xF0FF | u32::from(seg.unusable % 2) << 16;
+                assert_eq!(access_rights(&seg), expected, "{seg:?}");
+            }
         }
 
         #[test]
