@@ -249,6 +249,7 @@ fn random_memory(rng: &mut Rng, mode: Mode) -> Vec<u8> {
         dump: None,
         timeout: None,
         seed: None,
+        program: None,
         demonstrates: String::new(),
     };
     let mut memory = vec![0u8; MEMORY];
