@@ -27,15 +27,24 @@
 //!   QEMU emulates reads first, so the fault is a read's); rkvm walks the
 //!   guest's tables again for the write and gives the guest its #PF.
 //!
+//! - an exception in real mode under rkvm's VMX backend, which runs real
+//!   mode as 16-bit protected mode and gives every exception to userspace
+//!   (chapter 05), or refuses the entry for one the emulator raised.
+//!
 //! The first three are known differences of chapter 10 ("Where rkvm
-//! differs from the processor and from 2006"), the last one Linux's. Any
-//! other is unexplained, and printed.
+//! differs from the processor and from 2006"), the fourth one Linux's,
+//! the last chapter 05's. Any other is unexplained, and printed.
 
 use super::Run;
+use crate::header::Mode;
 use crate::program::{Program, STEP_MARK, What};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// The stop line of rkvm's VMX backend when an event is due for a guest
+/// in real mode (`FAIL_REAL_MODE_EVENT`).
+const FAIL_REAL_MODE_EVENT: &str = "fail-entry 0xfffffffe";
 
 /// The file that keeps `guest`'s trace with `seed`.
 fn path(dir: &Path, guest: &str, seed: u32) -> PathBuf {
@@ -101,7 +110,16 @@ pub fn difference(ours: &str, theirs: &str, program: Option<&Program>) -> Option
     let step = steps.into_iter().find(|&s| lines_of(&a, s) != lines_of(&b, s)).flatten();
     let (x, y) = (lines_of(&a, step), lines_of(&b, step));
     let first = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i)).unwrap_or(0);
+    // The step in progress when our run stopped, if it stopped on an
+    // exception exit or a refused entry: under rkvm's VMX, real mode runs
+    // as protected mode, and every exception of a real-mode guest goes to
+    // userspace (or, raised by the emulator, fails the entry) instead of
+    // through the guest's interrupt vectors.
+    let stop = super::stop_line(ours);
+    let in_progress = a.iter().filter(|(_, l)| l.starts_with("step ")).count();
+    let refused = (stop.starts_with("exception ") || stop == FAIL_REAL_MODE_EVENT) && step == Some(in_progress);
     let reason = match step.and_then(|s| program?.steps.get(s)) {
+        _ if refused && program.is_some_and(|p| p.config.mode == Mode::Real) => Some("an exception in real mode under VMX"),
         Some(s) if s.what != What::Known => Some("a step that is not a known instruction"),
         Some(s) if s.frame.crosses() => Some("an access across a page edge"),
         Some(s) if s.frame.checked_differently() => Some("a segment check rkvm does not make"),

@@ -105,6 +105,13 @@ fn a_difference_is_put_down_to_a_step() {
     assert_eq!((d.step, d.ours.as_str(), d.theirs.as_str(), d.reason), (Some(0), "step 00 a", "step 00 z", None));
     let d = compare::difference(&with_steps, &with_steps.replace("step 01 b\n", ""), None).unwrap();
     assert_eq!((d.step, d.theirs.as_str()), (Some(1), "(nothing)"));
+    // A real-mode run that rkvm's VMX ended on an exception: expected.
+    let real = generate(Mode::Real, 2);
+    let ours = "guest g\nout 0x00e8 4 0x5eed0000\nout 0x00e8 4 0x5eed0001\nexception 13 0x00000000\nstep 00 a\n";
+    let theirs = "guest g\nout 0x00e8 4 0x5eed0000\nout 0x00e8 4 0x5eed0001\nout 0x00e8 4 0x5eed0002\nexit 0x00\nstep 00 a\nstep 01 b\n";
+    let d = compare::difference(ours, theirs, Some(&real)).unwrap();
+    assert_eq!((d.step, d.reason), (Some(1), Some("an exception in real mode under VMX")));
+    assert_ne!(compare::difference(ours, theirs, Some(&program)).unwrap().reason, Some("an exception in real mode under VMX"));
 }
 
 #[test]
