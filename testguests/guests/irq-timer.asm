@@ -19,12 +19,7 @@ IDT_ADDR equ SCRATCH_ADDR       ; 256 gates of 8 bytes
 TICKS    equ 5
 
 start:
-    mov eax, timer              ; gate 0x20: a 32-bit interrupt gate
-    mov [IDT_ADDR + 0x20 * 8], ax
-    mov word [IDT_ADDR + 0x20 * 8 + 2], CODE32_SEL
-    mov word [IDT_ADDR + 0x20 * 8 + 4], 0x8e00 ; present, DPL 0, type 0xe
-    shr eax, 16
-    mov [IDT_ADDR + 0x20 * 8 + 6], ax
+    gate32 0x20, timer, IDT_ADDR
     lidt [idtr]
     mov al, TICKS
     out TIMER_PORT, al          ; five halts wait for a tick each

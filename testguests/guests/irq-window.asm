@@ -19,14 +19,6 @@ org LOAD_ADDR
 
 IDT_ADDR equ SCRATCH_ADDR
 
-%macro gate 2                   ; vector, handler
-    mov eax, %2
-    mov [IDT_ADDR + %1 * 8], ax
-    mov word [IDT_ADDR + %1 * 8 + 2], CODE32_SEL
-    mov word [IDT_ADDR + %1 * 8 + 4], 0x8e00
-    shr eax, 16
-    mov [IDT_ADDR + %1 * 8 + 6], ax
-%endmacro
 
 %macro raise 1
     mov al, %1
@@ -39,9 +31,9 @@ IDT_ADDR equ SCRATCH_ADDR
 %endmacro
 
 start:
-    gate 0x21, handler21
-    gate 0x22, handler22
-    gate 0x24, handler24
+    gate32 0x21, handler21, IDT_ADDR
+    gate32 0x22, handler22, IDT_ADDR
+    gate32 0x24, handler24, IDT_ADDR
     lidt [idtr]
     cli
     raise 0x22

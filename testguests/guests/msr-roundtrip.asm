@@ -34,12 +34,7 @@ IDT_ADDR equ SCRATCH_ADDR
 %endmacro
 
 start:
-    mov eax, gp_handler         ; gate 13
-    mov [IDT_ADDR + 13 * 8], ax
-    mov word [IDT_ADDR + 13 * 8 + 2], CODE32_SEL
-    mov word [IDT_ADDR + 13 * 8 + 4], 0x8e00
-    shr eax, 16
-    mov [IDT_ADDR + 13 * 8 + 6], ax
+    gate32 13, gp_handler, IDT_ADDR
     lidt [idtr]
     read 0x1a0                  ; IA32_MISC_ENABLE
     write 0x1a0, 0, 0x1801

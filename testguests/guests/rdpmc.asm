@@ -19,12 +19,7 @@ org LOAD_ADDR
 IDT_ADDR equ SCRATCH_ADDR
 
 start:
-    mov eax, gp_handler         ; gate 13: a 32-bit interrupt gate
-    mov [IDT_ADDR + 13 * 8], ax
-    mov word [IDT_ADDR + 13 * 8 + 2], CODE32_SEL
-    mov word [IDT_ADDR + 13 * 8 + 4], 0x8e00
-    shr eax, 16
-    mov [IDT_ADDR + 13 * 8 + 6], ax
+    gate32 13, gp_handler, IDT_ADDR
     lidt [idtr]
     mov eax, 0x11111111         ; markers
     mov edx, 0x22222222
