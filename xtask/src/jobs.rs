@@ -17,9 +17,16 @@ use std::time::Duration;
 /// exercise it, checking what stages up to `max_stage` promise.
 pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, l1_tree: Option<PathBuf>) -> Result<(Job, L1Kernel)> {
     let kernel = match l1_tree {
-        Some(build) => L1Kernel { build },
+        Some(build) => L1Kernel::tree(build),
         None => kernel::ensure()?,
     };
+    let job = module_job_on(name, crate_dir, max_stage, &kernel)?;
+    Ok((job, kernel))
+}
+
+/// Like [`module_job`], for the kernel `kernel`: the module is built
+/// against its build tree (or its headers).
+pub fn module_job_on(name: &str, crate_dir: &Path, max_stage: u32, kernel: &L1Kernel) -> Result<Job> {
     let ko = kmod::build_module(&kmod::Build::for_crate(kernel.build.clone(), crate_dir.to_path_buf())?)?;
     let script = std::fs::read_to_string(paths::l1_sources().join("jobs-device.sh"))?;
     let job = Job {
@@ -34,7 +41,7 @@ pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, l1_tree: Option<
         timeout: Duration::from_secs(300),
         verbose: false,
     };
-    Ok((job, kernel))
+    Ok(job)
 }
 
 /// Runs `job` and returns every check it reported, plus one for the job

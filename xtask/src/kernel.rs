@@ -28,17 +28,26 @@ pub struct Args {
 pub struct L1Kernel {
     /// The kernel build tree (`O=`): modules build against it (`KDIR`).
     pub build: PathBuf,
+    /// A packaged compressed kernel (a distribution's `vmlinuz`) booted
+    /// instead of the build tree's images; `build` is then its headers.
+    pub image: Option<PathBuf>,
 }
 
 impl L1Kernel {
-    /// The uncompressed ELF image, which QEMU boots through PVH quickly.
+    /// A kernel build tree, booted from its own images.
+    pub fn tree(build: PathBuf) -> Self {
+        L1Kernel { build, image: None }
+    }
+
+    /// The uncompressed ELF image, which QEMU boots through PVH quickly
+    /// (QEMU boots a packaged `vmlinuz` as well, more slowly).
     pub fn vmlinux(&self) -> PathBuf {
-        self.build.join("vmlinux")
+        self.image.clone().unwrap_or_else(|| self.build.join("vmlinux"))
     }
 
     /// The compressed image, for bootloaders (Bochs boots an ISO).
     pub fn bzimage(&self) -> PathBuf {
-        self.build.join("arch/x86/boot/bzImage")
+        self.image.clone().unwrap_or_else(|| self.build.join("arch/x86/boot/bzImage"))
     }
 
     /// Linux's own KVM modules, in the order `insmod` must load them.
@@ -72,7 +81,7 @@ fn build(force: bool) -> Result<L1Kernel> {
     let key = hash(&format!("{src_key} {fragment_text} {}", gcc.lines().next().unwrap_or("")));
     let build = paths::cache().join("kernel").join(format!("build-{key}"));
     let done = build.join(".rkvm-built");
-    let kernel = L1Kernel { build: build.clone() };
+    let kernel = L1Kernel::tree(build.clone());
     if done.exists() && !force {
         return Ok(kernel);
     }

@@ -7,6 +7,7 @@ mod bench;
 mod bench_mmu;
 mod book;
 mod counts;
+mod distro;
 mod doctor;
 mod exercises;
 mod fuzz;
@@ -46,6 +47,8 @@ enum Command {
     Kernel(kernel::Args),
     /// Build rkvm.ko from kmod/ (or from a stage) and check its Rust object.
     Kmod(kmod::Args),
+    /// Build rkvm.ko against Debian's stock kernel headers (or every newer one) and run every guest on Debian's own kernel.
+    Distro(distro::Args),
     /// Boot L1, load rkvm.ko and show it answering on /dev/rkvm.
     Demo(test::DemoArgs),
     /// Boot L1 and run shell commands there, with rkvm.ko, rkvm-run and Linux's KVM modules at hand.
@@ -90,6 +93,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Doctor(args) => doctor::run(args),
         Command::Kernel(args) => kernel::run(args),
         Command::Kmod(args) => kmod::run(args),
+        Command::Distro(args) => distro::run(args),
         Command::Demo(args) => test::demo(args),
         Command::L1(args) => jobs::run_commands(args),
         Command::Test(args) => test::run(args),

@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn each_backend_loads_its_own_hypervisor() {
-        let kernel = L1Kernel { build: "/k".into() };
+        let kernel = L1Kernel::tree("/k".into());
         let rkvm = load_hypervisor(&kernel, "rkvm", Vendor::Amd, 1).unwrap();
         assert!(rkvm.starts_with("insmod ./rkvm.ko "), "{rkvm}");
         let amd = load_hypervisor(&kernel, "linux-kvm", Vendor::Amd, 0).unwrap();
