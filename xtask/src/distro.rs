@@ -42,6 +42,10 @@ pub struct Args {
     /// List the stock kernel and the newer ones the archive offers, and stop.
     #[arg(long)]
     pub list: bool,
+    /// Load this rkvm.ko in the booted kernel instead of the one just built
+    /// (e.g. the one `dkms build` made: /var/lib/dkms/rkvm/VERSION/RELEASE/x86_64/module/rkvm.ko).
+    #[arg(long)]
+    pub ko: Option<PathBuf>,
     /// The platform QEMU boots the kernel on: tcg-svm or kvm (default: kvm
     /// where the host offers nested virtualization, else tcg-svm).
     #[arg(long)]
@@ -97,7 +101,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.build_only {
         return Ok(());
     }
-    let (passed, failed, not_run) = boot(&booted, args.platform.as_deref())?;
+    let (passed, failed, not_run) = boot(&booted, args.platform.as_deref(), args.ko.as_deref())?;
     let not_run = if not_run > 0 { format!(", {not_run} not run") } else { String::new() };
     println!("distro: {} in {:.0?}", booted.name, start.elapsed());
     println!("{passed} passed, {failed} failed{not_run}");
@@ -113,9 +117,10 @@ fn build(kdir: &Path) -> Result<PathBuf> {
     kmod::build_module(&build)
 }
 
-/// Boots Debian's kernel `r` with the device job and returns its counts:
+/// Boots Debian's kernel `r` with the device job (and the module `ko`, if
+/// given, instead of the one built from kmod/) and returns its counts:
 /// passed, failed, not run.
-fn boot(r: &Release, platform: Option<&str>) -> Result<(u32, u32, u32)> {
+fn boot(r: &Release, platform: Option<&str>, ko: Option<&Path>) -> Result<(u32, u32, u32)> {
     let platform = platform::select(platform)?;
     println!("== distro: Debian's {} kernel in QEMU ({}), running the device checks and every guest", r.name, platform.name());
     let tree = fetch(r, true)?;
@@ -131,6 +136,13 @@ fn boot(r: &Release, platform: Option<&str>) -> Result<(u32, u32, u32)> {
     }
     let kernel = L1Kernel { build: tree.headers, image: Some(image) };
     let mut job = jobs::module_job_on(&format!("distro-{}", r.name), &paths::root().join("kmod"), jobs::kmod_stage()?, &kernel)?;
+    if let Some(ko) = ko {
+        println!("distro: loading {} instead of the module built from kmod/", ko.display());
+        let data = fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+        for file in job.files.iter_mut().filter(|f| f.0 == "rkvm/rkvm.ko") {
+            file.1 = data.clone();
+        }
+    }
     job.script = format!("{PROLOGUE}CHAOS_SEEDS={CHAOS_SEEDS}\n{}", job.script);
     // Debian's kernel boots its many drivers more slowly than L1's.
     job.timeout = Duration::from_secs(600);

@@ -8,6 +8,7 @@ mod bench_mmu;
 mod book;
 mod counts;
 mod distro;
+mod dkms;
 mod doctor;
 mod exercises;
 mod fuzz;
@@ -49,6 +50,8 @@ enum Command {
     Kmod(kmod::Args),
     /// Build rkvm.ko against Debian's stock kernel headers (or every newer one) and run every guest on Debian's own kernel.
     Distro(distro::Args),
+    /// Write the module's source tree for dkms (kmod/ with a Cargo.toml of its own) and print how to install it.
+    Dkms(dkms::Args),
     /// Boot L1, load rkvm.ko and show it answering on /dev/rkvm.
     Demo(test::DemoArgs),
     /// Boot L1 and run shell commands there, with rkvm.ko, rkvm-run and Linux's KVM modules at hand.
@@ -94,6 +97,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Kernel(args) => kernel::run(args),
         Command::Kmod(args) => kmod::run(args),
         Command::Distro(args) => distro::run(args),
+        Command::Dkms(args) => dkms::run(args),
         Command::Demo(args) => test::demo(args),
         Command::L1(args) => jobs::run_commands(args),
         Command::Test(args) => test::run(args),

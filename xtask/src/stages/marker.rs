@@ -112,7 +112,7 @@ enum Marker {
 /// generator does not know the file's language.
 pub fn comment_leader(path: &str) -> Option<&'static str> {
     let name = path.rsplit('/').next().unwrap_or(path);
-    if matches!(name, "Kbuild" | "Makefile" | ".gitignore") {
+    if matches!(name, "Kbuild" | "Makefile" | ".gitignore" | "dkms.conf") {
         return Some("#");
     }
     match name.rsplit_once('.')?.1 {
