@@ -85,6 +85,11 @@ pub fn run(args: Args) -> Result<()> {
     for (i, r) in builds.iter().enumerate() {
         println!("== distro: [{}/{}] rkvm.ko against Debian's {} headers ({})", i + 1, builds.len(), r.name, r.version);
         let tree = fetch(r, false)?;
+        // The kernel about to boot gets its module built with the job.
+        if r.name == booted.name && !args.build_only {
+            println!("distro: (built with the boot job below)");
+            continue;
+        }
         build(&tree.headers)?;
         built.push(r.name.clone());
     }
@@ -97,7 +102,9 @@ pub fn run(args: Args) -> Result<()> {
             println!("== distro: the running kernel has no headers in /lib/modules/$(uname -r)/build: not built against it");
         }
     }
-    println!("distro: rkvm.ko built against {} kernel(s): {}", built.len(), built.join(", "));
+    if !built.is_empty() {
+        println!("distro: rkvm.ko built against {} kernel(s): {}", built.len(), built.join(", "));
+    }
     if args.build_only {
         return Ok(());
     }
