@@ -17,6 +17,7 @@
 //!    guests, judged the same way.
 
 use crate::kernel::L1Kernel;
+use crate::l1::Check;
 use crate::{jobs, kmod, paths, platform};
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -128,6 +129,29 @@ fn build(kdir: &Path) -> Result<PathBuf> {
 /// given, instead of the one built from kmod/) and returns its counts:
 /// passed, failed, not run.
 fn boot(r: &Release, platform: Option<&str>, ko: Option<&Path>) -> Result<(u32, u32, u32)> {
+    let checks = boot_checks(r, platform, ko)?;
+    let count = |f: &dyn Fn(&Check) -> bool| checks.iter().filter(|c| f(c)).count() as u32;
+    Ok((count(&|c| c.passed), count(&|c| c.failed()), count(&|c| c.not_run)))
+}
+
+/// The part of `cargo xtask test` that runs on Debian's stock kernel: its
+/// checks, named `debian RELEASE: CHECK`. Not run (one check, with the
+/// reason) where apt knows no Debian archive, or on Bochs.
+pub fn checks(platform: Option<&str>) -> Result<Vec<Check>> {
+    const NAME: &str = "debian: the device checks on Debian's stock kernel";
+    if platform::select(platform)?.name() == "bochs-vmx" {
+        return Ok(vec![Check::not_run(NAME, "Debian's kernel boots under QEMU only (platform tcg-svm or kvm)")]);
+    }
+    let stock = match stock() {
+        Ok(r) => r,
+        Err(e) => return Ok(vec![Check::not_run(NAME, format!("{e:#}"))]),
+    };
+    let checks = boot_checks(&stock, platform, None)?;
+    Ok(checks.into_iter().map(|c| Check { name: format!("debian {}: {}", stock.name, c.name), ..c }).collect())
+}
+
+/// Boots Debian's kernel `r` with the device job and returns its checks.
+fn boot_checks(r: &Release, platform: Option<&str>, ko: Option<&Path>) -> Result<Vec<Check>> {
     let platform = platform::select(platform)?;
     println!("== distro: Debian's {} kernel in QEMU ({}), running the device checks and every guest", r.name, platform.name());
     let tree = fetch(r, true)?;
@@ -154,9 +178,7 @@ fn boot(r: &Release, platform: Option<&str>, ko: Option<&Path>) -> Result<(u32, 
     // Debian's kernel boots its many drivers more slowly than L1's.
     job.timeout = Duration::from_secs(600);
     jobs::fit_to_platform(&mut job, platform.as_ref());
-    let checks = jobs::run_checks(platform.as_ref(), &kernel, &job)?;
-    let count = |f: &dyn Fn(&crate::l1::Check) -> bool| checks.iter().filter(|c| f(c)).count() as u32;
-    Ok((count(&|c| c.passed), count(&|c| c.failed()), count(&|c| c.not_run)))
+    jobs::run_checks(platform.as_ref(), &kernel, &job)
 }
 
 /// What the job does first on Debian's kernel: say which kernel it is, and

@@ -3,11 +3,12 @@
 //! `test` runs everything a change must pass: the workspace's host unit
 //! tests, then the device checks in L1 (load `rkvm.ko`, talk to
 //! `/dev/rkvm`, run the test guests and a hundred seeds of each seeded
-//! guest, unload), then a minute of `rkvm-fuzz` in L1. It prints
+//! guest, unload), then a minute of `rkvm-fuzz` in L1, then the device
+//! checks again on Debian's stock kernel (`cargo xtask distro`). It prints
 //! every check as it goes and ends with the line `N passed, M failed`.
 
 use crate::l1::{self, Check};
-use crate::{book, exercises, fuzz, jobs, paths, platform, stages, test_stage};
+use crate::{book, distro, exercises, fuzz, jobs, paths, platform, stages, test_stage};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -77,6 +78,15 @@ pub fn run(args: Args) -> Result<()> {
         println!("== L1: a minute of fuzzing /dev/rkvm");
         for check in fuzz::checks(args.platform.as_deref(), FUZZ_SECONDS, None, args.l1_tree)? {
             tally.add(&check);
+        }
+        println!("== Debian's stock kernel: rkvm.ko built against its headers, the device checks on it");
+        match distro::checks(args.platform.as_deref()) {
+            Ok(checks) => checks.iter().for_each(|c| tally.add(c)),
+            Err(e) => {
+                let check = Check::new("debian: the device checks on Debian's stock kernel", false, format!("{e:#}"));
+                l1::print_check(&check);
+                tally.add(&check);
+            }
         }
     }
     println!("== finished in {:.0?}", start.elapsed());
