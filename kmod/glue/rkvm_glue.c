@@ -40,6 +40,12 @@
 #include <asm/special_insns.h>
 #include <asm/tsc.h>
 //@ end
+//@ begin 13
+#include <linux/cpuhotplug.h>
+#include <linux/reboot.h>
+#include <linux/stop_machine.h>
+#include <asm/mce.h>
+//@ end
 
 MODULE_AUTHOR("rkvm");
 MODULE_DESCRIPTION("rkvm: a kernel-based virtual machine monitor in Rust, after Linux 2.6.20's KVM");
@@ -53,6 +59,11 @@ int rkvm_dev_open(void **private);
 void rkvm_dev_release(void *private);
 long rkvm_dev_ioctl(void *private, unsigned int cmd, unsigned long arg);
 struct page *rkvm_dev_fault(void *private, unsigned long pgoff);
+//@ begin 13
+int rkvm_cpu_online(unsigned int cpu);
+int rkvm_cpu_offline(unsigned int cpu);
+void rkvm_core_reboot(void);
+//@ end
 
 /* One debugfs counter, as laid out by kmod/src/stats.rs. */
 struct rkvm_stat {
@@ -583,6 +594,109 @@ void rkvm_glue_vm_debugfs_remove(void *dir)
 }
 //@ end
 
+//@ begin 13
+/* ---- CPU hotplug, reboot, machine checks (kmod/src/hardware.rs) ---- */
+
+/*
+ * A dynamic CPU-hotplug state in the AP_ONLINE range: the online callback
+ * runs on each CPU that comes online, the teardown on each CPU going
+ * offline (and, at removal, on every CPU online then), each time on that
+ * CPU, in its hotplug thread. The scheduler takes a CPU (CPUHP_AP_ACTIVE) only after the
+ * online callback, and gives it up before the teardown, so no vCPU runs
+ * there without virtualization on.
+ */
+static int rkvm_cpuhp_state = -1;
+
+static int rkvm_cpuhp_online(unsigned int cpu)
+{
+	return rkvm_cpu_online(cpu);
+}
+
+static int rkvm_cpuhp_offline(unsigned int cpu)
+{
+	return rkvm_cpu_offline(cpu);
+}
+
+/* Holds CPUs where they are (online or not) while the module turns them on. */
+void rkvm_glue_hotplug_lock(void)
+{
+	cpus_read_lock();
+}
+
+void rkvm_glue_hotplug_unlock(void)
+{
+	cpus_read_unlock();
+}
+
+/*
+ * Registers the state, under rkvm_glue_hotplug_lock, once every online
+ * CPU is on: no callback runs now, only for CPUs that come and go later.
+ */
+int rkvm_glue_hotplug_register(void)
+{
+	int r = cpuhp_setup_state_nocalls_cpuslocked(CPUHP_AP_ONLINE_DYN, "rkvm:online",
+						     rkvm_cpuhp_online, rkvm_cpuhp_offline);
+
+	if (r < 0)
+		return r;
+	rkvm_cpuhp_state = r;
+	return 0;
+}
+
+/* Removes it; the teardown runs on every online CPU first. */
+void rkvm_glue_hotplug_unregister(void)
+{
+	if (rkvm_cpuhp_state >= 0)
+		cpuhp_remove_state(rkvm_cpuhp_state);
+	rkvm_cpuhp_state = -1;
+}
+
+/*
+ * Runs fn(arg) on every online CPU at once, interrupts off, while no
+ * other task runs anywhere (stop_machine): in particular no vCPU between
+ * its VMPTRLD and its exit.
+ */
+int rkvm_glue_stop_machine(int (*fn)(void *), void *arg)
+{
+	return stop_machine(fn, arg, cpu_online_mask);
+}
+
+/*
+ * A machine check that a guest took, and the processor turned into an
+ * exit, handed to the host's handler as if it had happened in user mode,
+ * as Linux's KVM does (kvm_machine_check). Kernels without machine-check
+ * support have no handler: nothing to do.
+ */
+void rkvm_glue_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	struct pt_regs regs = {
+		.cs = 3, /* as if in ring 3, whatever ring the guest ran in */
+		.flags = X86_EFLAGS_IF,
+	};
+
+	do_machine_check(&regs);
+#endif
+}
+
+/*
+ * 2006's kvm_reboot: "Some (well, at least mine) BIOSes hang on reboot if
+ * in vmx root mode." Before the machine halts, powers off or restarts,
+ * every CPU leaves VMX or SVM.
+ */
+static int rkvm_reboot(struct notifier_block *nb, unsigned long code, void *unused)
+{
+	if (code == SYS_RESTART || code == SYS_HALT || code == SYS_POWER_OFF)
+		rkvm_core_reboot();
+	return NOTIFY_OK;
+}
+
+static struct notifier_block rkvm_reboot_notifier = {
+	.notifier_call = rkvm_reboot,
+	.priority = 0,
+};
+//@ end
+
 /* ---- Module init and exit ---- */
 
 static int __init rkvm_init(void)
@@ -598,11 +712,18 @@ static int __init rkvm_init(void)
 		debugfs_remove_recursive(rkvm_debugfs_dir);
 		rkvm_core_exit();
 	}
+	//@ begin 13
+	if (!r)
+		register_reboot_notifier(&rkvm_reboot_notifier);
+	//@ end
 	return r;
 }
 
 static void __exit rkvm_exit(void)
 {
+	//@ begin 13
+	unregister_reboot_notifier(&rkvm_reboot_notifier);
+	//@ end
 	misc_deregister(&rkvm_dev);
 	debugfs_remove_recursive(rkvm_debugfs_dir);
 	rkvm_core_exit();

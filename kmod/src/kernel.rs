@@ -383,6 +383,9 @@ pub mod fpu;
 //@ begin 7
 pub mod contig;
 //@ end
+//@ begin 13
+pub mod hotplug;
+//@ end
 
 //@ begin 9
 /// Whether a new VM gets the shadow page cache of stage 09 (the module

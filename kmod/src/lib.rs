@@ -123,3 +123,29 @@ pub unsafe extern "C" fn rkvm_dev_ioctl(handle: *mut c_void, cmd: c_uint, arg: c
     }
 }
 //@ end
+//@ begin 13
+
+/// The glue's CPU-hotplug callback: CPU `cpu`, the calling one, comes
+/// online. Returns 0 or a negative errno, which keeps it offline.
+#[unsafe(no_mangle)]
+pub extern "C" fn rkvm_cpu_online(cpu: c_uint) -> i32 {
+    match hardware::cpu_online(cpu as usize) {
+        Ok(()) => 0,
+        Err(e) => e.to_kernel(),
+    }
+}
+
+/// The glue's CPU-hotplug teardown: CPU `cpu`, the calling one, goes
+/// offline. Always 0: a CPU can always be turned off.
+#[unsafe(no_mangle)]
+pub extern "C" fn rkvm_cpu_offline(cpu: c_uint) -> i32 {
+    hardware::cpu_offline(cpu as usize);
+    0
+}
+
+/// The glue's reboot notifier: the machine halts, powers off or restarts.
+#[unsafe(no_mangle)]
+pub extern "C" fn rkvm_core_reboot() {
+    hardware::reboot();
+}
+//@ end

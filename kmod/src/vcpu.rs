@@ -444,6 +444,18 @@ impl Running<'_> {
             self.stats.count(Counter::TlbFlush);
         }
         cpu::preempt_disable();
+        //@ begin 13
+        // This CPU is between its hotplug teardown and going offline, or
+        // the machine is rebooting: try again (the scheduler moves the
+        // task), or, when rebooting, tell userspace the entry failed.
+        if cfg!(target_os = "none") && !crate::arch::is_on(cpu::current_cpu()) {
+            cpu::preempt_enable();
+            return match crate::hardware::rebooting() {
+                true => VmExit::FailEntry { hardware_reason: u32::MAX },
+                false => VmExit::ExternalInterrupt,
+            };
+        }
+        //@ end
         let mut entry = Entry {
             cpu: cpu::current_cpu(),
             regs: self.regs.gprs,
@@ -454,6 +466,9 @@ impl Running<'_> {
             fetch: &hw.mmu,
         };
         let exit = hw.arch.run(&mut entry);
+        //@ begin 13
+        crate::hardware::machine_check(&exit);
+        //@ end
         cpu::preempt_enable();
         exit
     }

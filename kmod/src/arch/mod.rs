@@ -116,6 +116,14 @@ pub trait Arch: Sync {
 
     /// Allocates a vCPU's hardware state (VMCS or VMCB).
     fn vcpu_create(&self) -> KResult<Box<dyn ArchVcpu>>;
+    //@ begin 13
+
+    /// Writes back to memory, and forgets, every vCPU structure the
+    /// processor holds on the calling CPU `cpu`, before `hardware_disable`
+    /// there (a CPU going offline, or the machine rebooting). Interrupts
+    /// off. VMX VMCLEARs the VMCSs active there; SVM keeps nothing.
+    fn clear_cpu(&self, _cpu: usize) {}
+    //@ end
 }
 // ANCHOR_END: arch
 
@@ -405,6 +413,16 @@ pub fn is_on(cpu: usize) -> bool {
     enabled.get(cpu).is_some_and(|c| c.load(Ordering::Acquire))
 }
 // ANCHOR_END: is_on
+//@ begin 13
+
+/// The published table itself, for the CPU-hotplug and reboot callbacks
+/// of `hardware`, which turn CPUs on and off while the module is loaded.
+pub fn enabled_table() -> Option<&'static [AtomicBool]> {
+    // SAFETY: as in `is_on`; the callbacks are registered after the table
+    // is published and unregistered before it is taken back.
+    unsafe { ENABLED.load(Ordering::Acquire).as_ref() }.map(|v| v.as_slice())
+}
+//@ end
 
 //@ begin 8
 #[cfg(test)]

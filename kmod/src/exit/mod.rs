@@ -264,6 +264,13 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
         VmExit::Exception { vector: 1, .. } => reflect(1, None, ctx),
         VmExit::Exception { vector: 17, error_code } => reflect(17, Some(error_code), ctx),
         //@ end
+        //@ begin 13
+        // #MC, which both backends intercept from stage 13: the host's
+        // handler ran right after the exit (`hardware::machine_check`).
+        // What was interrupted in the guest runs on; if the error was
+        // fatal, the host's handler did not return.
+        VmExit::Exception { vector: 18, .. } => Action::Resume,
+        //@ end
         //@ begin 12
         // A real-mode guest's, which only VMX intercepts: emulated, or
         // delivered through its interrupt vector table.
@@ -587,6 +594,16 @@ mod tests {
         assert_eq!(handle_exit(&VmExit::Exception { vector: 13, error_code: 0 }, &mut ctx, &mut run), Action::ToUser);
         assert_eq!((ctx.skipped, run.exit_reason), (0, abi::KVM_EXIT_EXCEPTION));
     }
+    //@ begin 13
+
+    #[test]
+    fn a_machine_check_resumes_the_guest() {
+        let mut ctx = FakeContext::default();
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&VmExit::Exception { vector: 18, error_code: 0 }, &mut ctx, &mut run), Action::Resume);
+        assert_eq!(ctx.queued, None, "the host's, not the guest's");
+    }
+    //@ end
 
     #[test]
     fn invlpg_drops_one_translation_or_all_of_them() {

@@ -96,6 +96,16 @@ impl AsidPool {
         AsidPool { generation: 1, next: 1, max: count.saturating_sub(1).max(1) }
     }
 
+    //@ begin 13
+    /// Ends the current generation at once (no vCPU's ASID is of the
+    /// new one, so every vCPU takes a new ASID) and uses it up (so the
+    /// next `assign` starts another, flushing every ASID).
+    pub fn start_over(&mut self) {
+        self.generation += 1;
+        self.next = self.max + 1;
+    }
+
+    //@ end
     /// Hands out an ASID for a vCPU that needs a new one.
     pub fn assign(&mut self) -> Assigned {
         //@ exercise E7.3
@@ -246,6 +256,13 @@ impl Arch for Svm {
             wrmsr(IA32_EFER, (efer | Efer::SVME).bits());
             wrmsr(MSR_VM_HSAVE_PA, state.hsave.phys());
         }
+        //@ begin 13
+        // A CPU that comes back online may have lost or kept its TLB:
+        // its next `vmrun` starts a new generation of ASIDs, which flushes
+        // them all, as today's `svm_hardware_enable` does.
+        // SAFETY: interrupts are off on this CPU, the pool's only user.
+        unsafe { (*state.asids.get()).start_over() };
+        //@ end
         Ok(())
     }
 
@@ -314,6 +331,18 @@ mod tests {
         assert_eq!(SVM.check_support(), Err(Unsupported::NoExtension("AMD SVM")));
     }
 
+    //@ begin 13
+    #[test]
+    fn a_pool_started_over_flushes_before_any_asid_is_reused() {
+        let mut pool = AsidPool::new(8);
+        let old = pool.assign();
+        pool.start_over();
+        assert_ne!(pool.generation, old.generation, "the vCPU that had ASID 1 takes a new one");
+        let new = pool.assign();
+        assert!(new.flush_all && new.generation > old.generation, "{new:?}");
+    }
+
+    //@ end
     mod e7_3 {
         use super::super::*;
 

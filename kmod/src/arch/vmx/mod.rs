@@ -21,6 +21,9 @@ pub mod fields;
 pub mod guest;
 pub mod host;
 //@ end
+//@ begin 13
+pub mod loaded;
+//@ end
 
 use super::x86::wrmsr;
 use super::{Arch, ArchVcpu, Unsupported};
@@ -94,6 +97,9 @@ impl Arch for Vmx {
             regions.push(Region::new()?);
         }
         let regions = crate::kernel::try_box(regions)?;
+        //@ begin 13
+        loaded::setup(ncpus)?;
+        //@ end
         let old = VMXON_REGIONS.swap(Box::into_raw(regions), Ordering::AcqRel);
         if !old.is_null() {
             // SAFETY: a table left by an earlier setup, owned by nobody else.
@@ -109,6 +115,9 @@ impl Arch for Vmx {
             // CPU is off, so the processor no longer uses the regions.
             drop(unsafe { Box::from_raw(old) });
         }
+        //@ begin 13
+        loaded::unsetup();
+        //@ end
     }
     // ANCHOR_END: hardware_setup
 
@@ -134,6 +143,19 @@ impl Arch for Vmx {
     fn vcpu_create(&self) -> KResult<Box<dyn ArchVcpu>> {
         Ok(crate::kernel::try_box(VmxVcpu::new()?)?)
     }
+    //@ begin 13
+
+    // ANCHOR: clear_cpu
+    /// Every VMCS active here is written back and made inactive, so that
+    /// VMXOFF loses nothing and the vCPUs can be loaded on other CPUs.
+    fn clear_cpu(&self, cpu: usize) {
+        let n = loaded::clear_all(cpu);
+        if n > 0 {
+            log!(Info, "vmx: CPU {cpu}: {n} active VMCS cleared before VMXOFF");
+        }
+    }
+    // ANCHOR_END: clear_cpu
+    //@ end
 }
 
 /// Why VMX could not be turned on on one CPU.

@@ -12,6 +12,10 @@
 use super::insn::{self, VmxError};
 use crate::kernel::{KResult, PAGE_SIZE, Page, cpu};
 use core::sync::atomic::{AtomicU32, Ordering};
+//@ begin 13
+use alloc::boxed::Box;
+use core::mem::ManuallyDrop;
+//@ end
 
 /// The VMCS revision identifier of this processor, from IA32_VMX_BASIC,
 /// set once when the module loads.
@@ -78,12 +82,26 @@ pub struct Vmcs {
     /// entry must then be VMRESUME (SDM Vol. 3C, 25.11.3 "Initializing a
     /// VMCS").
     pub launched: bool,
+    //@ begin 13
+    /// Its entry in the list of the CPU it is active on (`loaded`), which
+    /// a CPU going offline clears. Kept, not freed, if the VMCS could not
+    /// be cleared (see `drop`).
+    active: ManuallyDrop<Box<super::loaded::Active>>,
+    //@ end
 }
 
 impl Vmcs {
     /// A new VMCS, not yet active anywhere.
     pub fn new() -> KResult<Vmcs> {
-        Ok(Vmcs { region: Region::new()?, loaded_on: None, launched: false })
+        let region = Region::new()?;
+        Ok(Vmcs {
+            //@ begin 13
+            active: ManuallyDrop::new(super::loaded::Active::new(region.phys())?),
+            //@ end
+            region,
+            loaded_on: None,
+            launched: false,
+        })
     }
 
     /// Makes this VMCS current on `cpu`, the calling CPU, which must stay
@@ -92,6 +110,10 @@ impl Vmcs {
     /// `VMLAUNCH`.
     pub fn load(&mut self, cpu: usize) -> Result<(), VmxError> {
         let phys = self.region.phys();
+        //@ begin 13
+        // A CPU that went offline since cleared it (`loaded::clear_all`).
+        self.loaded_on = self.active.cpu();
+        //@ end
         if self.loaded_on == Some(cpu) {
             // SAFETY: this CPU is in VMX operation (it runs rkvm's vCPUs).
             if unsafe { insn::vmptrst() } != phys {
@@ -113,6 +135,9 @@ impl Vmcs {
         // identifier.
         unsafe { insn::vmptrld(phys) }?;
         self.loaded_on = Some(cpu);
+        //@ begin 13
+        self.active.link(cpu);
+        //@ end
         Ok(())
     }
 
@@ -125,9 +150,21 @@ impl Vmcs {
 impl Drop for Vmcs {
     /// A VMCS must not be freed while a CPU may still write it back.
     fn drop(&mut self) {
+        //@ begin 13
+        // A CPU that went offline cleared it already.
+        self.loaded_on = self.active.cpu();
+        //@ end
         if let Some(cpu) = self.loaded_on.take() {
             clear_on(cpu, self.region.phys());
         }
+        //@ begin 13
+        if self.active.cpu().is_none() {
+            // SAFETY: dropped once, here; no list holds the entry any
+            // more. (One still listed is kept: a list must not point to
+            // freed memory.)
+            unsafe { ManuallyDrop::drop(&mut self.active) };
+        }
+        //@ end
     }
 }
 
@@ -142,6 +179,13 @@ fn clear_on(cpu: usize, phys: u64) {
 extern "C" fn vmclear_this_cpu(arg: *mut core::ffi::c_void) {
     // SAFETY: `clear_on` passes a `u64` and waits for the call.
     let phys = unsafe { *arg.cast::<u64>() };
+    //@ begin 13
+    // Unless this CPU's hotplug teardown cleared it first: then VMX may
+    // be off here already.
+    if !super::loaded::forget_here(phys, crate::kernel::cpu::current_cpu()) {
+        return;
+    }
+    //@ end
     // SAFETY: the VMCS is active on this CPU, which is in VMX operation.
     if let Err(e) = unsafe { insn::vmclear(phys) } {
         crate::log!(Err, "VMCLEAR failed: {e:?}");

@@ -83,7 +83,12 @@ pub struct Vmcs {
 impl Vmcs {
     /// A new VMCS, not yet active anywhere.
     pub fn new() -> KResult<Vmcs> {
-        Ok(Vmcs { region: Region::new()?, loaded_on: None, launched: false })
+        let region = Region::new()?;
+        Ok(Vmcs {
+            region,
+            loaded_on: None,
+            launched: false,
+        })
     }
 
     /// Makes this VMCS current on `cpu`, the calling CPU, which must stay
