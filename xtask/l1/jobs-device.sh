@@ -91,6 +91,12 @@ fi
 if [ -x ./rkvm-run ] && [ -n "$CHAOS_SEEDS" ]; then
 	echo "RKVM-PLAN rkvm-run-chaos chaos"
 fi
+# Stage 13: the SMP stress (stress.sh), with the module loaded.
+if [ "$max" -ge 13 ] && [ -x ./rkvm-run ]; then
+	for check in stress-runs-end-as-they-should stress-cpus-come-and-go stress-leaves-no-vm stress-kernel-log-clean; do
+		echo "RKVM-PLAN smp smp/$check"
+	done
+fi
 for check in rmmod-refused-while-open rmmod-after-close device-gone-after-rmmod dmesg-clean dmesg-nothing-above-info; do
 	echo "RKVM-PLAN job $check"
 done
@@ -162,6 +168,13 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 	elif [ "$vms" -ne 0 ]; then fail paging-vms-leak-nothing "debugfs vms is $vms after the runs"
 	elif [ $((after + 2048)) -lt "$before" ]; then fail paging-vms-leak-nothing "MemFree fell by $((before - after)) kB"
 	else ok paging-vms-leak-nothing; fi
+fi
+
+# From stage 13: VM processes on every CPU while they move between CPUs,
+# CPUs go offline and online and processes are killed (stress.sh, for
+# STRESS_SECONDS, 20 unless the harness says otherwise).
+if [ "$max" -ge 13 ] && [ -x ./rkvm-run ]; then
+	. ./stress.sh
 fi
 
 # A file open on /dev/rkvm holds a reference to the module.

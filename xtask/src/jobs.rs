@@ -36,6 +36,7 @@ pub fn module_job_on(name: &str, crate_dir: &Path, max_stage: u32, kernel: &L1Ke
             ("rkvm/rkvm.ko".into(), std::fs::read(&ko)?, 0o644),
             ("rkvm/rkvm-devtest".into(), l1::static_binary("rkvm-devtest")?, 0o755),
             ("rkvm/rkvm-run".into(), l1::static_binary("rkvm-run")?, 0o755),
+            ("rkvm/stress.sh".into(), std::fs::read(paths::l1_sources().join("stress.sh"))?, 0o644),
         ],
         cpus: 2,
         timeout: Duration::from_secs(300),
@@ -89,7 +90,11 @@ pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> 
     };
     let (mut job, kernel) = module_job(&format!("stage-{stage:02}"), stage_dir, stage, None)?;
     fit_to_platform(&mut job, platform.as_ref());
-    run_checks(platform.as_ref(), &kernel, &job)
+    let mut checks = run_checks(platform.as_ref(), &kernel, &job)?;
+    if stage >= 13 {
+        checks.extend(crate::smp::reboot_checks(stage_dir, platform.as_ref())?);
+    }
+    Ok(checks)
 }
 
 /// Bochs runs L1 tens of times slower than QEMU: its jobs get more time,

@@ -12,6 +12,7 @@ mod dkms;
 mod doctor;
 mod exercises;
 mod fuzz;
+mod smp;
 mod hint;
 mod initramfs;
 mod jobs;
@@ -76,6 +77,8 @@ enum Command {
     Bench(bench::Args),
     /// Fuzz /dev/rkvm in L1: random ioctls, races, killed processes, random guests.
     Fuzz(fuzz::Args),
+    /// Stage 13's SMP stress in L1: VMs on every CPU, moved between CPUs, CPUs offline and online, processes killed.
+    Stress(smp::Args),
     /// Count each paging guest's exits and page faults on rkvm and on Linux's KVM without nested paging.
     Counts(counts::Args),
     /// Boot the L1 kernel as a guest of rkvm-vmm in L1, on Linux's KVM or on rkvm, and run a fork+exec workload.
@@ -111,6 +114,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Counts(args) => counts::run(args),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Stress(args) => smp::run(args),
         Command::Vmm(args) => vmm::run(args),
     }
 }
