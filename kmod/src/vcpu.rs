@@ -445,6 +445,7 @@ impl Running<'_> {
         }
         cpu::preempt_disable();
         //@ begin 13
+        // ANCHOR: enter_off_cpu
         // This CPU is between its hotplug teardown and going offline, or
         // the machine is rebooting: try again (the scheduler moves the
         // task), or, when rebooting, tell userspace the entry failed.
@@ -455,6 +456,7 @@ impl Running<'_> {
                 false => VmExit::ExternalInterrupt,
             };
         }
+        // ANCHOR_END: enter_off_cpu
         //@ end
         let mut entry = Entry {
             cpu: cpu::current_cpu(),

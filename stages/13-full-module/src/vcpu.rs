@@ -368,6 +368,7 @@ impl Running<'_> {
             self.stats.count(Counter::TlbFlush);
         }
         cpu::preempt_disable();
+        // ANCHOR: enter_off_cpu
         // This CPU is between its hotplug teardown and going offline, or
         // the machine is rebooting: try again (the scheduler moves the
         // task), or, when rebooting, tell userspace the entry failed.
@@ -378,6 +379,7 @@ impl Running<'_> {
                 false => VmExit::ExternalInterrupt,
             };
         }
+        // ANCHOR_END: enter_off_cpu
         let mut entry = Entry {
             cpu: cpu::current_cpu(),
             regs: self.regs.gprs,
