@@ -33,7 +33,7 @@ fi
 # Every kernel message to the console from here on: the module's reboot
 # line is at KERN_INFO.
 echo 8 >/proc/sys/kernel/printk
-echo "RKVM-INFO reboot -f with $running guests spinning"
+echo "RKVM-INFO reboot -f with $running guests spinning on $ncpus CPUs"
 reboot -f
 sleep 20
 echo "RKVM-CHECK fail reboot/machine-restarts: L1 still runs 20 s after reboot -f"
