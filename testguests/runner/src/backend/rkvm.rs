@@ -569,7 +569,7 @@ mod tests {
             (exit(KVM_EXIT_UNKNOWN, hw), Exit::Unknown { reason: KVM_EXIT_UNKNOWN, detail: 0x1E }),
             (exit(KVM_EXIT_IRQ_WINDOW_OPEN, KvmRunExit::default()), Exit::IrqWindowOpen),
             (exit(KVM_EXIT_DEBUG, KvmRunExit::default()), Exit::Debug),
-            (exit(7, KvmRunExit::default()), Exit::Unknown { reason: 7, detail: 0 }),
+            (exit(99, KvmRunExit::default()), Exit::Unknown { reason: 99, detail: 0 }),
             (fail, Exit::FailEntry { reason: 0x21 }),
         ];
         for (run, expected) in cases {
