@@ -1,18 +1,21 @@
 ; guest: debug-regs
 ; stage: 12
 ; mode: prot32
-; demonstrates: a guest's own debug registers with no debugger attached: values kept, DR4/DR5 aliases, its own breakpoint, single steps and general detect, each #DB through its IDT with DR6
+; demonstrates: a guest's own debug registers with no debugger attached: values kept, DR4/DR5 aliases, and single steps with EFLAGS.TF through its own #DB handler, with DR6
 ;
 ; Every `mov` to or from a debug register exits to the hypervisor, which
 ; keeps the guest's values (SDM Vol. 3B, 19.2). The guest writes and
 ; reads back DR0-DR3, reads DR6 and DR7 as reset left them and DR5 as
-; DR7's alias (CR4.DE is clear). Then its #DB handler (vector 1) reports
-; DR6 and the return EIP for each of: an execution breakpoint in DR0
-; (a fault: EIP is the breakpoint's, and the handler turns DR7 off before
-; returning there), three single steps with EFLAGS.TF (traps: EIP is the
-; next instruction's; the third `iret` clears TF), and general detect
-; (DR7.GD set, then a read of DR0 faults before it runs, with DR6.BD, and
-; GD is clear in the handler).
+; DR7's alias (CR4.DE is clear), and writes DR7. Then its #DB handler
+; (vector 1) reports DR6 and the return EIP for three single steps with
+; EFLAGS.TF (traps: EIP is the next instruction's; the third handler
+; clears TF in the saved EFLAGS), and clears DR6 each time.
+;
+; The guest's own breakpoints and DR7.GD are not used here: on the tcg-svm
+; platform QEMU arms no breakpoint that VMRUN's DR7 enables and has no
+; general detect, so Linux's KVM, which lets a guest at the registers
+; directly, and rkvm, which does not, could not agree (chapter 12). The
+; module's rules for both are host-tested.
 
 %include "rkvm.inc"
 
@@ -56,17 +59,12 @@ start:
     mov eax, dr5
     out REPORT_PORT, eax        ; DR7 again
 
-    ; Breakpoint 0 on `target`, local enable.
-    mov eax, target
-    mov dr0, eax
     mov eax, 0x401
     mov dr7, eax
     mov eax, dr7
     out REPORT_PORT, eax        ; 0x401
-    nop
-target:
-    nop                         ; stops before it runs, once
-    report 0xB0
+    mov eax, 0x400
+    mov dr7, eax
 
     ; Three single steps.
     mov dword [steps], 3
@@ -78,13 +76,6 @@ target:
     nop                         ; the third step's handler clears TF
     report 0x55
 
-    ; General detect.
-    mov eax, 0x400 | 0x2000
-    mov dr7, eax
-    mov eax, dr0                ; a #DB before this runs; then it runs
-    out REPORT_PORT, eax        ; DR0 as set above: target's address
-    mov eax, dr7
-    out REPORT_PORT, eax        ; 0x400: the delivery cleared GD
     cli
     mov al, 0
     out EXIT_PORT, al
