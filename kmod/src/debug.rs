@@ -17,8 +17,7 @@
 //! after the instruction stepped. A debug exception that is not the
 //! debugger's goes to the guest, as it would without a hypervisor.
 
-use crate::abi::{KvmDebugGuest, KvmRun};
-use crate::exit::{Action, DrAccess, ExitContext};
+use crate::abi::KvmDebugGuest;
 
 // ANCHOR: bits
 /// DR6 bits that read as 1 whatever is written (SDM Vol. 3B, 19.2.3).
@@ -34,7 +33,9 @@ pub const DR6_BS: u64 = 1 << 14;
 pub const DR6_WRITABLE: u64 = DR6_B | DR6_BD | DR6_BS | 1 << 15;
 /// DR7 bit 10 reads as 1; bits 11, 12, 14 and 15 as 0.
 pub const DR7_FIXED_1: u64 = 0x400;
-const DR7_WRITABLE: u64 = 0xFFFF_2BFF;
+/// DR7 bits that software can write: all of 31:16 (R/W and LEN), GD, GE,
+/// LE and the enables; bit 11 is RTM, which rkvm's processor lacks.
+const DR7_WRITABLE: u64 = 0xFFFF_23FF;
 /// DR7.GD, general detect: a `mov` to or from a debug register is a #DB.
 pub const DR7_GD: u64 = 1 << 13;
 /// DR7's local and global enables of the four breakpoints (bits 7:0).
@@ -160,6 +161,25 @@ pub fn dr_rule(dr: u8, cr4_de: bool, dr7: u64) -> DrRule {
 /// Writes `value` to register `dr` (0-3, 6 or 7). `None` if the
 /// processor would raise #GP: a 1 in bits 63:32 of DR6 or DR7.
 pub fn dr_write(regs: &mut DebugRegs, dr: u8, value: u64) -> Option<()> {
+    //@ exercise E12.2
+    //@ instruction: Carry out a guest's `mov` to debug register `dr` (0
+    //@+ to 3, 6 or 7; the aliases and general detect are dealt with
+    //@+ before this) as the processor would: what must hold is that a
+    //@+ later read gives what the processor would give, that a value the
+    //@+ processor refuses changes nothing and returns `None` (the caller
+    //@+ raises #GP), and that no bit that reads as 0 or 1 whatever is
+    //@+ written changes. Which bits those are, and which writes fault,
+    //@+ is in SDM Vol. 3B, 19.2.3 and 19.2.4, and Vol. 2B, "MOV—Move
+    //@+ to/from Debug Registers". The tests in `e12_2` write every bit.
+    //@ hint: DR0-DR3 hold addresses: anything goes. For DR6 and DR7, read
+    //@+ the two figures of 19.2 bit by bit: which bits are "reserved,
+    //@+ read as 1", which "read as 0", which software may write?
+    //@ hint: The #GP: in 64-bit mode the upper 32 bits of DR6 and DR7
+    //@+ must be written as 0 (outside 64-bit mode they are 0 anyway). The
+    //@+ constants at the top of this file name the bits.
+    //@ hint: `6 | 7 if value >> 32 != 0 => return None`, then DR6 keeps
+    //@+ `value & DR6_WRITABLE | DR6_FIXED_1` and DR7 `value & 0xFFFF_23FF
+    //@+ | DR7_FIXED_1` (bits 11, 12, 14 and 15 read as 0).
     match dr {
         0..=3 => *regs.db.get_mut(usize::from(dr))? = value,
         6 | 7 if value >> 32 != 0 => return None,
@@ -168,6 +188,7 @@ pub fn dr_write(regs: &mut DebugRegs, dr: u8, value: u64) -> Option<()> {
         _ => return None,
     }
     Some(())
+    //@ end
 }
 
 /// Reads register `dr` (0-3, 6 or 7).
@@ -180,69 +201,10 @@ pub fn dr_read(regs: &DebugRegs, dr: u8) -> u64 {
 }
 // ANCHOR_END: dr_rules
 
-// ANCHOR: handle_dr
-/// `mov` to or from a debug register, which both backends intercept.
-pub fn handle_dr(access: &DrAccess, ctx: &mut dyn ExitContext) -> Action {
-    const UD: u8 = 6;
-    const GP: u8 = 13;
-    const DB: u8 = 1;
-    let sregs = ctx.sregs();
-    let cr4_de = sregs.cr4 & 1 << 3 != 0;
-    let long_mode = sregs.efer & 1 << 10 != 0 && sregs.cs.l != 0;
-    match dr_rule(access.dr, cr4_de, ctx.debug_state().regs.dr7) {
-        DrRule::Ud => ctx.queue_exception(UD, None),
-        DrRule::GeneralDetect => {
-            // The processor clears GD as it delivers the #DB, so that the
-            // handler may use the registers (SDM Vol. 3B, 19.2.4).
-            let state = ctx.debug_state();
-            state.regs.dr6 = state.regs.dr6 & !DR6_B | DR6_BD;
-            state.regs.dr7 &= !DR7_GD;
-            ctx.queue_exception(DB, None);
-        }
-        DrRule::Access { dr } if access.write => {
-            let value = ctx.gpr(access.gpr);
-            let value = if long_mode { value } else { value & 0xFFFF_FFFF };
-            match dr_write(&mut ctx.debug_state().regs, dr, value) {
-                Some(()) => ctx.skip_instruction(access.insn_len),
-                None => ctx.queue_exception(GP, Some(0)),
-            }
-        }
-        DrRule::Access { dr } => {
-            let value = dr_read(&ctx.debug_state().regs, dr);
-            // Outside 64-bit mode the operand is 32 bits, and a 32-bit
-            // destination's upper half is left as it was.
-            let value = if long_mode { value } else { ctx.gpr(access.gpr) & !0xFFFF_FFFF | value & 0xFFFF_FFFF };
-            ctx.set_gpr(access.gpr, value);
-            ctx.skip_instruction(access.insn_len);
-        }
-    }
-    Action::Resume
-}
-// ANCHOR_END: handle_dr
-
-// ANCHOR: handle_db
-/// A debug exception, which both backends intercept (stage 08), with the
-/// DR6 bits of its causes: the debugger's ends in `KVM_EXIT_DEBUG`; any
-/// other goes to the guest, its causes in the guest's DR6 (B0-B3 replaced,
-/// the rest kept, as the processor does: SDM Vol. 3B, 19.2.3).
-pub fn handle_db(causes: u64, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
-    if ctx.debug_state().debugger.claims(causes) {
-        run.exit_type = crate::abi::KVM_EXIT_TYPE_VM_EXIT;
-        run.exit_reason = crate::abi::KVM_EXIT_DEBUG;
-        return Action::ToUser;
-    }
-    let regs = &mut ctx.debug_state().regs;
-    regs.dr6 = regs.dr6 & !DR6_B | causes & DR6_WRITABLE | DR6_FIXED_1;
-    ctx.queue_exception(1, None);
-    Action::Resume
-}
-// ANCHOR_END: handle_db
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::abi::KvmBreakpoint;
-    use crate::exit::fake::FakeContext;
 
     fn debugger(bps: [Option<u64>; 4], singlestep: bool) -> DebugState {
         DebugState { debugger: Debugger { breakpoints: bps, singlestep }, ..DebugState::default() }
@@ -278,69 +240,47 @@ mod tests {
         assert_eq!(dr_rule(0, false, 0x400 | DR7_GD), DrRule::GeneralDetect);
     }
 
-    #[test]
-    fn dr6_and_dr7_keep_their_fixed_bits_and_refuse_high_ones() {
-        let mut regs = DebugRegs::default();
-        assert_eq!(dr_write(&mut regs, 6, 0), Some(()));
-        assert_eq!(regs.dr6, DR6_FIXED_1);
-        assert_eq!(dr_write(&mut regs, 6, u64::from(u32::MAX)), Some(()));
-        assert_eq!(regs.dr6, 0xFFFF_EFFF);
-        assert_eq!(dr_write(&mut regs, 7, 0xFFFF_FFFF), Some(()));
-        assert_eq!(regs.dr7, 0xFFFF_2FFF);
-        assert_eq!(dr_write(&mut regs, 7, 1 << 32), None);
-        assert_eq!(dr_write(&mut regs, 3, u64::MAX), Some(()));
-        assert_eq!(dr_read(&regs, 3), u64::MAX);
-    }
+    mod e12_2 {
+        use super::*;
 
-    fn access(dr: u8, write: bool) -> DrAccess {
-        DrAccess { dr, write, gpr: 0, insn_len: 3 }
-    }
+        #[test]
+        fn dr6_and_dr7_keep_their_fixed_bits_and_refuse_high_ones() {
+            let mut regs = DebugRegs::default();
+            assert_eq!(dr_write(&mut regs, 6, 0), Some(()));
+            assert_eq!(regs.dr6, DR6_FIXED_1);
+            assert_eq!(dr_write(&mut regs, 6, u64::from(u32::MAX)), Some(()));
+            assert_eq!(regs.dr6, 0xFFFF_EFFF);
+            assert_eq!(dr_write(&mut regs, 7, 0), Some(()));
+            assert_eq!(regs.dr7, 0x400);
+            assert_eq!(dr_write(&mut regs, 7, 0xFFFF_FFFF), Some(()));
+            assert_eq!(regs.dr7, 0xFFFF_27FF);
+            assert_eq!(dr_write(&mut regs, 3, u64::MAX), Some(()));
+            assert_eq!(dr_read(&regs, 3), u64::MAX);
+        }
 
-    #[test]
-    fn a_write_then_a_read_round_trips_and_skips() {
-        let mut ctx = FakeContext::default();
-        ctx.regs[0] = 0x1_0000_1234;
-        assert_eq!(handle_dr(&access(1, true), &mut ctx), Action::Resume);
-        assert_eq!(ctx.debug.regs.db[1], 0x1234, "32 bits outside long mode");
-        ctx.regs[0] = 0xAAAA_AAAA_0000_0000;
-        handle_dr(&access(1, false), &mut ctx);
-        assert_eq!(ctx.regs[0], 0xAAAA_AAAA_0000_1234);
-        assert_eq!((ctx.skipped, ctx.queued), (6, None));
-    }
+        #[test]
+        fn every_bit_of_dr6_and_dr7_alone() {
+            for bit in 0..32 {
+                let mut regs = DebugRegs::default();
+                assert_eq!(dr_write(&mut regs, 6, 1 << bit), Some(()));
+                let writable = [0, 1, 2, 3, 13, 14, 15].contains(&bit);
+                assert_eq!(regs.dr6, DR6_FIXED_1 | if writable { 1 << bit } else { 0 }, "DR6 bit {bit}");
+                assert_eq!(dr_write(&mut regs, 7, 1 << bit), Some(()));
+                let fixed_0 = [11, 12, 14, 15].contains(&bit);
+                assert_eq!(regs.dr7, DR7_FIXED_1 | if fixed_0 { 0 } else { 1 << bit }, "DR7 bit {bit}");
+            }
+        }
 
-    #[test]
-    fn general_detect_faults_once_and_clears_gd() {
-        let mut ctx = FakeContext::default();
-        ctx.debug.regs.dr7 = 0x400 | DR7_GD;
-        handle_dr(&access(7, false), &mut ctx);
-        assert_eq!((ctx.skipped, ctx.queued), (0, Some((1, None))));
-        assert_eq!((ctx.debug.regs.dr6 & DR6_BD, ctx.debug.regs.dr7), (DR6_BD, 0x400));
-    }
-
-    #[test]
-    fn a_long_mode_write_of_high_dr7_bits_is_gp() {
-        let mut ctx = FakeContext::default();
-        ctx.sregs.efer = 1 << 10;
-        ctx.sregs.cs.l = 1;
-        ctx.regs[0] = 1 << 40;
-        handle_dr(&access(7, true), &mut ctx);
-        assert_eq!((ctx.skipped, ctx.queued), (0, Some((13, Some(0)))));
-        handle_dr(&access(0, true), &mut ctx);
-        assert_eq!(ctx.debug.regs.db[0], 1 << 40, "DR0 takes all 64 bits");
-    }
-
-    #[test]
-    fn debug_exceptions_are_the_debuggers_only_for_its_own_causes() {
-        let mut ctx = FakeContext::default();
-        let mut run = KvmRun::default();
-        ctx.debug = debugger([Some(0x100), None, None, None], false);
-        assert_eq!(handle_db(DR6_BS, &mut ctx, &mut run), Action::Resume, "the guest's own TF");
-        assert_eq!(ctx.queued, Some((1, None)));
-        assert_eq!(ctx.debug.regs.dr6, DR6_FIXED_1 | DR6_BS);
-        ctx.queued = None;
-        assert_eq!(handle_db(1, &mut ctx, &mut run), Action::ToUser);
-        assert_eq!((run.exit_reason, ctx.queued), (crate::abi::KVM_EXIT_DEBUG, None));
-        ctx.debug = debugger([None; 4], true);
-        assert_eq!(handle_db(DR6_BS, &mut ctx, &mut run), Action::ToUser);
+        #[test]
+        fn a_high_bit_of_dr6_or_dr7_faults_and_changes_nothing() {
+            for dr in [6, 7] {
+                let mut regs = DebugRegs::default();
+                assert_eq!(dr_write(&mut regs, dr, 1 << 32 | 1), None, "DR{dr}");
+                assert_eq!(regs, DebugRegs::default());
+            }
+            let mut regs = DebugRegs::default();
+            assert_eq!(dr_write(&mut regs, 0, 1 << 40), Some(()), "DR0 takes 64 bits");
+            assert_eq!(regs.db[0], 1 << 40);
+        }
     }
 }

@@ -26,6 +26,7 @@ pub mod mmio;
 //@ end
 //@ begin 12
 pub mod real_mode;
+pub mod debug;
 //@ end
 
 use crate::abi::{self, KvmRun, KvmRunEx, KvmRunExit, KvmSregs};
@@ -308,9 +309,9 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
         }
         //@ begin 12
         VmExit::InterruptWindow => handle_interrupt_window(ctx, run),
-        VmExit::DebugRegister(access) => crate::debug::handle_dr(&access, ctx),
-        // From stage 12 a #DB may be the debugger's (`crate::debug`).
-        VmExit::Debug { causes } => crate::debug::handle_db(causes, ctx, run),
+        VmExit::DebugRegister(access) => debug::handle_dr(&access, ctx),
+        // From stage 12 a #DB may be the debugger's (`debug.rs`).
+        VmExit::Debug { causes } => debug::handle_db(causes, ctx, run),
         //@ end
         VmExit::FailEntry { hardware_reason } => {
             run.exit_type = abi::KVM_EXIT_TYPE_FAIL_ENTRY;

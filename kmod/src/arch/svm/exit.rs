@@ -534,6 +534,12 @@ mod tests {
     #[test]
     fn mov_cr_decodes_register_numbers_and_length() {
         assert_eq!(decode_mov_cr(&[0x0F, 0x22, 0xC0], false), Some(CrAccess { cr: 0, write: true, gpr: 0, insn_len: 3 }));
+        //@ begin 12
+        // `mov dr7, eax` is 0F 23 /r, `mov rbx, dr6` 0F 21 /r; they are not CR moves.
+        assert_eq!(decode_mov_special(&[0x0F, 0x23, 0xF8], false, 0x21), Some((true, 7, 0, 3)));
+        assert_eq!(decode_mov_special(&[0x0F, 0x21, 0xF3], false, 0x21), Some((false, 6, 3, 3)));
+        assert_eq!(decode_mov_cr(&[0x0F, 0x23, 0xF8], false), None);
+        //@ end
         assert_eq!(decode_mov_cr(&[0x0F, 0x20, 0xE3], false), Some(CrAccess { cr: 4, write: false, gpr: 3, insn_len: 3 }));
         let rex = decode_mov_cr(&[0x41, 0x0F, 0x22, 0xD9], true);
         assert_eq!(rex, Some(CrAccess { cr: 3, write: true, gpr: 9, insn_len: 4 }));

@@ -406,6 +406,20 @@ pub fn decode_clts_lmsw(q: u64, insn_len: u8) -> Option<VmExit> {
 mod tests {
     use super::*;
 
+    //@ begin 12
+    #[test]
+    fn debug_register_moves_and_debug_exceptions_decode() {
+        // `mov dr7, ecx`: DR 7, to the register, ECX (1).
+        assert_eq!(decode_dr(0x107, 3), DrAccess { dr: 7, write: true, gpr: 1, insn_len: 3 });
+        // `mov r9, dr6`: from the register (bit 4), R9.
+        assert_eq!(decode_dr(0x916, 4), DrAccess { dr: 6, write: false, gpr: 9, insn_len: 4 });
+        let info = ExitInfo { intr_info: 1 << 31 | 3 << 8 | 1, qualification: 1 << 14 | 1 << 1 | 1 << 20, ..exit(0) };
+        assert_eq!(decode(&info), VmExit::Debug { causes: 1 << 14 | 1 << 1 }, "only DR6's bits of the qualification");
+        let icebp = ExitInfo { intr_info: 1 << 31 | 5 << 8 | 1, ..exit(0) };
+        assert_eq!(decode(&icebp), VmExit::Exception { vector: 1, error_code: 0 }, "`int1` is reflected as it came");
+    }
+    //@ end
+
     fn exit(reason: u32) -> ExitInfo {
         ExitInfo { reason, insn_len: 1, ..ExitInfo::default() }
     }
