@@ -79,6 +79,12 @@ pub struct VmxVcpu {
     /// VMCS.
     debug: crate::debug::Hardware,
     dr7_written: Option<u64>,
+    /// The last exit came with RFLAGS.TF set, and the instruction that
+    /// exited was then completed outside the guest: a single-step trap
+    /// the processor saved as pending for it is generic code's to raise
+    /// now (`instruction_done`), and must not come a second time.
+    exit_tf: bool,
+    drop_pending_step: bool,
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
 }
@@ -108,6 +114,8 @@ impl VmxVcpu {
             vm86_iopl: 0,
             debug: crate::debug::Hardware { dr7: crate::debug::DR7_FIXED_1, db: None },
             dr7_written: None,
+            exit_tf: false,
+            drop_pending_step: false,
             db_dr6: 0,
             load_dr6: None,
             efer_msrs: None,
@@ -433,6 +441,12 @@ impl VmxVcpu {
             vmcs.write(GUEST_INTERRUPTIBILITY_INFO, 0);
             self.clear_interrupt_shadow = false;
         }
+        if core::mem::take(&mut self.drop_pending_step) {
+            let pending = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            if pending & crate::debug::DR6_BS != 0 {
+                vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, pending & !crate::debug::DR6_BS);
+            }
+        }
         if shadow {
             // Under an `sti` or `mov ss` shadow, VM entry insists that a
             // single-step trap is pending exactly when RFLAGS.TF is set
@@ -663,6 +677,7 @@ impl ArchVcpu for VmxVcpu {
         *entry.rip = vmcs.read(GUEST_RIP);
         entry.regs[Reg::Rsp as usize] = vmcs.read(GUEST_RSP);
         *entry.rflags = vmcs.read(GUEST_RFLAGS);
+        self.exit_tf = *entry.rflags & crate::debug::RFLAGS_TF != 0;
         if self.vm86 {
             *entry.rflags = guest::rflags_after_vm86(*entry.rflags, self.vm86_iopl);
         }
@@ -690,6 +705,7 @@ impl ArchVcpu for VmxVcpu {
         let next = rip.wrapping_add(u64::from(len));
         *rip = if long { next } else { next & 0xFFFF_FFFF };
         self.clear_interrupt_shadow = true;
+        self.drop_pending_step |= self.exit_tf;
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
