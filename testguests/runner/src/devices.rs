@@ -30,6 +30,12 @@ pub const TIMER_VECTOR: u8 = 0x20;
 /// read the dirty log of guest memory into the trace (`dirty` lines): the
 /// pages written since the last read.
 pub const DIRTY_PORT: u16 = 0xEC;
+/// `out` is a debugger command: 0 detaches the debugger, 1 single-steps
+/// from the next instruction, 0x10 + n (n < 4) puts breakpoint n at the
+/// guest linear address in RBX. Each stop is a `debug` line in the trace,
+/// with RIP; a breakpoint is removed when it is hit, as a debugger's
+/// temporary breakpoint is.
+pub const DEBUG_PORT: u16 = 0xEE;
 /// `out` writes a character (the low byte) to the console; `in` returns 0xE9.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// `out` stops the guest; the trace shows the value.

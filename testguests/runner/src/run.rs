@@ -1,7 +1,8 @@
 //! Running one guest: load it, drive the `KVM_RUN` loop, write its trace.
 
 use crate::backend::{Backend, Vcpu};
-use crate::devices::{DIRTY_PORT, Devices};
+use crate::backend::Debug;
+use crate::devices::{DEBUG_PORT, DIRTY_PORT, Devices};
 use crate::exit::{Action, Exit, Reply, Stop, handle};
 use crate::guests::Guest;
 use crate::layout;
@@ -120,11 +121,38 @@ pub fn hand_over_interrupts(vcpu: &mut dyn Vcpu, devices: &mut Devices) -> Resul
 }
 // ANCHOR_END: hand_over
 
+// ANCHOR: debugger
+/// A command the guest wrote to [`DEBUG_PORT`], carried out as a debugger
+/// would: through the hypervisor's debug ioctl.
+fn debugger_command(vcpu: &mut dyn Vcpu, debug: &mut Debug, command: u8) -> Result<()> {
+    match command {
+        0 => *debug = Debug::default(),
+        1 => debug.singlestep = true,
+        0x10..=0x13 => debug.breakpoints[usize::from(command - 0x10)] = Some(vcpu.regs()?.rbx),
+        _ => anyhow::bail!("debug port: unknown command {command:#x} (0 off, 1 step, 0x10-0x13 breakpoint at RBX)"),
+    }
+    vcpu.set_debug(debug)
+}
+
+/// The debugger stopped the guest: the trace says where, and a
+/// breakpoint that was hit goes away, so that the guest can run past it.
+fn debugger_stop(vcpu: &mut dyn Vcpu, devices: &mut Devices, debug: &mut Debug) -> Result<()> {
+    let rip = vcpu.regs()?.rip;
+    devices.trace.push(Event::Debug(rip));
+    if let Some(hit) = debug.breakpoints.iter_mut().find(|b| **b == Some(rip)) {
+        *hit = None;
+        vcpu.set_debug(debug)?;
+    }
+    Ok(())
+}
+// ANCHOR_END: debugger
+
 /// The `KVM_RUN` loop: run, handle the exit, reply, until the guest stops.
 /// Returns how it stopped and how many times `KVM_RUN` returned.
 fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options, dirty_log: bool) -> Result<(Stop, u64)> {
     let timer = Timer::start(options.timeout)?;
     let mut runs = 0;
+    let mut debug = Debug::default();
     loop {
         hand_over_interrupts(vcpu, devices)?;
         let exit = vcpu.run()?;
@@ -140,6 +168,14 @@ fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options, dirty_lo
             devices.trace.push(Event::Dirty(vcpu.dirty_log()?));
             vcpu.reply(Reply::Done)?;
             continue;
+        }
+        if let Exit::IoOut { port: DEBUG_PORT, ref data, .. } = exit {
+            debugger_command(vcpu, &mut debug, data.first().copied().unwrap_or(0))?;
+            vcpu.reply(Reply::Done)?;
+            continue;
+        }
+        if exit == Exit::Debug {
+            debugger_stop(vcpu, devices, &mut debug)?;
         }
         match handle(exit, devices) {
             Action::Resume(reply) => vcpu.reply(reply)?,

@@ -53,6 +53,9 @@ pub enum Event {
     Irq(u8),
     /// How a step of a generated program ended (`program::line`).
     Step(String),
+    /// The debugger stopped the guest (a breakpoint, or a single step)
+    /// with RIP here.
+    Debug(u64),
 }
 
 /// `0x` and exactly `2 * bytes` hex digits.
@@ -87,6 +90,7 @@ impl fmt::Display for Event {
             Event::Dirty(frames) => write!(f, "dirty{}", frame_ranges(frames)),
             Event::Irq(vector) => write!(f, "irq {vector:#04x}"),
             Event::Step(line) => f.write_str(line),
+            Event::Debug(rip) => write!(f, "debug {}", Hex(*rip, 8)),
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::exit::VmExit;
 use crate::kernel::fpu::GuestFpu;
 use crate::kernel::{KResult, Page};
 use crate::arch::x86::{read_dr7, write_dr7};
+//@ begin 12
+use crate::arch::x86::{read_breakpoints, write_breakpoints};
+//@ end
 use crate::regs::{Cr0, Cr4, Efer, Reg};
 
 // ANCHOR: cr_bits
@@ -80,6 +83,11 @@ pub struct SvmVcpu {
     /// The CPU the vCPU last ran on, and the ASID generation of its ASID.
     cpu: Option<usize>,
     asid_generation: u64,
+    //@ begin 12
+    /// DR0-DR3 to load for the guest at each entry, if any breakpoint is
+    /// on (`set_debug_registers`; DR7 is in the VMCB).
+    breakpoints: Option<[u64; 4]>,
+    //@ end
 }
 
 impl SvmVcpu {
@@ -91,6 +99,9 @@ impl SvmVcpu {
             fpu: GuestFpu::new()?,
             cpu: None,
             asid_generation: 0,
+            //@ begin 12
+            breakpoints: None,
+            //@ end
         };
         init_vmcb(vcpu.vmcb_mut(), iopm_pa, msrpm_pa);
         Ok(vcpu)
@@ -253,8 +264,24 @@ impl ArchVcpu for SvmVcpu {
         // intercept, V_INTR_MASKING, RFLAGS.IF=1 at `vmrun`).
         unsafe {
             insn::clgi();
+            //@ begin 12
+            // The guest's breakpoints, with the host's off (DR7 = 0x400)
+            // until its own addresses are back; GIF is clear, so no
+            // interrupt handler sees the guest's.
+            let host_breakpoints = self.breakpoints.map(|guest| {
+                let host = read_breakpoints();
+                write_dr7(0x400);
+                write_breakpoints(&guest);
+                host
+            });
+            //@ end
             insn::vmsave(host_pa);
             insn::svm_enter(vmcb_pa, host_pa, &mut *entry.regs);
+            //@ begin 12
+            if let Some(host) = host_breakpoints {
+                write_breakpoints(&host);
+            }
+            //@ end
             insn::stgi();
         }
         self.fpu.save();
@@ -377,6 +404,11 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn set_real_mode_tss(&mut self, _base: Option<u64>) {}
+
+    fn set_debug_registers(&mut self, hw: crate::debug::Hardware) {
+        self.vmcb_mut().save.dr7 = hw.dr7;
+        self.breakpoints = hw.db;
+    }
     //@ end
 }
 
@@ -408,6 +440,10 @@ impl SvmVcpu {
         v.save.rip = *entry.rip;
         v.save.rflags = *entry.rflags & RFLAGS_VALID | RFLAGS_RESERVED_1;
         v.save.cr3 = entry.mmu_root;
+        //@ begin 12
+        // DR6 as after reset, so that a #DB's exit shows only its causes.
+        v.save.dr6 = crate::debug::DR6_FIXED_1;
+        //@ end
         v.control.tlb_control = 0;
         if new_asid {
             let assigned = asids.assign();

@@ -24,6 +24,9 @@ use crate::regs::{Efer, Reg};
 use crate::kernel::Page;
 use x86::msr::IA32_EFER;
 //@ end
+//@ begin 12
+use crate::arch::x86::{read_breakpoints, write_breakpoints, write_dr7};
+//@ end
 
 // ANCHOR: vmx_vcpu
 /// A vCPU's VMX state.
@@ -83,6 +86,17 @@ pub struct VmxVcpu {
     /// which vm86 replaces with 3.
     vm86: bool,
     vm86_iopl: u64,
+    /// What the guest runs with in DR7 and, if any breakpoint is on,
+    /// DR0-DR3 (`set_debug_registers`), and the DR7 last written to the
+    /// VMCS.
+    debug: crate::debug::Hardware,
+    dr7_written: Option<u64>,
+    /// The last exit came with RFLAGS.TF set, and the instruction that
+    /// exited was then completed outside the guest: a single-step trap
+    /// the processor saved as pending for it is generic code's to raise
+    /// now (`instruction_done`), and must not come a second time.
+    exit_tf: bool,
+    drop_pending_step: bool,
     //@ end
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
@@ -117,6 +131,10 @@ impl VmxVcpu {
             real_mode_tss: None,
             vm86: false,
             vm86_iopl: 0,
+            debug: crate::debug::Hardware { dr7: crate::debug::DR7_FIXED_1, db: None },
+            dr7_written: None,
+            exit_tf: false,
+            drop_pending_step: false,
             //@ end
             db_dr6: 0,
             load_dr6: None,
@@ -424,6 +442,7 @@ impl VmxVcpu {
             self.sregs_dirty = true;
             //@ begin 12
             self.window_exiting_written = false;
+            self.dr7_written = None;
             //@ end
         }
         //@ begin 12
@@ -462,10 +481,38 @@ impl VmxVcpu {
             //@ end
             self.sregs_dirty = false;
         }
+        //@ begin 12
+        if self.dr7_written != Some(self.debug.dr7) {
+            vmcs.write(GUEST_DR7, self.debug.dr7);
+            self.dr7_written = Some(self.debug.dr7);
+        }
+        let shadow = !self.clear_interrupt_shadow && self.interruptibility & 3 != 0;
+        //@ end
         if self.clear_interrupt_shadow {
             vmcs.write(GUEST_INTERRUPTIBILITY_INFO, 0);
             self.clear_interrupt_shadow = false;
         }
+        //@ begin 12
+        if core::mem::take(&mut self.drop_pending_step) {
+            let pending = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            if pending & crate::debug::DR6_BS != 0 {
+                vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, pending & !crate::debug::DR6_BS);
+            }
+        }
+        if shadow {
+            // Under an `sti` or `mov ss` shadow, VM entry insists that a
+            // single-step trap is pending exactly when RFLAGS.TF is set
+            // (SDM Vol. 3C, 27.3.1.5 "Checks on Guest Non-Register
+            // State"): a debugger may have set or cleared TF since the
+            // exit.
+            let pending = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            let bs = crate::debug::DR6_BS;
+            let wanted = if *entry.rflags & crate::debug::RFLAGS_TF != 0 { pending | bs } else { pending & !bs };
+            if wanted != pending {
+                vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, wanted);
+            }
+        }
+        //@ end
         //@ begin 8
         if let Some(event) = self.queued_event.take() {
             let deliverable = !guest::real_mode(&self.sregs);
@@ -659,6 +706,20 @@ impl ArchVcpu for VmxVcpu {
         self.fpu.load();
         cpu::irq_disable();
         let host_debug = host::HostDebug::save();
+        //@ begin 12
+        // The guest's breakpoints, with the host's off until its own
+        // addresses are back, below, before its DR7.
+        let host_breakpoints = self.debug.db.map(|guest| {
+            let host = read_breakpoints();
+            // SAFETY: interrupts are off; DR7 enables nothing while the
+            // guest's addresses are loaded (the exit leaves it 0x400).
+            unsafe {
+                write_dr7(crate::debug::DR7_FIXED_1);
+                write_breakpoints(&guest);
+            }
+            host
+        });
+        //@ end
         //@ begin 8
         let host_dr6 = self.load_dr6.take().map(|dr6| {
             let host = host::dr6();
@@ -672,6 +733,13 @@ impl ArchVcpu for VmxVcpu {
         // restored right below.
         let result = unsafe { entry::enter(entry.regs, self.vmcs.launched, &mut self.sregs.cr2) };
         host_segments.restore();
+        //@ begin 12
+        if let Some(host) = host_breakpoints {
+            // SAFETY: the host's own values, read above on this CPU, back
+            // before its DR7.
+            unsafe { write_breakpoints(&host) };
+        }
+        //@ end
         host_debug.restore();
         //@ begin 8
         if let Some(dr6) = host_dr6 {
@@ -694,6 +762,7 @@ impl ArchVcpu for VmxVcpu {
         entry.regs[Reg::Rsp as usize] = vmcs.read(GUEST_RSP);
         *entry.rflags = vmcs.read(GUEST_RFLAGS);
         //@ begin 12
+        self.exit_tf = *entry.rflags & crate::debug::RFLAGS_TF != 0;
         if self.vm86 {
             *entry.rflags = guest::rflags_after_vm86(*entry.rflags, self.vm86_iopl);
         }
@@ -726,6 +795,9 @@ impl ArchVcpu for VmxVcpu {
         let next = rip.wrapping_add(u64::from(len));
         *rip = if long { next } else { next & 0xFFFF_FFFF };
         self.clear_interrupt_shadow = true;
+        //@ begin 12
+        self.drop_pending_step |= self.exit_tf;
+        //@ end
     }
     //@ end
     //@ begin 8
@@ -821,6 +893,10 @@ impl ArchVcpu for VmxVcpu {
         }
     }
     // ANCHOR_END: vmx_real_mode
+
+    fn set_debug_registers(&mut self, hw: crate::debug::Hardware) {
+        self.debug = hw;
+    }
     //@ end
 }
 

@@ -17,6 +17,7 @@ use crate::exit::VmExit;
 use crate::kernel::fpu::GuestFpu;
 use crate::kernel::{KResult, Page};
 use crate::arch::x86::{read_dr7, write_dr7};
+use crate::arch::x86::{read_breakpoints, write_breakpoints};
 use crate::regs::{Cr0, Cr4, Efer, Reg};
 
 // ANCHOR: cr_bits
@@ -76,6 +77,9 @@ pub struct SvmVcpu {
     /// The CPU the vCPU last ran on, and the ASID generation of its ASID.
     cpu: Option<usize>,
     asid_generation: u64,
+    /// DR0-DR3 to load for the guest at each entry, if any breakpoint is
+    /// on (`set_debug_registers`; DR7 is in the VMCB).
+    breakpoints: Option<[u64; 4]>,
 }
 
 impl SvmVcpu {
@@ -87,6 +91,7 @@ impl SvmVcpu {
             fpu: GuestFpu::new()?,
             cpu: None,
             asid_generation: 0,
+            breakpoints: None,
         };
         init_vmcb(vcpu.vmcb_mut(), iopm_pa, msrpm_pa);
         Ok(vcpu)
@@ -245,8 +250,20 @@ impl ArchVcpu for SvmVcpu {
         // intercept, V_INTR_MASKING, RFLAGS.IF=1 at `vmrun`).
         unsafe {
             insn::clgi();
+            // The guest's breakpoints, with the host's off (DR7 = 0x400)
+            // until its own addresses are back; GIF is clear, so no
+            // interrupt handler sees the guest's.
+            let host_breakpoints = self.breakpoints.map(|guest| {
+                let host = read_breakpoints();
+                write_dr7(0x400);
+                write_breakpoints(&guest);
+                host
+            });
             insn::vmsave(host_pa);
             insn::svm_enter(vmcb_pa, host_pa, &mut *entry.regs);
+            if let Some(host) = host_breakpoints {
+                write_breakpoints(&host);
+            }
             insn::stgi();
         }
         self.fpu.save();
@@ -366,6 +383,11 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn set_real_mode_tss(&mut self, _base: Option<u64>) {}
+
+    fn set_debug_registers(&mut self, hw: crate::debug::Hardware) {
+        self.vmcb_mut().save.dr7 = hw.dr7;
+        self.breakpoints = hw.db;
+    }
 }
 
 // ANCHOR: event_inj
@@ -394,6 +416,8 @@ impl SvmVcpu {
         v.save.rip = *entry.rip;
         v.save.rflags = *entry.rflags & RFLAGS_VALID | RFLAGS_RESERVED_1;
         v.save.cr3 = entry.mmu_root;
+        // DR6 as after reset, so that a #DB's exit shows only its causes.
+        v.save.dr6 = crate::debug::DR6_FIXED_1;
         v.control.tlb_control = 0;
         if new_asid {
             let assigned = asids.assign();

@@ -20,6 +20,7 @@ use crate::kernel::fpu::GuestFpu;
 use crate::regs::{Efer, Reg};
 use crate::kernel::Page;
 use x86::msr::IA32_EFER;
+use crate::arch::x86::{read_breakpoints, write_breakpoints, write_dr7};
 
 // ANCHOR: vmx_vcpu
 /// A vCPU's VMX state.
@@ -73,6 +74,17 @@ pub struct VmxVcpu {
     /// which vm86 replaces with 3.
     vm86: bool,
     vm86_iopl: u64,
+    /// What the guest runs with in DR7 and, if any breakpoint is on,
+    /// DR0-DR3 (`set_debug_registers`), and the DR7 last written to the
+    /// VMCS.
+    debug: crate::debug::Hardware,
+    dr7_written: Option<u64>,
+    /// The last exit came with RFLAGS.TF set, and the instruction that
+    /// exited was then completed outside the guest: a single-step trap
+    /// the processor saved as pending for it is generic code's to raise
+    /// now (`instruction_done`), and must not come a second time.
+    exit_tf: bool,
+    drop_pending_step: bool,
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
 }
@@ -100,6 +112,10 @@ impl VmxVcpu {
             real_mode_tss: None,
             vm86: false,
             vm86_iopl: 0,
+            debug: crate::debug::Hardware { dr7: crate::debug::DR7_FIXED_1, db: None },
+            dr7_written: None,
+            exit_tf: false,
+            drop_pending_step: false,
             db_dr6: 0,
             load_dr6: None,
             efer_msrs: None,
@@ -386,6 +402,7 @@ impl VmxVcpu {
             self.setup_done = true;
             self.sregs_dirty = true;
             self.window_exiting_written = false;
+            self.dr7_written = None;
         }
         if self.window_exiting != self.window_exiting_written {
             let window = if self.window_exiting { super::fields::cpu::INTERRUPT_WINDOW_EXITING } else { 0 };
@@ -415,9 +432,33 @@ impl VmxVcpu {
             vmcs.write(VM_ENTRY_CONTROLS, entry_controls(self.controls.entry, self.sregs.efer).into());
             self.sregs_dirty = false;
         }
+        if self.dr7_written != Some(self.debug.dr7) {
+            vmcs.write(GUEST_DR7, self.debug.dr7);
+            self.dr7_written = Some(self.debug.dr7);
+        }
+        let shadow = !self.clear_interrupt_shadow && self.interruptibility & 3 != 0;
         if self.clear_interrupt_shadow {
             vmcs.write(GUEST_INTERRUPTIBILITY_INFO, 0);
             self.clear_interrupt_shadow = false;
+        }
+        if core::mem::take(&mut self.drop_pending_step) {
+            let pending = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            if pending & crate::debug::DR6_BS != 0 {
+                vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, pending & !crate::debug::DR6_BS);
+            }
+        }
+        if shadow {
+            // Under an `sti` or `mov ss` shadow, VM entry insists that a
+            // single-step trap is pending exactly when RFLAGS.TF is set
+            // (SDM Vol. 3C, 27.3.1.5 "Checks on Guest Non-Register
+            // State"): a debugger may have set or cleared TF since the
+            // exit.
+            let pending = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            let bs = crate::debug::DR6_BS;
+            let wanted = if *entry.rflags & crate::debug::RFLAGS_TF != 0 { pending | bs } else { pending & !bs };
+            if wanted != pending {
+                vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, wanted);
+            }
         }
         if let Some(event) = self.queued_event.take() {
             let deliverable = !guest::real_mode(&self.sregs);
@@ -589,6 +630,18 @@ impl ArchVcpu for VmxVcpu {
         self.fpu.load();
         cpu::irq_disable();
         let host_debug = host::HostDebug::save();
+        // The guest's breakpoints, with the host's off until its own
+        // addresses are back, below, before its DR7.
+        let host_breakpoints = self.debug.db.map(|guest| {
+            let host = read_breakpoints();
+            // SAFETY: interrupts are off; DR7 enables nothing while the
+            // guest's addresses are loaded (the exit leaves it 0x400).
+            unsafe {
+                write_dr7(crate::debug::DR7_FIXED_1);
+                write_breakpoints(&guest);
+            }
+            host
+        });
         let host_dr6 = self.load_dr6.take().map(|dr6| {
             let host = host::dr6();
             // SAFETY: interrupts are off until the host's value is back.
@@ -600,6 +653,11 @@ impl ArchVcpu for VmxVcpu {
         // restored right below.
         let result = unsafe { entry::enter(entry.regs, self.vmcs.launched, &mut self.sregs.cr2) };
         host_segments.restore();
+        if let Some(host) = host_breakpoints {
+            // SAFETY: the host's own values, read above on this CPU, back
+            // before its DR7.
+            unsafe { write_breakpoints(&host) };
+        }
         host_debug.restore();
         if let Some(dr6) = host_dr6 {
             // SAFETY: the host's own value, read above on this CPU.
@@ -619,6 +677,7 @@ impl ArchVcpu for VmxVcpu {
         *entry.rip = vmcs.read(GUEST_RIP);
         entry.regs[Reg::Rsp as usize] = vmcs.read(GUEST_RSP);
         *entry.rflags = vmcs.read(GUEST_RFLAGS);
+        self.exit_tf = *entry.rflags & crate::debug::RFLAGS_TF != 0;
         if self.vm86 {
             *entry.rflags = guest::rflags_after_vm86(*entry.rflags, self.vm86_iopl);
         }
@@ -646,6 +705,7 @@ impl ArchVcpu for VmxVcpu {
         let next = rip.wrapping_add(u64::from(len));
         *rip = if long { next } else { next & 0xFFFF_FFFF };
         self.clear_interrupt_shadow = true;
+        self.drop_pending_step |= self.exit_tf;
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -737,6 +797,10 @@ impl ArchVcpu for VmxVcpu {
         }
     }
     // ANCHOR_END: vmx_real_mode
+
+    fn set_debug_registers(&mut self, hw: crate::debug::Hardware) {
+        self.debug = hw;
+    }
 }
 
 // ANCHOR: entry_interruption
