@@ -86,13 +86,17 @@ fn vmm_job(args: &Args, kernel: &L1Kernel, vendor: Vendor) -> Result<Job> {
     let script = format!(
         "{load}\
          start=$(cut -d' ' -f1 /proc/uptime)\n\
-         ./rkvm-vmm --backend {backend} --kernel guest-bzImage --initrd guest.cpio --verbose --append '{append}'\n\
+         ./rkvm-vmm --backend {backend} --kernel guest-bzImage --initrd guest.cpio --verbose --timeout {guest_timeout} --append '{append}'\n\
          rc=$?\n\
+         [ -d /sys/kernel/debug/rkvm ] && grep -H . /sys/kernel/debug/rkvm/* 2>/dev/null | sed 's/^/rkvm counters: /'\n\
          echo \"RKVM-INFO rkvm-vmm ran $(awk -v s=$start '{{print $1 - s}}' /proc/uptime) s of L1 time\"\n\
          if [ $rc -eq 0 ]; then echo 'RKVM-CHECK ok vmm-{backend}: the guest booted, ran its workload and powered off'; \
          else echo \"RKVM-CHECK fail vmm-{backend}: rkvm-vmm exited with status $rc\"; fi\n\
          exit $rc\n",
         load = load_hypervisor(kernel, backend, vendor, args.nested_paging)?,
+        // The guest's own limit comes first, so that rkvm-vmm says where
+        // the guest was; L1's, a minute later, catches a hung VMM.
+        guest_timeout = args.timeout.saturating_sub(60).max(30),
     );
     let name = match backend {
         "rkvm" => "vmm-rkvm".to_string(),
