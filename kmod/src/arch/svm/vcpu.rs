@@ -367,26 +367,23 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
-        use crate::exit::msr::{canonical, index::*};
-        let address = matches!(index, IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE);
-        if address && !canonical(value) {
-            return false;
-        }
+        use crate::exit::msr::{index::*, kept_value, tsc_offset};
+        let Some(value) = kept_value(index, value) else { return false };
         let v = self.vmcb_mut();
         let s = &mut v.save;
         match index {
-            IA32_SYSENTER_CS => s.sysenter_cs = value & 0xFFFF,
+            IA32_SYSENTER_CS => s.sysenter_cs = value,
             IA32_SYSENTER_ESP => s.sysenter_esp = value,
             IA32_SYSENTER_EIP => s.sysenter_eip = value,
             STAR => s.star = value,
             LSTAR => s.lstar = value,
             CSTAR => s.cstar = value,
-            SFMASK => s.sfmask = value & 0xFFFF_FFFF,
+            SFMASK => s.sfmask = value,
             KERNEL_GS_BASE => s.kernel_gs_base = value,
             FS_BASE => s.fs.base = value,
             GS_BASE => s.gs.base = value,
             // SAFETY: as in `get_msr`.
-            IA32_TSC => v.control.tsc_offset = value.wrapping_sub(unsafe { core::arch::x86_64::_rdtsc() }),
+            IA32_TSC => v.control.tsc_offset = tsc_offset(value, unsafe { core::arch::x86_64::_rdtsc() }),
             _ => return false,
         }
         true

@@ -26,6 +26,7 @@ use x86::msr::IA32_EFER;
 //@ end
 //@ begin 12
 use crate::arch::x86::{read_breakpoints, write_breakpoints, write_dr7};
+use super::msrs::{self, GuestMsrs};
 //@ end
 
 // ANCHOR: vmx_vcpu
@@ -97,6 +98,9 @@ pub struct VmxVcpu {
     /// now (`instruction_done`), and must not come a second time.
     exit_tf: bool,
     drop_pending_step: bool,
+    /// The guest's SYSENTER, SYSCALL and KERNEL_GS_BASE MSRs and its TSC
+    /// offset (`msrs.rs`).
+    msrs: GuestMsrs,
     //@ end
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
@@ -135,6 +139,7 @@ impl VmxVcpu {
             dr7_written: None,
             exit_tf: false,
             drop_pending_step: false,
+            msrs: GuestMsrs::new(),
             //@ end
             db_dr6: 0,
             load_dr6: None,
@@ -443,9 +448,12 @@ impl VmxVcpu {
             //@ begin 12
             self.window_exiting_written = false;
             self.dr7_written = None;
+            // `write_setup` zeroed the SYSENTER fields.
+            self.msrs.rewrite();
             //@ end
         }
         //@ begin 12
+        self.msrs.write_fields(&mut vmcs);
         if self.window_exiting != self.window_exiting_written {
             let window = if self.window_exiting { super::fields::cpu::INTERRUPT_WINDOW_EXITING } else { 0 };
             vmcs.write(CPU_BASED_VM_EXEC_CONTROL, (self.controls.cpu | window).into());
@@ -665,6 +673,12 @@ impl VmxVcpu {
         }
     }
     // ANCHOR_END: write_real_mode
+
+    /// Whether the guest runs in long mode (EFER.LMA), which it enters
+    /// only through exits (`wrmsr` EFER, `mov cr0`).
+    fn long_mode(&self) -> bool {
+        Efer::from_bits_retain(self.sregs.efer).contains(Efer::LMA)
+    }
     //@ end
 }
 
@@ -728,10 +742,27 @@ impl ArchVcpu for VmxVcpu {
             host
         });
         //@ end
+        //@ begin 12
+        // ANCHOR: vmx_swap
+        // The SYSCALL MSRs and KERNEL_GS_BASE matter only to a guest in
+        // long mode: elsewhere `syscall`, `sysret` and `swapgs` are #UD on
+        // Intel's processors (SDM Vol. 2), and `rdmsr`/`wrmsr` always exit.
+        // SAFETY: interrupts are off until `swap_out` below, which every
+        // return from `enter` reaches, a failed entry's too.
+        let host_msrs = self.long_mode().then(|| unsafe { self.msrs.swap_in() });
+        // ANCHOR_END: vmx_swap
+        //@ end
         // SAFETY: our VMCS is current with host and guest state written by
         // `prepare`; interrupts are off; what the exit does not restore is
         // restored right below.
         let result = unsafe { entry::enter(entry.regs, self.vmcs.launched, &mut self.sregs.cr2) };
+        //@ begin 12
+        if let Some(host) = host_msrs {
+            // SAFETY: `host` came from `swap_in` above, on this CPU, with
+            // interrupts off since.
+            unsafe { self.msrs.swap_out(host) };
+        }
+        //@ end
         host_segments.restore();
         //@ begin 12
         if let Some(host) = host_breakpoints {
@@ -783,6 +814,10 @@ impl ArchVcpu for VmxVcpu {
                 // A shutdown: generic code resets the vCPU, and nothing is
                 // left to deliver.
                 self.queued_event = None;
+                //@ begin 12
+                // The MSRs start over too, as SVM's new VMCB does.
+                self.msrs = GuestMsrs::new();
+                //@ end
             }
             //@ end
         }
@@ -846,29 +881,24 @@ impl ArchVcpu for VmxVcpu {
     // ANCHOR_END: vmx_interrupts
 
     // ANCHOR: vmx_msrs
-    /// So far the segment bases, which the VMCS's guest state holds. The
-    /// SYSENTER MSRs (guest-state fields too), the SYSCALL MSRs and
-    /// KERNEL_GS_BASE (which VMX does not switch: they need the VM-entry
-    /// and VM-exit MSR-load lists) and the TSC (TSC offsetting) are not
-    /// kept yet on VMX: the guest gets #GP for them.
+    /// The segment bases are the guest's `sregs`; every other MSR the
+    /// backend keeps is in `msrs` (`msrs::home` says where each lives).
     fn get_msr(&self, index: u32) -> Option<u64> {
         use crate::exit::msr::index::*;
         match index {
             FS_BASE => Some(self.sregs.fs.base),
             GS_BASE => Some(self.sregs.gs.base),
-            _ => None,
+            _ => self.msrs.get(index, msrs::host_tsc()),
         }
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
         use crate::exit::msr::{canonical, index::*};
-        if !canonical(value) {
-            return false;
-        }
         match index {
+            FS_BASE | GS_BASE if !canonical(value) => return false,
             FS_BASE => self.sregs.fs.base = value,
             GS_BASE => self.sregs.gs.base = value,
-            _ => return false,
+            _ => return self.msrs.set(index, value, msrs::host_tsc()),
         }
         self.sregs_dirty = true;
         true
