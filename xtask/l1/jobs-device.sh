@@ -137,7 +137,7 @@ if [ -x ./rkvm-run ] && [ "$max" -ge 9 ] && [ ! -w "$naive" ]; then
 	stopped naive "the module has no parameter shadow_cache"
 elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 	echo 0 > "$naive"
-	run_guarded naive sh -c "./rkvm-run check ${MAX_STAGE:+--max-stage $MAX_STAGE} --except $(./rkvm-run --list | awk '$3 < 8 { printf \"%s,\", $1 }')none | sed 's#^RKVM-CHECK \\([a-z]*\\) guest/#RKVM-CHECK \\1 naive/guest/#'" || status=1
+	run_guarded naive sh -c "./rkvm-run check ${MAX_STAGE:+--max-stage $MAX_STAGE} --except $(./rkvm-run --list | awk '$3 < 8 { printf \"%s,\", $1 }')none | sed -e 's#^RKVM-CHECK \\([a-z]*\\) guest/#RKVM-CHECK \\1 naive/guest/#' -e 's#^RKVM-INFO guest/#RKVM-INFO naive/guest/#'" || status=1
 	run_guarded naive sh -c "./rkvm-run migrate ${MAX_STAGE:+--max-stage $MAX_STAGE} | sed 's#^RKVM-CHECK \\([a-z]*\\) migrate/#RKVM-CHECK \\1 naive/migrate/#'" || status=1
 	echo 1 > "$naive"
 

@@ -195,7 +195,7 @@ impl Devices {
         let Storm { vector, raised, .. } = self.storm;
         self.irqs.insert(vector);
         self.storm.raised = raised + 1;
-        if self.storm.raised % STORM_TRACE_EVERY == 0 {
+        if self.storm.raised.is_multiple_of(STORM_TRACE_EVERY) {
             self.trace.push(Event::Storm { vector, raised: self.storm.raised });
         }
     }
