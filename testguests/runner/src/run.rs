@@ -33,6 +33,56 @@ pub struct Outcome {
     /// A guest with a generated program: the program, and the results of
     /// the steps it finished.
     pub steps: Option<(Program, Vec<StepResult>)>,
+    /// A guest whose header says `irq-counts:`: its counts and the
+    /// hypervisor's.
+    pub irq_counts: Option<IrqCounts>,
+}
+
+/// The interrupts a guest counted in its handlers, and what the
+/// hypervisor counted in debugfs during the run (`None` where debugfs
+/// does not show it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqCounts {
+    /// The interrupts the guest's handlers took.
+    pub taken: u32,
+    /// How many of them had waited for the interrupt window.
+    pub waited: u32,
+    /// The hypervisor's `irq_injections`: vectors it delivered.
+    pub injections: Option<u64>,
+    /// The hypervisor's `irq_window_exits`: windows it waited for.
+    pub window_exits: Option<u64>,
+}
+
+impl IrqCounts {
+    /// Why the hypervisor's counts cannot be right, if they cannot: every
+    /// interrupt the guest took was delivered by the hypervisor, and every
+    /// one that waited for the window needed an exit when it opened.
+    pub fn shortfall(&self) -> Option<String> {
+        let (Some(injections), Some(window_exits)) = (self.injections, self.window_exits) else {
+            return Some(format!("debugfs does not show {} (is it mounted on {}?)", crate::debugfs::IRQ_COUNTERS.join(" and "), crate::debugfs::DEBUGFS));
+        };
+        if injections < self.taken.into() {
+            return Some(format!("irq_injections moved by {injections}, fewer than the {} interrupts the guest took", self.taken));
+        }
+        if window_exits < self.waited.into() {
+            return Some(format!("irq_window_exits moved by {window_exits}, fewer than the {} interrupts that waited for the window", self.waited));
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for IrqCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        write!(
+            f,
+            "the guest took {} interrupts, {} of them after waiting for the window; debugfs irq_injections +{}, irq_window_exits +{}",
+            self.taken,
+            self.waited,
+            shown(self.injections),
+            shown(self.window_exits)
+        )
+    }
 }
 
 /// The cost of one run: the time from the first `KVM_RUN` to the stop,
@@ -79,8 +129,12 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
             .map(|c| crate::debugfs::mmu_counter_file(options.backend, c))
             .map(|f| crate::debugfs::counter(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id(), f))
     };
+    let irq_counted = || {
+        crate::debugfs::IRQ_COUNTERS.map(|c| crate::debugfs::counter(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id(), c))
+    };
     let counted_before = counted();
     let mmu_before = mmu_counted();
+    let irq_before = irq_counted();
     let start = Instant::now();
     let options = &Options { timeout: header.timeout.map_or(options.timeout, Duration::from_secs), ..*options };
     let (stop, exits_to_userspace) = drive(vcpu.as_mut(), &mut devices, options, header.dirty_log)?;
@@ -89,6 +143,16 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     let mmu_after = mmu_counted();
     let mmu_counts = core::array::from_fn(|i| mmu_before[i].zip(mmu_after[i]).map(|(b, a)| a.saturating_sub(b)));
     let timing = Timing { elapsed, exits_to_userspace, hypervisor_exits, mmu_counts };
+    let irq_after = irq_counted();
+    let irq_moved: [Option<u64>; 2] = core::array::from_fn(|i| irq_before[i].zip(irq_after[i]).map(|(b, a)| a.saturating_sub(b)));
+    let memory: &[u8] = vcpu.memory();
+    let irq_counts = header.irq_counts.map(|addr| {
+        let word = |at: u64| {
+            let bytes = memory.get(at as usize..at as usize + 4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+            bytes.map_or(0, u32::from_le_bytes)
+        };
+        IrqCounts { taken: word(addr), waited: word(addr + 4), injections: irq_moved[0], window_exits: irq_moved[1] }
+    });
     if let Some(region) = header.dump {
         let bytes = &vcpu.memory()[region.addr as usize..(region.addr + region.len) as usize];
         devices.trace.extend(trace::dump(region.addr, bytes));
@@ -101,7 +165,7 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     if stop.shows_registers() {
         devices.trace.extend(trace::registers(&vcpu.regs()?));
     }
-    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing, steps })
+    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing, steps, irq_counts })
 }
 
 // ANCHOR: hand_over

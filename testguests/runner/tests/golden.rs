@@ -44,7 +44,7 @@ fn host_kvm(test: &str) -> bool {
 /// The guests that turn on 32-bit or PAE paging themselves.
 /// Guests whose 32-bit interrupt handlers return with `iret`, which this
 /// host's paravirtual KVM ends with an internal error.
-const IRET_FROM_32_BIT_HANDLER: &[&str] = &["rdpmc", "msr-roundtrip", "irq-timer", "irq-window"];
+const IRET_FROM_32_BIT_HANDLER: &[&str] = &["rdpmc", "msr-roundtrip", "irq-timer", "irq-window", "irq-storm", "exceptions32"];
 
 const LEGACY_PAGING: &[&str] =
     &["paging32", "pae", "pf-codes", "pf-pae", "pf-user", "ad-bits", "large-pages", "invlpg", "cr3-switch", "pt-edit", "shadow-bound", "mmu-switch", "dirty-rounds", "migrate-paging"];
@@ -141,6 +141,7 @@ fn a_guest_that_never_stops_is_stopped_by_the_timeout() {
         seed: None,
         dirty_log: false,
         program: None,
+        irq_counts: None,
         demonstrates: "jmp $".into(),
     };
     let guest = Guest { header, image: vec![0xEB, 0xFE] };
