@@ -106,6 +106,7 @@ fn dispatch(vm: &Vm, cmd: u32, arg: usize) -> KResult<isize> {
         //@ end
         //@ begin 12
         abi::KVM_INTERRUPT => interrupt(vm, arg),
+        abi::KVM_DEBUG_GUEST => debug_guest(vm, arg),
         abi::KVM_GET_MSRS => msr_io(vm, arg, false),
         abi::KVM_SET_MSRS => msr_io(vm, arg, true),
         abi::KVM_GET_MSR_INDEX_LIST => msr_index_list(arg),
@@ -212,6 +213,18 @@ fn interrupt(vm: &Vm, arg: usize) -> KResult<isize> {
     Ok(0)
 }
 // ANCHOR_END: kvm_interrupt
+
+// ANCHOR: kvm_debug_guest
+/// `KVM_DEBUG_GUEST`: the debugger's breakpoints and single-stepping for
+/// the vCPU, from its next entry on (`EINVAL` or `ENOENT` for a vCPU, as
+/// `KVM_INTERRUPT`). A breakpoint's address is not checked: one the guest
+/// never reaches is never hit.
+fn debug_guest(vm: &Vm, arg: usize) -> KResult<isize> {
+    let dbg: abi::KvmDebugGuest = read_user(arg)?;
+    vm.with_vcpu(dbg.vcpu, |v| v.set_debugger(&dbg))??;
+    Ok(0)
+}
+// ANCHOR_END: kvm_debug_guest
 
 // ANCHOR: msr_io
 /// The most entries one `KVM_GET_MSRS` or `KVM_SET_MSRS` takes: 2006's

@@ -29,6 +29,7 @@ pub mod memslot;
 //@ begin 12
 pub mod irq;
 pub mod real_mode;
+pub mod debug;
 //@ end
 //@ begin 10
 pub mod emulate;

@@ -283,6 +283,12 @@ struct Hw {
     //@ begin 12
     /// The slots' generation when the virtual-8086 TSS was last written.
     real_mode_tss_generation: Option<u64>,
+    /// The guest's debug registers, and what `KVM_DEBUG_GUEST` asked.
+    debug: crate::debug::DebugState,
+    /// An instruction the module or userspace completed while the
+    /// debugger single-steps: the next `KVM_RUN` step ends in
+    /// `KVM_EXIT_DEBUG` before the guest runs again.
+    step_done: bool,
     //@ end
 }
 
@@ -313,6 +319,8 @@ impl Hw {
             //@ begin 12
             misc_enable: crate::exit::msr::MISC_ENABLE_RESET,
             real_mode_tss_generation: None,
+            debug: crate::debug::DebugState::default(),
+            step_done: false,
             //@ end
         })
     }
@@ -339,6 +347,12 @@ impl Vcpu {
             root: Root { phys: 0, flush_tlb: false },
         };
         vcpu.complete_userspace(run);
+        //@ begin 12
+        if vcpu.step_exit(run) {
+            vcpu.report(run);
+            return Ok(());
+        }
+        //@ end
         //@ begin 10
         if vcpu.complete_mmio(run) == Action::ToUser {
             vcpu.report(run);
@@ -362,6 +376,11 @@ impl Vcpu {
             if exit::handle_exit(&exit, &mut vcpu, run) == Action::ToUser {
                 break;
             }
+            //@ begin 12
+            if vcpu.step_exit(run) {
+                break;
+            }
+            //@ end
         }
         vcpu.report(run);
         if exit::is_shutdown(run) {
@@ -381,6 +400,11 @@ impl Vcpu {
         let fresh = Vcpu::reset_state();
         (self.regs, self.rip, self.rflags) = (fresh.regs, fresh.rip, fresh.rflags);
         self.set_sregs(&fresh.sregs);
+        //@ begin 12
+        if let Some(hw) = &mut self.hw {
+            hw.debug.regs = crate::debug::DebugRegs::default();
+        }
+        //@ end
     }
 }
 
@@ -411,9 +435,27 @@ impl Running<'_> {
         let len = core::mem::take(&mut self.hw.pending_skip);
         if run.emulated != 0 && len != 0 {
             self.hw.arch.skip_instruction(self.regs.rip, len);
+            //@ begin 12
+            ExitContext::instruction_done(self);
+            //@ end
         }
         run.emulated = 0;
     }
+
+    //@ begin 12
+    // ANCHOR: step_exit
+    /// Whether a step the module completed ends this `KVM_RUN` (then
+    /// `kvm_run` says `KVM_EXIT_DEBUG`).
+    fn step_exit(&mut self, run: &mut KvmRun) -> bool {
+        if !core::mem::take(&mut self.hw.step_done) {
+            return false;
+        }
+        run.exit_type = crate::abi::KVM_EXIT_TYPE_VM_EXIT;
+        run.exit_reason = crate::abi::KVM_EXIT_DEBUG;
+        true
+    }
+    // ANCHOR_END: step_exit
+    //@ end
 
     //@ begin 10
     /// An MMIO read userspace answered (`mmio_completed`, the data in
@@ -443,6 +485,16 @@ impl Running<'_> {
         if flush_tlb {
             self.stats.count(Counter::TlbFlush);
         }
+        //@ begin 12
+        // The debugger steps with TF, which the guest does not see: it is
+        // set for the entry and taken away after the exit.
+        hw.arch.set_debug_registers(crate::debug::hardware(&hw.debug));
+        let tf = crate::debug::RFLAGS_TF;
+        let add_tf = hw.debug.debugger.singlestep && *self.regs.rflags & tf == 0;
+        if add_tf {
+            *self.regs.rflags |= tf;
+        }
+        //@ end
         cpu::preempt_disable();
         //@ begin 13
         // ANCHOR: enter_off_cpu
@@ -472,6 +524,11 @@ impl Running<'_> {
         crate::hardware::machine_check(&exit);
         //@ end
         cpu::preempt_enable();
+        //@ begin 12
+        if add_tf {
+            *self.regs.rflags &= !tf;
+        }
+        //@ end
         exit
     }
 
@@ -628,7 +685,29 @@ impl Running<'_> {
 impl ExitContext for Running<'_> {
     fn skip_instruction(&mut self, len: u8) {
         self.hw.arch.skip_instruction(self.regs.rip, len);
+        //@ begin 12
+        self.instruction_done();
+        //@ end
     }
+    //@ begin 12
+
+    // ANCHOR: instruction_done
+    /// An instruction the guest did not run itself is complete (the
+    /// module or userspace carried it out): if TF was set, a single-step
+    /// trap follows it, as the processor would raise one. It is the
+    /// debugger's if the debugger steps (`KVM_EXIT_DEBUG` before the next
+    /// entry), else the guest's, a #DB with DR6.BS (SDM Vol. 3B, 19.3.1.4
+    /// "Single-Step Exception Condition").
+    fn instruction_done(&mut self) {
+        if self.hw.debug.debugger.singlestep {
+            self.hw.step_done = true;
+        } else if *self.regs.rflags & crate::debug::RFLAGS_TF != 0 {
+            self.hw.debug.regs.dr6 |= crate::debug::DR6_BS;
+            self.queue_exception(1, None);
+        }
+    }
+    // ANCHOR_END: instruction_done
+    //@ end
 
     fn skip_if_emulated(&mut self, len: u8) {
         self.hw.pending_skip = len;
@@ -679,6 +758,10 @@ impl ExitContext for Running<'_> {
 
     fn write_msr(&mut self, index: u32, value: u64) -> bool {
         self.hw.write_msr(index, value, self.sregs)
+    }
+
+    fn debug_state(&mut self) -> &mut crate::debug::DebugState {
+        &mut self.hw.debug
     }
     //@ end
 
@@ -851,6 +934,14 @@ impl Vcpu {
     /// guest can take it.
     pub fn queue_interrupt(&mut self, irq: u32) -> KResult<()> {
         crate::irq::raise(&mut self.sregs.interrupt_bitmap, irq)
+    }
+
+    /// `KVM_DEBUG_GUEST`: the debugger's breakpoints and single-stepping
+    /// from the next entry on (`crate::debug`).
+    pub fn set_debugger(&mut self, dbg: &crate::abi::KvmDebugGuest) -> KResult<()> {
+        let hw = self.hw.as_mut().ok_or(Errno::ENODEV)?;
+        hw.debug.debugger = crate::debug::Debugger::from_abi(dbg);
+        Ok(())
     }
 }
 //@ end

@@ -96,16 +96,20 @@ fn left_out(platform: &str) -> Vec<&'static str> {
     }
 }
 
-/// `left_out` as an `rkvm-run` option.
-fn except_option(guests: &[&str]) -> String {
-    if guests.is_empty() { String::new() } else { format!("--except {}", guests.join(",")) }
+/// `left_out` as an `rkvm-run` option, with the platform's guest timeout.
+fn except_option(guests: &[&str], platform: &str) -> String {
+    let except = if guests.is_empty() { String::new() } else { format!("--except {}", guests.join(",")) };
+    match crate::jobs::guest_timeout(platform) {
+        Some(seconds) => format!("{except} --timeout {seconds}"),
+        None => except,
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let platform = platform::select(args.platform.as_deref())?;
     let kernel = kernel::ensure()?;
-    let except = except_option(&left_out(platform.name()));
+    let except = except_option(&left_out(platform.name()), platform.name());
     let job = oracle_job(&kernel, platform.vendor(), |setting| {
         // Each check line names the setting: `RKVM-CHECK ok npt=1/guest/hlt`.
         format!(
@@ -162,13 +166,14 @@ pub fn bless(args: BlessArgs) -> Result<()> {
     let left_out = left_out(platform.name());
     // A pattern no guest name matches when nothing is left out.
     let skip = if left_out.is_empty() { "-".to_string() } else { left_out.join("|") };
+    let timeout = crate::jobs::guest_timeout(platform.name()).map_or(String::new(), |s| format!("--timeout {s} "));
     let mut job = oracle_job(&kernel, platform.vendor(), |setting| {
         if !setting.ends_with("=1") {
             return String::new();
         }
         format!(
             "for g in $(./rkvm-run --list | cut -d' ' -f1 | grep -vxE '{skip}'); do echo \"RKVM-TRACE $g\"; \
-             ./rkvm-run --backend linux-kvm $g | sed 's/^/{TRACE_LINE}/'; done\n"
+             ./rkvm-run --backend linux-kvm {timeout}$g | sed 's/^/{TRACE_LINE}/'; done\n"
         )
     })?;
     job.name = "bless".into();

@@ -23,6 +23,10 @@ pub struct FakeContext {
     //@ begin 12
     /// The MSRs written, as (index, value).
     pub msrs: Vec<(u32, u64)>,
+    /// The guest's debug registers and the debugger.
+    pub debug: crate::debug::DebugState,
+    /// Calls of `instruction_done` (`skip_instruction` does not count).
+    pub instructions_done: u32,
     //@ end
     //@ begin 8
     /// What `page_fault` answers for an address that is not backed:
@@ -185,6 +189,16 @@ impl ExitContext for FakeContext {
             }
             _ => None,
         }
+    }
+    //@ end
+    //@ begin 12
+
+    fn debug_state(&mut self) -> &mut crate::debug::DebugState {
+        &mut self.debug
+    }
+
+    fn instruction_done(&mut self) {
+        self.instructions_done += 1;
     }
     //@ end
 

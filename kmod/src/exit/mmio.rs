@@ -100,6 +100,11 @@ pub(super) fn read_operand(ctx: &mut dyn ExitContext, mem: &emulate::MemOperand,
 
 /// What the emulator's outcome means for the vCPU and for userspace.
 fn finish(outcome: Outcome, mmio: Option<Mmio>, fault_address: u64, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
+    //@ begin 12
+    if matches!(outcome, Outcome::Done | Outcome::MmioWrite) {
+        ctx.instruction_done();
+    }
+    //@ end
     match (outcome, mmio) {
         (Outcome::Done | Outcome::Again, _) => Action::Resume,
         (Outcome::MmioRead | Outcome::MmioWrite, Some(m)) => {

@@ -26,6 +26,7 @@ pub mod mmio;
 //@ end
 //@ begin 12
 pub mod real_mode;
+pub mod debug;
 //@ end
 
 use crate::abi::{self, KvmRun, KvmRunEx, KvmRunExit, KvmSregs};
@@ -77,6 +78,11 @@ pub enum VmExit {
     //@ begin 12
     /// The guest can take an interrupt now, as the module asked to hear.
     InterruptWindow,
+    /// A `mov` to or from a debug register.
+    DebugRegister(DrAccess),
+    /// A debug exception (#DB), with the DR6 bits of its causes: B0-B3,
+    /// BD, BS.
+    Debug { causes: u64 },
     //@ end
     /// The processor refused to enter the guest, for this hardware reason.
     FailEntry { hardware_reason: u32 },
@@ -133,6 +139,22 @@ pub struct CrAccess {
     pub insn_len: u8,
 }
 // ANCHOR_END: cr_access
+//@ end
+
+//@ begin 12
+// ANCHOR: dr_access
+/// A `mov` to or from a debug register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrAccess {
+    /// 0 to 7, as the instruction names it (4 and 5 are aliases).
+    pub dr: u8,
+    /// `mov drN, reg` (true) or `mov reg, drN`.
+    pub write: bool,
+    /// The general register, by [`crate::regs::Reg`] number.
+    pub gpr: u8,
+    pub insn_len: u8,
+}
+// ANCHOR_END: dr_access
 //@ end
 
 
@@ -202,6 +224,14 @@ pub trait ExitContext {
     /// Writes it; `false` if the module does not keep it or refuses the
     /// value.
     fn write_msr(&mut self, index: u32, value: u64) -> bool;
+
+    /// The guest's debug registers, and the debugger's wishes.
+    fn debug_state(&mut self) -> &mut crate::debug::DebugState;
+
+    /// The instruction at the old RIP is complete, carried out by the
+    /// module or userspace rather than the guest: a single-step trap
+    /// follows if TF was set ([`crate::debug`]).
+    fn instruction_done(&mut self);
     //@ end
     //@ begin 10
 
@@ -286,6 +316,9 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut dyn ExitContext, run: &mut KvmRun) -
         }
         //@ begin 12
         VmExit::InterruptWindow => handle_interrupt_window(ctx, run),
+        VmExit::DebugRegister(access) => debug::handle_dr(&access, ctx),
+        // From stage 12 a #DB may be the debugger's (`debug.rs`).
+        VmExit::Debug { causes } => debug::handle_db(causes, ctx, run),
         //@ end
         VmExit::FailEntry { hardware_reason } => {
             run.exit_type = abi::KVM_EXIT_TYPE_FAIL_ENTRY;

@@ -231,6 +231,12 @@ struct Hw {
     mmio_data: Option<(u64, usize, [u8; 8])>,
     /// The slots' generation when the virtual-8086 TSS was last written.
     real_mode_tss_generation: Option<u64>,
+    /// The guest's debug registers, and what `KVM_DEBUG_GUEST` asked.
+    debug: crate::debug::DebugState,
+    /// An instruction the module or userspace completed while the
+    /// debugger single-steps: the next `KVM_RUN` step ends in
+    /// `KVM_EXIT_DEBUG` before the guest runs again.
+    step_done: bool,
 }
 
 impl Hw {
@@ -248,6 +254,8 @@ impl Hw {
             mmio_data: None,
             misc_enable: crate::exit::msr::MISC_ENABLE_RESET,
             real_mode_tss_generation: None,
+            debug: crate::debug::DebugState::default(),
+            step_done: false,
         })
     }
 }
@@ -271,6 +279,10 @@ impl Vcpu {
             root: Root { phys: 0, flush_tlb: false },
         };
         vcpu.complete_userspace(run);
+        if vcpu.step_exit(run) {
+            vcpu.report(run);
+            return Ok(());
+        }
         if vcpu.complete_mmio(run) == Action::ToUser {
             vcpu.report(run);
             return Ok(());
@@ -288,6 +300,9 @@ impl Vcpu {
             }
             let exit = vcpu.enter();
             if exit::handle_exit(&exit, &mut vcpu, run) == Action::ToUser {
+                break;
+            }
+            if vcpu.step_exit(run) {
                 break;
             }
         }
@@ -309,6 +324,9 @@ impl Vcpu {
         let fresh = Vcpu::reset_state();
         (self.regs, self.rip, self.rflags) = (fresh.regs, fresh.rip, fresh.rflags);
         self.set_sregs(&fresh.sregs);
+        if let Some(hw) = &mut self.hw {
+            hw.debug.regs = crate::debug::DebugRegs::default();
+        }
     }
 }
 
@@ -339,9 +357,23 @@ impl Running<'_> {
         let len = core::mem::take(&mut self.hw.pending_skip);
         if run.emulated != 0 && len != 0 {
             self.hw.arch.skip_instruction(self.regs.rip, len);
+            ExitContext::instruction_done(self);
         }
         run.emulated = 0;
     }
+
+    // ANCHOR: step_exit
+    /// Whether a step the module completed ends this `KVM_RUN` (then
+    /// `kvm_run` says `KVM_EXIT_DEBUG`).
+    fn step_exit(&mut self, run: &mut KvmRun) -> bool {
+        if !core::mem::take(&mut self.hw.step_done) {
+            return false;
+        }
+        run.exit_type = crate::abi::KVM_EXIT_TYPE_VM_EXIT;
+        run.exit_reason = crate::abi::KVM_EXIT_DEBUG;
+        true
+    }
+    // ANCHOR_END: step_exit
 
     /// An MMIO read userspace answered (`mmio_completed`, the data in
     /// `kvm_run.mmio.data`): the instruction runs again in the emulator,
@@ -367,6 +399,14 @@ impl Running<'_> {
         if flush_tlb {
             self.stats.count(Counter::TlbFlush);
         }
+        // The debugger steps with TF, which the guest does not see: it is
+        // set for the entry and taken away after the exit.
+        hw.arch.set_debug_registers(crate::debug::hardware(&hw.debug));
+        let tf = crate::debug::RFLAGS_TF;
+        let add_tf = hw.debug.debugger.singlestep && *self.regs.rflags & tf == 0;
+        if add_tf {
+            *self.regs.rflags |= tf;
+        }
         cpu::preempt_disable();
         let mut entry = Entry {
             cpu: cpu::current_cpu(),
@@ -379,6 +419,9 @@ impl Running<'_> {
         };
         let exit = hw.arch.run(&mut entry);
         cpu::preempt_enable();
+        if add_tf {
+            *self.regs.rflags &= !tf;
+        }
         exit
     }
 
@@ -527,7 +570,25 @@ impl Running<'_> {
 impl ExitContext for Running<'_> {
     fn skip_instruction(&mut self, len: u8) {
         self.hw.arch.skip_instruction(self.regs.rip, len);
+        self.instruction_done();
     }
+
+    // ANCHOR: instruction_done
+    /// An instruction the guest did not run itself is complete (the
+    /// module or userspace carried it out): if TF was set, a single-step
+    /// trap follows it, as the processor would raise one. It is the
+    /// debugger's if the debugger steps (`KVM_EXIT_DEBUG` before the next
+    /// entry), else the guest's, a #DB with DR6.BS (SDM Vol. 3B, 19.3.1.4
+    /// "Single-Step Exception Condition").
+    fn instruction_done(&mut self) {
+        if self.hw.debug.debugger.singlestep {
+            self.hw.step_done = true;
+        } else if *self.regs.rflags & crate::debug::RFLAGS_TF != 0 {
+            self.hw.debug.regs.dr6 |= crate::debug::DR6_BS;
+            self.queue_exception(1, None);
+        }
+    }
+    // ANCHOR_END: instruction_done
 
     fn skip_if_emulated(&mut self, len: u8) {
         self.hw.pending_skip = len;
@@ -576,6 +637,10 @@ impl ExitContext for Running<'_> {
 
     fn write_msr(&mut self, index: u32, value: u64) -> bool {
         self.hw.write_msr(index, value, self.sregs)
+    }
+
+    fn debug_state(&mut self) -> &mut crate::debug::DebugState {
+        &mut self.hw.debug
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -738,6 +803,14 @@ impl Vcpu {
     /// guest can take it.
     pub fn queue_interrupt(&mut self, irq: u32) -> KResult<()> {
         crate::irq::raise(&mut self.sregs.interrupt_bitmap, irq)
+    }
+
+    /// `KVM_DEBUG_GUEST`: the debugger's breakpoints and single-stepping
+    /// from the next entry on (`crate::debug`).
+    pub fn set_debugger(&mut self, dbg: &crate::abi::KvmDebugGuest) -> KResult<()> {
+        let hw = self.hw.as_mut().ok_or(Errno::ENODEV)?;
+        hw.debug.debugger = crate::debug::Debugger::from_abi(dbg);
+        Ok(())
     }
 }
 

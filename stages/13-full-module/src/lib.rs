@@ -25,6 +25,7 @@ pub mod stats;
 pub mod memslot;
 pub mod irq;
 pub mod real_mode;
+pub mod debug;
 pub mod emulate;
 pub mod mmu;
 pub mod exit;

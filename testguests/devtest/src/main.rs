@@ -57,6 +57,7 @@ const CHECKS: &[CheckDef] = &[
     check("threads-share-a-vm", 3, vcpu::threads_share_a_vm),
     check("translate-walks-the-guests-tables", 8, translate::walks_the_guests_tables),
     check("translate-errors", 8, translate::errors),
+    check("msrs-round-trip-through-the-backend", 12, vcpu::msrs_round_trip),
     check("slot-larger-than-free-memory-is-enomem-at-once", 3, hostmem::larger_than_free_memory),
     check("a-fatal-signal-ends-a-large-allocation", 3, hostmem::killed_during_allocation),
     check("guest-memory-is-charged-to-the-memory-cgroup", 3, hostmem::charged_to_memory_cgroup),

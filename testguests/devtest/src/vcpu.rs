@@ -216,3 +216,51 @@ pub fn threads_share_a_vm() -> Check {
         Ok(())
     })
 }
+
+/// `KVM_SET_MSRS` then `KVM_GET_MSRS` of the MSRs the backend keeps: each
+/// reads back as written (on VMX from the VMCS's SYSENTER fields and the
+/// module's copy of the SYSCALL MSRs, on SVM from the VMCB), the TSC just
+/// above the value written (the offset follows the host's TSC); a
+/// non-canonical LSTAR stops the list, and LSTAR keeps its value.
+pub fn msrs_round_trip() -> Check {
+    use abi::{KvmMsrEntry, KvmMsrs};
+    use rkvm::exit::msr::index::*;
+    #[repr(C)]
+    struct Msrs<const N: usize> {
+        header: KvmMsrs,
+        entries: [KvmMsrEntry; N],
+    }
+    fn msrs<const N: usize>(values: [(u32, u64); N]) -> Msrs<N> {
+        let entries = values.map(|(index, data)| KvmMsrEntry { index, reserved: 0, data });
+        Msrs { header: KvmMsrs { vcpu: 0, nmsrs: N as u32, entries: [] }, entries }
+    }
+    const TSC: u64 = 1 << 40;
+    let written = [
+        (IA32_SYSENTER_CS, 0x10),
+        (IA32_SYSENTER_ESP, 0xFFFF_8000_0000_2000),
+        (IA32_SYSENTER_EIP, 0xFFFF_FFFF_8100_0000),
+        (STAR, 0x0023_0010_0000_0000),
+        (LSTAR, 0xFFFF_FFFF_8100_0040),
+        (CSTAR, 0xFFFF_FFFF_8100_0080),
+        (SFMASK, 0x4_7700),
+        (KERNEL_GS_BASE, 0xFFFF_8880_1234_0000),
+        (IA32_TSC, TSC),
+    ];
+    let vm = vm_with_vcpu()?;
+    let mut set = msrs(written);
+    expect_eq("KVM_SET_MSRS of nine MSRs", vm.ioctl_with(abi::KVM_SET_MSRS, &mut set), Ok(9))?;
+    let mut get = msrs(written.map(|(index, _)| (index, 0)));
+    expect_eq("KVM_GET_MSRS of them", vm.ioctl_with(abi::KVM_GET_MSRS, &mut get), Ok(9))?;
+    let (kept, tsc) = get.entries.split_at(8);
+    let read: Vec<(u32, u64)> = kept.iter().map(|e| (e.index, e.data)).collect();
+    expect_eq("the MSRs read back", read.as_slice(), &written[..8])?;
+    let tsc = tsc.first().map_or(0, |e| e.data);
+    if !(TSC..TSC + (1 << 38)).contains(&tsc) {
+        return Err(format!("the TSC reads {tsc:#x} after a write of {TSC:#x}"));
+    }
+    let mut bad = msrs([(LSTAR, 0x0000_8000_0000_0000)]);
+    expect_eq("KVM_SET_MSRS of a non-canonical LSTAR", vm.ioctl_with(abi::KVM_SET_MSRS, &mut bad), Ok(0))?;
+    let mut lstar = msrs([(LSTAR, 0)]);
+    expect_eq("KVM_GET_MSRS of LSTAR", vm.ioctl_with(abi::KVM_GET_MSRS, &mut lstar), Ok(1))?;
+    expect_eq("LSTAR after the refused write", lstar.entries[0].data, 0xFFFF_FFFF_8100_0040)
+}

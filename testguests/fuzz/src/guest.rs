@@ -251,6 +251,7 @@ fn random_memory(rng: &mut Rng, mode: Mode) -> Vec<u8> {
         seed: None,
         dirty_log: false,
         program: None,
+        irq_counts: None,
         demonstrates: String::new(),
     };
     let mut memory = vec![0u8; MEMORY];

@@ -3,7 +3,9 @@
 //! One line per guest, for the L1 harness to parse:
 //! `RKVM-CHECK ok guest/NAME`, or `RKVM-CHECK fail guest/NAME: REASON`
 //! with the first line that differs, followed on failure by the trace the
-//! guest gave, indented. A closing line counts them.
+//! guest gave, indented. A closing line counts them. A guest that counts
+//! its interrupts also gets an `RKVM-INFO guest/NAME: ...` line with its
+//! counts and the hypervisor's.
 
 use crate::guests::EmbeddedGuest;
 use crate::run::{Options, run};
@@ -25,8 +27,10 @@ pub fn first_difference(golden: &str, got: &str) -> Option<String> {
 }
 
 /// The verdict on one guest: `None` if it passed, else why not, and the
-/// trace it gave if it gave one.
-fn verdict(guest: &EmbeddedGuest, options: &Options) -> Option<(String, Option<String>)> {
+/// trace it gave if it gave one. A guest that counts its interrupts
+/// (header `irq-counts:`) passes only if the hypervisor counted at least
+/// as many in debugfs; what both counted goes to `info`.
+fn verdict(guest: &EmbeddedGuest, options: &Options, info: &mut Option<String>) -> Option<(String, Option<String>)> {
     let Some(golden) = guest.golden else {
         return Some((format!("no golden trace testguests/golden/{}.trace was built in", guest.name), None));
     };
@@ -34,14 +38,21 @@ fn verdict(guest: &EmbeddedGuest, options: &Options) -> Option<(String, Option<S
         Ok(outcome) => outcome,
         Err(e) => return Some((format!("error: {e:#}"), None)),
     };
-    first_difference(golden, &outcome.trace).map(|why| (why, Some(outcome.trace)))
+    *info = outcome.irq_counts.map(|c| c.to_string());
+    let why = first_difference(golden, &outcome.trace).or_else(|| outcome.irq_counts.and_then(|c| c.shortfall()));
+    why.map(|why| (why, Some(outcome.trace)))
 }
 
 /// Checks `guests`, writing the verdicts to `out`. Returns whether all passed.
 pub fn check<'a>(guests: impl Iterator<Item = &'a EmbeddedGuest>, options: &Options, out: &mut dyn Write) -> io::Result<bool> {
     let (mut passed, mut failed) = (0, 0);
     for guest in guests {
-        match verdict(guest, options) {
+        let mut info = None;
+        let verdict = verdict(guest, options, &mut info);
+        if let Some(info) = info {
+            writeln!(out, "RKVM-INFO guest/{}: {info}", guest.name)?;
+        }
+        match verdict {
             None => {
                 passed += 1;
                 writeln!(out, "RKVM-CHECK ok guest/{}", guest.name)?;
@@ -83,6 +94,22 @@ mod tests {
         assert_eq!(short, "line 2: expected `hlt`, got the end of the trace");
         let long = first_difference("guest a\n", "guest a\nshutdown\n").unwrap();
         assert_eq!(long, "line 2: expected the end of the trace, got `shutdown`");
+    }
+
+    #[test]
+    fn interrupt_counts_fall_short_when_the_hypervisor_counted_fewer() {
+        use crate::run::IrqCounts;
+        let counts = IrqCounts { taken: 10, waited: 2, injections: Some(10), window_exits: Some(3) };
+        assert_eq!(counts.shortfall(), None);
+        assert_eq!(counts.to_string(), "the guest took 10 interrupts, 2 of them after waiting for the window; \
+                                        debugfs irq_injections +10, irq_window_exits +3");
+        let few = IrqCounts { injections: Some(9), ..counts };
+        assert_eq!(few.shortfall().unwrap(), "irq_injections moved by 9, fewer than the 10 interrupts the guest took");
+        let no_window = IrqCounts { window_exits: Some(1), ..counts };
+        assert_eq!(no_window.shortfall().unwrap(), "irq_window_exits moved by 1, fewer than the 2 interrupts that waited for the window");
+        let unseen = IrqCounts { injections: None, ..counts };
+        assert!(unseen.shortfall().unwrap().starts_with("debugfs does not show irq_injections and irq_window_exits"));
+        assert!(unseen.to_string().ends_with("irq_injections +?, irq_window_exits +3"));
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub const MMU_COUNTERS: [(&str, &str, &str); 6] = [
     ("shadow_zapped", "mmu_shadow_zapped", "mmu_shadow_zapped"),
 ];
 
+/// The interrupt counters, by the same name in both: vectors delivered
+/// into the guest, and exits because the guest became able to take one
+/// (the interrupt window). Chapter 12's `stats.rs` counts them in rkvm.
+pub const IRQ_COUNTERS: [&str; 2] = ["irq_injections", "irq_window_exits"];
+
 /// The debugfs file of counter `c` of [`MMU_COUNTERS`] on `backend`.
 pub fn mmu_counter_file(backend: Backend, c: (&str, &'static str, &'static str)) -> &'static str {
     match backend {

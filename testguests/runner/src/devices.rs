@@ -26,10 +26,26 @@ pub const IRQ_PORT: u16 = 0xE6;
 pub const TIMER_PORT: u16 = 0xE7;
 /// The timer's vector: IRQ 0 of an 8259 programmed as Linux programs it.
 pub const TIMER_VECTOR: u8 = 0x20;
+/// The interrupt storm. An `out` of 2 or 4 bytes arms it: the low byte
+/// is the vector, the next the period N (0 stops the storm). While it is
+/// armed, every N-th one-byte `out` to this port (a *beat*) raises the
+/// vector, and so does every `hlt` (which then waits for it, as for a
+/// timer tick). Beats and the storm's raises are not traced one by one:
+/// a `storm` line marks every 1,000th raise, and `storm-end` the total
+/// when the storm stops.
+pub const STORM_PORT: u16 = 0xE5;
+/// A `storm` line every this many raises.
+pub const STORM_TRACE_EVERY: u64 = 1000;
 /// `out` (in a guest whose header says `dirty-log: yes`) makes the runner
 /// read the dirty log of guest memory into the trace (`dirty` lines): the
 /// pages written since the last read.
 pub const DIRTY_PORT: u16 = 0xEC;
+/// `out` is a debugger command: 0 detaches the debugger, 1 single-steps
+/// from the next instruction, 0x10 + n (n < 4) puts breakpoint n at the
+/// guest linear address in RBX. Each stop is a `debug` line in the trace,
+/// with RIP; a breakpoint is removed when it is hit, as a debugger's
+/// temporary breakpoint is.
+pub const DEBUG_PORT: u16 = 0xEE;
 /// `out` writes a character (the low byte) to the console; `in` returns 0xE9.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// `out` stops the guest; the trace shows the value.
@@ -59,6 +75,7 @@ pub struct Devices {
     irqs: std::collections::BTreeSet<u8>,
     /// `hlt`s left that wait for a timer tick.
     ticks: u8,
+    storm: Storm,
     echo: u32,
     counter: u8,
     console: Vec<u8>,
@@ -71,6 +88,7 @@ impl Default for Devices {
         Devices {
             irqs: Default::default(),
             ticks: 0,
+            storm: Storm::default(),
             echo: 0,
             counter: 0,
             console: Vec::new(),
@@ -78,6 +96,18 @@ impl Default for Devices {
             trace: Vec::new(),
         }
     }
+}
+
+/// The interrupt storm of [`STORM_PORT`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Storm {
+    vector: u8,
+    /// Every `period`-th beat raises the vector; 0 when the storm is off.
+    period: u8,
+    /// Beats since the last raise.
+    beats: u8,
+    /// Vectors raised since the storm was armed.
+    raised: u64,
 }
 
 /// The low `size` bytes of `value`.
@@ -104,6 +134,7 @@ impl Devices {
         let value = truncate(value, size);
         match port {
             CONSOLE_PORT => self.console_byte(value as u8),
+            STORM_PORT if size == 1 => self.storm_beat(),
             EXIT_PORT => {
                 self.record_stop(Event::Exit(value));
                 return OutEffect::Exit;
@@ -115,6 +146,7 @@ impl Devices {
                     COUNTER_PORT => self.counter = value as u8,
                     IRQ_PORT => self.raise(value as u8),
                     TIMER_PORT => self.ticks = value as u8,
+                    STORM_PORT => self.arm_storm(value as u8, (value >> 8) as u8),
                     _ => {}
                 }
             }
@@ -134,10 +166,44 @@ impl Devices {
         value
     }
 
-    /// An interrupt line goes up: the vector waits for the guest.
+    /// An interrupt line goes up: the vector waits for the guest. A
+    /// vector raised again before the hypervisor took it goes in once, as
+    /// an 8259 keeps one request bit per line.
     pub fn raise(&mut self, vector: u8) {
         self.trace.push(Event::Irq(vector));
         self.irqs.insert(vector);
+    }
+
+    /// The storm starts with `vector` and `period`, or stops (`period`
+    /// 0); a storm already going ends first.
+    fn arm_storm(&mut self, vector: u8, period: u8) {
+        let old = self.storm;
+        if old.period != 0 {
+            self.trace.push(Event::StormEnd { vector: old.vector, raised: old.raised });
+        }
+        self.storm = Storm { vector, period, beats: 0, raised: 0 };
+    }
+
+    /// A beat of the storm: every `period`-th raises its vector.
+    fn storm_beat(&mut self) {
+        if self.storm.period == 0 {
+            return;
+        }
+        self.storm.beats += 1;
+        if self.storm.beats == self.storm.period {
+            self.storm.beats = 0;
+            self.storm_raise();
+        }
+    }
+
+    /// The storm raises its vector, quietly but for every 1,000th time.
+    fn storm_raise(&mut self) {
+        let Storm { vector, raised, .. } = self.storm;
+        self.irqs.insert(vector);
+        self.storm.raised = raised + 1;
+        if self.storm.raised.is_multiple_of(STORM_TRACE_EVERY) {
+            self.trace.push(Event::Storm { vector, raised: self.storm.raised });
+        }
     }
 
     /// The vector to hand to the hypervisor next, if one waits.
@@ -151,14 +217,19 @@ impl Devices {
     }
 
     /// A `hlt`: if the timer is armed, the guest waits for its tick, which
-    /// raises [`TIMER_VECTOR`]; `false` if not (the guest stops).
+    /// raises [`TIMER_VECTOR`]; else, in a storm, for the storm's vector;
+    /// `false` if neither (the guest stops).
     pub fn halt_waits(&mut self) -> bool {
-        if self.ticks == 0 {
-            return false;
+        if self.ticks > 0 {
+            self.ticks -= 1;
+            self.raise(TIMER_VECTOR);
+            return true;
         }
-        self.ticks -= 1;
-        self.raise(TIMER_VECTOR);
-        true
+        if self.storm.period != 0 {
+            self.storm_raise();
+            return true;
+        }
+        false
     }
 
     fn next_count(&mut self) -> u8 {
@@ -279,6 +350,53 @@ mod tests {
         assert_eq!(d.mmio_read(MMIO_BASE, 1), [2]);
         assert_eq!(d.trace[1], Event::MmioWrite { addr: MMIO_BASE + 2, len: 2, value: 0x2233 });
         assert_eq!(d.trace[2], Event::MmioRead { addr: MMIO_BASE, len: 4, value: 0x2233_0100 });
+    }
+
+    #[test]
+    fn the_storm_raises_its_vector_every_nth_beat_and_at_every_hlt() {
+        let mut d = Devices::default();
+        d.port_out(STORM_PORT, 1, 0);
+        assert_eq!(d.next_irq(), None, "no storm, no raise");
+        d.port_out(STORM_PORT, 2, 0x0330);
+        assert_eq!(d.trace, [Event::Out { port: STORM_PORT, size: 2, value: 0x0330 }]);
+        for beat in 1..=6 {
+            d.port_out(STORM_PORT, 1, 0);
+            assert_eq!(d.next_irq(), (beat % 3 == 0).then_some(0x30), "beat {beat}");
+            d.irq_taken(0x30);
+        }
+        assert!(d.halt_waits(), "a hlt waits for the storm");
+        assert_eq!(d.next_irq(), Some(0x30));
+        d.port_out(STORM_PORT, 2, 0);
+        assert!(!d.halt_waits(), "a hlt after the storm stops the guest");
+        let lines: Vec<String> = d.trace.iter().map(Event::to_string).collect();
+        assert_eq!(lines, ["out 0x00e5 2 0x0330", "out 0x00e5 2 0x0000", "storm-end 0x30 3"]);
+    }
+
+    #[test]
+    fn the_storm_marks_every_thousandth_raise_and_merges_a_vector_not_yet_taken() {
+        let mut d = Devices::default();
+        d.port_out(STORM_PORT, 4, 0x0141);
+        for _ in 0..2500 {
+            d.port_out(STORM_PORT, 1, 0);
+        }
+        assert_eq!(d.next_irq(), Some(0x41));
+        d.irq_taken(0x41);
+        assert_eq!(d.next_irq(), None, "2500 raises, never taken: one request");
+        d.port_out(STORM_PORT, 2, 0x0142);
+        let lines: Vec<String> = d.trace.iter().map(Event::to_string).collect();
+        assert_eq!(lines[1..], ["storm 0x41 1000", "storm 0x41 2000", "out 0x00e5 2 0x0142", "storm-end 0x41 2500"]);
+    }
+
+    #[test]
+    fn the_timer_goes_before_the_storm() {
+        let mut d = Devices::default();
+        d.port_out(STORM_PORT, 2, 0x0130);
+        d.port_out(TIMER_PORT, 1, 1);
+        assert!(d.halt_waits());
+        assert_eq!(d.next_irq(), Some(TIMER_VECTOR));
+        d.irq_taken(TIMER_VECTOR);
+        assert!(d.halt_waits());
+        assert_eq!(d.next_irq(), Some(0x30));
     }
 
     #[test]

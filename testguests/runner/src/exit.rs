@@ -38,6 +38,9 @@ pub enum Exit {
     /// The guest can take an interrupt now, as the runner asked
     /// (`KVM_EXIT_IRQ_WINDOW_OPEN`).
     IrqWindowOpen,
+    /// The debugger's breakpoint or single step (`KVM_EXIT_DEBUG`): the
+    /// run loop records where, and goes on.
+    Debug,
 }
 
 /// What the backend gives the guest before running it again.
@@ -97,7 +100,7 @@ pub fn handle(exit: Exit, devices: &mut Devices) -> Action {
         }
         Exit::MmioRead { addr, len } => Action::Resume(Reply::Mmio(devices.mmio_read(addr, len))),
         Exit::Cpuid { leaf } => Action::Resume(Reply::Cpuid(cpuid(leaf))),
-        Exit::Interrupted | Exit::IrqWindowOpen => Action::Resume(Reply::Done),
+        Exit::Interrupted | Exit::IrqWindowOpen | Exit::Debug => Action::Resume(Reply::Done),
         Exit::Hlt if devices.halt_waits() => Action::Resume(Reply::Done),
         Exit::Hlt => stop(devices, Event::Hlt, Stop::Hlt),
         Exit::Shutdown => stop(devices, Event::Shutdown, Stop::Shutdown),

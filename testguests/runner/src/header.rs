@@ -14,7 +14,11 @@
 //! generate the guest's steps from the seed, where it writes them
 //! (`program: ADDR`); and, for a guest that reads its own dirty log
 //! through the runner, `dirty-log: yes`, which makes its memory log the
-//! pages it writes. Anything else is an error, so a typo in a key cannot
+//! pages it writes; and, for a guest that counts the interrupts it takes,
+//! where it keeps the counts (`irq-counts: ADDR`: two doublewords, the
+//! interrupts its handlers took and how many of them had waited for the
+//! interrupt window), which `rkvm-run check` holds against the
+//! hypervisor's own counters. Anything else is an error, so a typo in a key cannot
 //! silently change how a guest runs.
 //!
 //! This file uses only `std`: `build.rs` includes it too, so a malformed
@@ -86,6 +90,9 @@ pub struct Header {
     /// A seeded guest whose steps the runner generates from the seed and
     /// writes at this address (see `program`).
     pub program: Option<u64>,
+    /// Where the guest keeps two doublewords: the interrupts its handlers
+    /// took, and how many of them had waited for the interrupt window.
+    pub irq_counts: Option<u64>,
     pub demonstrates: String,
 }
 
@@ -116,8 +123,9 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
 }
 
 /// The keys a header may have.
-const KEYS: [&str; 11] =
-    ["guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed", "program", "dirty-log"];
+const KEYS: [&str; 12] = [
+    "guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed", "program", "dirty-log", "irq-counts",
+];
 
 /// Each key's line number and value.
 type Fields<'a> = BTreeMap<&'a str, (usize, &'a str)>;
@@ -142,8 +150,17 @@ pub fn parse(source: &str) -> Result<Header, HeaderError> {
     let seed = fields.get("seed").map(|&v| parse_seed(v)).transpose()?;
     let program = fields.get("program").map(|&v| parse_program(v, memory, seed.is_some())).transpose()?;
     let dirty_log = fields.get("dirty-log").map(|&v| parse_yes(v)).transpose()?.is_some();
+    let irq_counts = fields.get("irq-counts").map(|&v| parse_irq_counts(v, memory)).transpose()?;
     let (preload, dump) = (region("preload")?, region("dump")?);
-    Ok(Header { name, stage, mode, memory, preload, dump, timeout, seed, program, dirty_log, demonstrates })
+    Ok(Header { name, stage, mode, memory, preload, dump, timeout, seed, program, dirty_log, irq_counts, demonstrates })
+}
+
+/// Where a guest keeps its two interrupt counts: 8 bytes inside memory.
+fn parse_irq_counts((line, text): (usize, &str), memory: u64) -> Result<u64, HeaderError> {
+    match parse_number(text) {
+        Some(addr) if addr.checked_add(8).is_some_and(|end| end <= memory) => Ok(addr),
+        _ => error(line, format!("irq-counts `{text}`: give the address of two doublewords inside guest memory (0 to {memory:#x})")),
+    }
 }
 
 fn parse_yes((line, text): (usize, &str)) -> Result<(), HeaderError> {
@@ -341,6 +358,17 @@ mod tests {
         let unseeded = parse(&format!("{header}; program: 0xa000\n")).unwrap_err();
         assert_eq!(unseeded.to_string(), "guest header, line 5: `program:` needs `seed:`: the steps are generated from the seed");
         assert!(parse(&format!("{header}; seed: ebx\n; program: 0x100000\n")).is_err());
+    }
+
+    #[test]
+    fn interrupt_counts_lie_inside_guest_memory() {
+        let header = &GOOD[..GOOD.find("\n\n").unwrap() + 1];
+        let counts = parse(&format!("{header}; irq-counts: 0x10800  (taken, waited)\n")).unwrap();
+        assert_eq!(counts.irq_counts, Some(0x10800));
+        assert_eq!(parse(header).unwrap().irq_counts, None);
+        let outside = parse(&format!("{header}; memory: 0x10000\n; irq-counts: 0xfffc\n")).unwrap_err();
+        assert_eq!(outside.line, 6);
+        assert!(outside.message.contains("two doublewords inside guest memory"), "{outside}");
     }
 
     #[test]

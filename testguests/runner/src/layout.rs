@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn rkvm_inc_and_the_runner_agree() {
         use crate::devices::*;
-        let ours: [(&str, u64); 24] = [
+        let ours: [(&str, u64); 26] = [
             ("LOAD_ADDR", LOAD_ADDR),
             ("STACK_TOP", STACK_TOP),
             ("GDT_ADDR", GDT_ADDR),
@@ -245,6 +245,8 @@ mod tests {
             ("DIRTY_PORT", DIRTY_PORT.into()),
             ("IRQ_PORT", IRQ_PORT.into()),
             ("TIMER_PORT", TIMER_PORT.into()),
+            ("DEBUG_PORT", DEBUG_PORT.into()),
+            ("STORM_PORT", STORM_PORT.into()),
             ("EXIT_PORT", EXIT_PORT.into()),
             ("MMIO_BASE", MMIO_BASE),
             ("MMIO_SIZE", MMIO_SIZE),
@@ -279,6 +281,7 @@ mod tests {
             seed: None,
             dirty_log: false,
             program: None,
+            irq_counts: None,
             demonstrates: "x".into(),
         }
     }

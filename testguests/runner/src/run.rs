@@ -1,7 +1,8 @@
 //! Running one guest: load it, drive the `KVM_RUN` loop, write its trace.
 
 use crate::backend::{Backend, Vcpu};
-use crate::devices::{DIRTY_PORT, Devices};
+use crate::backend::Debug;
+use crate::devices::{DEBUG_PORT, DIRTY_PORT, Devices};
 use crate::exit::{Action, Exit, Reply, Stop, handle};
 use crate::guests::Guest;
 use crate::layout;
@@ -32,6 +33,56 @@ pub struct Outcome {
     /// A guest with a generated program: the program, and the results of
     /// the steps it finished.
     pub steps: Option<(Program, Vec<StepResult>)>,
+    /// A guest whose header says `irq-counts:`: its counts and the
+    /// hypervisor's.
+    pub irq_counts: Option<IrqCounts>,
+}
+
+/// The interrupts a guest counted in its handlers, and what the
+/// hypervisor counted in debugfs during the run (`None` where debugfs
+/// does not show it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqCounts {
+    /// The interrupts the guest's handlers took.
+    pub taken: u32,
+    /// How many of them had waited for the interrupt window.
+    pub waited: u32,
+    /// The hypervisor's `irq_injections`: vectors it delivered.
+    pub injections: Option<u64>,
+    /// The hypervisor's `irq_window_exits`: windows it waited for.
+    pub window_exits: Option<u64>,
+}
+
+impl IrqCounts {
+    /// Why the hypervisor's counts cannot be right, if they cannot: every
+    /// interrupt the guest took was delivered by the hypervisor, and every
+    /// one that waited for the window needed an exit when it opened.
+    pub fn shortfall(&self) -> Option<String> {
+        let (Some(injections), Some(window_exits)) = (self.injections, self.window_exits) else {
+            return Some(format!("debugfs does not show {} (is it mounted on {}?)", crate::debugfs::IRQ_COUNTERS.join(" and "), crate::debugfs::DEBUGFS));
+        };
+        if injections < self.taken.into() {
+            return Some(format!("irq_injections moved by {injections}, fewer than the {} interrupts the guest took", self.taken));
+        }
+        if window_exits < self.waited.into() {
+            return Some(format!("irq_window_exits moved by {window_exits}, fewer than the {} interrupts that waited for the window", self.waited));
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for IrqCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        write!(
+            f,
+            "the guest took {} interrupts, {} of them after waiting for the window; debugfs irq_injections +{}, irq_window_exits +{}",
+            self.taken,
+            self.waited,
+            shown(self.injections),
+            shown(self.window_exits)
+        )
+    }
 }
 
 /// The cost of one run: the time from the first `KVM_RUN` to the stop,
@@ -78,8 +129,12 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
             .map(|c| crate::debugfs::mmu_counter_file(options.backend, c))
             .map(|f| crate::debugfs::counter(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id(), f))
     };
+    let irq_counted = || {
+        crate::debugfs::IRQ_COUNTERS.map(|c| crate::debugfs::counter(options.backend, Path::new(crate::debugfs::DEBUGFS), std::process::id(), c))
+    };
     let counted_before = counted();
     let mmu_before = mmu_counted();
+    let irq_before = irq_counted();
     let start = Instant::now();
     let options = &Options { timeout: header.timeout.map_or(options.timeout, Duration::from_secs), ..*options };
     let (stop, exits_to_userspace) = drive(vcpu.as_mut(), &mut devices, options, header.dirty_log)?;
@@ -88,6 +143,16 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     let mmu_after = mmu_counted();
     let mmu_counts = core::array::from_fn(|i| mmu_before[i].zip(mmu_after[i]).map(|(b, a)| a.saturating_sub(b)));
     let timing = Timing { elapsed, exits_to_userspace, hypervisor_exits, mmu_counts };
+    let irq_after = irq_counted();
+    let irq_moved: [Option<u64>; 2] = core::array::from_fn(|i| irq_before[i].zip(irq_after[i]).map(|(b, a)| a.saturating_sub(b)));
+    let memory: &[u8] = vcpu.memory();
+    let irq_counts = header.irq_counts.map(|addr| {
+        let word = |at: u64| {
+            let bytes = memory.get(at as usize..at as usize + 4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+            bytes.map_or(0, u32::from_le_bytes)
+        };
+        IrqCounts { taken: word(addr), waited: word(addr + 4), injections: irq_moved[0], window_exits: irq_moved[1] }
+    });
     if let Some(region) = header.dump {
         let bytes = &vcpu.memory()[region.addr as usize..(region.addr + region.len) as usize];
         devices.trace.extend(trace::dump(region.addr, bytes));
@@ -100,7 +165,7 @@ pub fn run_seeded(guest: &Guest, options: &Options, seed: u32) -> Result<Outcome
     if stop.shows_registers() {
         devices.trace.extend(trace::registers(&vcpu.regs()?));
     }
-    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing, steps })
+    Ok(Outcome { trace: trace::render(&header.name, &devices.trace), stop, timing, steps, irq_counts })
 }
 
 // ANCHOR: hand_over
@@ -120,11 +185,38 @@ pub fn hand_over_interrupts(vcpu: &mut dyn Vcpu, devices: &mut Devices) -> Resul
 }
 // ANCHOR_END: hand_over
 
+// ANCHOR: debugger
+/// A command the guest wrote to [`DEBUG_PORT`], carried out as a debugger
+/// would: through the hypervisor's debug ioctl.
+fn debugger_command(vcpu: &mut dyn Vcpu, debug: &mut Debug, command: u8) -> Result<()> {
+    match command {
+        0 => *debug = Debug::default(),
+        1 => debug.singlestep = true,
+        0x10..=0x13 => debug.breakpoints[usize::from(command - 0x10)] = Some(vcpu.regs()?.rbx),
+        _ => anyhow::bail!("debug port: unknown command {command:#x} (0 off, 1 step, 0x10-0x13 breakpoint at RBX)"),
+    }
+    vcpu.set_debug(debug)
+}
+
+/// The debugger stopped the guest: the trace says where, and a
+/// breakpoint that was hit goes away, so that the guest can run past it.
+fn debugger_stop(vcpu: &mut dyn Vcpu, devices: &mut Devices, debug: &mut Debug) -> Result<()> {
+    let rip = vcpu.regs()?.rip;
+    devices.trace.push(Event::Debug(rip));
+    if let Some(hit) = debug.breakpoints.iter_mut().find(|b| **b == Some(rip)) {
+        *hit = None;
+        vcpu.set_debug(debug)?;
+    }
+    Ok(())
+}
+// ANCHOR_END: debugger
+
 /// The `KVM_RUN` loop: run, handle the exit, reply, until the guest stops.
 /// Returns how it stopped and how many times `KVM_RUN` returned.
 fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options, dirty_log: bool) -> Result<(Stop, u64)> {
     let timer = Timer::start(options.timeout)?;
     let mut runs = 0;
+    let mut debug = Debug::default();
     loop {
         hand_over_interrupts(vcpu, devices)?;
         let exit = vcpu.run()?;
@@ -140,6 +232,14 @@ fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options, dirty_lo
             devices.trace.push(Event::Dirty(vcpu.dirty_log()?));
             vcpu.reply(Reply::Done)?;
             continue;
+        }
+        if let Exit::IoOut { port: DEBUG_PORT, ref data, .. } = exit {
+            debugger_command(vcpu, &mut debug, data.first().copied().unwrap_or(0))?;
+            vcpu.reply(Reply::Done)?;
+            continue;
+        }
+        if exit == Exit::Debug {
+            debugger_stop(vcpu, devices, &mut debug)?;
         }
         match handle(exit, devices) {
             Action::Resume(reply) => vcpu.reply(reply)?,

@@ -51,8 +51,16 @@ pub enum Event {
     /// An interrupt line went up with this vector (the guest asked for it,
     /// or the timer ticked); it reaches the guest when the guest can take it.
     Irq(u8),
+    /// The interrupt storm raised its vector for the `raised`-th time, a
+    /// multiple of [`crate::devices::STORM_TRACE_EVERY`].
+    Storm { vector: u8, raised: u64 },
+    /// The interrupt storm stopped after raising its vector `raised` times.
+    StormEnd { vector: u8, raised: u64 },
     /// How a step of a generated program ended (`program::line`).
     Step(String),
+    /// The debugger stopped the guest (a breakpoint, or a single step)
+    /// with RIP here.
+    Debug(u64),
 }
 
 /// `0x` and exactly `2 * bytes` hex digits.
@@ -86,7 +94,10 @@ impl fmt::Display for Event {
             Event::Reg(name, value) => write!(f, "reg {name} {}", Hex(*value, 8)),
             Event::Dirty(frames) => write!(f, "dirty{}", frame_ranges(frames)),
             Event::Irq(vector) => write!(f, "irq {vector:#04x}"),
+            Event::Storm { vector, raised } => write!(f, "storm {vector:#04x} {raised}"),
+            Event::StormEnd { vector, raised } => write!(f, "storm-end {vector:#04x} {raised}"),
             Event::Step(line) => f.write_str(line),
+            Event::Debug(rip) => write!(f, "debug {}", Hex(*rip, 8)),
         }
     }
 }
@@ -192,6 +203,9 @@ mod tests {
             (Event::FailEntry(0x8000_0021), "fail-entry 0x80000021"),
             (Event::Timeout(10), "timeout 10"),
             (Event::Reg("r15", 0x0123_4567_89AB_CDEF), "reg r15 0x0123456789abcdef"),
+            (Event::Irq(0x20), "irq 0x20"),
+            (Event::Storm { vector: 0x30, raised: 2000 }, "storm 0x30 2000"),
+            (Event::StormEnd { vector: 0x30, raised: 10_000 }, "storm-end 0x30 10000"),
         ];
         for (event, text) in cases {
             assert_eq!(event.to_string(), text);

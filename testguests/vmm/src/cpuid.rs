@@ -74,6 +74,28 @@ pub fn filter(table: &mut Vec<Entry>) {
     }
 }
 
+/// Takes out of `table` what rkvm's vCPU does not have, beyond what
+/// [`filter`] takes for both backends: the module lets a guest set CR4
+/// bits 10:0 only and keeps only 2006's MSRs, so a guest that saw
+/// FSGSBASE, PCID, SMEP, SMAP, UMIP or the other leaf-7 features would
+/// set a CR4 bit that is #GP, and one that saw RDTSCP would write
+/// TSC_AUX, which is #GP too. Leaf 7 did not exist in 2006: it is
+/// emptied. 1 GiB pages go as well: the shadow MMU maps 4 KiB, 2 MiB and
+/// 4 MiB guest pages.
+pub fn filter_for_rkvm(table: &mut [Entry]) {
+    const ECX_PCID: u32 = 1 << 17;
+    const EDX_PDPE1GB: u32 = 1 << 26;
+    const EDX_RDTSCP: u32 = 1 << 27;
+    for entry in table.iter_mut() {
+        match entry.function {
+            1 => entry.ecx &= !ECX_PCID,
+            7 => (entry.eax, entry.ebx, entry.ecx, entry.edx) = (0, 0, 0, 0),
+            0x8000_0001 => entry.edx &= !(EDX_PDPE1GB | EDX_RDTSCP),
+            _ => {}
+        }
+    }
+}
+
 /// The answer to `cpuid` with `leaf` in EAX and `subleaf` in ECX: the
 /// matching entry, or zeros for a leaf the table lacks (as AMD does).
 pub fn lookup(table: &[Entry], leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -117,6 +139,19 @@ fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rkvm_guests_see_no_leaf_7_pcid_rdtscp_or_1g_pages() {
+        let mut table = vec![
+            Entry { function: 1, ecx: u32::MAX, ..Entry::default() },
+            Entry { function: 7, eax: 1, ebx: 1, ecx: 1 << 22, edx: 1, ..Entry::default() },
+            Entry { function: 0x8000_0001, edx: u32::MAX, ..Entry::default() },
+        ];
+        filter_for_rkvm(&mut table);
+        assert_eq!(table[0].ecx, !(1 << 17));
+        assert_eq!((table[1].eax, table[1].ebx, table[1].ecx, table[1].edx), (0, 0, 0, 0));
+        assert_eq!(table[2].edx, !(3 << 26));
+    }
     use super::*;
 
     fn entry(function: u32, ecx: u32, edx: u32) -> Entry {

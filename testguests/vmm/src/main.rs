@@ -78,6 +78,12 @@ fn run(args: &Args) -> Result<i32> {
     let elapsed = start.elapsed();
     eprintln!("rkvm-vmm: {} after {:.1} s", describe(&ending), elapsed.as_secs_f64());
     eprintln!("rkvm-vmm: {}", summary(&machine.stats));
+    if !matches!(ending, Ending::PowerOff(_)) {
+        match vcpu.where_it_is() {
+            Ok(line) => eprintln!("rkvm-vmm: the guest stopped at {line}"),
+            Err(e) => eprintln!("rkvm-vmm: where the guest stopped is unknown: {e:#}"),
+        }
+    }
     if args.verbose && !machine.devices.unclaimed.is_empty() {
         let ports: Vec<String> = machine.devices.unclaimed.iter().map(|p| format!("{p:#x}")).collect();
         eprintln!("rkvm-vmm: ports no device answered: {}", ports.join(" "));

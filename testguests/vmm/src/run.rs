@@ -235,6 +235,10 @@ mod tests {
         fn tsc_khz(&self) -> Option<u32> {
             None
         }
+
+        fn where_it_is(&mut self) -> Result<String> {
+            Ok(crate::backend::where_line(0x1000, 0x2000, 2, [0x11, 0, 0, 0], 0, (0x10, 0)))
+        }
     }
 
     fn out(port: u16, value: u8) -> Exit {

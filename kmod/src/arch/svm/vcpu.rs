@@ -17,6 +17,9 @@ use crate::exit::VmExit;
 use crate::kernel::fpu::GuestFpu;
 use crate::kernel::{KResult, Page};
 use crate::arch::x86::{read_dr7, write_dr7};
+//@ begin 12
+use crate::arch::x86::{read_breakpoints, write_breakpoints};
+//@ end
 use crate::regs::{Cr0, Cr4, Efer, Reg};
 
 // ANCHOR: cr_bits
@@ -80,6 +83,11 @@ pub struct SvmVcpu {
     /// The CPU the vCPU last ran on, and the ASID generation of its ASID.
     cpu: Option<usize>,
     asid_generation: u64,
+    //@ begin 12
+    /// DR0-DR3 to load for the guest at each entry, if any breakpoint is
+    /// on (`set_debug_registers`; DR7 is in the VMCB).
+    breakpoints: Option<[u64; 4]>,
+    //@ end
 }
 
 impl SvmVcpu {
@@ -91,6 +99,9 @@ impl SvmVcpu {
             fpu: GuestFpu::new()?,
             cpu: None,
             asid_generation: 0,
+            //@ begin 12
+            breakpoints: None,
+            //@ end
         };
         init_vmcb(vcpu.vmcb_mut(), iopm_pa, msrpm_pa);
         Ok(vcpu)
@@ -259,8 +270,24 @@ impl ArchVcpu for SvmVcpu {
         // intercept, V_INTR_MASKING, RFLAGS.IF=1 at `vmrun`).
         unsafe {
             insn::clgi();
+            //@ begin 12
+            // The guest's breakpoints, with the host's off (DR7 = 0x400)
+            // until its own addresses are back; GIF is clear, so no
+            // interrupt handler sees the guest's.
+            let host_breakpoints = self.breakpoints.map(|guest| {
+                let host = read_breakpoints();
+                write_dr7(0x400);
+                write_breakpoints(&guest);
+                host
+            });
+            //@ end
             insn::vmsave(host_pa);
             insn::svm_enter(vmcb_pa, host_pa, &mut *entry.regs);
+            //@ begin 12
+            if let Some(host) = host_breakpoints {
+                write_breakpoints(&host);
+            }
+            //@ end
             insn::stgi();
         }
         self.fpu.save();
@@ -346,26 +373,23 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
-        use crate::exit::msr::{canonical, index::*};
-        let address = matches!(index, IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE);
-        if address && !canonical(value) {
-            return false;
-        }
+        use crate::exit::msr::{index::*, kept_value, tsc_offset};
+        let Some(value) = kept_value(index, value) else { return false };
         let v = self.vmcb_mut();
         let s = &mut v.save;
         match index {
-            IA32_SYSENTER_CS => s.sysenter_cs = value & 0xFFFF,
+            IA32_SYSENTER_CS => s.sysenter_cs = value,
             IA32_SYSENTER_ESP => s.sysenter_esp = value,
             IA32_SYSENTER_EIP => s.sysenter_eip = value,
             STAR => s.star = value,
             LSTAR => s.lstar = value,
             CSTAR => s.cstar = value,
-            SFMASK => s.sfmask = value & 0xFFFF_FFFF,
+            SFMASK => s.sfmask = value,
             KERNEL_GS_BASE => s.kernel_gs_base = value,
             FS_BASE => s.fs.base = value,
             GS_BASE => s.gs.base = value,
             // SAFETY: as in `get_msr`.
-            IA32_TSC => v.control.tsc_offset = value.wrapping_sub(unsafe { core::arch::x86_64::_rdtsc() }),
+            IA32_TSC => v.control.tsc_offset = tsc_offset(value, unsafe { core::arch::x86_64::_rdtsc() }),
             _ => return false,
         }
         true
@@ -383,6 +407,11 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn set_real_mode_tss(&mut self, _base: Option<u64>) {}
+
+    fn set_debug_registers(&mut self, hw: crate::debug::Hardware) {
+        self.vmcb_mut().save.dr7 = hw.dr7;
+        self.breakpoints = hw.db;
+    }
     //@ end
 }
 
@@ -414,6 +443,10 @@ impl SvmVcpu {
         v.save.rip = *entry.rip;
         v.save.rflags = *entry.rflags & RFLAGS_VALID | RFLAGS_RESERVED_1;
         v.save.cr3 = entry.mmu_root;
+        //@ begin 12
+        // DR6 as after reset, so that a #DB's exit shows only its causes.
+        v.save.dr6 = crate::debug::DR6_FIXED_1;
+        //@ end
         v.control.tlb_control = 0;
         if new_asid {
             let assigned = asids.assign();

@@ -274,6 +274,12 @@ impl Controls {
         let exit_optional = exit_optional | exit::SAVE_IA32_EFER | exit::LOAD_IA32_EFER;
         let entry_optional = entry_optional | entry::LOAD_IA32_EFER;
         //@ end
+        //@ begin 12
+        // Stage 12: the guest's TSC is the host's plus an offset, which
+        // its `rdtsc` reads without an exit (every VMX processor offers
+        // it; Linux's KVM requires it too).
+        let cpu_required = cpu_required | cpu::USE_TSC_OFFSETTING;
+        //@ end
         Ok(Controls {
             pin: fit(0, pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin::PREEMPTION_TIMER, pin_msr)?,
             cpu: fit(1, cpu_required, cpu::MWAIT_EXITING | cpu::MONITOR_EXITING, cpu_msr)?,
@@ -458,6 +464,15 @@ mod tests {
             assert_eq!(c.cpu & (1 << 28), 0, "no MSR bitmaps: every rdmsr and wrmsr exits");
             assert_eq!(c.entry & (1 << 15), 1 << 15, "load IA32_EFER");
             assert_eq!(c.exit & (3 << 20), 3 << 20, "save and load IA32_EFER");
+        }
+
+        //@ end
+        //@ begin 12
+        #[test]
+        fn stage_12_offsets_the_tsc_and_lets_rdtsc_run() {
+            let c = Controls::for_processor(&HaswellMsrs, true).expect("a Haswell has everything");
+            assert_eq!(c.cpu & (1 << 3), 1 << 3, "use TSC offsetting");
+            assert_eq!(c.cpu & (1 << 12), 0, "no RDTSC exiting");
         }
 
         //@ end

@@ -13,6 +13,9 @@ use crate::arch::VmExit;
 //@ begin 6
 use crate::exit::{CrAccess, IoExit, StringIo};
 //@ end
+//@ begin 12
+use crate::exit::DrAccess;
+//@ end
 
 // ANCHOR: exit_reasons
 /// Basic exit reasons rkvm knows (SDM Vol. 3C, Appendix C).
@@ -32,6 +35,9 @@ pub mod reason {
     pub const INVLPG: u16 = 14;
     //@ end
     pub const CR_ACCESS: u16 = 28;
+    //@ begin 12
+    pub const DR_ACCESS: u16 = 29;
+    //@ end
     pub const IO_INSTRUCTION: u16 = 30;
     //@ begin 8
     pub const RDMSR: u16 = 31;
@@ -85,6 +91,9 @@ pub struct Interruption {
 }
 
 pub const INTR_TYPE_NMI: u8 = 2;
+//@ begin 12
+pub const INTR_TYPE_HARDWARE_EXCEPTION: u8 = 3;
+//@ end
 
 impl Interruption {
     pub fn from_field(field: u32) -> Option<Interruption> {
@@ -117,6 +126,7 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::TRIPLE_FAULT => VmExit::Shutdown,
         //@ begin 12
         reason::INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        reason::DR_ACCESS => VmExit::DebugRegister(decode_dr(info.qualification, insn_len)),
         //@ end
         reason::HLT => VmExit::Hlt { insn_len },
         //@ begin 8
@@ -170,6 +180,15 @@ fn decode_exception(info: &ExitInfo) -> VmExit {
         return VmExit::ExternalInterrupt;
     }
     let error_code = if intr.has_error_code { info.intr_error_code } else { 0 };
+    //@ begin 12
+    if intr.vector == 1 && intr.kind == INTR_TYPE_HARDWARE_EXCEPTION {
+        // "For a debug exception, the exit qualification contains
+        // information about the debug exception": DR6's B0-B3, BD and BS
+        // bits (SDM Vol. 3C, 28.2.1, Table 28-1); the processor leaves
+        // DR6 itself alone.
+        return VmExit::Debug { causes: info.qualification & 0x600F };
+    }
+    //@ end
     if intr.vector == PF_VECTOR {
         // "For a page-fault exception, the exit qualification contains the
         // linear address that caused the page fault." (SDM Vol. 3C, 28.2.1)
@@ -178,6 +197,22 @@ fn decode_exception(info: &ExitInfo) -> VmExit {
     VmExit::Exception { vector: intr.vector, error_code }
 }
 // ANCHOR_END: decode
+
+//@ begin 12
+// ANCHOR: decode_dr
+/// The exit qualification of `mov` to or from a debug register (SDM Vol.
+/// 3C, 28.2.1, Table 28-4): bits 2:0 the debug register, bit 4 the
+/// direction (0 is a move to it), bits 11:8 the general register.
+pub fn decode_dr(qualification: u64, insn_len: u8) -> DrAccess {
+    DrAccess {
+        dr: (qualification & 7) as u8,
+        write: qualification & 1 << 4 == 0,
+        gpr: ((qualification >> 8) & 0xF) as u8,
+        insn_len,
+    }
+}
+// ANCHOR_END: decode_dr
+//@ end
 
 //@ begin 6
 // ANCHOR: io_qualification
@@ -370,6 +405,20 @@ pub fn decode_clts_lmsw(q: u64, insn_len: u8) -> Option<VmExit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    //@ begin 12
+    #[test]
+    fn debug_register_moves_and_debug_exceptions_decode() {
+        // `mov dr7, ecx`: DR 7, to the register, ECX (1).
+        assert_eq!(decode_dr(0x107, 3), DrAccess { dr: 7, write: true, gpr: 1, insn_len: 3 });
+        // `mov r9, dr6`: from the register (bit 4), R9.
+        assert_eq!(decode_dr(0x916, 4), DrAccess { dr: 6, write: false, gpr: 9, insn_len: 4 });
+        let info = ExitInfo { intr_info: 1 << 31 | 3 << 8 | 1, qualification: 1 << 14 | 1 << 1 | 1 << 20, ..exit(0) };
+        assert_eq!(decode(&info), VmExit::Debug { causes: 1 << 14 | 1 << 1 }, "only DR6's bits of the qualification");
+        let icebp = ExitInfo { intr_info: 1 << 31 | 5 << 8 | 1, ..exit(0) };
+        assert_eq!(decode(&icebp), VmExit::Exception { vector: 1, error_code: 0 }, "`int1` is reflected as it came");
+    }
+    //@ end
 
     fn exit(reason: u32) -> ExitInfo {
         ExitInfo { reason, insn_len: 1, ..ExitInfo::default() }

@@ -8,6 +8,7 @@
 //! - from stage 05: `fields` (VMCS encodings), `guest` and `host` (the
 //!   guest- and host-state areas), `entry` (the entry and exit assembly)
 //!   and `exit` (exits decoded into `VmExit`);
+//! - from stage 12: `msrs` (where the guest's MSRs live, and their switch);
 //! - this file: the backend as a whole, VMX operation on and off.
 
 pub mod caps;
@@ -20,6 +21,9 @@ pub mod exit;
 pub mod fields;
 pub mod guest;
 pub mod host;
+//@ end
+//@ begin 12
+pub mod msrs;
 //@ end
 //@ begin 13
 pub mod loaded;

@@ -115,7 +115,6 @@ pub struct CrAccess {
 }
 // ANCHOR_END: cr_access
 
-
 // ANCHOR: action
 /// What the run loop does after a handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

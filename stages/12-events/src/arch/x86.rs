@@ -71,6 +71,26 @@ mod imp {
         // SAFETY: forwarded to the caller.
         unsafe { ::x86::debugregs::dr7_write(::x86::debugregs::Dr7(value as usize)) }
     }
+
+    /// DR0-DR3, the four breakpoint addresses.
+    #[inline]
+    pub fn read_breakpoints() -> [u64; 4] {
+        // SAFETY: reading a debug register at CPL 0 has no side effects.
+        ::x86::debugregs::BREAKPOINT_REGS.map(|bp| unsafe { bp.dr() } as u64)
+    }
+
+    /// Loads DR0-DR3.
+    ///
+    /// # Safety
+    /// DR7 must enable no breakpoint of the host's while they hold
+    /// `values`, and the host's must be put back before it enables any.
+    #[inline]
+    pub unsafe fn write_breakpoints(values: &[u64; 4]) {
+        for (bp, &value) in ::x86::debugregs::BREAKPOINT_REGS.iter().zip(values) {
+            // SAFETY: forwarded to the caller.
+            unsafe { bp.write(value as usize) }
+        }
+    }
 }
 
 #[cfg(not(target_os = "none"))]
@@ -95,6 +115,15 @@ mod imp {
     /// # Safety
     /// None on the host.
     pub unsafe fn write_dr7(_value: u64) {}
+
+    /// The host fake: no breakpoint addresses.
+    pub fn read_breakpoints() -> [u64; 4] {
+        [0; 4]
+    }
+
+    /// # Safety
+    /// None on the host.
+    pub unsafe fn write_breakpoints(_values: &[u64; 4]) {}
 }
 
 pub use imp::*;

@@ -22,6 +22,10 @@ pub struct FakeContext {
     pub counts: [u64; NR_COUNTERS],
     /// The MSRs written, as (index, value).
     pub msrs: Vec<(u32, u64)>,
+    /// The guest's debug registers and the debugger.
+    pub debug: crate::debug::DebugState,
+    /// Calls of `instruction_done` (`skip_instruction` does not count).
+    pub instructions_done: u32,
     /// What `page_fault` answers for an address that is not backed:
     /// the guest's fault with this error code, or (`None`) not memory.
     pub guest_fault: Option<u32>,
@@ -172,6 +176,14 @@ impl ExitContext for FakeContext {
             }
             _ => None,
         }
+    }
+
+    fn debug_state(&mut self) -> &mut crate::debug::DebugState {
+        &mut self.debug
+    }
+
+    fn instruction_done(&mut self) {
+        self.instructions_done += 1;
     }
 
     fn count(&mut self, counter: Counter) {

@@ -181,4 +181,6 @@ impl ArchVcpu for FakeVcpu {
     fn set_real_mode_tss(&mut self, base: Option<u64>) {
         self.real_mode_tss = base;
     }
+
+    fn set_debug_registers(&mut self, _hw: crate::debug::Hardware) {}
 }

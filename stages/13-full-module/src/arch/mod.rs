@@ -200,6 +200,13 @@ pub trait ArchVcpu: Send {
     /// hold it.
     fn set_real_mode_tss(&mut self, base: Option<u64>);
     // ANCHOR_END: arch_real_mode
+
+    /// The debug registers the guest runs with from the next entry on
+    /// ([`crate::debug::hardware`]): DR7 always, and DR0-DR3 when `db` is
+    /// given, which the backend loads just before each entry (with the
+    /// host's breakpoints off) and gives back to the host just after each
+    /// exit, before the host's DR7 returns.
+    fn set_debug_registers(&mut self, hw: crate::debug::Hardware);
 }
 // ANCHOR_END: arch_vcpu
 

@@ -98,6 +98,9 @@ pub(super) fn read_operand(ctx: &mut dyn ExitContext, mem: &emulate::MemOperand,
 
 /// What the emulator's outcome means for the vCPU and for userspace.
 fn finish(outcome: Outcome, mmio: Option<Mmio>, fault_address: u64, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
+    if matches!(outcome, Outcome::Done | Outcome::MmioWrite) {
+        ctx.instruction_done();
+    }
     match (outcome, mmio) {
         (Outcome::Done | Outcome::Again, _) => Action::Resume,
         (Outcome::MmioRead | Outcome::MmioWrite, Some(m)) => {

@@ -131,12 +131,39 @@ pub fn canonical(value: u64) -> bool {
     ((value as i64) << 16 >> 16) as u64 == value
 }
 
+// ANCHOR: kept_value
+/// The value a backend keeps when the guest or userspace writes `value`
+/// to MSR `index`, as the processor keeps it, or `None` where `wrmsr`
+/// would be #GP: an address that is not canonical (SYSENTER_ESP and
+/// SYSENTER_EIP, LSTAR, CSTAR, KERNEL_GS_BASE and the segment bases).
+/// SYSENTER_CS holds a selector; SFMASK's upper half is reserved (SDM
+/// Vol. 4, Table 2-2), so it is dropped rather than ever loaded.
+pub fn kept_value(index: u32, value: u64) -> Option<u64> {
+    use index::*;
+    match index {
+        IA32_SYSENTER_ESP | IA32_SYSENTER_EIP | LSTAR | CSTAR | KERNEL_GS_BASE | FS_BASE | GS_BASE => {
+            canonical(value).then_some(value)
+        }
+        IA32_SYSENTER_CS => Some(value & 0xFFFF),
+        SFMASK => Some(value & 0xFFFF_FFFF),
+        _ => Some(value),
+    }
+}
+
 /// The guest's time-stamp counter when the host's reads `host` and the
 /// guest runs with TSC offset `offset` (the processor adds it to every
-/// `rdtsc` in the guest: SDM Vol. 3C, 26.3; APM Vol. 2, 15.30.4).
+/// `rdtsc` in the guest: SDM Vol. 3C, 26.3; APM Vol. 2, Appendix B, the
+/// VMCB's TSC_OFFSET).
 pub fn guest_tsc(host: u64, offset: u64) -> u64 {
     host.wrapping_add(offset)
 }
+
+/// The TSC offset with which the guest reads `value` when the host reads
+/// `host`: a `wrmsr` of IA32_TSC, or `KVM_SET_MSRS` of it.
+pub fn tsc_offset(value: u64, host: u64) -> u64 {
+    value.wrapping_sub(host)
+}
+// ANCHOR_END: kept_value
 
 /// IA32_MISC_ENABLE at reset: bits 11 and 12 say there is no branch trace
 /// store and no PEBS (SDM Vol. 4, Table 2-2), which rkvm does not offer;
@@ -245,6 +272,24 @@ mod tests {
         for write in [false, true] {
             assert_eq!(access(&mut ctx, write, 0xC000_0104, 0), Action::Resume);
             assert_eq!((ctx.skipped, ctx.queued), (0, Some((13, Some(0)))), "an MSR no one keeps: #GP(0)");
+        }
+    }
+
+    #[test]
+    fn kept_values_are_the_processors() {
+        assert_eq!(kept_value(index::LSTAR, 0xFFFF_8000_0000_0000), Some(0xFFFF_8000_0000_0000));
+        assert_eq!(kept_value(index::KERNEL_GS_BASE, 0x0001_0000_0000_0000), None, "not canonical");
+        assert_eq!(kept_value(index::IA32_SYSENTER_CS, 0xABCD_0010), Some(0x10));
+        assert_eq!(kept_value(index::SFMASK, u64::MAX), Some(0xFFFF_FFFF));
+        assert_eq!(kept_value(index::STAR, u64::MAX), Some(u64::MAX));
+    }
+
+    #[test]
+    fn the_tsc_offset_makes_the_guest_read_what_was_written() {
+        for (value, host) in [(0, 0), (1 << 32, 12_345), (5, u64::MAX), (u64::MAX, 7)] {
+            let offset = tsc_offset(value, host);
+            assert_eq!(guest_tsc(host, offset), value);
+            assert_eq!(guest_tsc(host.wrapping_add(1000), offset), value.wrapping_add(1000), "then counts on");
         }
     }
 }

@@ -37,6 +37,11 @@ pub trait Vm2006 {
         let _ = bitmap;
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// `KVM_DEBUG_GUEST` on the vCPU.
+    fn debug_guest(&mut self, dbg: &KvmDebugGuest) -> io::Result<()> {
+        let _ = dbg;
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A VM of the rkvm module.
@@ -107,6 +112,10 @@ impl Vm2006 for DevRkvm {
     fn get_dirty_log(&mut self, bitmap: &mut [u8]) -> io::Result<()> {
         let mut log = KvmDirtyLog { slot: 0, padding: 0, dirty_bitmap: bitmap.as_mut_ptr() as u64 };
         ioctl(&self.device, KVM_GET_DIRTY_LOG, &mut log).map(drop)
+    }
+
+    fn debug_guest(&mut self, dbg: &KvmDebugGuest) -> io::Result<()> {
+        ioctl(&self.device, KVM_DEBUG_GUEST, &mut KvmDebugGuest { vcpu: VCPU, ..*dbg }).map(drop)
     }
 }
 

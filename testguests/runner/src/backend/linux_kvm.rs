@@ -136,6 +136,7 @@ impl Vcpu for LinuxKvm {
             }
             Ok(VcpuExit::Hlt) => (Exit::Hlt, Pending::Nothing),
             Ok(VcpuExit::IrqWindowOpen) => (Exit::IrqWindowOpen, Pending::Nothing),
+            Ok(VcpuExit::Debug(_)) => (Exit::Debug, Pending::Nothing),
             Ok(VcpuExit::Shutdown) => (Exit::Shutdown, Pending::Nothing),
             Ok(VcpuExit::FailEntry(reason, _cpu)) => (Exit::FailEntry { reason }, Pending::Nothing),
             Ok(_) => (Exit::Unknown { reason: u32::MAX, detail: 0 }, Pending::Nothing),
@@ -212,6 +213,27 @@ impl Vcpu for LinuxKvm {
 
     fn request_interrupt_window(&mut self, on: bool) {
         self.vcpu.get_kvm_run().request_interrupt_window = u8::from(on);
+    }
+
+    fn set_debug(&mut self, debug: &super::Debug) -> Result<()> {
+        // Today's form of 2006's KVM_DEBUG_GUEST: DR0-DR3 and DR7 as the
+        // debugger wants them, each breakpoint a global execution one.
+        let mut dbg = kvm_bindings::kvm_guest_debug::default();
+        if debug.attached() {
+            dbg.control = kvm_bindings::KVM_GUESTDBG_ENABLE | kvm_bindings::KVM_GUESTDBG_USE_HW_BP;
+            if debug.singlestep {
+                dbg.control |= kvm_bindings::KVM_GUESTDBG_SINGLESTEP;
+            }
+            let mut dr7 = 0x400;
+            for (i, b) in debug.breakpoints.iter().enumerate() {
+                if let Some(address) = *b {
+                    dbg.arch.debugreg[i] = address;
+                    dr7 |= 2 << (2 * i);
+                }
+            }
+            dbg.arch.debugreg[7] = dr7;
+        }
+        self.vcpu.set_guest_debug(&dbg).context("KVM_SET_GUEST_DEBUG")
     }
 }
 

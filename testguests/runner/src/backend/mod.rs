@@ -46,6 +46,25 @@ pub trait Vcpu {
     /// Sets `kvm_run.request_interrupt_window` for the next run: exit
     /// (`Exit::IrqWindowOpen`) as soon as the guest can take an interrupt.
     fn request_interrupt_window(&mut self, on: bool);
+    /// Attaches the debugger (`KVM_DEBUG_GUEST`, today's
+    /// `KVM_SET_GUEST_DEBUG`), or detaches it when `debug` asks for
+    /// nothing: its hits are [`Exit::Debug`].
+    fn set_debug(&mut self, debug: &Debug) -> Result<()>;
+}
+
+/// What a debugger asks of the guest: an exit after every instruction,
+/// and up to four execution breakpoints at guest linear addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Debug {
+    pub singlestep: bool,
+    pub breakpoints: [Option<u64>; 4],
+}
+
+impl Debug {
+    /// Whether it asks for anything.
+    pub fn attached(&self) -> bool {
+        self.singlestep || self.breakpoints.iter().any(Option::is_some)
+    }
 }
 
 /// Which hypervisor to use.

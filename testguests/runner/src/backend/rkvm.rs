@@ -98,6 +98,7 @@ impl<V: Vm2006> Rkvm<V> {
             KVM_EXIT_CPUID => (Exit::Cpuid { leaf: self.get_regs()?.rax as u32 }, Pending::Cpuid),
             KVM_EXIT_HLT => (Exit::Hlt, Pending::Nothing),
             KVM_EXIT_IRQ_WINDOW_OPEN => (Exit::IrqWindowOpen, Pending::Nothing),
+            KVM_EXIT_DEBUG => (Exit::Debug, Pending::Nothing),
             KVM_EXIT_SHUTDOWN => (Exit::Shutdown, Pending::Nothing),
             KVM_EXIT_EXCEPTION => {
                 let ex = run.exit.ex();
@@ -329,6 +330,22 @@ impl<V: Vm2006> Vcpu for Rkvm<V> {
         self.vm.interrupt(vector.into()).context("KVM_INTERRUPT")
     }
 
+    fn set_debug(&mut self, debug: &super::Debug) -> Result<()> {
+        let breakpoints = debug.breakpoints.map(|b| KvmBreakpoint {
+            enabled: u32::from(b.is_some()),
+            padding: 0,
+            address: b.unwrap_or(0),
+        });
+        let dbg = KvmDebugGuest {
+            vcpu: VCPU,
+            enabled: u32::from(debug.attached()),
+            breakpoints,
+            singlestep: u32::from(debug.singlestep),
+            tail_padding: 0,
+        };
+        self.vm.debug_guest(&dbg).context("KVM_DEBUG_GUEST")
+    }
+
     fn request_interrupt_window(&mut self, on: bool) {
         self.run.request_interrupt_window = u8::from(on);
     }
@@ -551,7 +568,8 @@ mod tests {
             (exit(KVM_EXIT_EXCEPTION, ex), Exit::Exception { vector: 13, error_code: 0x18 }),
             (exit(KVM_EXIT_UNKNOWN, hw), Exit::Unknown { reason: KVM_EXIT_UNKNOWN, detail: 0x1E }),
             (exit(KVM_EXIT_IRQ_WINDOW_OPEN, KvmRunExit::default()), Exit::IrqWindowOpen),
-            (exit(KVM_EXIT_DEBUG, KvmRunExit::default()), Exit::Unknown { reason: KVM_EXIT_DEBUG, detail: 0 }),
+            (exit(KVM_EXIT_DEBUG, KvmRunExit::default()), Exit::Debug),
+            (exit(99, KvmRunExit::default()), Exit::Unknown { reason: 99, detail: 0 }),
             (fail, Exit::FailEntry { reason: 0x21 }),
         ];
         for (run, expected) in cases {

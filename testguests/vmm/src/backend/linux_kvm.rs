@@ -214,6 +214,12 @@ impl Vcpu for LinuxKvm {
     fn tsc_khz(&self) -> Option<u32> {
         self.vcpu.get_tsc_khz().ok()
     }
+
+    fn where_it_is(&mut self) -> Result<String> {
+        let r = self.vcpu.get_regs().context("KVM_GET_REGS")?;
+        let s = self.vcpu.get_sregs().context("KVM_GET_SREGS")?;
+        Ok(super::where_line(r.rip, r.rsp, r.rflags, [s.cr0, s.cr2, s.cr3, s.cr4], s.efer, (s.cs.selector, s.cs.base)))
+    }
 }
 
 fn to_kvm_segment(s: &Segment) -> kvm_segment {

@@ -86,6 +86,19 @@ pub trait Vcpu {
     fn interrupt(&mut self, vector: u8) -> Result<()>;
     /// The guest's TSC frequency, where the hypervisor says it.
     fn tsc_khz(&self) -> Option<u32>;
+    /// Where the guest is, in one line (RIP, RSP, RFLAGS, the control
+    /// registers, EFER and CS), for a run that did not end as it should.
+    fn where_it_is(&mut self) -> Result<String>;
+}
+
+/// The line [`Vcpu::where_it_is`] gives, from the registers both ABIs name alike.
+#[allow(clippy::too_many_arguments)]
+pub fn where_line(rip: u64, rsp: u64, rflags: u64, cr: [u64; 4], efer: u64, cs: (u16, u64)) -> String {
+    let [cr0, cr2, cr3, cr4] = cr;
+    format!(
+        "rip {rip:#x} rsp {rsp:#x} rflags {rflags:#x} cr0 {cr0:#x} cr2 {cr2:#x} cr3 {cr3:#x} cr4 {cr4:#x} efer {efer:#x} cs {:#x} base {:#x}",
+        cs.0, cs.1
+    )
 }
 
 /// Which hypervisor to use.

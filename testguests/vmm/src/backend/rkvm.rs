@@ -157,7 +157,9 @@ impl Vcpu for Rkvm {
     }
 
     fn supported_cpuid(&mut self) -> Result<Vec<cpuid::Entry>> {
-        Ok(cpuid::host_table())
+        let mut table = cpuid::host_table();
+        cpuid::filter_for_rkvm(&mut table);
+        Ok(table)
     }
 
     fn set_cpuid(&mut self, _table: &[cpuid::Entry]) -> Result<()> {
@@ -239,6 +241,13 @@ impl Vcpu for Rkvm {
 
     fn tsc_khz(&self) -> Option<u32> {
         None
+    }
+
+    fn where_it_is(&mut self) -> Result<String> {
+        let r = self.get_regs()?;
+        let mut s = KvmSregs { vcpu: VCPU, ..KvmSregs::default() };
+        ioctl(&self.device, KVM_GET_SREGS, &mut s).context("KVM_GET_SREGS")?;
+        Ok(super::where_line(r.rip, r.rsp, r.rflags, [s.cr0, s.cr2, s.cr3, s.cr4], s.efer, (s.cs.selector, s.cs.base)))
     }
 }
 

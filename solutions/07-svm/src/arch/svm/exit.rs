@@ -247,6 +247,18 @@ fn decode_cr(guest: &Guest<'_>, exit_code: u64) -> VmExit {
 
 /// Decodes `mov` to or from a control register at the start of `bytes`.
 pub fn decode_mov_cr(bytes: &[u8], long_mode: bool) -> Option<CrAccess> {
+    let (write, cr, gpr, insn_len) = decode_mov_special(bytes, long_mode, 0x20)?;
+    Some(CrAccess { cr, write, gpr, insn_len })
+}
+
+/// `mov` between a general register and a special one, after optional
+/// prefixes: `read_opcode` is the second opcode byte of the read (0F 20
+/// for control registers, 0F 21 for debug registers), and the write's
+/// is two more. Gives whether it writes the special register, the
+/// special register's number (REX.R extends it), the general register's
+/// (REX.B extends it: the ModRM `mod` bits are ignored, as the processor
+/// ignores them) and the length.
+fn decode_mov_special(bytes: &[u8], long_mode: bool, read_opcode: u8) -> Option<(bool, u8, u8, u8)> {
     let mut i = 0;
     let mut rex = 0u8;
     while let Some(&b) = bytes.get(i) {
@@ -258,15 +270,14 @@ pub fn decode_mov_cr(bytes: &[u8], long_mode: bool) -> Option<CrAccess> {
         i += 1;
     }
     let write = match (bytes.get(i), bytes.get(i + 1)) {
-        (Some(0x0F), Some(0x20)) => false,
-        (Some(0x0F), Some(0x22)) => true,
+        (Some(0x0F), Some(&op)) if op == read_opcode => false,
+        (Some(0x0F), Some(&op)) if op == read_opcode + 2 => true,
         _ => return None,
     };
     let modrm = *bytes.get(i + 2)?;
-    let cr = (modrm >> 3) & 7 | (rex & 4) << 1;
+    let special = (modrm >> 3) & 7 | (rex & 4) << 1;
     let gpr = modrm & 7 | (rex & 1) << 3;
-    let insn_len = u8::try_from(i + 3).ok()?;
-    Some(CrAccess { cr, write, gpr, insn_len })
+    Some((write, special, gpr, u8::try_from(i + 3).ok()?))
 }
 // ANCHOR_END: decode_cr
 

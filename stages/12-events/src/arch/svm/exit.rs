@@ -11,6 +11,7 @@
 use super::vmcb::Vmcb;
 use crate::mmu::GuestFetch;
 use crate::exit::{CrAccess, IoExit, StringIo, VmExit};
+use crate::exit::DrAccess;
 use crate::regs::{Efer, NR_REGS, Reg};
 
 // ANCHOR: exit_codes
@@ -19,9 +20,13 @@ pub mod code {
     /// Reads of CR0-CR15 are 0x00-0x0F, writes 0x10-0x1F.
     pub const CR0_READ: u64 = 0x00;
     pub const CR0_WRITE: u64 = 0x10;
+    /// Reads of DR0-DR15 are 0x20-0x2F, writes 0x30-0x3F.
+    pub const DR0_READ: u64 = 0x20;
+    pub const DR0_WRITE: u64 = 0x30;
     /// Exception vector n is 0x40 + n.
     pub const EXCP_BASE: u64 = 0x40;
     pub const PF: u64 = EXCP_BASE + 14;
+    pub const DB: u64 = EXCP_BASE + 1;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;
@@ -134,6 +139,9 @@ pub fn decode(guest: &Guest<'_>) -> VmExit {
         code::SHUTDOWN => VmExit::Shutdown,
         code::INVALID => VmExit::FailEntry { hardware_reason: u32::MAX },
         n @ code::CR0_READ..=0x1F => decode_cr(guest, n),
+        n @ code::DR0_READ..=0x3F => decode_dr(guest, n),
+        // A #DB, with the causes the processor wrote into the VMCB's DR6.
+        code::DB => VmExit::Debug { causes: guest.vmcb.save.dr6 & crate::debug::DR6_WRITABLE },
         n @ code::EXCP_BASE..=0x5F => {
             VmExit::Exception { vector: (n - code::EXCP_BASE) as u8, error_code: c.exit_info_1 as u32 }
         }
@@ -259,6 +267,18 @@ fn decode_cr(guest: &Guest<'_>, exit_code: u64) -> VmExit {
 
 /// Decodes `mov` to or from a control register at the start of `bytes`.
 pub fn decode_mov_cr(bytes: &[u8], long_mode: bool) -> Option<CrAccess> {
+    let (write, cr, gpr, insn_len) = decode_mov_special(bytes, long_mode, 0x20)?;
+    Some(CrAccess { cr, write, gpr, insn_len })
+}
+
+/// `mov` between a general register and a special one, after optional
+/// prefixes: `read_opcode` is the second opcode byte of the read (0F 20
+/// for control registers, 0F 21 for debug registers), and the write's
+/// is two more. Gives whether it writes the special register, the
+/// special register's number (REX.R extends it), the general register's
+/// (REX.B extends it: the ModRM `mod` bits are ignored, as the processor
+/// ignores them) and the length.
+fn decode_mov_special(bytes: &[u8], long_mode: bool, read_opcode: u8) -> Option<(bool, u8, u8, u8)> {
     let mut i = 0;
     let mut rex = 0u8;
     while let Some(&b) = bytes.get(i) {
@@ -270,17 +290,34 @@ pub fn decode_mov_cr(bytes: &[u8], long_mode: bool) -> Option<CrAccess> {
         i += 1;
     }
     let write = match (bytes.get(i), bytes.get(i + 1)) {
-        (Some(0x0F), Some(0x20)) => false,
-        (Some(0x0F), Some(0x22)) => true,
+        (Some(0x0F), Some(&op)) if op == read_opcode => false,
+        (Some(0x0F), Some(&op)) if op == read_opcode + 2 => true,
         _ => return None,
     };
     let modrm = *bytes.get(i + 2)?;
-    let cr = (modrm >> 3) & 7 | (rex & 4) << 1;
+    let special = (modrm >> 3) & 7 | (rex & 4) << 1;
     let gpr = modrm & 7 | (rex & 1) << 3;
-    let insn_len = u8::try_from(i + 3).ok()?;
-    Some(CrAccess { cr, write, gpr, insn_len })
+    Some((write, special, gpr, u8::try_from(i + 3).ok()?))
 }
 // ANCHOR_END: decode_cr
+
+// ANCHOR: decode_dr
+/// A debug-register read (0x20 + n) or write (0x30 + n) intercept:
+/// `mov reg, drN` (0F 21 /r) or `mov drN, reg` (0F 23 /r), decoded from
+/// the instruction as for the control registers. DR8-DR15 do not exist:
+/// a REX.R that names one is left to userspace.
+fn decode_dr(guest: &Guest<'_>, exit_code: u64) -> VmExit {
+    let unknown = VmExit::Unknown { hardware_reason: exit_code as u32 };
+    let (bytes, n) = guest.instruction();
+    let Some(bytes) = bytes.get(..n) else { return unknown };
+    match decode_mov_special(bytes, guest.long_mode(), 0x21) {
+        Some((write, dr, gpr, insn_len)) if dr < 8 && write == (exit_code >= code::DR0_WRITE) && u64::from(dr) == exit_code & 0xF => {
+            VmExit::DebugRegister(DrAccess { dr, write, gpr, insn_len })
+        }
+        _ => unknown,
+    }
+}
+// ANCHOR_END: decode_dr
 
 // ANCHOR: decode_invlpg
 /// `invlpg m` (0F 01 /7). Without decode assists the hardware gives no
@@ -447,6 +484,10 @@ mod tests {
     #[test]
     fn mov_cr_decodes_register_numbers_and_length() {
         assert_eq!(decode_mov_cr(&[0x0F, 0x22, 0xC0], false), Some(CrAccess { cr: 0, write: true, gpr: 0, insn_len: 3 }));
+        // `mov dr7, eax` is 0F 23 /r, `mov rbx, dr6` 0F 21 /r; they are not CR moves.
+        assert_eq!(decode_mov_special(&[0x0F, 0x23, 0xF8], false, 0x21), Some((true, 7, 0, 3)));
+        assert_eq!(decode_mov_special(&[0x0F, 0x21, 0xF3], false, 0x21), Some((false, 6, 3, 3)));
+        assert_eq!(decode_mov_cr(&[0x0F, 0x23, 0xF8], false), None);
         assert_eq!(decode_mov_cr(&[0x0F, 0x20, 0xE3], false), Some(CrAccess { cr: 4, write: false, gpr: 3, insn_len: 3 }));
         let rex = decode_mov_cr(&[0x41, 0x0F, 0x22, 0xD9], true);
         assert_eq!(rex, Some(CrAccess { cr: 3, write: true, gpr: 9, insn_len: 4 }));

@@ -11,6 +11,7 @@
 
 use crate::arch::VmExit;
 use crate::exit::{CrAccess, IoExit, StringIo};
+use crate::exit::DrAccess;
 
 // ANCHOR: exit_reasons
 /// Basic exit reasons rkvm knows (SDM Vol. 3C, Appendix C).
@@ -24,6 +25,7 @@ pub mod reason {
     pub const RDPMC: u16 = 15;
     pub const INVLPG: u16 = 14;
     pub const CR_ACCESS: u16 = 28;
+    pub const DR_ACCESS: u16 = 29;
     pub const IO_INSTRUCTION: u16 = 30;
     pub const RDMSR: u16 = 31;
     pub const WRMSR: u16 = 32;
@@ -73,6 +75,7 @@ pub struct Interruption {
 }
 
 pub const INTR_TYPE_NMI: u8 = 2;
+pub const INTR_TYPE_HARDWARE_EXCEPTION: u8 = 3;
 
 impl Interruption {
     pub fn from_field(field: u32) -> Option<Interruption> {
@@ -104,6 +107,7 @@ pub fn decode(info: &ExitInfo) -> VmExit {
         reason::PREEMPTION_TIMER => VmExit::ExternalInterrupt,
         reason::TRIPLE_FAULT => VmExit::Shutdown,
         reason::INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        reason::DR_ACCESS => VmExit::DebugRegister(decode_dr(info.qualification, insn_len)),
         reason::HLT => VmExit::Hlt { insn_len },
         reason::RDPMC => VmExit::Rdpmc { insn_len },
         reason::CPUID => VmExit::Cpuid { insn_len },
@@ -148,6 +152,13 @@ fn decode_exception(info: &ExitInfo) -> VmExit {
         return VmExit::ExternalInterrupt;
     }
     let error_code = if intr.has_error_code { info.intr_error_code } else { 0 };
+    if intr.vector == 1 && intr.kind == INTR_TYPE_HARDWARE_EXCEPTION {
+        // "For a debug exception, the exit qualification contains
+        // information about the debug exception": DR6's B0-B3, BD and BS
+        // bits (SDM Vol. 3C, 28.2.1, Table 28-1); the processor leaves
+        // DR6 itself alone.
+        return VmExit::Debug { causes: info.qualification & 0x600F };
+    }
     if intr.vector == PF_VECTOR {
         // "For a page-fault exception, the exit qualification contains the
         // linear address that caused the page fault." (SDM Vol. 3C, 28.2.1)
@@ -156,6 +167,20 @@ fn decode_exception(info: &ExitInfo) -> VmExit {
     VmExit::Exception { vector: intr.vector, error_code }
 }
 // ANCHOR_END: decode
+
+// ANCHOR: decode_dr
+/// The exit qualification of `mov` to or from a debug register (SDM Vol.
+/// 3C, 28.2.1, Table 28-4): bits 2:0 the debug register, bit 4 the
+/// direction (0 is a move to it), bits 11:8 the general register.
+pub fn decode_dr(qualification: u64, insn_len: u8) -> DrAccess {
+    DrAccess {
+        dr: (qualification & 7) as u8,
+        write: qualification & 1 << 4 == 0,
+        gpr: ((qualification >> 8) & 0xF) as u8,
+        insn_len,
+    }
+}
+// ANCHOR_END: decode_dr
 
 // ANCHOR: io_qualification
 /// The exit qualification of an I/O instruction (SDM Vol. 3C, 28.2.1,
@@ -293,6 +318,18 @@ pub fn decode_clts_lmsw(q: u64, insn_len: u8) -> Option<VmExit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_register_moves_and_debug_exceptions_decode() {
+        // `mov dr7, ecx`: DR 7, to the register, ECX (1).
+        assert_eq!(decode_dr(0x107, 3), DrAccess { dr: 7, write: true, gpr: 1, insn_len: 3 });
+        // `mov r9, dr6`: from the register (bit 4), R9.
+        assert_eq!(decode_dr(0x916, 4), DrAccess { dr: 6, write: false, gpr: 9, insn_len: 4 });
+        let info = ExitInfo { intr_info: 1 << 31 | 3 << 8 | 1, qualification: 1 << 14 | 1 << 1 | 1 << 20, ..exit(0) };
+        assert_eq!(decode(&info), VmExit::Debug { causes: 1 << 14 | 1 << 1 }, "only DR6's bits of the qualification");
+        let icebp = ExitInfo { intr_info: 1 << 31 | 5 << 8 | 1, ..exit(0) };
+        assert_eq!(decode(&icebp), VmExit::Exception { vector: 1, error_code: 0 }, "`int1` is reflected as it came");
+    }
 
     fn exit(reason: u32) -> ExitInfo {
         ExitInfo { reason, insn_len: 1, ..ExitInfo::default() }

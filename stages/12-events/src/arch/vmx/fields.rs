@@ -61,6 +61,10 @@ pub const VM_EXIT_MSR_LOAD_ADDR: u32 = 0x2008;
 pub const VM_ENTRY_MSR_LOAD_ADDR: u32 = 0x200A;
 pub const GUEST_IA32_EFER: u32 = 0x2806;
 pub const HOST_IA32_EFER: u32 = 0x2C02;
+/// Added to the TSC for every `rdtsc` of the guest, with "use TSC
+/// offsetting" (SDM Vol. 3C, 25.6.5 "Time-Stamp Counter Offset and
+/// Multiplier").
+pub const TSC_OFFSET: u32 = 0x2010;
 
 // 32-bit control fields.
 pub const PIN_BASED_VM_EXEC_CONTROL: u32 = 0x4000;
@@ -159,6 +163,10 @@ pub mod cpu {
     /// 3C, 26.7.5). Every VMX processor allows it; it is set only while
     /// the module waits for the guest's interrupt window.
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
+    /// The guest's `rdtsc` reads the host's TSC plus the TSC offset,
+    /// without an exit (SDM Vol. 3C, 26.3 "Changes to Instruction
+    /// Behavior in VMX Non-Root Operation", RDTSC).
+    pub const USE_TSC_OFFSETTING: u32 = 1 << 3;
     pub const HLT_EXITING: u32 = 1 << 7;
     /// `invlpg` exits: the shadow must drop its translation too.
     pub const INVLPG_EXITING: u32 = 1 << 9;

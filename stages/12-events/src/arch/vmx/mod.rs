@@ -8,6 +8,7 @@
 //! - from stage 05: `fields` (VMCS encodings), `guest` and `host` (the
 //!   guest- and host-state areas), `entry` (the entry and exit assembly)
 //!   and `exit` (exits decoded into `VmExit`);
+//! - from stage 12: `msrs` (where the guest's MSRs live, and their switch);
 //! - this file: the backend as a whole, VMX operation on and off.
 
 pub mod caps;
@@ -19,6 +20,7 @@ pub mod exit;
 pub mod fields;
 pub mod guest;
 pub mod host;
+pub mod msrs;
 
 use super::x86::wrmsr;
 use super::{Arch, ArchVcpu, Unsupported};

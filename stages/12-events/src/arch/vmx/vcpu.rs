@@ -20,6 +20,8 @@ use crate::kernel::fpu::GuestFpu;
 use crate::regs::{Efer, Reg};
 use crate::kernel::Page;
 use x86::msr::IA32_EFER;
+use crate::arch::x86::{read_breakpoints, write_breakpoints, write_dr7};
+use super::msrs::{self, GuestMsrs};
 
 // ANCHOR: vmx_vcpu
 /// A vCPU's VMX state.
@@ -73,6 +75,20 @@ pub struct VmxVcpu {
     /// which vm86 replaces with 3.
     vm86: bool,
     vm86_iopl: u64,
+    /// What the guest runs with in DR7 and, if any breakpoint is on,
+    /// DR0-DR3 (`set_debug_registers`), and the DR7 last written to the
+    /// VMCS.
+    debug: crate::debug::Hardware,
+    dr7_written: Option<u64>,
+    /// The last exit came with RFLAGS.TF set, and the instruction that
+    /// exited was then completed outside the guest: a single-step trap
+    /// the processor saved as pending for it is generic code's to raise
+    /// now (`instruction_done`), and must not come a second time.
+    exit_tf: bool,
+    drop_pending_step: bool,
+    /// The guest's SYSENTER, SYSCALL and KERNEL_GS_BASE MSRs and its TSC
+    /// offset (`msrs.rs`).
+    msrs: GuestMsrs,
     /// The guest's x87 and SSE registers.
     fpu: GuestFpu,
 }
@@ -100,6 +116,11 @@ impl VmxVcpu {
             real_mode_tss: None,
             vm86: false,
             vm86_iopl: 0,
+            debug: crate::debug::Hardware { dr7: crate::debug::DR7_FIXED_1, db: None },
+            dr7_written: None,
+            exit_tf: false,
+            drop_pending_step: false,
+            msrs: GuestMsrs::new(),
             db_dr6: 0,
             load_dr6: None,
             efer_msrs: None,
@@ -386,7 +407,11 @@ impl VmxVcpu {
             self.setup_done = true;
             self.sregs_dirty = true;
             self.window_exiting_written = false;
+            self.dr7_written = None;
+            // `write_setup` zeroed the SYSENTER fields.
+            self.msrs.rewrite();
         }
+        self.msrs.write_fields(&mut vmcs);
         if self.window_exiting != self.window_exiting_written {
             let window = if self.window_exiting { super::fields::cpu::INTERRUPT_WINDOW_EXITING } else { 0 };
             vmcs.write(CPU_BASED_VM_EXEC_CONTROL, (self.controls.cpu | window).into());
@@ -415,9 +440,33 @@ impl VmxVcpu {
             vmcs.write(VM_ENTRY_CONTROLS, entry_controls(self.controls.entry, self.sregs.efer).into());
             self.sregs_dirty = false;
         }
+        if self.dr7_written != Some(self.debug.dr7) {
+            vmcs.write(GUEST_DR7, self.debug.dr7);
+            self.dr7_written = Some(self.debug.dr7);
+        }
+        let shadow = !self.clear_interrupt_shadow && self.interruptibility & 3 != 0;
         if self.clear_interrupt_shadow {
             vmcs.write(GUEST_INTERRUPTIBILITY_INFO, 0);
             self.clear_interrupt_shadow = false;
+        }
+        if core::mem::take(&mut self.drop_pending_step) {
+            let pending = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            if pending & crate::debug::DR6_BS != 0 {
+                vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, pending & !crate::debug::DR6_BS);
+            }
+        }
+        if shadow {
+            // Under an `sti` or `mov ss` shadow, VM entry insists that a
+            // single-step trap is pending exactly when RFLAGS.TF is set
+            // (SDM Vol. 3C, 27.3.1.5 "Checks on Guest Non-Register
+            // State"): a debugger may have set or cleared TF since the
+            // exit.
+            let pending = vmcs.read(GUEST_PENDING_DBG_EXCEPTIONS);
+            let bs = crate::debug::DR6_BS;
+            let wanted = if *entry.rflags & crate::debug::RFLAGS_TF != 0 { pending | bs } else { pending & !bs };
+            if wanted != pending {
+                vmcs.write(GUEST_PENDING_DBG_EXCEPTIONS, wanted);
+            }
         }
         if let Some(event) = self.queued_event.take() {
             let deliverable = !guest::real_mode(&self.sregs);
@@ -551,6 +600,12 @@ impl VmxVcpu {
         }
     }
     // ANCHOR_END: write_real_mode
+
+    /// Whether the guest runs in long mode (EFER.LMA), which it enters
+    /// only through exits (`wrmsr` EFER, `mov cr0`).
+    fn long_mode(&self) -> bool {
+        Efer::from_bits_retain(self.sregs.efer).contains(Efer::LMA)
+    }
 }
 
 /// The number a failed VM-entry instruction reports in `exit_reason`: the
@@ -589,17 +644,47 @@ impl ArchVcpu for VmxVcpu {
         self.fpu.load();
         cpu::irq_disable();
         let host_debug = host::HostDebug::save();
+        // The guest's breakpoints, with the host's off until its own
+        // addresses are back, below, before its DR7.
+        let host_breakpoints = self.debug.db.map(|guest| {
+            let host = read_breakpoints();
+            // SAFETY: interrupts are off; DR7 enables nothing while the
+            // guest's addresses are loaded (the exit leaves it 0x400).
+            unsafe {
+                write_dr7(crate::debug::DR7_FIXED_1);
+                write_breakpoints(&guest);
+            }
+            host
+        });
         let host_dr6 = self.load_dr6.take().map(|dr6| {
             let host = host::dr6();
             // SAFETY: interrupts are off until the host's value is back.
             unsafe { host::set_dr6(dr6) };
             host
         });
+        // ANCHOR: vmx_swap
+        // The SYSCALL MSRs and KERNEL_GS_BASE matter only to a guest in
+        // long mode: elsewhere `syscall`, `sysret` and `swapgs` are #UD on
+        // Intel's processors (SDM Vol. 2), and `rdmsr`/`wrmsr` always exit.
+        // SAFETY: interrupts are off until `swap_out` below, which every
+        // return from `enter` reaches, a failed entry's too.
+        let host_msrs = self.long_mode().then(|| unsafe { self.msrs.swap_in() });
+        // ANCHOR_END: vmx_swap
         // SAFETY: our VMCS is current with host and guest state written by
         // `prepare`; interrupts are off; what the exit does not restore is
         // restored right below.
         let result = unsafe { entry::enter(entry.regs, self.vmcs.launched, &mut self.sregs.cr2) };
+        if let Some(host) = host_msrs {
+            // SAFETY: `host` came from `swap_in` above, on this CPU, with
+            // interrupts off since.
+            unsafe { self.msrs.swap_out(host) };
+        }
         host_segments.restore();
+        if let Some(host) = host_breakpoints {
+            // SAFETY: the host's own values, read above on this CPU, back
+            // before its DR7.
+            unsafe { write_breakpoints(&host) };
+        }
         host_debug.restore();
         if let Some(dr6) = host_dr6 {
             // SAFETY: the host's own value, read above on this CPU.
@@ -619,6 +704,7 @@ impl ArchVcpu for VmxVcpu {
         *entry.rip = vmcs.read(GUEST_RIP);
         entry.regs[Reg::Rsp as usize] = vmcs.read(GUEST_RSP);
         *entry.rflags = vmcs.read(GUEST_RFLAGS);
+        self.exit_tf = *entry.rflags & crate::debug::RFLAGS_TF != 0;
         if self.vm86 {
             *entry.rflags = guest::rflags_after_vm86(*entry.rflags, self.vm86_iopl);
         }
@@ -635,6 +721,8 @@ impl ArchVcpu for VmxVcpu {
                 // A shutdown: generic code resets the vCPU, and nothing is
                 // left to deliver.
                 self.queued_event = None;
+                // The MSRs start over too, as SVM's new VMCB does.
+                self.msrs = GuestMsrs::new();
             }
         }
         exit::decode(&info)
@@ -646,6 +734,7 @@ impl ArchVcpu for VmxVcpu {
         let next = rip.wrapping_add(u64::from(len));
         *rip = if long { next } else { next & 0xFFFF_FFFF };
         self.clear_interrupt_shadow = true;
+        self.drop_pending_step |= self.exit_tf;
     }
 
     fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -690,29 +779,24 @@ impl ArchVcpu for VmxVcpu {
     // ANCHOR_END: vmx_interrupts
 
     // ANCHOR: vmx_msrs
-    /// So far the segment bases, which the VMCS's guest state holds. The
-    /// SYSENTER MSRs (guest-state fields too), the SYSCALL MSRs and
-    /// KERNEL_GS_BASE (which VMX does not switch: they need the VM-entry
-    /// and VM-exit MSR-load lists) and the TSC (TSC offsetting) are not
-    /// kept yet on VMX: the guest gets #GP for them.
+    /// The segment bases are the guest's `sregs`; every other MSR the
+    /// backend keeps is in `msrs` (`msrs::home` says where each lives).
     fn get_msr(&self, index: u32) -> Option<u64> {
         use crate::exit::msr::index::*;
         match index {
             FS_BASE => Some(self.sregs.fs.base),
             GS_BASE => Some(self.sregs.gs.base),
-            _ => None,
+            _ => self.msrs.get(index, msrs::host_tsc()),
         }
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> bool {
         use crate::exit::msr::{canonical, index::*};
-        if !canonical(value) {
-            return false;
-        }
         match index {
+            FS_BASE | GS_BASE if !canonical(value) => return false,
             FS_BASE => self.sregs.fs.base = value,
             GS_BASE => self.sregs.gs.base = value,
-            _ => return false,
+            _ => return self.msrs.set(index, value, msrs::host_tsc()),
         }
         self.sregs_dirty = true;
         true
@@ -737,6 +821,10 @@ impl ArchVcpu for VmxVcpu {
         }
     }
     // ANCHOR_END: vmx_real_mode
+
+    fn set_debug_registers(&mut self, hw: crate::debug::Hardware) {
+        self.debug = hw;
+    }
 }
 
 // ANCHOR: entry_interruption
