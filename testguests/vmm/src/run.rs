@@ -97,7 +97,13 @@ impl<W: Write> Machine<W> {
             }
             self.devices.poll_timers(now);
             let window = self.deliver_interrupt(vcpu)?;
-            alarm.set(self.devices.next_deadline(), now)?;
+            // The time limit wakes the loop too: a guest that never exits to
+            // userspace (before it programs the PIT, say) still ends on time.
+            let deadline = match (self.devices.next_deadline(), self.timeout) {
+                (Some(device), Some(limit)) => Some(device.min(limit)),
+                (device, limit) => device.or(limit),
+            };
+            alarm.set(deadline, now)?;
             let exit = vcpu.run(window)?;
             self.stats.count(&exit);
             match self.handle(exit) {
