@@ -34,7 +34,9 @@
 ; `rkvm-run check` also holds the counts the header names against the
 ; hypervisor's debugfs: at least as many injections as interrupts taken,
 ; and at least as many window exits as interrupts that waited for the
-; window.
+; window. Those the shadow let in early had no window exit: the header's
+; second count leaves them out, and the trace's sort puts them with the
+; window's, so that it does not depend on the defect.
 
 %include "rkvm.inc"
 
@@ -43,10 +45,11 @@ org LOAD_ADDR
 
 IDT_ADDR  equ SCRATCH_ADDR          ; 256 gates of 8 bytes
 TAKEN     equ SCRATCH_ADDR + 0x800  ; interrupts the handler took (header irq-counts)
-WAITED    equ TAKEN + 4             ;   of them: came in where the window opened
+WAITED    equ TAKEN + 4             ;   of them: came in where the window opened, after a window exit
 RUNNING   equ TAKEN + 8             ;   right after a beat with interrupts on
 WOKE      equ TAKEN + 12            ;   after a `hlt`
 STRAY     equ TAKEN + 16            ;   anywhere else
+SHADOWED  equ TAKEN + 20            ;   in the shadow of sti, under QEMU 7.2 (see above): no window exit
 VECTOR    equ 0x30
 PERIOD    equ 1                     ; every beat raises the vector
 ROUNDS    equ 2000                  ; five interrupts a round
@@ -103,7 +106,8 @@ woke:
     mov eax, [RUNNING]
     out REPORT_PORT, eax        ; right after a beat
     mov eax, [WAITED]
-    out REPORT_PORT, eax        ; when the window opened
+    add eax, [SHADOWED]
+    out REPORT_PORT, eax        ; when the window opened (or, under QEMU 7.2, just before)
     mov eax, [WOKE]
     out REPORT_PORT, eax        ; after a hlt
     mov eax, [STRAY]
@@ -132,7 +136,7 @@ storm:                          ; vector 0x30, with interrupts off
     cmp eax, window
     je .waited
     cmp eax, shadow             ; under QEMU 7.2's SVM (see above)
-    je .waited
+    je .shadowed
     cmp eax, woke
     je .woke
     inc dword [STRAY]
@@ -142,6 +146,9 @@ storm:                          ; vector 0x30, with interrupts off
     jmp .done
 .waited:
     inc dword [WAITED]
+    jmp .done
+.shadowed:
+    inc dword [SHADOWED]
     jmp .done
 .woke:
     inc dword [WOKE]
