@@ -64,8 +64,19 @@ impl IrqCounts {
         if injections < self.taken.into() {
             return Some(format!("irq_injections moved by {injections}, fewer than the {} interrupts the guest took", self.taken));
         }
-        if window_exits < self.waited.into() {
-            return Some(format!("irq_window_exits moved by {window_exits}, fewer than the {} interrupts that waited for the window", self.waited));
+        // An interrupt that waited needed the window to open, and the
+        // module hears that with a window exit, unless another exit (a
+        // host interrupt's) happens to come after the window opened and
+        // before the processor saw it: then the module tells userspace at
+        // once, with no window exit. A run sees that a handful of times in
+        // thousands, so at most one waited interrupt in a hundred may have
+        // gone without.
+        let allowed = u64::from(self.waited) / 100;
+        if window_exits + allowed < self.waited.into() {
+            return Some(format!(
+                "irq_window_exits moved by {window_exits}, fewer than the {} interrupts that waited for the window, less {allowed} that another exit may have found the window open for",
+                self.waited
+            ));
         }
         None
     }
