@@ -86,7 +86,7 @@ impl Debugger {
     /// a step while it steps, or one of its breakpoints.
     pub fn claims(&self, causes: u64) -> bool {
         let stepped = self.singlestep && causes & DR6_BS != 0;
-        let hit = (0..4).any(|i| self.breakpoints[i].is_some() && causes & 1 << i != 0);
+        let hit = self.breakpoints.iter().enumerate().any(|(i, b)| b.is_some() && causes & 1 << i != 0);
         stepped || hit
     }
 }
@@ -118,7 +118,8 @@ pub fn hardware(state: &DebugState) -> Hardware {
     if debugger.breakpoints.iter().any(Option::is_some) {
         // Global enable Gi (bit 2i+1); R/Wi and LENi 0: instruction
         // execution, one byte (SDM Vol. 3B, 19.2.4).
-        let enables = (0..4).filter(|&i| debugger.breakpoints[i].is_some()).fold(0, |dr7, i| dr7 | 2 << (2 * i));
+        let on = debugger.breakpoints.iter().enumerate().filter(|(_, b)| b.is_some());
+        let enables = on.fold(0, |dr7, (i, _)| dr7 | 2 << (2 * i));
         return Hardware { dr7: DR7_FIXED_1 | enables, db: Some(debugger.breakpoints.map(|b| b.unwrap_or(0))) };
     }
     let guest = &state.regs;
