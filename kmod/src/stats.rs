@@ -65,6 +65,9 @@ pub static STATS: &[StatEntry] = &[
     entry(c"irq_injections", &IRQ_INJECTIONS),
     entry(c"irq_window_exits", &IRQ_WINDOW_EXITS),
     //@ end
+    //@ begin 13
+    entry(c"mmu_pte_write", &PTE_WRITES),
+    //@ end
 ];
 
 //@ begin 5
@@ -107,6 +110,11 @@ pub enum Counter {
     /// Exits because the guest became able to take an interrupt.
     IrqWindowExits,
     //@ end
+    //@ begin 13
+    /// Guest writes to a protected guest page table, emulated (or, if the
+    /// emulator declined, let through).
+    PteWrites,
+    //@ end
 }
 
 /// The number of [`Counter`]s.
@@ -132,6 +140,9 @@ pub static IRQ_INJECTIONS: AtomicU64 = AtomicU64::new(0);
 pub static IRQ_WINDOW_EXITS: AtomicU64 = AtomicU64::new(0);
 //@ end
 //@ end
+//@ begin 13
+pub static PTE_WRITES: AtomicU64 = AtomicU64::new(0);
+//@ end
 
 impl Counter {
     /// The module-wide counter.
@@ -156,6 +167,9 @@ impl Counter {
             //@ begin 12
             Counter::IrqInjections => &IRQ_INJECTIONS,
             Counter::IrqWindowExits => &IRQ_WINDOW_EXITS,
+            //@ end
+            //@ begin 13
+            Counter::PteWrites => &PTE_WRITES,
             //@ end
         }
     }
@@ -184,6 +198,9 @@ impl Counter {
         Counter::IrqInjections,
         Counter::IrqWindowExits,
         //@ end
+        //@ begin 13
+        Counter::PteWrites,
+        //@ end
     ];
 
     /// The name of its debugfs file.
@@ -208,6 +225,9 @@ impl Counter {
             //@ begin 12
             Counter::IrqInjections => c"irq_injections",
             Counter::IrqWindowExits => c"irq_window_exits",
+            //@ end
+            //@ begin 13
+            Counter::PteWrites => c"mmu_pte_write",
             //@ end
         }
     }

@@ -811,7 +811,7 @@ impl ExitContext for Running<'_> {
     fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool {
         let written = crate::mmu::write_phys(gpa, data, self.memory);
         if written {
-            self.hw.mmu.guest_wrote(gpa);
+            self.hw.mmu.guest_wrote(gpa, data.len());
         }
         written
     }
@@ -819,6 +819,12 @@ impl ExitContext for Running<'_> {
     fn expect_mmio_read(&mut self, gpa: u64, len: usize) {
         self.hw.mmio_read = Some((gpa, len));
     }
+
+    //@ begin 13
+    fn table_write_declined(&mut self, address: u64, error_code: u32) -> PageFault {
+        self.hw.mmu.table_write_declined(address, error_code, self.memory)
+    }
+    //@ end
 
     fn completed_mmio_read(&mut self, gpa: u64, len: usize) -> Option<[u8; 8]> {
         match self.hw.mmio_data {

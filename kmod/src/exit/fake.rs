@@ -52,6 +52,13 @@ pub struct FakeContext {
     pub mmio_expected: Option<(u64, usize)>,
     pub mmio_data: Option<(u64, usize, [u8; 8])>,
     //@ end
+    //@ begin 13
+    /// What `page_fault` answers for an address that is backed: a write
+    /// to a protected guest table, to emulate (`mapped` is not noted).
+    pub table_write: bool,
+    /// The faults the emulator declined, as (address, error code).
+    pub declined: Vec<(u64, u32)>,
+    //@ end
 }
 
 impl FakeContext {
@@ -86,6 +93,11 @@ impl ExitContext for FakeContext {
     }
 
     fn page_fault(&mut self, address: u64, _error_code: u32) -> PageFault {
+        //@ begin 13
+        if self.table_write && address < self.backed {
+            return PageFault::TableWrite;
+        }
+        //@ end
         if address < self.backed {
             self.mapped.push(address);
             return PageFault::Fixed;
@@ -180,6 +192,14 @@ impl ExitContext for FakeContext {
     fn expect_mmio_read(&mut self, gpa: u64, len: usize) {
         self.mmio_expected = Some((gpa, len));
     }
+
+    //@ begin 13
+    fn table_write_declined(&mut self, address: u64, error_code: u32) -> PageFault {
+        self.declined.push((address, error_code));
+        self.mapped.push(address);
+        PageFault::Fixed
+    }
+    //@ end
 
     fn completed_mmio_read(&mut self, gpa: u64, len: usize) -> Option<[u8; 8]> {
         match self.mmio_data {

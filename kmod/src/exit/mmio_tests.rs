@@ -124,3 +124,50 @@ fn a_non_canonical_address_in_64_bit_mode_is_general_protection() {
     assert_eq!(emulate_fault(&mut ctx, &mut KvmRun::default()), Some(Action::Resume));
     assert_eq!(ctx.queued, Some((13, Some(0))));
 }
+//@ begin 13
+
+/// Writes to a guest page table the shadow cache protects (stage 13):
+/// emulated, or let through when the emulator declines.
+mod table_writes {
+    use super::*;
+
+    #[test]
+    fn a_write_to_a_protected_table_is_carried_out_by_the_emulator() {
+        // mov dword [ebx], 0x5007: a new page-table entry.
+        let mut ctx = prot32(&[0xC7, 0x03, 0x07, 0x50, 0x00, 0x00]);
+        ctx.table_write = true;
+        ctx.regs[3] = 0x3008;
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&fault_at(0x3008), &mut ctx, &mut run), Action::Resume);
+        assert_eq!(ctx.ram[0x3008..0x300C], [0x07, 0x50, 0, 0], "the entry is in guest memory");
+        assert_eq!(ctx.rip, 0x1006, "the instruction is done");
+        assert_eq!((ctx.counted(Counter::PteWrites), ctx.counted(Counter::MmioExits)), (1, 0));
+        assert!(ctx.declined.is_empty() && ctx.mapped.is_empty(), "the table stayed protected");
+    }
+
+    #[test]
+    fn an_instruction_the_emulator_does_not_know_is_let_through_unemulated() {
+        // fxsave [ebx]: not in the emulator.
+        let mut ctx = prot32(&[0x0F, 0xAE, 0x03]);
+        ctx.table_write = true;
+        ctx.regs[3] = 0x3000;
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&fault_at(0x3000), &mut ctx, &mut run), Action::Resume);
+        assert_eq!(ctx.declined, [(0x3000, 2)], "the MMU handles the fault again, unprotecting");
+        assert_eq!(ctx.rip, 0x1000, "the guest runs the instruction itself");
+        assert_eq!(ctx.ram[0x3000..0x3010], [0; 16]);
+    }
+
+    #[test]
+    fn a_fault_of_the_emulated_write_reaches_the_guest() {
+        // mov [ebx], eax, where the guest's tables refuse the write.
+        let mut ctx = prot32(&[0x89, 0x03]);
+        ctx.table_write = true;
+        ctx.regs[3] = 0x3000;
+        ctx.fault_at = Some((0x3000, 0x7));
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&fault_at(0x3000), &mut ctx, &mut run), Action::Resume);
+        assert_eq!((ctx.queued, ctx.sregs.cr2, ctx.rip), (Some((14, Some(0x7))), 0x3000, 0x1000));
+    }
+}
+//@ end

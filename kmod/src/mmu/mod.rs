@@ -78,6 +78,12 @@ pub enum PageFault {
     /// must see it, with this error code.
     Guest { error_code: u32 },
     //@ end
+    //@ begin 13
+    /// A write to a guest page table the cache keeps protected: the
+    /// instruction must be emulated, so that the cache sees the entries it
+    /// writes ([`Mmu::table_write_declined`] if the emulator cannot).
+    TableWrite,
+    //@ end
     /// The guest-physical address is in no memory slot (MMIO, from stage
     /// 10): userspace hears of it.
     NotMemory,
@@ -107,6 +113,11 @@ pub struct Mmu {
     /// was off when the VM was made: then `shadow`, the naive MMU, serves.
     cache: Option<CachedMmu>,
     //@ end
+    //@ begin 13
+    /// The emulator declined a write to a protected guest table: this
+    /// fault unprotects it, as stage 09 did every time.
+    declined: bool,
+    //@ end
 }
 
 impl Mmu {
@@ -121,6 +132,9 @@ impl Mmu {
             //@ end
             //@ begin 9
             cache: if crate::kernel::shadow_cache() { Some(CachedMmu::new()?) } else { None },
+            //@ end
+            //@ begin 13
+            declined: false,
             //@ end
         })
     }
@@ -325,6 +339,15 @@ impl Mmu {
         if let Some(cache) = &mut self.cache {
             let gfn = translation.gpa >> PAGE_SHIFT;
             if access.write && cache.is_protected(gfn) {
+                //@ begin 13
+                // The write can be emulated unless it goes through the
+                // table it writes (then the emulator's own walk would see
+                // a half-written table: unsync it is).
+                let on_path = translation.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn);
+                if !on_path && !self.declined {
+                    return PageFault::TableWrite;
+                }
+                //@ end
                 cache.unprotect(gfn, &translation);
             }
             //@ begin 11
@@ -507,12 +530,37 @@ impl Mmu {
     /// The emulator wrote guest RAM at `gpa`: if that is a guest page
     /// table the cache shadows, its shadow pages go (the processor's own
     /// writes to it fault and do the same).
-    pub fn guest_wrote(&mut self, gpa: u64) {
+    //@ begin 13
+    /// From stage 13 only the shadow entries of the guest entries written
+    /// go, and the table stays shadowed ([`CachedMmu::table_written`]).
+    //@ end
+    pub fn guest_wrote(&mut self, gpa: u64, len: usize) {
         if let Some(cache) = &mut self.cache {
+            //@ begin 10 until 13
+            let _ = len;
             cache.forget_table(gpa >> PAGE_SHIFT);
+            //@ end
+            //@ begin 13
+            cache.table_written(gpa, len);
+            //@ end
             self.needs_flush = true;
         }
     }
+    //@ begin 13
+
+    // ANCHOR: table_write_declined
+    /// The emulator could not carry out a write to a protected guest table
+    /// (an instruction it does not know): the fault is handled again, and
+    /// this time the table is unprotected, its shadow pages thrown away or
+    /// made unsync, as stage 09 did for every such write.
+    pub fn table_write_declined(&mut self, address: u64, error_code: u32, memory: &Mutex<MemSlots>) -> PageFault {
+        self.declined = true;
+        let fault = self.page_fault(address, error_code, memory);
+        self.declined = false;
+        fault
+    }
+    // ANCHOR_END: table_write_declined
+    //@ end
 }
 
 /// Reads guest RAM at guest-physical `gpa`, within one page; `false` if no

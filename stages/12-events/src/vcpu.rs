@@ -685,7 +685,7 @@ impl ExitContext for Running<'_> {
     fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool {
         let written = crate::mmu::write_phys(gpa, data, self.memory);
         if written {
-            self.hw.mmu.guest_wrote(gpa);
+            self.hw.mmu.guest_wrote(gpa, data.len());
         }
         written
     }

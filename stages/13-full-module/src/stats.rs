@@ -55,6 +55,7 @@ pub static STATS: &[StatEntry] = &[
     entry(c"mmio_exits", &MMIO_EXITS),
     entry(c"irq_injections", &IRQ_INJECTIONS),
     entry(c"irq_window_exits", &IRQ_WINDOW_EXITS),
+    entry(c"mmu_pte_write", &PTE_WRITES),
 ];
 
 // ANCHOR: counters
@@ -90,6 +91,9 @@ pub enum Counter {
     IrqInjections,
     /// Exits because the guest became able to take an interrupt.
     IrqWindowExits,
+    /// Guest writes to a protected guest page table, emulated (or, if the
+    /// emulator declined, let through).
+    PteWrites,
 }
 
 /// The number of [`Counter`]s.
@@ -109,6 +113,7 @@ pub static SHADOW_PAGES_ZAPPED: AtomicU64 = AtomicU64::new(0);
 pub static MMIO_EXITS: AtomicU64 = AtomicU64::new(0);
 pub static IRQ_INJECTIONS: AtomicU64 = AtomicU64::new(0);
 pub static IRQ_WINDOW_EXITS: AtomicU64 = AtomicU64::new(0);
+pub static PTE_WRITES: AtomicU64 = AtomicU64::new(0);
 
 impl Counter {
     /// The module-wide counter.
@@ -128,6 +133,7 @@ impl Counter {
             Counter::MmioExits => &MMIO_EXITS,
             Counter::IrqInjections => &IRQ_INJECTIONS,
             Counter::IrqWindowExits => &IRQ_WINDOW_EXITS,
+            Counter::PteWrites => &PTE_WRITES,
         }
     }
 }
@@ -149,6 +155,7 @@ impl Counter {
         Counter::MmioExits,
         Counter::IrqInjections,
         Counter::IrqWindowExits,
+        Counter::PteWrites,
     ];
 
     /// The name of its debugfs file.
@@ -168,6 +175,7 @@ impl Counter {
             Counter::MmioExits => c"mmio_exits",
             Counter::IrqInjections => c"irq_injections",
             Counter::IrqWindowExits => c"irq_window_exits",
+            Counter::PteWrites => c"mmu_pte_write",
         }
     }
 }

@@ -129,7 +129,16 @@ impl CachedMmu {
         rmap.try_reserve_exact(RMAP_BUCKETS).map_err(|_| Errno::ENOMEM)?;
         rmap.resize(RMAP_BUCKETS, NIL);
         let pae_root = Page::alloc_zeroed_below_4g()?;
-        Ok(CachedMmu { pages, root: Root::None, pae_root, rmap, clock: 0, made: 0, zapped: 0, needs_flush: false })
+        Ok(CachedMmu {
+            pages,
+            root: Root::None,
+            pae_root,
+            rmap,
+            clock: 0,
+            made: 0,
+            zapped: 0,
+            needs_flush: false,
+        })
     }
 
     /// Shadow pages in use.

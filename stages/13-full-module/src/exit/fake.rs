@@ -46,6 +46,11 @@ pub struct FakeContext {
     /// The MMIO read userspace was asked for, and the data it gave.
     pub mmio_expected: Option<(u64, usize)>,
     pub mmio_data: Option<(u64, usize, [u8; 8])>,
+    /// What `page_fault` answers for an address that is backed: a write
+    /// to a protected guest table, to emulate (`mapped` is not noted).
+    pub table_write: bool,
+    /// The faults the emulator declined, as (address, error code).
+    pub declined: Vec<(u64, u32)>,
 }
 
 impl FakeContext {
@@ -80,6 +85,9 @@ impl ExitContext for FakeContext {
     }
 
     fn page_fault(&mut self, address: u64, _error_code: u32) -> PageFault {
+        if self.table_write && address < self.backed {
+            return PageFault::TableWrite;
+        }
         if address < self.backed {
             self.mapped.push(address);
             return PageFault::Fixed;
@@ -166,6 +174,12 @@ impl ExitContext for FakeContext {
 
     fn expect_mmio_read(&mut self, gpa: u64, len: usize) {
         self.mmio_expected = Some((gpa, len));
+    }
+
+    fn table_write_declined(&mut self, address: u64, error_code: u32) -> PageFault {
+        self.declined.push((address, error_code));
+        self.mapped.push(address);
+        PageFault::Fixed
     }
 
     fn completed_mmio_read(&mut self, gpa: u64, len: usize) -> Option<[u8; 8]> {

@@ -64,6 +64,10 @@ pub fn resume(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
 /// (`exit/real_mode.rs`), as 2006's `handle_rmode_exception` ran
 /// `emulate_instruction`. `None` if the emulator does not know the
 /// instruction or cannot fetch it: then the exit goes to userspace.
+///
+/// From stage 13 also a guest write to a guest page table the shadow
+/// cache keeps protected (`PageFault::TableWrite`), as 2006's
+/// `fix_write_pf`; `None` then lets the write through unemulated.
 pub(super) fn emulate_other(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Option<Action> {
     let sregs = ctx.sregs();
     let (bytes, n) = fetch(ctx, &sregs).ok()?;

@@ -240,6 +240,11 @@ pub trait ExitContext {
     /// once (then forgotten).
     fn completed_mmio_read(&mut self, gpa: u64, len: usize) -> Option<[u8; 8]>;
 
+    /// The emulator cannot carry out the write to a protected guest page
+    /// table that faulted at `address`: the MMU handles the fault again,
+    /// letting the guest's write happen without emulation.
+    fn table_write_declined(&mut self, address: u64, error_code: u32) -> PageFault;
+
     /// Counts an event in the VM's and the global statistics.
     fn count(&mut self, counter: Counter);
 }
@@ -377,6 +382,19 @@ fn handle_page_fault(address: u64, error_code: u32, ctx: &mut dyn ExitContext, r
             ctx.count(Counter::PfGuest);
             reflect_page_fault(address, error_code, ctx);
             Action::Resume
+        }
+        PageFault::TableWrite => {
+            ctx.count(Counter::PteWrites);
+            match mmio::emulate_other(ctx, run) {
+                Some(action) => action,
+                None => match ctx.table_write_declined(address, error_code) {
+                    PageFault::Guest { error_code } => {
+                        reflect_page_fault(address, error_code, ctx);
+                        Action::Resume
+                    }
+                    _ => Action::Resume,
+                },
+            }
         }
         PageFault::NotMemory => {
             if let Some(action) = mmio::emulate_fault(ctx, run) {

@@ -122,6 +122,8 @@ pub mod index {
     pub const FS_BASE: u32 = 0xC000_0100;
     pub const GS_BASE: u32 = 0xC000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
+    /// AMD's interrupt-pending-message register of families 0Fh and 10h.
+    pub const K8_INT_PENDING_MSG: u32 = 0xC001_0055;
 }
 
 /// Whether `value` is canonical: bits 63:47 all equal (a 48-bit linear
@@ -199,6 +201,11 @@ pub fn home(index: u32) -> Option<MsrHome> {
         IA32_PLATFORM_ID | IA32_MTRRCAP | IA32_MCG_CAP | IA32_MCG_STATUS | IA32_MCG_CTL => MsrHome::Constant(0),
         // IA32_MC0_CTL to the last bank's registers, and the MTRRs.
         0x400..=0x47F | 0x200..=0x2FF => MsrHome::Constant(0),
+        // Linux reads it once at boot on an AMD processor with erratum 400
+        // (as QEMU's default CPU model claims to be) to learn whether C1E
+        // is on: 0 says it is off. Without it the guest's boot log shows an
+        // unchecked MSR access; under Linux's KVM it does not.
+        K8_INT_PENDING_MSG => MsrHome::Constant(0),
         _ => return None,
     })
 }

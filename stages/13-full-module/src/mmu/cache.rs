@@ -117,6 +117,9 @@ pub struct CachedMmu {
     zapped: u64,
     /// Translations were removed or write-protected: flush the TLB.
     pub needs_flush: bool,
+    /// The guest table the emulator wrote last, and how many writes in a
+    /// row went to it with no shadow fault between: the flood detector.
+    last_write: (u64, u32),
 }
 // ANCHOR_END: cached_mmu
 
@@ -129,7 +132,17 @@ impl CachedMmu {
         rmap.try_reserve_exact(RMAP_BUCKETS).map_err(|_| Errno::ENOMEM)?;
         rmap.resize(RMAP_BUCKETS, NIL);
         let pae_root = Page::alloc_zeroed_below_4g()?;
-        Ok(CachedMmu { pages, root: Root::None, pae_root, rmap, clock: 0, made: 0, zapped: 0, needs_flush: false })
+        Ok(CachedMmu {
+            pages,
+            root: Root::None,
+            pae_root,
+            rmap,
+            clock: 0,
+            made: 0,
+            zapped: 0,
+            needs_flush: false,
+            last_write: (u64::MAX, 0),
+        })
     }
 
     /// Shadow pages in use.
@@ -233,6 +246,8 @@ impl CachedMmu {
     /// of the guest tables `t` went through (made if missing), then the
     /// leaf entry, read-only if the page it maps is a protected guest table.
     pub fn install(&mut self, linear: u64, t: &Translation, mode: PagingMode, mut leaf: Leaf) -> KResult<()> {
+        // The guest uses its tables between writes: not a flood.
+        self.last_write.1 = 0;
         self.make_room(4);
         let gfn = t.gpa >> PAGE_SHIFT;
         let mut at = self.root_for(linear).ok_or(Errno::EINVAL)?;
@@ -519,6 +534,46 @@ impl CachedMmu {
         }
     }
 
+    // ANCHOR: table_written
+    /// The emulator wrote `len` bytes at guest-physical `gpa`. If that is
+    /// a guest table the cache shadows, the shadow entries of the guest
+    /// entries written are dropped, and the table stays shadowed and
+    /// protected: the next access through a dropped entry faults and
+    /// fills it from the new guest entry. A table written [`FLOOD`] times
+    /// in a row, with no shadow fault between, is being filled or
+    /// cleared, not used: its shadow pages go, and the guest writes it at
+    /// full speed until a walk shadows it again.
+    pub fn table_written(&mut self, gpa: u64, len: usize) {
+        let gfn = gpa >> PAGE_SHIFT;
+        let shadows = self.shadows_of(gfn);
+        if shadows.is_empty() {
+            return;
+        }
+        let run = if self.last_write.0 == gfn { self.last_write.1.saturating_add(1) } else { 1 };
+        self.last_write = (gfn, run);
+        let offset = (gpa & 0xFFF) as usize;
+        let end = offset.saturating_add(len.max(1)).min(0x1000);
+        for i in shadows {
+            let Some(role) = self.page(i).map(|p| p.role) else { continue };
+            if run >= FLOOD {
+                self.zap(i);
+                continue;
+            }
+            let width = if role.guest == PagingMode::Bits32 { 4 } else { 8 };
+            for guest_entry in offset / width..end.div_ceil(width) {
+                for entry in shadow_entries(role, guest_entry) {
+                    if role.level == 1 {
+                        self.clear_leaf(i, entry);
+                    } else {
+                        self.unlink(i, entry);
+                    }
+                }
+            }
+        }
+        self.needs_flush = true;
+    }
+    // ANCHOR_END: table_written
+
     /// The shadow pages of guest table `gfn` (not direct ones).
     fn shadows_of(&self, gfn: u64) -> Vec<usize> {
         let mut found = Vec::new();
@@ -571,6 +626,31 @@ impl CachedMmu {
     }
 }
 // ANCHOR_END: write_fault
+
+/// Writes in a row to one guest table that make it a flood (2006's
+/// `kvm_mmu_pre_write` counted to 3).
+pub const FLOOD: u32 = 3;
+
+// ANCHOR: shadow_entries
+/// The entries of a shadow page in `role` that guest entry `guest_entry`
+/// of the table it shadows decides (none if another shadow page of the
+/// same table covers it). With 8-byte guest entries, the same index. A
+/// 32-bit guest's page table of 1,024 entries is shadowed by two pages,
+/// one per `quadrant`, 512 entries each; its page directory by four,
+/// each covering 256 guest entries of 4 MiB with two entries of 2 MiB.
+fn shadow_entries(role: Role, guest_entry: usize) -> core::ops::Range<usize> {
+    let (per_quadrant, per_entry) = match (role.guest, role.level) {
+        (PagingMode::Bits32, 1) => (ENTRIES, 1),
+        (PagingMode::Bits32, _) => (ENTRIES / 2, 2),
+        _ => return guest_entry..guest_entry + 1,
+    };
+    if guest_entry / per_quadrant != usize::from(role.quadrant) {
+        return 0..0;
+    }
+    let first = (guest_entry % per_quadrant) * per_entry;
+    first..first + per_entry
+}
+// ANCHOR_END: shadow_entries
 
 // ANCHOR: zap
 impl CachedMmu {

@@ -217,3 +217,101 @@ mod e9_2 {
         assert_eq!(read_only.access, ACCESS_U | ACCESS_X, "not yet dirty: its first write must fault");
     }
 }
+
+/// Writes the emulator makes to shadowed guest tables (stage 13).
+mod table_writes {
+    use super::*;
+
+    /// A 32-bit guest with page table 0x20000 under directory 0x10000,
+    /// mapping `linears` to frames from 0x30000 on.
+    fn shadowed(linears: &[u64], page: &Page) -> CachedMmu {
+        let mut mmu = mmu_with_root(0x10000);
+        for (n, &linear) in linears.iter().enumerate() {
+            let t = walk32(0x10000, linear, 0x20000, 0x30000 + 0x1000 * n as u64);
+            mmu.install(linear, &t, PagingMode::Bits32, leaf(page)).expect("installed");
+        }
+        mmu
+    }
+
+    #[test]
+    fn a_written_entry_loses_only_its_own_translation_and_the_table_stays_protected() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000, 0x40_2000], &page);
+        let root = mmu.root_phys().expect("a root");
+        let pages = mmu.in_use();
+        mmu.needs_flush = false;
+        // The guest's entry for 0x40_1000: entry 1, 4 bytes wide.
+        mmu.table_written(0x20000 + 4, 4);
+        assert_eq!(shadow_leaf(root, 0x40_1000), None, "the written entry's translation is gone");
+        assert!(shadow_leaf(root, 0x40_2000).is_some(), "its neighbour's is not");
+        assert!(mmu.is_protected(0x20), "the table is still shadowed and protected");
+        assert_eq!(mmu.in_use(), pages, "no shadow page was thrown away");
+        assert!(mmu.needs_flush, "the TLB may hold the old translation");
+    }
+
+    #[test]
+    fn a_32_bit_guest_entry_is_found_in_the_quadrant_that_shadows_it() {
+        let page = Page::alloc_zeroed().expect("a page");
+        // Entries 1 and 513 of the guest table: the same index, 1, in the
+        // two shadow pages of its halves.
+        let mut mmu = shadowed(&[0x40_1000, 0x60_1000], &page);
+        let root = mmu.root_phys().expect("a root");
+        mmu.table_written(0x20000 + 513 * 4, 4);
+        assert_eq!(shadow_leaf(root, 0x60_1000), None);
+        assert!(shadow_leaf(root, 0x40_1000).is_some(), "the other quadrant's entry 1 is another guest entry");
+    }
+
+    #[test]
+    fn a_written_directory_entry_unlinks_both_of_its_2_mib_halves_and_keeps_the_tables() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000, 0x60_1000], &page);
+        let root = mmu.root_phys().expect("a root");
+        let pages = mmu.in_use();
+        // Directory entry 1 covers 0x40_0000 to 0x7F_FFFF.
+        mmu.table_written(0x10000 + 4, 4);
+        assert_eq!((shadow_leaf(root, 0x40_1000), shadow_leaf(root, 0x60_1000)), (None, None));
+        assert_eq!(mmu.in_use(), pages, "the page tables' shadow pages stay cached");
+        assert!(mmu.is_protected(0x10) && mmu.is_protected(0x20));
+    }
+
+    #[test]
+    fn a_write_across_two_entries_drops_both() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000, 0x40_2000, 0x40_3000], &page);
+        let root = mmu.root_phys().expect("a root");
+        mmu.table_written(0x20000 + 4 + 2, 4);
+        assert_eq!((shadow_leaf(root, 0x40_1000), shadow_leaf(root, 0x40_2000)), (None, None));
+        assert!(shadow_leaf(root, 0x40_3000).is_some());
+    }
+
+    #[test]
+    fn writes_in_a_row_with_no_fault_between_are_a_flood_that_unshadows_the_table() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000, 0x40_2000], &page);
+        for n in 0..FLOOD - 1 {
+            mmu.table_written(0x20000 + 0x100 + 4 * u64::from(n), 4);
+        }
+        assert!(mmu.is_protected(0x20), "not yet a flood");
+        // A fault filled in between: the guest uses the table.
+        let t = walk32(0x10000, 0x40_3000, 0x20000, 0x33000);
+        mmu.install(0x40_3000, &t, PagingMode::Bits32, leaf(&page)).expect("installed");
+        for n in 0..FLOOD - 1 {
+            mmu.table_written(0x20000 + 0x200 + 4 * u64::from(n), 4);
+        }
+        assert!(mmu.is_protected(0x20), "the count started again");
+        mmu.table_written(0x20000 + 0x300, 4);
+        assert!(!mmu.is_protected(0x20), "flooded: its shadow pages are gone");
+        let root = mmu.root_phys().expect("a root");
+        assert_eq!(shadow_leaf(root, 0x40_2000), None);
+    }
+
+    #[test]
+    fn a_write_to_memory_that_is_no_shadowed_table_changes_nothing() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000], &page);
+        mmu.needs_flush = false;
+        mmu.table_written(0x30000, 8);
+        assert!(!mmu.needs_flush);
+        assert!(shadow_leaf(mmu.root_phys().expect("a root"), 0x40_1000).is_some());
+    }
+}

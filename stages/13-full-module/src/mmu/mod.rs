@@ -64,6 +64,10 @@ pub enum PageFault {
     /// The guest's own tables refuse the access: the guest's #PF handler
     /// must see it, with this error code.
     Guest { error_code: u32 },
+    /// A write to a guest page table the cache keeps protected: the
+    /// instruction must be emulated, so that the cache sees the entries it
+    /// writes ([`Mmu::table_write_declined`] if the emulator cannot).
+    TableWrite,
     /// The guest-physical address is in no memory slot (MMIO, from stage
     /// 10): userspace hears of it.
     NotMemory,
@@ -87,6 +91,9 @@ pub struct Mmu {
     /// The shadow page cache, unless the module parameter `shadow_cache`
     /// was off when the VM was made: then `shadow`, the naive MMU, serves.
     cache: Option<CachedMmu>,
+    /// The emulator declined a write to a protected guest table: this
+    /// fault unprotects it, as stage 09 did every time.
+    declined: bool,
 }
 
 impl Mmu {
@@ -98,6 +105,7 @@ impl Mmu {
             built: None,
             maxphyaddr: maxphyaddr(),
             cache: if crate::kernel::shadow_cache() { Some(CachedMmu::new()?) } else { None },
+            declined: false,
         })
     }
 }
@@ -277,6 +285,13 @@ impl Mmu {
         if let Some(cache) = &mut self.cache {
             let gfn = translation.gpa >> PAGE_SHIFT;
             if access.write && cache.is_protected(gfn) {
+                // The write can be emulated unless it goes through the
+                // table it writes (then the emulator's own walk would see
+                // a half-written table: unsync it is).
+                let on_path = translation.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn);
+                if !on_path && !self.declined {
+                    return PageFault::TableWrite;
+                }
                 cache.unprotect(gfn, &translation);
             }
             // Marked before it is mapped writable (a protected guest table
@@ -424,12 +439,27 @@ impl Mmu {
     /// The emulator wrote guest RAM at `gpa`: if that is a guest page
     /// table the cache shadows, its shadow pages go (the processor's own
     /// writes to it fault and do the same).
-    pub fn guest_wrote(&mut self, gpa: u64) {
+    /// From stage 13 only the shadow entries of the guest entries written
+    /// go, and the table stays shadowed ([`CachedMmu::table_written`]).
+    pub fn guest_wrote(&mut self, gpa: u64, len: usize) {
         if let Some(cache) = &mut self.cache {
-            cache.forget_table(gpa >> PAGE_SHIFT);
+            cache.table_written(gpa, len);
             self.needs_flush = true;
         }
     }
+
+    // ANCHOR: table_write_declined
+    /// The emulator could not carry out a write to a protected guest table
+    /// (an instruction it does not know): the fault is handled again, and
+    /// this time the table is unprotected, its shadow pages thrown away or
+    /// made unsync, as stage 09 did for every such write.
+    pub fn table_write_declined(&mut self, address: u64, error_code: u32, memory: &Mutex<MemSlots>) -> PageFault {
+        self.declined = true;
+        let fault = self.page_fault(address, error_code, memory);
+        self.declined = false;
+        fault
+    }
+    // ANCHOR_END: table_write_declined
 }
 
 /// Reads guest RAM at guest-physical `gpa`, within one page; `false` if no
