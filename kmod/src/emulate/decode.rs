@@ -105,6 +105,11 @@ pub enum Op {
     /// Pop from the stack into `dst`.
     Pop,
     Bit(BitOp),
+    //@ begin 13
+    /// Compare rAX with `dst`: if equal, `src` goes to `dst`; if not, `dst`
+    /// goes to rAX.
+    Cmpxchg,
+    //@ end
 }
 
 /// `rep` (F3) or `repne` (F2), whichever came last. Both repeat `movs`,
@@ -510,6 +515,9 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
             | Op::Neg
             | Op::Not
             | Op::Bit(BitOp::Bts | BitOp::Btr | BitOp::Btc)
+            //@ begin 13
+            | Op::Cmpxchg
+            //@ end
     );
     if p.lock && !(lockable && matches!(insn.dst, Operand::Mem(_))) {
         return Err(DecodeError::Invalid);
@@ -630,6 +638,16 @@ fn two_byte(c: &mut Cursor<'_>, mode: Mode, p: &Prefixes) -> Result<Instruction,
     let v = operand_size(mode, p, false);
     let a = address_size(mode, p);
     let rex_present = p.rex != 0;
+    //@ begin 13
+    // cmpxchg r/m, r (0F B0 for bytes, 0F B1): how guest kernels change a
+    // page-table entry that another processor may be changing too.
+    if let 0xB0 | 0xB1 = opcode {
+        let size = if opcode == 0xB0 { Size::Byte } else { v };
+        let m = modrm(c, mode, p)?;
+        let src = Operand::Reg(gpr(m.reg, size, rex_present));
+        return Ok(instruction(Op::Cmpxchg, size, a, rm_operand(m.rm, size, p), src, c, p));
+    }
+    //@ end
     let (op, dst, src) = match opcode {
         0xA3 | 0xAB | 0xB3 | 0xBB => {
             let op = match opcode {

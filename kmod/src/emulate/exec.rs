@@ -284,6 +284,33 @@ impl Run<'_> {
                 self.put(dst, b, &mut fx)?;
                 self.put(src, a, &mut fx)?;
             }
+            //@ begin 13
+            Op::Cmpxchg => {
+                // SDM Vol. 2A, CMPXCHG: the flags of `cmp rAX, dst`. If
+                // the comparison fails, the processor writes a memory
+                // destination back with its own value ("DEST := TEMP"), so
+                // that the access is always a locked read-modify-write; a
+                // register destination it leaves alone (on Intel
+                // processors, a 32-bit one keeps bits 63:32, which a write
+                // would clear), and the accumulator takes the value.
+                let dst = self.place(&insn.dst);
+                let old = self.get(dst)?;
+                let src = self.place(&insn.src);
+                let new = self.get(src)?;
+                let acc = RegOperand { reg: Reg::Rax, size, high: false };
+                let result = flags::alu(super::Alu::Cmp, size, read_reg(&*self.guest, acc), old, rflags);
+                let equal = result.flags & flags::ZF != 0;
+                if equal {
+                    self.put(dst, new, &mut fx)?;
+                } else {
+                    if let Place::Mem { .. } = dst {
+                        self.put(dst, old, &mut fx)?;
+                    }
+                    fx.set(acc, old);
+                }
+                fx.rflags = Some(flags::merge(rflags, result.flags, STATUS));
+            }
+            //@ end
             Op::Push => {
                 // The source's address uses rSP before the push (SDM Vol. 2B,
                 // PUSH).

@@ -717,3 +717,30 @@ mod e10_2 {
         assert_eq!(fake.rflags, 0x2 | CF | SF | AF | PF);
     }
 }
+
+#[test]
+fn cmpxchg_on_memory_swaps_when_equal_and_loads_rax_when_not() {
+    // lock cmpxchg [rbx], rcx: equal, so RCX goes to memory.
+    let entry = 0x0000_0000_0012_3067u64.to_le_bytes();
+    let fake = at_rbx(&[0xF0, 0x48, 0x0F, 0xB1, 0x0B], &[(Rax, 0x12_3067), (Rcx, 0x12_3065)], &entry);
+    assert_eq!(fake.peek_u64(RAM, 8), 0x12_3065);
+    assert_eq!((fake.get(Rax), fake.rflags & ZF), (0x12_3067, ZF));
+    // Not equal: memory is written with its own value, RAX gets it.
+    let fake = at_rbx(&[0xF0, 0x48, 0x0F, 0xB1, 0x0B], &[(Rax, 0x99), (Rcx, 0x12_3065)], &entry);
+    assert_eq!(fake.peek_u64(RAM, 8), 0x12_3067);
+    assert_eq!((fake.get(Rax), fake.rflags & ZF), (0x12_3067, 0));
+    assert_eq!(fake.log.iter().filter(|l| l.write).count(), 1, "the destination is written either way");
+    // 32 bits: a failed compare writes EAX, zero-extended; a good one
+    // leaves all of RAX as it was.
+    let fake = at_rbx(&[0x0F, 0xB1, 0x0B], &[(Rax, 0xFFFF_FFFF_0000_0001), (Rcx, 5)], &[2, 0, 0, 0]);
+    assert_eq!((fake.get(Rax), fake.peek(RAM, 4)), (2, vec![2, 0, 0, 0]));
+    let fake = at_rbx(&[0x0F, 0xB1, 0x0B], &[(Rax, 0xFFFF_FFFF_0000_0002), (Rcx, 5)], &[2, 0, 0, 0]);
+    assert_eq!((fake.get(Rax), fake.peek(RAM, 4)), (0xFFFF_FFFF_0000_0002, vec![5, 0, 0, 0]));
+}
+
+#[test]
+fn lock_is_allowed_on_cmpxchg_to_memory_only() {
+    use super::super::decode::decode;
+    assert!(decode(&[0xF0, 0x0F, 0xB1, 0x0B], Mode::Bits64).is_ok());
+    assert_eq!(decode(&[0xF0, 0x0F, 0xB1, 0xCB], Mode::Bits64), Err(DecodeError::Invalid));
+}

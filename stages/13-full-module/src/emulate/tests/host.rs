@@ -299,3 +299,74 @@ mod e10_2 {
         check(&Case { name: "cmp", byte_opcode: &[0x38], opcode: &[0x39], modrm: 0xC1, defined: ALL, host: sizes!(binary, "cmp") }, 32);
     }
 }
+
+/// `cmpxchg rcx, rdx` (and its smaller sizes) on the host: RAX, RCX and
+/// RFLAGS after it.
+fn host_cmpxchg(size: Size, rax: u64, rcx: u64, rdx: u64, rflags: u64) -> (u64, u64, u64) {
+    let (mut a, mut c) = (rax, rcx);
+    let out: u64;
+    macro_rules! run {
+        ($insn:literal) => {
+            // SAFETY: the instruction touches only RAX, RCX (read from RDX)
+            // and RFLAGS, which pushfq/popfq save and set around it, as in
+            // `binary!`.
+            unsafe {
+                asm!(
+                    "push {fin}",
+                    "popfq",
+                    $insn,
+                    "pushfq",
+                    "pop {fout}",
+                    inout("rax") a,
+                    inout("rcx") c,
+                    in("rdx") rdx,
+                    fin = in(reg) rflags,
+                    fout = lateout(reg) out,
+                )
+            }
+        };
+    }
+    match size {
+        Size::Byte => run!("cmpxchg cl, dl"),
+        Size::Word => run!("cmpxchg cx, dx"),
+        Size::Dword => run!("cmpxchg ecx, edx"),
+        Size::Qword => run!("cmpxchg rcx, rdx"),
+    }
+    (a, c, out)
+}
+
+#[test]
+fn cmpxchg() {
+    let mut r = Rng::new(13);
+    let mut compared = 0;
+    for size in SIZES {
+        let bytes: Vec<u8> = match size {
+            Size::Byte => vec![0x0F, 0xB0, 0xD1],
+            Size::Word => vec![0x66, 0x0F, 0xB1, 0xD1],
+            Size::Dword => vec![0x0F, 0xB1, 0xD1],
+            Size::Qword => vec![0x48, 0x0F, 0xB1, 0xD1],
+        };
+        for n in 0..cases(20_000) {
+            let (rcx, rdx) = (r.next(), r.next());
+            // Half the cases equal in the operand size, so both ways are
+            // taken.
+            let rax = if n % 2 == 0 { (r.next() & !size.mask()) | (rcx & size.mask()) } else { r.operand() };
+            let rflags = (r.next() & STATUS) | 0x2;
+            let (host_rax, host_rcx, host_flags) = host_cmpxchg(size, rax, rcx, rdx, rflags);
+            // The host runs with IF set: only the status flags compare.
+            let host = (host_rax, host_rcx, host_flags & STATUS);
+            let mut fake = Fake::with_regs(&[(Reg::Rax, rax), (Reg::Rcx, rcx), (Reg::Rdx, rdx)]);
+            fake.rflags = rflags;
+            let outcome = emulate(&mut fake, &bytes, Mode::Bits64, Size::Qword);
+            assert_eq!(fake.rflags & !STATUS, rflags & !STATUS, "only the status flags change");
+            let emulated = (fake.get(Reg::Rax), fake.get(Reg::Rcx), fake.rflags & STATUS);
+            assert_eq!(
+                (outcome, emulated),
+                (Outcome::Done, host),
+                "cmpxchg {size:?} rax={rax:#x} rcx={rcx:#x} rdx={rdx:#x} rflags={rflags:#x}: (rax, rcx, status flags)"
+            );
+            compared += 1;
+        }
+    }
+    eprintln!("cmpxchg vs the host processor: {compared} cases, 0 differences");
+}
