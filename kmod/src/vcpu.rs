@@ -781,7 +781,14 @@ impl ExitContext for Running<'_> {
                 self.hw.arch.clear_pending_event();
                 self.hw.shutdown_pending = true;
             }
-            _ => self.hw.arch.queue_exception(vector, error_code),
+            _ => {
+                //@ begin 12
+                if arch::is_fault(vector) {
+                    *self.regs.rflags |= arch::RFLAGS_RF;
+                }
+                //@ end
+                self.hw.arch.queue_exception(vector, error_code)
+            }
         }
     }
     //@ end

@@ -451,7 +451,9 @@ impl ExitContext for Running<'_> {
                 self.hw.arch.clear_pending_event();
                 self.hw.shutdown_pending = true;
             }
-            _ => self.hw.arch.queue_exception(vector, error_code),
+            _ => {
+                self.hw.arch.queue_exception(vector, error_code)
+            }
         }
     }
 

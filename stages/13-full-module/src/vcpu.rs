@@ -670,7 +670,12 @@ impl ExitContext for Running<'_> {
                 self.hw.arch.clear_pending_event();
                 self.hw.shutdown_pending = true;
             }
-            _ => self.hw.arch.queue_exception(vector, error_code),
+            _ => {
+                if arch::is_fault(vector) {
+                    *self.regs.rflags |= arch::RFLAGS_RF;
+                }
+                self.hw.arch.queue_exception(vector, error_code)
+            }
         }
     }
 

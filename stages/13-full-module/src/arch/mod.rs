@@ -247,6 +247,24 @@ pub fn combine(first: u8, second: u8) -> Combined {
 }
 // ANCHOR_END: combine
 
+// ANCHOR: pushes_rf
+/// RFLAGS.RF: the next instruction takes no instruction breakpoint.
+pub const RFLAGS_RF: u64 = 1 << 16;
+
+/// Whether exception `vector` is a fault: its handler returns to the
+/// faulting instruction, so its delivery pushes RFLAGS with RF set, and the
+/// instruction does not take its instruction breakpoint a second time
+/// (SDM Vol. 3A, 6.5 "Exception Classifications" and 18.3.1.1
+/// "Instruction-Breakpoint Exception Condition"). The processor sets RF
+/// for the faults it raises itself; an injected exception is delivered
+/// with the guest's RFLAGS as they are, so the module sets RF first, as
+/// Linux's KVM does. #DB counts as a trap, as there; #DF and #MC are
+/// aborts.
+pub fn is_fault(vector: u8) -> bool {
+    matches!(vector, 0 | 5 | 6 | 7 | 9..=14 | 16 | 17 | 19 | 20 | 21)
+}
+// ANCHOR_END: pushes_rf
+
 // ANCHOR: entry
 /// What generic code lends a backend for one entry into the guest.
 pub struct Entry<'a> {
@@ -419,5 +437,19 @@ mod combine_tests {
         assert_eq!(combine(8, 6), Combined::Second, "#UD is benign");
         assert_eq!(combine(6, 14), Combined::Second);
         assert_eq!(combine(1, 13), Combined::Second);
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn faults_push_rf_and_traps_aborts_and_interrupts_do_not() {
+        let faults: Vec<u8> = (0..32).filter(|&v| is_fault(v)).collect();
+        assert_eq!(faults, [0, 5, 6, 7, 9, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21]);
+        assert!(!is_fault(1) && !is_fault(3) && !is_fault(4), "#DB, #BP and #OF are traps");
+        assert!(!is_fault(8) && !is_fault(18), "#DF and #MC are aborts");
+        assert!(!is_fault(2) && !is_fault(0x20), "an NMI and interrupts return to the next instruction");
     }
 }
