@@ -5,12 +5,17 @@
 //! anchor (in a generated stage, never in `kmod/`, whose marker lines
 //! would show); every relative link names an existing file and, for a
 //! chapter, an existing heading; no code block repeats code from `kmod/`
-//! that should be included instead. mdBook itself is a pinned version that
+//! that should be included instead; every course chapter shows a picture,
+//! and every picture is there and, for an SVG, well-formed. Before the
+//! checks, the pictures described in `book/diagrams/` are drawn (see
+//! `book/diagram.rs`). mdBook itself is a pinned version that
 //! this command installs under `target/tools/` the first time it is needed.
 
 mod check;
+mod diagram;
 mod links;
 mod mdbook;
+mod svg;
 
 use crate::paths;
 use anyhow::{Result, bail};
@@ -31,9 +36,11 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Checks the book's sources without building it (fast; needs no mdBook).
 pub fn check() -> Result<()> {
+    let drawn = diagram::draw_all(&paths::root())?;
+    println!("book: {drawn} pictures drawn from book/diagrams/ into book/src/images/drawn/");
     let problems = check::all(&paths::root())?;
     if problems.is_empty() {
-        println!("book: includes, anchors and links check out");
+        println!("book: includes, anchors, links and pictures check out");
         return Ok(());
     }
     eprintln!("book/src has problems:");

@@ -1,7 +1,8 @@
-//! The book's source checks: includes and anchors, links, chapters missing
-//! from `SUMMARY.md`, and code pasted where it should be included.
+//! The book's source checks: includes and anchors, links, pictures,
+//! chapters missing from `SUMMARY.md`, and code pasted where it should be
+//! included.
 
-use super::links;
+use super::{diagram, links, svg};
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,14 +14,118 @@ pub fn all(root: &Path) -> Result<Vec<String>> {
     let pages = pages(&src)?;
     let kmod = kmod_windows(&root.join("kmod"));
     let mut problems = Vec::new();
+    let mut shown = HashSet::new();
     for (path, text) in &pages {
         let name = path.strip_prefix(root).unwrap_or(path).display().to_string();
         problems.extend(includes(root, path, text, &name));
         problems.extend(links::check(&src, path, text, &name));
+        problems.extend(pictures(&src, path, text, &name, &mut shown));
         problems.extend(pasted(text, &name, &kmod));
     }
     problems.extend(unlisted(&src, &pages));
+    problems.extend(unshown(root, &shown));
     Ok(problems)
+}
+
+/// Whether a link's target is a picture, by its extension.
+pub fn is_picture(target: &str) -> bool {
+    let path = target.split(['#', '?']).next().unwrap_or(target).to_ascii_lowercase();
+    [".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp"].iter().any(|e| path.ends_with(e))
+}
+
+/// One picture a page shows: `![alt](target)`, whose alt text may run over
+/// several lines.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Picture {
+    pub line: usize,
+    pub alt: String,
+    pub target: String,
+}
+
+/// The pictures of a page, outside code blocks and code spans.
+pub fn parse_pictures(text: &str) -> Vec<Picture> {
+    let mut prose = String::new();
+    let mut starts = Vec::new();
+    for (index, line) in links::prose_lines(text) {
+        starts.push((prose.len(), index + 1));
+        prose.push_str(&links::without_code_spans(line));
+        prose.push('\n');
+    }
+    let line_at = |offset: usize| starts.iter().rev().find(|(start, _)| *start <= offset).map_or(1, |(_, line)| *line);
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = prose[from..].find("![").map(|a| a + from) {
+        from = at + 2;
+        let Some(close) = prose[from..].find("](").map(|c| c + from) else { break };
+        let alt = &prose[from..close];
+        if alt.contains("\n\n") {
+            continue;
+        }
+        let rest = &prose[close + 2..];
+        let end = rest.find(')').unwrap_or(rest.len());
+        let target = rest[..end].split_whitespace().next().unwrap_or("").trim_matches(['<', '>']);
+        found.push(Picture { line: line_at(at), alt: alt.split_whitespace().collect::<Vec<_>>().join(" "), target: target.to_string() });
+        from = close + 2;
+    }
+    found
+}
+
+/// The number of a course chapter (`chNN-slug.md`, 01 to 13), if `page` is
+/// one.
+fn course_chapter(page: &Path) -> Option<u32> {
+    let name = page.file_name()?.to_str()?;
+    let number: u32 = name.strip_prefix("ch")?.get(..2)?.parse().ok()?;
+    (name.get(4..5).is_some_and(|c| c == "-" || c == ".") && (1..=13).contains(&number)).then_some(number)
+}
+
+/// Checks the pictures of a page: each has alt text, exists in `src`, and
+/// is a well-formed SVG if it is one; a course chapter shows at least one.
+/// Adds every picture found to `shown`.
+fn pictures(src: &Path, page: &Path, text: &str, name: &str, shown: &mut HashSet<PathBuf>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let found = parse_pictures(text);
+    if course_chapter(page).is_some() && found.is_empty() {
+        problems.push(format!("{name}: a course chapter shows no picture; describe one in book/diagrams/ and show it with ![alt text](images/drawn/NAME.svg)"));
+    }
+    let linked = links::links(text).into_iter().filter(|l| is_picture(&l.target) && !found.iter().any(|p| p.target == l.target));
+    let all = found.iter().map(|p| (p.line, p.target.clone(), Some(&p.alt))).chain(linked.map(|l| (l.line, l.target, None)));
+    for (line, target, alt) in all {
+        let at = format!("{name}:{line}: picture `{target}`");
+        if alt.is_some_and(|a| a.is_empty()) {
+            problems.push(format!("{at} has no alt text; say what it shows for readers who cannot see it"));
+        }
+        if target.contains("://") {
+            problems.push(format!("{at} is not in book/src/; the book is read offline"));
+            continue;
+        }
+        let file = links::normalize(&page.parent().unwrap_or(src).join(&target));
+        if !file.starts_with(links::normalize(src)) || !file.is_file() {
+            problems.push(format!("{at}: the file does not exist in book/src/"));
+            continue;
+        }
+        shown.insert(file.clone());
+        if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
+            let checked = std::fs::read_to_string(&file).map_err(|e| e.to_string()).and_then(|svg| svg::well_formed(&svg));
+            if let Err(why) = checked {
+                problems.push(format!("{at} is not a well-formed SVG: {why}"));
+            }
+        }
+    }
+    problems
+}
+
+/// Pictures drawn from `book/diagrams/` that no page shows.
+fn unshown(root: &Path, shown: &HashSet<PathBuf>) -> Vec<String> {
+    let drawn = diagram::drawn_dir(root);
+    let Ok(entries) = std::fs::read_dir(&drawn) else { return Vec::new() };
+    let mut problems: Vec<String> = entries
+        .flatten()
+        .map(|e| links::normalize(&e.path()))
+        .filter(|path| !shown.contains(path))
+        .map(|path| format!("book/diagrams/{}.txt is drawn, but no page shows it", path.file_stem().unwrap_or_default().to_string_lossy()))
+        .collect();
+    problems.sort();
+    problems
 }
 
 /// Every Markdown page under `src`, sorted, with its text.

@@ -7,8 +7,17 @@ struct Fixture {
     root: PathBuf,
 }
 
+/// A picture that is well-formed SVG.
+const SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\"><text>ok</text></svg>\n";
+
 impl Fixture {
+    /// A book whose chapter is `chapter` and then a picture.
     fn new(chapter: &str) -> Fixture {
+        Fixture::bare(&format!("{chapter}\n![A picture](images/ok.svg)\n"))
+    }
+
+    /// A book whose chapter is `chapter` alone.
+    fn bare(chapter: &str) -> Fixture {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let root = std::env::temp_dir().join(format!("rkvm-book-test-{}-{n}", std::process::id()));
@@ -18,6 +27,7 @@ impl Fixture {
             ("stages/01-segments/src/a.rs", "// ANCHOR: sel\npub fn selector() {}\n// ANCHOR_END: sel\n// ANCHOR: open\n"),
             ("book/src/SUMMARY.md", "# Summary\n\n- [One](ch01.md)\n"),
             ("book/src/ch01.md", chapter),
+            ("book/src/images/ok.svg", SVG),
         ];
         for (path, text) in files {
             std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
@@ -95,4 +105,58 @@ fn parses_include_directives() {
             Include { line: 1, path: "y.rs".into(), selector: None },
         ]
     );
+}
+
+#[test]
+fn a_course_chapter_without_a_picture_is_named() {
+    let problems = Fixture::bare("# One\n\nNo picture here; `![not](one.svg)` is code.\n").problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("ch01.md: a course chapter shows no picture"), "{problems:?}");
+}
+
+#[test]
+fn pages_outside_the_course_need_no_picture() {
+    let book = Fixture::new("# One\n");
+    std::fs::write(book.root.join("book/src/SUMMARY.md"), "# Summary\n\n- [One](ch01.md)\n- [Setup](setup.md)\n- [Fourteen](ch14-x.md)\n").unwrap();
+    std::fs::write(book.root.join("book/src/setup.md"), "# Setup\n").unwrap();
+    std::fs::write(book.root.join("book/src/ch14-x.md"), "# Fourteen\n").unwrap();
+    assert_eq!(book.problems(), Vec::<String>::new());
+}
+
+#[test]
+fn missing_and_broken_pictures_are_named() {
+    let chapter = "# One\n\n![Gone](images/gone.svg)\n\n![Broken\nover two lines](images/bad.svg)\n\n\
+                   ![](images/ok.svg)\n\nA [link to a picture](images/gone.png).\n";
+    let book = Fixture::bare(chapter);
+    std::fs::write(book.root.join("book/src/images/bad.svg"), "<svg><g></svg>\n").unwrap();
+    let problems = book.problems().join("\n");
+    assert!(problems.contains("ch01.md:3: picture `images/gone.svg`: the file does not exist in book/src/"), "{problems}");
+    assert!(problems.contains("ch01.md:5: picture `images/bad.svg` is not a well-formed SVG: line 1: </svg> closes <g>"), "{problems}");
+    assert!(problems.contains("ch01.md:8: picture `images/ok.svg` has no alt text"), "{problems}");
+    assert!(problems.contains("ch01.md:10: picture `images/gone.png`: the file does not exist"), "{problems}");
+    assert_eq!(book.problems().len(), 4, "{problems}");
+}
+
+#[test]
+fn drawn_pictures_no_page_shows_are_named() {
+    let book = Fixture::new("# One\n");
+    let drawn = crate::book::diagram::drawn_dir(&book.root);
+    std::fs::create_dir_all(&drawn).unwrap();
+    std::fs::write(drawn.join("lonely.svg"), SVG).unwrap();
+    assert_eq!(book.problems(), ["book/diagrams/lonely.txt is drawn, but no page shows it"]);
+}
+
+#[test]
+fn parses_pictures_over_lines() {
+    let text = "# A\n\n![The first,\nin two lines](images/a.svg \"title\")\n```\n![code](x.svg)\n```\n\
+                text ![b](<images/b.svg>) and [not a picture](c.md)\n\n![no\n\nparagraph](d.svg)\n";
+    let found = parse_pictures(text);
+    assert_eq!(
+        found,
+        [
+            Picture { line: 3, alt: "The first, in two lines".into(), target: "images/a.svg".into() },
+            Picture { line: 8, alt: "b".into(), target: "images/b.svg".into() },
+        ]
+    );
+    assert!(is_picture("images/a.SVG") && is_picture("x.png#frag") && !is_picture("a.md"));
 }

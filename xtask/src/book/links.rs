@@ -57,7 +57,7 @@ pub fn prose_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// `line` with every `` `code` `` span removed.
-fn without_code_spans(line: &str) -> String {
+pub fn without_code_spans(line: &str) -> String {
     line.split('`').step_by(2).collect::<Vec<_>>().join(" ")
 }
 
@@ -132,7 +132,9 @@ pub fn check(src: &Path, page: &Path, text: &str, name: &str) -> Vec<String> {
 }
 
 fn check_link(src: &Path, page: &Path, text: &str, target: &str) -> Option<String> {
-    if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+    // Pictures have a check of their own (`check::pictures`).
+    let picture = super::check::is_picture(target);
+    if picture || target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
         return None;
     }
     let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
@@ -159,7 +161,7 @@ fn missing_heading(text: &str, fragment: &str) -> Option<String> {
 }
 
 /// `path` with `.` and `..` resolved lexically.
-fn normalize(path: &Path) -> PathBuf {
+pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
