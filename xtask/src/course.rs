@@ -43,6 +43,11 @@ pub fn run(args: Args) -> Result<()> {
         print!("{}", report.render());
         reports.push(report);
     }
+    if let Some(judged) = reports.iter().find_map(Report::next).filter(|j| matches!(j.state, State::Failing { .. })) {
+        let id = judged.exercise.id;
+        let said = reports.iter().map(|r| r.failures_of(id, 6)).collect::<String>();
+        print!("== what {id}'s failing tests said\n{said}");
+    }
     print!("{}", summary(&course.root, &reports));
     Ok(())
 }
@@ -170,10 +175,8 @@ impl TestOutput {
                 capturing = None;
             } else if let Some((name, passed)) = test_line(line) {
                 output.tests.extend(passed.map(|p| (name.to_string(), p)));
-            } else if let Some(name) = &capturing {
-                if !line.starts_with("note: run with `RUST_BACKTRACE") && !line.starts_with("note: Some details are omitted") {
-                    output.failures.entry(name.clone()).or_default().push(without_thread(line).to_string());
-                }
+            } else if let Some(name) = capturing.as_ref().filter(|_| !line.starts_with("note: ")) {
+                output.failures.entry(name.clone()).or_default().push(without_thread(line).to_string());
             }
         }
         for lines in output.failures.values_mut() {
@@ -306,7 +309,7 @@ impl Report {
             return format!("== stage {name}: no exercises\n");
         }
         let took = progress::elapsed_text(self.elapsed);
-        let mut text = format!("== stage {name}  {}  {solved} of {total} exercises solved ({took})\n", bar(solved, total));
+        let mut text = format!("== stage {name}  {}  {solved} of {total} {} solved ({took})\n", bar(solved, total), exercises(total));
         for judged in &self.exercises {
             text.push_str(&format!("  {:<9} {:<6} {}\n", mark(&judged.state), judged.exercise.id.to_string(), self.detail(judged)));
         }
@@ -339,19 +342,28 @@ impl Report {
     /// tests failing) printed: at most `per_test` lines of at most three
     /// tests each.
     pub fn failures(&self, per_test: usize) -> String {
+        let failing = self.exercises.iter().filter(|e| matches!(e.state, State::Failing { .. }));
+        failing.map(|judged| self.failures_of(judged.exercise.id, per_test)).collect()
+    }
+
+    /// What the first three failed tests of exercise `id` printed, at most
+    /// `per_test` lines each.
+    pub fn failures_of(&self, id: ExerciseId, per_test: usize) -> String {
         let mut text = String::new();
-        for judged in self.exercises.iter().filter(|e| matches!(e.state, State::Failing { .. })) {
-            let id = judged.exercise.id;
-            let failed = self.output.tests.iter().filter(|(name, passed)| !passed && exercise_of(name) == Some(id));
-            for (name, _) in failed.take(3) {
-                text.push_str(&format!("  {name}:\n"));
-                for line in self.output.failures.get(name).into_iter().flatten().take(per_test) {
-                    text.push_str(&format!("      {line}\n"));
-                }
+        let failed = self.output.tests.iter().filter(|(name, passed)| !passed && exercise_of(name) == Some(id));
+        for (name, _) in failed.take(3) {
+            text.push_str(&format!("  {name}:\n"));
+            for line in self.output.failures.get(name).into_iter().flatten().take(per_test) {
+                text.push_str(&format!("      {line}\n"));
             }
         }
         text
     }
+}
+
+/// `exercise` or `exercises`, after a count.
+fn exercises(count: usize) -> &'static str {
+    if count == 1 { "exercise" } else { "exercises" }
 }
 
 /// `[####------]`: `done` of `total`, ten wide.
@@ -376,7 +388,7 @@ pub fn summary(root: &Path, reports: &[Report]) -> String {
     let total: usize = reports.iter().map(|r| r.exercises.len()).sum();
     let solved: usize = reports.iter().map(Report::solved).sum();
     let stages = if reports.len() == 1 { "1 stage".to_string() } else { format!("{} stages", reports.len()) };
-    format!("{solved} of {total} exercises solved in {stages} {}\n{}", bar(solved, total), next_step(root, reports, false))
+    format!("{solved} of {total} {} solved in {stages} {}\n{}", exercises(total), bar(solved, total), next_step(root, reports, false))
 }
 
 /// `next: ...`: the first exercise still open, where its hole is and the
@@ -400,8 +412,7 @@ pub fn next_step(root: &Path, reports: &[Report], watching: bool) -> String {
     let watch = if watching { "" } else { ", `cargo xtask watch` to rerun its tests on every save" };
     format!(
         "next: {what}\n      `cargo xtask hint {id}` for its instruction and first hint{watch},\n      \
-         then `cargo xtask test-stage {stage}` for all of stage {}'s tests{}\n",
-        dir_name(stage),
+         then `cargo xtask test-stage {stage}` for all of stage {stage}'s tests{}\n",
         if stage >= 3 { " (host and L1)" } else { "" }
     )
 }
@@ -563,7 +574,7 @@ error: 1 target failed:
         let next = summary(Path::new("/nonexistent"), &[done(1), open(2)]);
         assert!(next.contains("\nnext: E2.1 in stages/02-abi/src/lib.rs\n"), "{next}");
         assert!(next.contains("`cargo xtask hint E2.1`"), "{next}");
-        assert!(next.contains("then `cargo xtask test-stage 2` for all of stage 02-abi's tests\n"), "{next}");
+        assert!(next.contains("then `cargo xtask test-stage 2` for all of stage 2's tests\n"), "{next}");
     }
 
     #[test]
