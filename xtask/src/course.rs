@@ -158,6 +158,9 @@ pub struct TestOutput {
     /// Cargo's errors (with their warnings) when the crate did not build;
     /// `None` when it did.
     pub build_errors: Option<Vec<String>>,
+    /// Whether a test binary was killed by a signal before it reported
+    /// every test (an abort, a stack overflow).
+    pub crashed: bool,
 }
 
 impl TestOutput {
@@ -187,6 +190,7 @@ impl TestOutput {
                 lines.remove(0);
             }
         }
+        output.crashed = text.lines().any(|l| l.contains("didn't exit successfully") && l.contains("(signal: "));
         let broke = text.lines().any(|l| l.starts_with("error: could not compile"));
         if broke || (!success && output.tests.is_empty()) {
             let lines: Vec<&str> = text.lines().collect();
@@ -234,7 +238,8 @@ pub enum State {
     /// Its hole is filled and it has no host test: only the stage's tests
     /// in L1 check it.
     L1Only,
-    /// The stage does not compile, so its tests did not run.
+    /// The stage does not compile, or its tests did not report (a test
+    /// binary crashed).
     Unknown,
 }
 
@@ -281,6 +286,7 @@ impl Report {
                 let state = match (hole, &output.build_errors) {
                     (Some(line), _) => State::NotStarted { line },
                     (None, Some(_)) => State::Unknown,
+                    (None, None) if results.is_empty() && output.crashed => State::Unknown,
                     (None, None) if results.is_empty() => State::L1Only,
                     (None, None) if failed == 0 => State::Solved { passed: results.len() },
                     (None, None) => State::Failing { failed, total: results.len() },
@@ -334,7 +340,11 @@ impl Report {
             State::Failing { total: 1, .. } => format!("its test fails, in {file}"),
             State::Failing { failed, total } => format!("{failed} of its {total} tests fail, in {file}"),
             State::L1Only => format!("no host test: `cargo xtask test-stage {}` checks it in L1", self.stage),
-            State::Unknown => format!("not tested: the stage does not compile ({file})"),
+            State::Unknown if self.output.build_errors.is_some() => format!("not tested: the stage does not compile ({file})"),
+            State::Unknown => format!(
+                "not known: its tests did not finish, in {file} (`cargo xtask test-stage {}` shows why)",
+                self.stage
+            ),
         }
     }
 
@@ -406,7 +416,9 @@ pub fn next_step(root: &Path, reports: &[Report], watching: bool) -> String {
     };
     let (id, stage) = (judged.exercise.id, report.stage);
     let what = match judged.state {
-        State::Unknown => format!("make stage {} compile again (cargo's errors are above), then {id}", dir_name(stage)),
+        State::Unknown if report.output.build_errors.is_some() => {
+            format!("make stage {} compile again (cargo's errors are above), then {id}", dir_name(stage))
+        }
         _ => format!("{id} {}", hint::hole_location(root, &judged.exercise)),
     };
     let watch = if watching { "" } else { ", `cargo xtask watch` to rerun its tests on every save" };
@@ -535,10 +547,21 @@ error: 1 target failed:
 
     #[test]
     fn an_exercise_without_host_tests_is_left_to_l1() {
-        let report = Report::new(&svm(), TestOutput::default(), vec![None; 4], Duration::ZERO);
+        let report = Report::new(&svm(), TestOutput::parse("test a::e1_1::x ... FAILED\n", false), vec![None; 4], Duration::ZERO);
         assert!(report.exercises.iter().all(|e| e.state == State::L1Only));
         assert!(report.next().is_none());
         assert!(report.render().contains("  in L1     E7.1   no host test: `cargo xtask test-stage 7` checks it in L1\n"));
+    }
+
+    #[test]
+    fn tests_that_never_reported_leave_their_exercise_unknown() {
+        let text = "test e7_1::packs ... ok\nerror: test failed, to rerun pass `--lib`\n\nCaused by:\n  process didn't exit successfully: `/t/rkvm-0123` (signal: 6, SIGABRT: process abort signal)\n";
+        let report = Report::new(&svm(), TestOutput::parse(text, false), vec![None; 4], Duration::ZERO);
+        let states: Vec<State> = report.exercises.iter().map(|e| e.state.clone()).collect();
+        assert_eq!(states, [State::Solved { passed: 1 }, State::Unknown, State::Unknown, State::Unknown]);
+        assert!(report.render().contains("  ?         E7.2   not known: its tests did not finish, in stages/07-svm/src/arch/svm/exit.rs"), "{}", report.render());
+        let next = next_step(Path::new("/nonexistent"), &[report], false);
+        assert!(next.starts_with("next: E7.2 in stages/07-svm/src/arch/svm/exit.rs\n"), "{next}");
     }
 
     #[test]
