@@ -113,14 +113,25 @@ fn known(root: &Path) -> String {
 
 /// Where the exercise's hole is: `stages/NN-slug/FILE:LINE`, or only the
 /// file once the reader has replaced the `todo!()`.
-fn hole_location(root: &Path, exercise: &ExerciseHints) -> String {
-    let path = format!("stages/{}/{}", dir_name(exercise.id.stage), exercise.file);
-    let text = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
-    let marks = [format!("todo!(\"{}\")", exercise.id), format!("not yet implemented: {}\"", exercise.id)];
-    match text.lines().position(|l| marks.iter().any(|m| l.contains(m.as_str()))) {
-        Some(line) => format!("at {path}:{}", line + 1),
+pub fn hole_location(root: &Path, exercise: &ExerciseHints) -> String {
+    let path = hole_file(exercise);
+    match hole_line(root, exercise) {
+        Some(line) => format!("at {path}:{line}"),
         None => format!("in {path}"),
     }
+}
+
+/// `stages/NN-slug/FILE`: the file of the exercise's hole.
+pub fn hole_file(exercise: &ExerciseHints) -> String {
+    format!("stages/{}/{}", dir_name(exercise.id.stage), exercise.file)
+}
+
+/// The line (from 1) of the exercise's `todo!()`, or `None` once the reader
+/// has replaced it.
+pub fn hole_line(root: &Path, exercise: &ExerciseHints) -> Option<usize> {
+    let text = std::fs::read_to_string(root.join(hole_file(exercise))).unwrap_or_default();
+    let marks = [format!("todo!(\"{}\")", exercise.id), format!("not yet implemented: {}\"", exercise.id)];
+    text.lines().position(|l| marks.iter().any(|m| l.contains(m.as_str()))).map(|line| line + 1)
 }
 
 /// What `hint EN.k` prints: where, the instruction, the first hint, and

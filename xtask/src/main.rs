@@ -7,6 +7,7 @@ mod bench;
 mod bench_mmu;
 mod book;
 mod counts;
+mod course;
 mod distro;
 mod dkms;
 mod doctor;
@@ -29,6 +30,7 @@ mod stages;
 mod test;
 mod test_stage;
 mod vmm;
+mod watch;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -65,6 +67,10 @@ enum Command {
     Exercises(exercises::Args),
     /// Print an exercise's instruction and first hint (`cargo xtask hint E1.2`); `--more` prints the next hint.
     Hint(hint::Args),
+    /// Which exercises of each stage are solved (their host tests), and what to do next.
+    Progress(course::Args),
+    /// Rerun a stage's exercise tests each time one of its source files is saved.
+    Watch(watch::Args),
     /// Run the tests of stage N (its skeleton, or with --solution its answers).
     TestStage(test_stage::Args),
     /// Build the book and check its includes, anchors and links.
@@ -107,6 +113,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Stages(args) => stages::run(args),
         Command::Exercises(args) => exercises::run(args),
         Command::Hint(args) => hint::run(args),
+        Command::Progress(args) => course::run(args),
+        Command::Watch(args) => watch::run(args),
         Command::TestStage(args) => test_stage::run(args),
         Command::Book(args) => book::run(args),
         Command::Oracle(args) => oracle::run(args),

@@ -135,6 +135,8 @@ pub fn follow_cargo(child: &mut Child, label: &str, expected: Option<usize>) -> 
                 }
                 // Another cargo holds a lock: say what we wait for.
                 Some(("Blocking", what)) => *current.borrow_mut() = what.to_string(),
+                // `cargo test` starts a test binary.
+                Some(("Running", _)) => *current.borrow_mut() = "running the tests".into(),
                 Some(_) => {}
                 None => {
                     messages.push_str(line);
@@ -156,7 +158,7 @@ fn tick(current: &str, crates: usize, expected: Option<usize>, elapsed: Duration
     };
     let doing = match current {
         "" => "starting".to_string(),
-        waiting if waiting.starts_with("waiting") => waiting.to_string(),
+        waiting if waiting.starts_with("waiting") || waiting.starts_with("running") => waiting.to_string(),
         crate_name => format!("compiling {crate_name}"),
     };
     format!("{doing} ({so_far}), {}", elapsed_text(elapsed))
@@ -209,6 +211,7 @@ mod tests {
         assert_eq!(tick("", 1, None, Duration::from_secs(10)), "starting (1 crate so far), 10s");
         let waiting = tick("waiting for file lock on package cache", 0, None, Duration::from_secs(3));
         assert_eq!(waiting, "waiting for file lock on package cache (0 crates so far), 3s");
+        assert_eq!(tick("running the tests", 2, None, Duration::from_secs(4)), "running the tests (2 crates so far), 4s");
     }
 
     #[test]
