@@ -153,22 +153,36 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 	# entry when it goes: PAGING_VMS (1,000 unless the harness says fewer)
 	# VMs run `pae`, half on each MMU, and MemFree comes back within 2 MiB
 	# (a page per VM would be 4 MiB over 1,000 VMs), the VM counters to 0.
+	# With two CPUs, MemFree also moves with the pages each CPU keeps on
+	# its own free lists, which it does not count: a round that falls by
+	# more than 2 MiB is run once more, and only a leak, which falls again,
+	# fails.
 	vms_wanted=${PAGING_VMS:-1000}
 	free_kb() { awk '/^MemFree/ { print $2 }' /proc/meminfo; }
 	for i in $(seq 20); do ./rkvm-run pae >/dev/null 2>&1; done
-	before=$(free_kb)
-	runs=0
-	for mmu in 1 0; do
-		echo $mmu > "$naive"
-		for i in $(seq $((vms_wanted / 2))); do ./rkvm-run pae >/dev/null 2>&1 && runs=$((runs + 1)); done
-	done
-	echo 1 > "$naive"
-	after=$(free_kb)
-	echo "RKVM-INFO paging leak check: MemFree $before kB before, $after kB after $runs VMs that ran pae"
+	leak_round() {
+		before=$(free_kb)
+		runs=0
+		for mmu in 1 0; do
+			echo $mmu > "$naive"
+			for i in $(seq $((vms_wanted / 2))); do ./rkvm-run pae >/dev/null 2>&1 && runs=$((runs + 1)); done
+		done
+		echo 1 > "$naive"
+		after=$(free_kb)
+		echo "RKVM-INFO paging leak check: MemFree $before kB before, $after kB after $runs VMs that ran pae"
+	}
+	leak_round
+	if [ "$runs" -eq "$vms_wanted" ] && [ $((after + 2048)) -lt "$before" ]; then
+		fell=$((before - after))
+		leak_round
+		[ $((after + 2048)) -lt "$before" ] && fell="$fell kB, then by $((before - after))" || fell=""
+	else
+		fell=$([ $((after + 2048)) -lt "$before" ] && echo "$((before - after))")
+	fi
 	vms=$(cat /sys/kernel/debug/rkvm/vms)
 	if [ "$runs" -ne "$vms_wanted" ]; then fail paging-vms-leak-nothing "only $runs of $vms_wanted runs of pae passed"
 	elif [ "$vms" -ne 0 ]; then fail paging-vms-leak-nothing "debugfs vms is $vms after the runs"
-	elif [ $((after + 2048)) -lt "$before" ]; then fail paging-vms-leak-nothing "MemFree fell by $((before - after)) kB"
+	elif [ -n "$fell" ]; then fail paging-vms-leak-nothing "MemFree fell by $fell kB"
 	else ok paging-vms-leak-nothing; fi
 fi
 
