@@ -4,6 +4,11 @@
 //! Every other command calls [`require`] for the few things it needs, so a
 //! missing program is reported with the exact command that installs it
 //! rather than as a confusing failure deep in a build.
+//!
+//! `--host` asks another question: can this machine load rkvm.ko, on its
+//! own processor and kernel, as a lab's machines do ([`host`])?
+
+mod host;
 
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -14,6 +19,16 @@ pub struct Args {
     /// Only report; do not install anything even when run as root.
     #[arg(long)]
     pub check_only: bool,
+    /// Check this machine as a host for rkvm.ko instead: hardware
+    /// virtualization, other hypervisors, Secure Boot and module
+    /// signatures, the running kernel's headers. Fails only if something
+    /// stands in the way of loading the module.
+    #[arg(long)]
+    pub host: bool,
+    /// With --host: the rkvm.ko to check (default: `cargo xtask kmod`'s
+    /// and dkms's for the running kernel).
+    #[arg(long, requires = "host")]
+    pub ko: Option<std::path::PathBuf>,
 }
 
 /// How to tell whether a requirement is met.
@@ -132,6 +147,9 @@ fn rust_ready(sh: &Shell) -> (bool, bool) {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.host {
+        return host::run(args.ko);
+    }
     let sh = Shell::new()?;
     sh.change_dir(crate::paths::root());
     let needs: Vec<Need> = [KERNEL_BUILD, QEMU, BOCHS, GUESTS].concat();
@@ -159,6 +177,7 @@ pub fn run(args: Args) -> Result<()> {
     let (target, src) = rust_ready(&sh);
     println!("{} rust target {RUST_TARGET}", if target { "ok  " } else { "MISS" });
     println!("{} rust component rust-src", if src { "ok  " } else { "MISS" });
+    println!("doctor: to check this machine as a host for rkvm.ko (a lab machine), run `cargo xtask doctor --host`");
     let still: Vec<&Need> = all.iter().copied().filter(|n| !is_met(n)).collect();
     if still.is_empty() && target && src {
         println!("doctor: this machine has everything rkvm needs");
