@@ -44,6 +44,9 @@ pub struct Args {
     /// For `linux`: seconds each configuration may run before it is stopped.
     #[arg(long, default_value_t = 360)]
     pub limit: u64,
+    /// For `linux`: the table and picture from a kept L1 log, without booting L1.
+    #[arg(long)]
+    pub from_log: Option<std::path::PathBuf>,
 }
 
 /// The guest: one `out` per exit, nothing else.
@@ -109,7 +112,12 @@ pub fn run(args: Args) -> Result<()> {
         "exits" => {}
         "mmu" => return crate::bench_mmu::run(args.platform.as_deref(), args.rounds, args.repeat),
         "linux" => {
-            let linux = crate::bench_linux::Args { platform: args.platform, forks: args.forks, limit: args.limit };
+            let linux = crate::bench_linux::Args {
+                platform: args.platform,
+                forks: args.forks,
+                limit: args.limit,
+                from_log: args.from_log,
+            };
             return crate::bench_linux::run(linux);
         }
         other => bail!("`cargo xtask bench {other}`: measure `exits`, `mmu` or `linux`"),

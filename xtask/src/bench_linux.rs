@@ -31,6 +31,10 @@ pub struct Args {
     pub forks: u32,
     /// Seconds each of the four runs may take before the VMM stops it.
     pub limit: u64,
+    /// Print the table and draw the picture from this L1 console log (a
+    /// `target/l1/bench-linux.log` kept from an earlier run), without
+    /// booting L1.
+    pub from_log: Option<std::path::PathBuf>,
 }
 
 /// One configuration: its name in the table and its hypervisor.
@@ -213,15 +217,19 @@ pub fn svg(outcomes: &[Outcome], forks: u32, platform: &str) -> String {
     let times: Vec<Option<f64>> = outcomes.iter().map(|o| o.seconds).collect();
     let stopped: Vec<bool> = outcomes.iter().map(|o| o.ending != "powered off with status 0").collect();
     let (width, left, bar_width, row) = (1000.0, 150.0, 620.0, 34.0);
+    let footer = format!(
+        "Linux 6.1 as a guest of rkvm-vmm in L1 ({platform}): boot with quiet, then {forks} fork+exec; \
+         counts from each hypervisor's debugfs (cargo xtask bench linux)"
+    );
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1000\" height=\"440\" viewBox=\"0 0 1000 440\"\n     \
+         <svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1000\" height=\"420\" viewBox=\"0 0 1000 420\"\n     \
          font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"14\">\n  \
          <title>Linux on four MMUs: exits and time</title>\n  \
          <desc>Linux booting with quiet and running {forks} fork+exec as a guest of rkvm-vmm in L1 ({platform}), \
          made by cargo xtask bench linux. Top: the exits each hypervisor counted in its debugfs. Bottom: the seconds \
          of L1's time each run took. Configurations: {}.</desc>\n  \
-         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"440\" fill=\"#ffffff\"/>\n",
+         <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"420\" fill=\"#ffffff\"/>\n",
         CONFIGS.iter().zip(&exits).zip(&times).map(|((c, e), t)| format!(
             "{} {} exits in {} s",
             c.name,
@@ -251,13 +259,36 @@ pub fn svg(outcomes: &[Outcome], forks: u32, platform: &str) -> String {
         }
     };
     chart("exits (each hypervisor's own count)", 36.0, &exits, "");
-    chart("time (seconds of L1's time; compare only as ratios)", 236.0, &times, "s");
+    chart("time (seconds of L1's time; compare only as ratios)", 226.0, &times, "s");
+    out += &format!("  <text x=\"20\" y=\"404\" font-size=\"12\" font-style=\"italic\" fill=\"#444444\">{footer}</text>\n");
     out += "</svg>\n";
     out
 }
 
+/// The table and the picture from the log `log` of platform `platform`.
+fn report(log: &str, forks: u32, platform: &str) -> Result<()> {
+    let outcomes = parse_log(log);
+    if outcomes.iter().all(|o| o.counters.is_empty()) {
+        bail!("no counters in L1's log");
+    }
+    print_table(&outcomes, forks);
+    let picture = paths::target().join("bench-linux.svg");
+    std::fs::write(&picture, svg(&outcomes, forks, platform))?;
+    println!("  the table as a picture: {}", picture.display());
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
     let platform = platform::select(args.platform.as_deref())?;
+    if let Some(path) = &args.from_log {
+        let log = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // The log says how many forks the guest ran.
+        let forks = log
+            .lines()
+            .find_map(|l| l.split_once("RKVM_FORKS=").and_then(|(_, r)| r.split_whitespace().next()?.parse().ok()))
+            .unwrap_or(args.forks);
+        return report(&log, forks, platform.name());
+    }
     let vendor = platform.vendor();
     let kernel = kernel::ensure()?;
     let job = Job {
@@ -279,15 +310,7 @@ pub fn run(args: Args) -> Result<()> {
     l1::print_check(&l1::completion_check(&job, &outcome));
     l1::print_kernel_messages(&outcome);
     let log = std::fs::read_to_string(&outcome.log).with_context(|| format!("reading {}", outcome.log.display()))?;
-    let outcomes = parse_log(&log);
-    if outcomes.iter().all(|o| o.counters.is_empty()) {
-        bail!("no counters in L1's log ({})", paths::target().join("l1/bench-linux.log").display());
-    }
-    print_table(&outcomes, args.forks);
-    let picture = paths::target().join("bench-linux.svg");
-    std::fs::write(&picture, svg(&outcomes, args.forks, platform.name()))?;
-    println!("  the table as a picture: {}", picture.display());
-    Ok(())
+    report(&log, args.forks, platform.name()).with_context(|| format!("reading {}", outcome.log.display()))
 }
 
 #[cfg(test)]
