@@ -93,14 +93,19 @@ pub fn filter(table: &mut Vec<Entry>) {
 /// set a CR4 bit that is #GP, and one that saw RDTSCP would write
 /// TSC_AUX, which is #GP too. Leaf 7 did not exist in 2006: it is
 /// emptied. 1 GiB pages go as well: the shadow MMU maps 4 KiB, 2 MiB and
-/// 4 MiB guest pages.
+/// 4 MiB guest pages. And APERF and MPERF (leaf 6, ECX bit 0): a guest
+/// that saw them reads MSRs 0xE7 and 0xE8 at every tick, which rkvm does
+/// not keep (under Bochs, whose processor has them, Linux then warned
+/// "unchecked MSR access error: RDMSR from 0xe8").
 pub fn filter_for_rkvm(table: &mut [Entry]) {
+    const ECX_APERFMPERF: u32 = 1 << 0;
     const ECX_PCID: u32 = 1 << 17;
     const EDX_PDPE1GB: u32 = 1 << 26;
     const EDX_RDTSCP: u32 = 1 << 27;
     for entry in table.iter_mut() {
         match entry.function {
             1 => entry.ecx &= !ECX_PCID,
+            6 => entry.ecx &= !ECX_APERFMPERF,
             7 => (entry.eax, entry.ebx, entry.ecx, entry.edx) = (0, 0, 0, 0),
             0x8000_0001 => entry.edx &= !(EDX_PDPE1GB | EDX_RDTSCP),
             _ => {}
@@ -153,16 +158,18 @@ fn host_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
 mod tests {
 
     #[test]
-    fn rkvm_guests_see_no_leaf_7_pcid_rdtscp_or_1g_pages() {
+    fn rkvm_guests_see_no_leaf_7_pcid_rdtscp_aperfmperf_or_1g_pages() {
         let mut table = vec![
             Entry { function: 1, ecx: u32::MAX, ..Entry::default() },
+            Entry { function: 6, ecx: 0b11, ..Entry::default() },
             Entry { function: 7, eax: 1, ebx: 1, ecx: 1 << 22, edx: 1, ..Entry::default() },
             Entry { function: 0x8000_0001, edx: u32::MAX, ..Entry::default() },
         ];
         filter_for_rkvm(&mut table);
         assert_eq!(table[0].ecx, !(1 << 17));
-        assert_eq!((table[1].eax, table[1].ebx, table[1].ecx, table[1].edx), (0, 0, 0, 0));
-        assert_eq!(table[2].edx, !(3 << 26));
+        assert_eq!(table[1].ecx, 0b10, "APERF and MPERF go");
+        assert_eq!((table[2].eax, table[2].ebx, table[2].ecx, table[2].edx), (0, 0, 0, 0));
+        assert_eq!(table[3].edx, !(3 << 26));
     }
     use super::*;
 
