@@ -204,9 +204,9 @@ fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut T
 /// rkvm.ko loaded and answering on /dev/rkvm.
 /// The Linux guest boots, runs [`crate::vmm::TEST_FORKS`] fork+exec and
 /// powers off on Linux's KVM and on rkvm in one L1 boot, and rkvm's
-/// console must equal Linux KVM's (about 2 minutes under tcg-svm). Under
-/// Bochs it would take most of an hour: `cargo xtask vmm --compare
-/// --platform bochs-vmx` runs it on its own.
+/// console must equal Linux KVM's (about a minute of L1 under tcg-svm).
+/// Under Bochs the guest on rkvm took 720 s of L1's clock to reach init:
+/// `cargo xtask vmm --compare --platform bochs-vmx` runs it on its own.
 fn linux_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
     if platform.name() == "bochs-vmx" {
