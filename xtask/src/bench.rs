@@ -23,8 +23,10 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to measure: `exits` (the exit round trip, with `out-loop`) or
-    /// `mmu` (the naive and the cached shadow MMU, with `mmu-switch`).
+    /// What to measure: `exits` (the exit round trip, with `out-loop`),
+    /// `mmu` (the naive and the cached shadow MMU, with `mmu-switch`) or
+    /// `linux` (Linux as a guest of rkvm-vmm, on four MMUs; see
+    /// `bench_linux.rs`).
     #[arg(default_value = "exits")]
     pub what: String,
     /// The L1 platform (see `cargo xtask test --help`).
@@ -36,6 +38,15 @@ pub struct Args {
     /// Runs of the guest in each sample.
     #[arg(long, default_value_t = 5)]
     pub repeat: u32,
+    /// For `linux`: how many processes the guest forks and execs.
+    #[arg(long, default_value_t = 100)]
+    pub forks: u32,
+    /// For `linux`: seconds each configuration may run before it is stopped.
+    #[arg(long, default_value_t = 360)]
+    pub limit: u64,
+    /// For `linux`: the table and picture from a kept L1 log, without booting L1.
+    #[arg(long)]
+    pub from_log: Option<std::path::PathBuf>,
 }
 
 /// The guest: one `out` per exit, nothing else.
@@ -100,7 +111,16 @@ pub fn run(args: Args) -> Result<()> {
     match args.what.as_str() {
         "exits" => {}
         "mmu" => return crate::bench_mmu::run(args.platform.as_deref(), args.rounds, args.repeat),
-        other => bail!("`cargo xtask bench {other}`: measure `exits` or `mmu`"),
+        "linux" => {
+            let linux = crate::bench_linux::Args {
+                platform: args.platform,
+                forks: args.forks,
+                limit: args.limit,
+                from_log: args.from_log,
+            };
+            return crate::bench_linux::run(linux);
+        }
+        other => bail!("`cargo xtask bench {other}`: measure `exits`, `mmu` or `linux`"),
     }
     let platform = platform::select(args.platform.as_deref())?;
     let vendor = platform.vendor().kvm_module();

@@ -4,6 +4,7 @@
 //! command line and dispatches.
 
 mod bench;
+mod bench_linux;
 mod bench_mmu;
 mod book;
 mod counts;
@@ -55,7 +56,7 @@ enum Command {
     Distro(distro::Args),
     /// Write the module's source tree for dkms (kmod/ with a Cargo.toml of its own) and print how to install it.
     Dkms(dkms::Args),
-    /// Boot L1, load rkvm.ko and show it answering on /dev/rkvm.
+    /// Boot L1, load rkvm.ko, and boot Linux on it with rkvm-vmm, its console streaming (`--device`: only /dev/rkvm answering).
     Demo(test::DemoArgs),
     /// Boot L1 and run shell commands there, with rkvm.ko, rkvm-run and Linux's KVM modules at hand.
     L1(jobs::RunArgs),
@@ -79,7 +80,7 @@ enum Command {
     Oracle(oracle::Args),
     /// Rewrite the golden traces from Linux KVM's behaviour.
     Bless(oracle::BlessArgs),
-    /// Benchmarks in one L1 boot: `exits` (rkvm against Linux's KVM) or `mmu` (naive and cached shadow MMU against Linux's KVM without nested paging).
+    /// Benchmarks in one L1 boot: `exits` (rkvm against Linux's KVM) `mmu` (naive and cached shadow MMU against Linux's KVM without nested paging) or `linux` (Linux as a guest on four MMUs).
     Bench(bench::Args),
     /// Fuzz /dev/rkvm in L1: random ioctls, races, killed processes, random guests.
     Fuzz(fuzz::Args),

@@ -8,11 +8,13 @@
 //! (Linux's KVM, or rkvm's `/dev/rkvm`), handing port I/O to the
 //! `devices`: the 8259 pair (`pic`), the 8254 (`pit`), the CMOS clock
 //! (`rtc`) and a 16550 (`vm-superio`). `cpuid` builds the guest's CPUID
-//! table, `alarm` wakes the loop when the timer is due.
+//! table, `alarm` wakes the loop when the timer is due, and `counters`
+//! reads the hypervisor's own counters from debugfs.
 
 pub mod alarm;
 pub mod backend;
 pub mod boot;
+pub mod counters;
 pub mod cpuid;
 pub mod devices;
 pub mod pic;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use rkvm_vmm::backend::Backend;
 use rkvm_vmm::boot::{self, BootImage};
+use rkvm_vmm::counters;
 use rkvm_vmm::cpuid;
 use rkvm_vmm::devices::Devices;
 use rkvm_vmm::run::{Ending, Machine, Stats};
@@ -44,6 +45,10 @@ struct Args {
     /// After the run, list the ports the guest used that no device answers.
     #[arg(long)]
     verbose: bool,
+    /// After the run, print the hypervisor's own counters from debugfs
+    /// (`rkvm-vmm: hypervisor counters: exits=N ...`).
+    #[arg(long)]
+    counters: bool,
 }
 
 fn main() {
@@ -78,6 +83,10 @@ fn run(args: &Args) -> Result<i32> {
     let elapsed = start.elapsed();
     eprintln!("rkvm-vmm: {} after {:.1} s", describe(&ending), elapsed.as_secs_f64());
     eprintln!("rkvm-vmm: {}", summary(&machine.stats));
+    if args.counters {
+        // Before the VM closes: Linux's KVM shows its counters only while it lives.
+        eprintln!("rkvm-vmm: hypervisor counters: {}", counters::line(&counters::read(backend)));
+    }
     if !matches!(ending, Ending::PowerOff(_)) {
         match vcpu.where_it_is() {
             Ok(line) => eprintln!("rkvm-vmm: the guest stopped at {line}"),

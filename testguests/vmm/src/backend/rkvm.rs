@@ -157,9 +157,8 @@ impl Vcpu for Rkvm {
     }
 
     fn supported_cpuid(&mut self) -> Result<Vec<cpuid::Entry>> {
-        let mut table = cpuid::host_table();
-        cpuid::filter_for_rkvm(&mut table);
-        Ok(table)
+        // `cpuid::filter` takes out what the vCPU does not have.
+        Ok(cpuid::host_table())
     }
 
     fn set_cpuid(&mut self, _table: &[cpuid::Entry]) -> Result<()> {
