@@ -230,3 +230,33 @@ mod e11_1 {
         }
     }
 }
+//@ begin 13
+
+/// A fault fills its neighbours (stage 13's prefetch).
+mod prefetch {
+    use super::*;
+
+    #[test]
+    fn a_fault_fills_the_used_neighbours_of_its_group_read_only() {
+        let (m, mut mmu, sregs, at) = make("cached shadow");
+        let root = mmu.prepare(&sregs, &m).expect("a root");
+        take(&m);
+        // Pages 0-3 of the table were used (A and D set), 4-15 were not.
+        assert_eq!(mmu.page_fault(at + 0x10, READ, &m), PageFault::Fixed);
+        for i in 1..4 {
+            assert!(leaf(root.phys, linear(i)).is_some(), "page {i}: used, filled with the fault");
+            assert!(!writable(root.phys, linear(i)), "page {i}: read-only, although dirty");
+        }
+        for i in 4..8 {
+            assert_eq!(leaf(root.phys, linear(i)), None, "page {i}: never used, not filled");
+        }
+        assert_eq!(leaf(root.phys, linear(8)), None, "another group");
+        assert_eq!(peek32(&m, 0x2000 + 4 * 5) as u64 & A, 0, "no A bit set by the prefetch");
+        assert_eq!(take(&m), [0x1, 0x10], "the directory whose A bit the walk set, the faulting page (dirty already, mapped writable), no neighbour");
+        // The first write to a prefetched page faults and makes it writable.
+        assert_eq!(mmu.page_fault(linear(2), WRITE, &m), PageFault::Fixed);
+        assert!(writable(root.phys, linear(2)));
+        assert_eq!(take(&m), [0x12]);
+    }
+}
+//@ end
