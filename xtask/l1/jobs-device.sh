@@ -8,6 +8,9 @@
 # seeded guests run with N seeds each too (`cargo xtask test` sets it).
 # With GUEST_TIMEOUT=S, a guest that has not stopped after S seconds is
 # stopped, instead of after rkvm-run's 10 (the harness sets 30 on Bochs).
+# With PLATFORM=NAME (the harness sets it), rkvm-run leaves out the guests
+# whose header says `not-on: NAME`, each announced and reported not run
+# with the header's reason (RKVM-INFO guest/GUEST not run: ...).
 #
 # Before anything runs, the job announces every check it will report when
 # all goes well (RKVM-PLAN PART NAME), by parts: the script's own checks
@@ -112,10 +115,10 @@ if insmod ./rkvm.ko; then ok module-loads; else
 fi
 run_guarded rkvm-devtest ./rkvm-devtest ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
 if [ -x ./rkvm-run ]; then
-	run_guarded rkvm-run ./rkvm-run check ${MAX_STAGE:+--max-stage "$MAX_STAGE"} ${GUEST_TIMEOUT:+--timeout "$GUEST_TIMEOUT"} || status=1
+	run_guarded rkvm-run ./rkvm-run check ${MAX_STAGE:+--max-stage "$MAX_STAGE"} ${GUEST_TIMEOUT:+--timeout "$GUEST_TIMEOUT"} ${PLATFORM:+--platform "$PLATFORM"} || status=1
 	# From stage 11 on: guests moved to a second VM while they run, with
 	# the dirty log (nothing runs before: no guest is selected).
-	run_guarded migrate ./rkvm-run migrate ${MAX_STAGE:+--max-stage "$MAX_STAGE"} ${GUEST_TIMEOUT:+--timeout "$GUEST_TIMEOUT"} || status=1
+	run_guarded migrate ./rkvm-run migrate ${MAX_STAGE:+--max-stage "$MAX_STAGE"} ${GUEST_TIMEOUT:+--timeout "$GUEST_TIMEOUT"} ${PLATFORM:+--platform "$PLATFORM"} || status=1
 fi
 # The seeded guests, CHAOS_SEEDS seeds each (when the harness sets it):
 # every run must end in a way a guest may end (`rkvm-run chaos`). On VMX,
@@ -145,8 +148,8 @@ if [ -x ./rkvm-run ] && [ "$max" -ge 9 ] && [ ! -w "$naive" ]; then
 	stopped naive "the module has no parameter shadow_cache"
 elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 	echo 0 > "$naive"
-	run_guarded naive sh -c "./rkvm-run check ${MAX_STAGE:+--max-stage $MAX_STAGE} ${GUEST_TIMEOUT:+--timeout $GUEST_TIMEOUT} --except $(./rkvm-run --list | awk '$3 < 8 { printf \"%s,\", $1 }')none | sed -e 's#^RKVM-CHECK \\([a-z]*\\) guest/#RKVM-CHECK \\1 naive/guest/#' -e 's#^RKVM-INFO guest/#RKVM-INFO naive/guest/#'" || status=1
-	run_guarded naive sh -c "./rkvm-run migrate ${MAX_STAGE:+--max-stage $MAX_STAGE} ${GUEST_TIMEOUT:+--timeout $GUEST_TIMEOUT} | sed 's#^RKVM-CHECK \\([a-z]*\\) migrate/#RKVM-CHECK \\1 naive/migrate/#'" || status=1
+	run_guarded naive sh -c "./rkvm-run check ${MAX_STAGE:+--max-stage $MAX_STAGE} ${GUEST_TIMEOUT:+--timeout $GUEST_TIMEOUT} ${PLATFORM:+--platform $PLATFORM} --except $(./rkvm-run --list | awk '$3 < 8 { printf \"%s,\", $1 }')none | sed -e 's#^RKVM-CHECK \\([a-z]*\\) guest/#RKVM-CHECK \\1 naive/guest/#' -e 's#^RKVM-INFO guest/#RKVM-INFO naive/guest/#'" || status=1
+	run_guarded naive sh -c "./rkvm-run migrate ${MAX_STAGE:+--max-stage $MAX_STAGE} ${GUEST_TIMEOUT:+--timeout $GUEST_TIMEOUT} ${PLATFORM:+--platform $PLATFORM} | sed 's#^RKVM-CHECK \\([a-z]*\\) migrate/#RKVM-CHECK \\1 naive/migrate/#'" || status=1
 	echo 1 > "$naive"
 
 	# A VM that ran a paging guest frees every shadow page and reverse-map

@@ -97,11 +97,14 @@ pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> 
     Ok(checks)
 }
 
-/// Bochs runs L1 tens of times slower than QEMU: its jobs get more time,
-/// each guest [`guest_timeout`]'s seconds, and the paging leak check runs
-/// 100 VMs instead of 1,000 (it then catches a leak of 6 pages per VM
-/// rather than 1).
+/// The job learns its platform's name (`PLATFORM`), so that `rkvm-run`
+/// leaves out the guests whose header says `not-on:` it, and lists each as
+/// not run, with the header's reason. Bochs runs L1 tens of times slower
+/// than QEMU: its jobs get more time, each guest [`guest_timeout`]'s
+/// seconds, and the paging leak check runs 100 VMs instead of 1,000 (it
+/// then catches a leak of 6 pages per VM rather than 1).
 pub fn fit_to_platform(job: &mut Job, platform: &dyn Platform) {
+    job.script = format!("PLATFORM={}\n{}", platform.name(), job.script);
     if let Some(seconds) = guest_timeout(platform.name()) {
         job.script = format!("GUEST_TIMEOUT={seconds}\n{}", job.script);
     }

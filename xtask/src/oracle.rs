@@ -7,7 +7,12 @@
 //! guest through `rkvm-run check --backend linux-kvm`, twice: with nested
 //! paging (npt=1 / ept=1) and with shadow paging (npt=0 / ept=0). Where the
 //! host's own `/dev/kvm` is a hardware KVM, the guests run there too.
-//! `bless` rewrites the golden files from what Linux KVM did in L1.
+//! `bless` rewrites the golden files from what Linux KVM did in L1 (all of
+//! them, or those `--guest` names).
+//!
+//! A guest whose header says `not-on: PLATFORM: REASON` is not run on that
+//! platform by either: `oracle` lists it as not run, with the reason, and
+//! `bless` leaves its golden file alone.
 
 use crate::kernel::{self, L1Kernel};
 use crate::l1::{self, Check, Job};
@@ -29,6 +34,10 @@ pub struct BlessArgs {
     /// The L1 platform whose Linux KVM writes the golden traces.
     #[arg(long)]
     pub platform: Option<String>,
+    /// Bless only this guest (repeat for several); the other golden files
+    /// are left as they are.
+    #[arg(long = "guest", value_name = "NAME")]
+    pub guests: Vec<String>,
 }
 
 /// The module parameter that turns nested paging on and off.
@@ -96,35 +105,53 @@ fn left_out(platform: &str) -> Vec<&'static str> {
     }
 }
 
-/// `left_out` as an `rkvm-run` option, with the platform's guest timeout.
+/// `left_out` as an `rkvm-run` option, with the platform (whose guests
+/// left out by their headers are not run) and its guest timeout.
 fn except_option(guests: &[&str], platform: &str) -> String {
-    let except = if guests.is_empty() { String::new() } else { format!("--except {}", guests.join(",")) };
+    let except = if guests.is_empty() { String::new() } else { format!("--except {} ", guests.join(",")) };
     match crate::jobs::guest_timeout(platform) {
-        Some(seconds) => format!("{except} --timeout {seconds}"),
-        None => except,
+        Some(seconds) => format!("{except}--platform {platform} --timeout {seconds}"),
+        None => format!("{except}--platform {platform}"),
     }
+}
+
+/// Shell lines that announce a check per guest for `setting`
+/// (`RKVM-PLAN oracle npt=1/guest/hlt`), but `left_out`'s: a guest that
+/// `rkvm-run check` does not run there (its header's `not-on:`) is then
+/// listed as not run, with the reason it gives.
+fn plan(setting: &str, left_out: &[&str]) -> String {
+    let skip = if left_out.is_empty() { "-".to_string() } else { left_out.join("|") };
+    format!("./rkvm-run --list | cut -d' ' -f1 | grep -vxE '{skip}' | sed 's#^#RKVM-PLAN oracle {setting}/guest/#'\n")
 }
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let platform = platform::select(args.platform.as_deref())?;
     let kernel = kernel::ensure()?;
-    let except = except_option(&left_out(platform.name()), platform.name());
+    let left_out = left_out(platform.name());
+    let except = except_option(&left_out, platform.name());
     let job = oracle_job(&kernel, platform.vendor(), |setting| {
-        // Each check line names the setting: `RKVM-CHECK ok npt=1/guest/hlt`.
+        // Each check line names the setting: `RKVM-CHECK ok npt=1/guest/hlt`,
+        // and so does each guest's line of why it did not run.
+        let named = format!(
+            "sed -e 's#^RKVM-CHECK \\([a-z]*\\) #RKVM-CHECK \\1 {setting}/#' -e 's#^RKVM-INFO guest/#RKVM-INFO {setting}/guest/#'"
+        );
         format!(
-            "./rkvm-run check --backend linux-kvm {except} | sed 's#^RKVM-CHECK \\([a-z]*\\) #RKVM-CHECK \\1 {setting}/#' \
-             | grep -v '^rkvm-run check'\n\
-             ./rkvm-run migrate --backend linux-kvm {except} | sed 's#^RKVM-CHECK \\([a-z]*\\) #RKVM-CHECK \\1 {setting}/#'\n"
+            "{}./rkvm-run check --backend linux-kvm {except} | {named} | grep -v '^rkvm-run check'\n\
+             ./rkvm-run migrate --backend linux-kvm {except} | {named}\n",
+            plan(setting, &left_out)
         )
     })?;
     println!("== oracle: every guest on Linux's kvm-{} in L1 ({})", platform.vendor().kvm_module(), platform.name());
     let mut checks = crate::jobs::run_checks(platform.as_ref(), &kernel, &job)?;
     checks.extend(host_checks()?);
     let passed = checks.iter().filter(|c| c.passed).count();
+    let failed = checks.iter().filter(|c| c.failed()).count();
+    let not_run = checks.len() - passed - failed;
     println!("== oracle finished in {:.0?}", start.elapsed());
-    println!("{} passed, {} failed", passed, checks.len() - passed);
-    if passed < checks.len() {
+    let not_run_text = if not_run > 0 { format!(", {not_run} not run") } else { String::new() };
+    println!("{passed} passed, {failed} failed{not_run_text}");
+    if failed > 0 {
         bail!("Linux KVM's traces differ from the golden files (see above)");
     }
     Ok(())
@@ -161,19 +188,29 @@ fn host_checks() -> Result<Vec<Check>> {
 const TRACE_LINE: &str = "RKVM-T| ";
 
 pub fn bless(args: BlessArgs) -> Result<()> {
+    if let Some(bad) = args.guests.iter().find(|g| g.is_empty() || !g.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')) {
+        bail!("`{bad}` is not a guest's name (`rkvm-run --list` shows them)");
+    }
     let platform = platform::select(args.platform.as_deref())?;
     let kernel = kernel::ensure()?;
     let left_out = left_out(platform.name());
     // A pattern no guest name matches when nothing is left out.
     let skip = if left_out.is_empty() { "-".to_string() } else { left_out.join("|") };
     let timeout = crate::jobs::guest_timeout(platform.name()).map_or(String::new(), |s| format!("--timeout {s} "));
+    // The guests to bless: those named, or every one the platform runs
+    // (`--list --platform` leaves out those whose header says `not-on:`).
+    let chosen = match args.guests.as_slice() {
+        [] => format!("$(./rkvm-run --list --platform {} | cut -d' ' -f1 | grep -vxE '{skip}')", platform.name()),
+        named => named.join(" "),
+    };
+    let name = platform.name();
     let mut job = oracle_job(&kernel, platform.vendor(), |setting| {
         if !setting.ends_with("=1") {
             return String::new();
         }
         format!(
-            "for g in $(./rkvm-run --list | cut -d' ' -f1 | grep -vxE '{skip}'); do echo \"RKVM-TRACE $g\"; \
-             ./rkvm-run --backend linux-kvm {timeout}$g | sed 's/^/{TRACE_LINE}/'; done\n"
+            "for g in {chosen}; do echo \"RKVM-TRACE $g\"; \
+             ./rkvm-run --backend linux-kvm --platform {name} {timeout}$g | sed 's/^/{TRACE_LINE}/'; done\n"
         )
     })?;
     job.name = "bless".into();
@@ -184,6 +221,11 @@ pub fn bless(args: BlessArgs) -> Result<()> {
     }
     let log = std::fs::read_to_string(paths::target().join("l1/bless.log")).context("reading the bless log")?;
     let traces = traces_from_log(&log);
+    // A named guest that did not run (unknown, or left out here) printed
+    // no trace: its golden file is not emptied.
+    if let Some((guest, _)) = traces.iter().find(|(_, trace)| trace.is_empty()) {
+        bail!("guest {guest} gave no trace on {} (see the log above); no golden file was written", platform.name());
+    }
     let dir = paths::root().join("testguests/golden");
     for (guest, trace) in &traces {
         std::fs::write(dir.join(format!("{guest}.trace")), trace)?;

@@ -5,7 +5,9 @@
 //! with the first line that differs, followed on failure by the trace the
 //! guest gave, indented. A closing line counts them. A guest that counts
 //! its interrupts also gets an `RKVM-INFO guest/NAME: ...` line with its
-//! counts and the hypervisor's.
+//! counts and the hypervisor's. A guest whose header leaves it out on the
+//! L1 platform (`not-on:`) is not run: `RKVM-INFO guest/NAME not run:
+//! REASON` says why, and the L1 harness lists it as not run.
 
 use crate::guests::EmbeddedGuest;
 use crate::run::{Options, run};
@@ -43,10 +45,21 @@ fn verdict(guest: &EmbeddedGuest, options: &Options, info: &mut Option<String>) 
     why.map(|why| (why, Some(outcome.trace)))
 }
 
-/// Checks `guests`, writing the verdicts to `out`. Returns whether all passed.
-pub fn check<'a>(guests: impl Iterator<Item = &'a EmbeddedGuest>, options: &Options, out: &mut dyn Write) -> io::Result<bool> {
-    let (mut passed, mut failed) = (0, 0);
+/// Checks `guests`, but those left out on `platform`, writing the
+/// verdicts to `out`. Returns whether all that ran passed.
+pub fn check<'a>(
+    guests: impl Iterator<Item = &'a EmbeddedGuest>,
+    options: &Options,
+    platform: Option<&str>,
+    out: &mut dyn Write,
+) -> io::Result<bool> {
+    let (mut passed, mut failed, mut not_run) = (0, 0, 0);
     for guest in guests {
+        if let Some((platform, why)) = platform.and_then(|p| guest.left_out_on(p).map(|why| (p, why))) {
+            not_run += 1;
+            writeln!(out, "RKVM-INFO guest/{} not run: not on {platform}: {why}", guest.name)?;
+            continue;
+        }
         let mut info = None;
         let verdict = verdict(guest, options, &mut info);
         if let Some(info) = info {
@@ -67,7 +80,8 @@ pub fn check<'a>(guests: impl Iterator<Item = &'a EmbeddedGuest>, options: &Opti
         }
         out.flush()?;
     }
-    writeln!(out, "rkvm-run check ({}): {passed} passed, {failed} failed", options.backend.name())?;
+    let not_run = if not_run > 0 { format!(", {not_run} not run") } else { String::new() };
+    writeln!(out, "rkvm-run check ({}): {passed} passed, {failed} failed{not_run}", options.backend.name())?;
     Ok(failed == 0)
 }
 
@@ -123,10 +137,24 @@ mod tests {
         let guest = EmbeddedGuest { name: "lonely", source: "", image: &[0xF4], golden: None };
         let options = Options { backend: Backend::Rkvm, timeout: Duration::from_secs(1), verbose: false };
         let mut out = Vec::new();
-        assert!(!check([&guest].into_iter(), &options, &mut out).unwrap());
+        assert!(!check([&guest].into_iter(), &options, None, &mut out).unwrap());
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "RKVM-CHECK fail guest/lonely: no golden trace testguests/golden/lonely.trace was built in\n\
                           rkvm-run check (rkvm): 0 passed, 1 failed\n");
+    }
+
+    #[test]
+    fn a_guest_left_out_on_the_platform_is_not_run_with_its_reason() {
+        let source = "; guest: far\n; stage: 12\n; mode: prot32\n; not-on: tcg-svm: no breakpoint fires\n; demonstrates: x\n";
+        // An image that would fail the check if it ran: its trace is not "".
+        let guest = EmbeddedGuest { name: "far", source, image: &[0xF4], golden: Some("") };
+        let options = Options { backend: Backend::Rkvm, timeout: Duration::from_secs(1), verbose: false };
+        let mut out = Vec::new();
+        assert!(check([&guest].into_iter(), &options, Some("tcg-svm"), &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "RKVM-INFO guest/far not run: not on tcg-svm: no breakpoint fires\n\
+                          rkvm-run check (rkvm): 0 passed, 0 failed, 1 not run\n");
+        assert_eq!(guest.left_out_on("bochs-vmx"), None);
     }
 
     #[test]
@@ -134,7 +162,7 @@ mod tests {
         let guest = EmbeddedGuest { name: "broken", source: "; guest: broken\n", image: &[0xF4], golden: Some("") };
         let options = Options { backend: Backend::Rkvm, timeout: Duration::from_secs(1), verbose: false };
         let mut out = Vec::new();
-        assert!(!check([&guest].into_iter(), &options, &mut out).unwrap());
+        assert!(!check([&guest].into_iter(), &options, None, &mut out).unwrap());
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("RKVM-CHECK fail guest/broken: error: embedded guest broken: guest header"), "{text}");
     }

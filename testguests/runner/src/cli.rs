@@ -24,6 +24,9 @@ options:
   --timeout SECS             stop a guest that has not stopped after SECS seconds (default 10)
   --max-stage N              with all, check and --list: only guests whose first stage is <= N
   --except A,B               with all and check: leave out these guests
+  --platform P               the L1 platform this runs on (tcg-svm, kvm, bochs-vmx): all, check,
+                             migrate and --list leave out the guests whose header says
+                             `not-on: P: REASON`, and check reports each as not run, with REASON
   --verbose                  print every exit on stderr
   --repeat N                 run one guest N times, each in a new VM, printing on stderr
                              how long each run took and how many exits it made (N may be 1)
@@ -64,6 +67,9 @@ pub struct Cli {
     pub program: bool,
     /// `--except A,B`: guests that `all` and `check` leave out.
     pub except: Vec<String>,
+    /// `--platform P`: the L1 platform, whose guests left out (header
+    /// `not-on:`) are not run.
+    pub platform: Option<&'static str>,
     /// `--seed S`: the seed of one run of a seeded guest.
     pub seed: Option<u32>,
     /// `--seeds N`: how many seeds `chaos` runs.
@@ -86,6 +92,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
         repeat: None,
         program: false,
         except: Vec::new(),
+        platform: None,
         seed: None,
         seeds: None,
         first: None,
@@ -101,6 +108,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli> {
             "--max-stage" => cli.max_stage = Some(positive("--max-stage", &value("--max-stage")?)? as u32),
             "--verbose" => cli.verbose = true,
             "--except" => cli.except.extend(value("--except")?.split(',').map(str::to_string)),
+            "--platform" => cli.platform = Some(platform(&value("--platform")?)?),
             "--repeat" => cli.repeat = Some(positive("--repeat", &value("--repeat")?)? as u32),
             "--program" => cli.program = true,
             "--seed" => cli.seed = Some(seed("--seed", &value("--seed")?)?),
@@ -163,6 +171,14 @@ fn seed(name: &str, text: &str) -> Result<u32> {
     }
 }
 
+/// One of the platforms a header's `not-on:` may name.
+fn platform(text: &str) -> Result<&'static str> {
+    match crate::header::PLATFORMS.iter().find(|p| **p == text) {
+        Some(platform) => Ok(platform),
+        None => bail!("unknown platform `{text}`: use {}", crate::header::PLATFORMS.join(", ")),
+    }
+}
+
 fn set(current: Option<Command>, new: Command) -> Result<Option<Command>> {
     match current {
         None => Ok(Some(new)),
@@ -214,6 +230,14 @@ mod tests {
     fn except_names_guests_to_leave_out() {
         let cli = parse_line("check --except spin,hlt --except ud").unwrap();
         assert_eq!(cli.except, vec!["spin", "hlt", "ud"]);
+    }
+
+    #[test]
+    fn platform_names_where_the_guests_run() {
+        assert_eq!(parse_line("check --platform bochs-vmx").unwrap().platform, Some("bochs-vmx"));
+        assert_eq!(parse_line("check").unwrap().platform, None);
+        let error = parse_line("check --platform qemu").unwrap_err().to_string();
+        assert_eq!(error, "unknown platform `qemu`: use tcg-svm, kvm, bochs-vmx");
     }
 
     #[test]

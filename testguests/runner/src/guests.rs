@@ -42,6 +42,12 @@ impl EmbeddedGuest {
         Ok(Guest { header, image: self.image.to_vec() })
     }
 
+    /// Why the header leaves the guest out on L1 platform `platform`
+    /// (`not-on:`), if it does.
+    pub fn left_out_on(&self, platform: &str) -> Option<String> {
+        header::parse(self.source).ok()?.left_out_on(platform).map(str::to_string)
+    }
+
     /// Whether the header names a seed register.
     pub fn is_seeded(&self) -> bool {
         header::parse(self.source).is_ok_and(|h| h.seed.is_some())

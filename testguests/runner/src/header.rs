@@ -18,8 +18,13 @@
 //! where it keeps the counts (`irq-counts: ADDR`: two doublewords, the
 //! interrupts its handlers took and how many of them had waited for the
 //! interrupt window), which `rkvm-run check` holds against the
-//! hypervisor's own counters. Anything else is an error, so a typo in a key cannot
-//! silently change how a guest runs.
+//! hypervisor's own counters; and, for a guest that no hypervisor can run
+//! as its golden trace says on some L1 platform, the platforms and why
+//! (`not-on: PLATFORM[, PLATFORM]: REASON`, the platforms named as
+//! `cargo xtask --platform` names them): `rkvm-run --platform P check`
+//! reports it as not run there, with the reason. Anything else is an
+//! error, so a typo in a key or a platform cannot silently change how or
+//! where a guest runs.
 //!
 //! This file uses only `std`: `build.rs` includes it too, so a malformed
 //! header fails the build with the same message the runner would give.
@@ -93,7 +98,30 @@ pub struct Header {
     /// Where the guest keeps two doublewords: the interrupts its handlers
     /// took, and how many of them had waited for the interrupt window.
     pub irq_counts: Option<u64>,
+    /// The L1 platforms the guest is left out on, and why.
+    pub not_on: Option<NotOn>,
     pub demonstrates: String,
+}
+
+/// The L1 platforms (`cargo xtask --platform`) that a header's `not-on:`
+/// may name; xtask's own list must be the same (a test of xtask checks).
+pub const PLATFORMS: [&str; 3] = ["tcg-svm", "kvm", "bochs-vmx"];
+
+/// A header's `not-on: PLATFORM[, PLATFORM]: REASON`: where no hypervisor
+/// can give the guest's golden trace, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotOn {
+    /// Each one of [`PLATFORMS`].
+    pub platforms: Vec<&'static str>,
+    pub reason: String,
+}
+
+impl Header {
+    /// Why the guest is not run on `platform`, if it is not.
+    pub fn left_out_on(&self, platform: &str) -> Option<&str> {
+        let not_on = self.not_on.as_ref()?;
+        not_on.platforms.contains(&platform).then_some(not_on.reason.as_str())
+    }
 }
 
 /// The registers a header's `seed:` may name.
@@ -123,8 +151,9 @@ fn error<T>(line: usize, message: impl Into<String>) -> Result<T, HeaderError> {
 }
 
 /// The keys a header may have.
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 13] = [
     "guest", "stage", "mode", "demonstrates", "memory", "preload", "dump", "timeout", "seed", "program", "dirty-log", "irq-counts",
+    "not-on",
 ];
 
 /// Each key's line number and value.
@@ -151,8 +180,31 @@ pub fn parse(source: &str) -> Result<Header, HeaderError> {
     let program = fields.get("program").map(|&v| parse_program(v, memory, seed.is_some())).transpose()?;
     let dirty_log = fields.get("dirty-log").map(|&v| parse_yes(v)).transpose()?.is_some();
     let irq_counts = fields.get("irq-counts").map(|&v| parse_irq_counts(v, memory)).transpose()?;
+    let not_on = fields.get("not-on").map(|&v| parse_not_on(v)).transpose()?;
     let (preload, dump) = (region("preload")?, region("dump")?);
-    Ok(Header { name, stage, mode, memory, preload, dump, timeout, seed, program, dirty_log, irq_counts, demonstrates })
+    Ok(Header { name, stage, mode, memory, preload, dump, timeout, seed, program, dirty_log, irq_counts, not_on, demonstrates })
+}
+
+/// `PLATFORM[, PLATFORM]: REASON`: known platforms, each once, and a reason.
+fn parse_not_on((line, text): (usize, &str)) -> Result<NotOn, HeaderError> {
+    let Some((names, reason)) = text.split_once(':') else {
+        return error(line, format!("not-on `{text}`: give the platforms, then `:` and why, like `tcg-svm: QEMU ...`"));
+    };
+    let mut platforms = Vec::new();
+    for name in names.split(',').map(str::trim) {
+        let Some(platform) = PLATFORMS.iter().find(|p| **p == name) else {
+            return error(line, format!("not-on: unknown platform `{name}`; the platforms are {}", PLATFORMS.join(", ")));
+        };
+        if platforms.contains(platform) {
+            return error(line, format!("not-on: `{name}` given twice"));
+        }
+        platforms.push(*platform);
+    }
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return error(line, "not-on: say after the `:` why no hypervisor can run the guest there");
+    }
+    Ok(NotOn { platforms, reason: reason.to_string() })
 }
 
 /// Where a guest keeps its two interrupt counts: 8 bytes inside memory.
@@ -369,6 +421,27 @@ mod tests {
         let outside = parse(&format!("{header}; memory: 0x10000\n; irq-counts: 0xfffc\n")).unwrap_err();
         assert_eq!(outside.line, 6);
         assert!(outside.message.contains("two doublewords inside guest memory"), "{outside}");
+    }
+
+    #[test]
+    fn not_on_names_known_platforms_and_a_reason() {
+        let header = &GOOD[..GOOD.find("\n\n").unwrap() + 1];
+        let h = parse(&format!("{header}; not-on: tcg-svm: QEMU arms no breakpoint: none fires\n")).unwrap();
+        let not_on = NotOn { platforms: vec!["tcg-svm"], reason: "QEMU arms no breakpoint: none fires".into() };
+        assert_eq!(h.not_on, Some(not_on));
+        assert_eq!(h.left_out_on("tcg-svm"), Some("QEMU arms no breakpoint: none fires"));
+        assert_eq!((h.left_out_on("bochs-vmx"), h.left_out_on("kvm")), (None, None));
+        assert_eq!(parse(header).unwrap().left_out_on("tcg-svm"), None, "without the key, everywhere");
+        let two = parse(&format!("{header}; not-on: kvm , bochs-vmx: slow\n")).unwrap();
+        assert_eq!(two.not_on.unwrap().platforms, ["kvm", "bochs-vmx"]);
+        let error = |line: &str| parse(&format!("{header}{line}\n")).unwrap_err().to_string();
+        assert_eq!(error("; not-on: tcg-svn: typo"),
+                   "guest header, line 5: not-on: unknown platform `tcg-svn`; the platforms are tcg-svm, kvm, bochs-vmx");
+        assert_eq!(error("; not-on: tcg-svm"),
+                   "guest header, line 5: not-on `tcg-svm`: give the platforms, then `:` and why, like `tcg-svm: QEMU ...`");
+        assert!(error("; not-on: tcg-svm:  ").ends_with("why no hypervisor can run the guest there"));
+        assert!(error("; not-on: kvm, kvm: x").ends_with("`kvm` given twice"));
+        assert!(error("; not-on: : x").contains("unknown platform ``"));
     }
 
     #[test]

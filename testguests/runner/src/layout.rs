@@ -282,6 +282,7 @@ mod tests {
             dirty_log: false,
             program: None,
             irq_counts: None,
+            not_on: None,
             demonstrates: "x".into(),
         }
     }

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Command::Help => Ok(print_usage()),
         Command::List => list(&cli),
         Command::Run(name) if cli.program => print_program(name, cli.seed.unwrap_or(0)),
-        Command::Run(name) => run_one(name, &options, cli.repeat, cli.seed.unwrap_or(0)),
+        Command::Run(name) => run_one(name, &options, cli.platform, cli.repeat, cli.seed.unwrap_or(0)),
         Command::All => run_all(&cli, &options),
         Command::Check => check(&cli, &options),
         Command::Chaos => chaos(&cli, &options),
@@ -38,9 +38,13 @@ fn print_usage() -> ExitCode {
 }
 
 /// One line per guest: name, first stage, start mode, what it shows.
+/// With `--platform`, the guests left out there are not listed.
 fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
     for guest in guests::up_to_stage(cli.max_stage) {
         let h = header::parse(guest.source)?;
+        if cli.platform.is_some_and(|p| h.left_out_on(p).is_some()) {
+            continue;
+        }
         println!("{:<14} stage {:>2}  {:<6}  {}", h.name, h.stage, h.mode.name(), h.demonstrates);
     }
     Ok(ExitCode::SUCCESS)
@@ -51,9 +55,13 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// timing goes to stderr as
 /// `rkvm-run: run I of N: E exits to userspace, H hypervisor exits, S s,
 /// pf_fixed=F pf_guest=G tlb_flush=T invlpg=I shadow_made=M shadow_zapped=Z`
-/// (H and the counters are `?` where debugfs does not show them).
-fn run_one(name: &str, options: &Options, repeat: Option<u32>, seed: u32) -> anyhow::Result<ExitCode> {
+/// (H and the counters are `?` where debugfs does not show them). A guest
+/// whose header leaves it out on `platform` is an error.
+fn run_one(name: &str, options: &Options, platform: Option<&str>, repeat: Option<u32>, seed: u32) -> anyhow::Result<ExitCode> {
     let guest = guests::find(name)?;
+    if let Some(why) = platform.and_then(|p| guest.header.left_out_on(p).map(|why| (p, why))) {
+        anyhow::bail!("guest {name} is not run on {}: {}", why.0, why.1);
+    }
     let mut outcome = run_seeded(&guest, options, seed)?;
     let times = repeat.unwrap_or(1);
     for i in 1..=times {
@@ -93,7 +101,9 @@ fn print_program(name: &str, seed: u32) -> anyhow::Result<ExitCode> {
 
 fn run_all(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
     let mut worst = ExitCode::SUCCESS;
-    let selected = guests::up_to_stage(cli.max_stage).filter(|g| !cli.except.iter().any(|e| e == g.name));
+    let selected = guests::up_to_stage(cli.max_stage)
+        .filter(|g| !cli.except.iter().any(|e| e == g.name))
+        .filter(|g| cli.platform.is_none_or(|p| g.left_out_on(p).is_none()));
     for (i, guest) in selected.enumerate() {
         if i > 0 {
             println!();
@@ -117,7 +127,7 @@ fn run_all(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
 fn check(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
     let selected: Vec<&EmbeddedGuest> =
         guests::up_to_stage(cli.max_stage).filter(|g| !cli.except.iter().any(|e| e == g.name)).collect();
-    let all_passed = rkvm_run::check::check(selected.into_iter(), options, &mut io::stdout().lock())?;
+    let all_passed = rkvm_run::check::check(selected.into_iter(), options, cli.platform, &mut io::stdout().lock())?;
     Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -140,6 +150,7 @@ fn chaos(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
 fn migrate(cli: &Cli, options: &Options) -> anyhow::Result<ExitCode> {
     let mut all_passed = true;
     let names: Vec<&str> = guests::up_to_stage(cli.max_stage)
+        .filter(|g| cli.platform.is_none_or(|p| g.left_out_on(p).is_none()))
         .map(|g| g.name)
         .filter(|n| rkvm_run::migrate::GUESTS.contains(n) && !cli.except.iter().any(|e| e == n))
         .collect();

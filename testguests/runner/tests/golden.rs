@@ -66,6 +66,13 @@ fn host_quirk(guest: &str) -> Option<&'static str> {
              this golden trace",
         );
     }
+    if paravirtual && guest == "debug-break" {
+        return Some(
+            "this host's paravirtual KVM (kvm_pvm) ends the guest's 32-bit `iret` (which sets RF to step over \
+             a breakpoint) with an internal error (emulation failure), where Linux's kvm_intel returns; the L1 \
+             oracle on bochs-vmx checks this golden trace",
+        );
+    }
     if paravirtual && IRET_FROM_32_BIT_HANDLER.contains(&guest) {
         return Some(
             "this host's paravirtual KVM (kvm_pvm) ends the guest's first `iret` from a 32-bit interrupt \
@@ -100,9 +107,9 @@ fn golden_traces_match_linux_kvm_on_this_host() {
     for line in left {
         eprintln!("not compared here: {line}");
     }
-    // ac-loop and debug-step, and the lists' guests.
-    let aside = LEGACY_PAGING.len() + IRET_FROM_32_BIT_HANDLER.len() + 2;
-    assert!(compared.len() >= rkvm_run::guests::up_to_stage(None).count() - aside, "ac-loop, debug-step and the listed guests aside");
+    // ac-loop, debug-step and debug-break, and the lists' guests.
+    let aside = LEGACY_PAGING.len() + IRET_FROM_32_BIT_HANDLER.len() + 3;
+    assert!(compared.len() >= rkvm_run::guests::up_to_stage(None).count() - aside, "ac-loop, debug-step, debug-break and the listed guests aside");
 }
 
 #[test]
@@ -150,6 +157,7 @@ fn a_guest_that_never_stops_is_stopped_by_the_timeout() {
         dirty_log: false,
         program: None,
         irq_counts: None,
+        not_on: None,
         demonstrates: "jmp $".into(),
     };
     let guest = Guest { header, image: vec![0xEB, 0xFE] };

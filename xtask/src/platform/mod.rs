@@ -134,3 +134,20 @@ pub fn host_virtualization() -> Option<Vendor> {
         None
     }
 }
+
+/// The guests' header parser (`rkvm-run`'s, which `build.rs` includes the
+/// same way), for the platforms a header's `not-on:` may name.
+#[cfg(test)]
+#[path = "../../../testguests/runner/src/header.rs"]
+#[allow(dead_code)]
+mod guest_header;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_headers_name_the_platforms_that_exist() {
+        assert_eq!(guest_header::PLATFORMS.as_slice(), NAMES, "testguests/runner/src/header.rs must list xtask's platforms");
+    }
+}
