@@ -592,8 +592,12 @@ impl ExitContext for Running<'_> {
     /// trap follows it, as the processor would raise one. It is the
     /// debugger's if the debugger steps (`KVM_EXIT_DEBUG` before the next
     /// entry), else the guest's, a #DB with DR6.BS (SDM Vol. 3B, 19.3.1.4
-    /// "Single-Step Exception Condition").
+    /// "Single-Step Exception Condition"). And RF goes, as the processor
+    /// clears it when an instruction completes (SDM Vol. 3B, 19.3.1.1): an
+    /// instruction a fault handler returned to, with RF set in the frame
+    /// an injected fault pushed, may be the one the module completes.
     fn instruction_done(&mut self) {
+        *self.regs.rflags &= !crate::arch::RFLAGS_RF;
         if self.hw.debug.debugger.singlestep {
             self.hw.step_done = true;
         } else if *self.regs.rflags & crate::debug::RFLAGS_TF != 0 {

@@ -252,6 +252,7 @@ fn random_memory(rng: &mut Rng, mode: Mode) -> Vec<u8> {
         dirty_log: false,
         program: None,
         irq_counts: None,
+        not_on: None,
         demonstrates: String::new(),
     };
     let mut memory = vec![0u8; MEMORY];

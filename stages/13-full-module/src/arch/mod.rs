@@ -254,7 +254,7 @@ pub const RFLAGS_RF: u64 = 1 << 16;
 /// Whether exception `vector` is a fault: its handler returns to the
 /// faulting instruction, so its delivery pushes RFLAGS with RF set, and the
 /// instruction does not take its instruction breakpoint a second time
-/// (SDM Vol. 3A, 6.5 "Exception Classifications" and 18.3.1.1
+/// (SDM Vol. 3A, 6.5 "Exception Classifications", and Vol. 3B, 19.3.1.1
 /// "Instruction-Breakpoint Exception Condition"). The processor sets RF
 /// for the faults it raises itself; an injected exception is delivered
 /// with the guest's RFLAGS as they are, so the module sets RF first, as
