@@ -483,7 +483,7 @@ impl CachedMmu {
     /// changes, so they would be wrong) and the write may go ahead; if it
     /// is, they become unsync.
     pub fn unprotect(&mut self, gfn: u64, t: &Translation) {
-        let on_path = t.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn);
+        let on_path = goes_through(t, gfn);
         let shadows: Vec<usize> = self.shadows_of(gfn);
         // A table of the root cannot go either: the next entry would make
         // it again, protected, before the guest's write is done.
@@ -552,6 +552,11 @@ impl CachedMmu {
     }
 }
 // ANCHOR_END: write_fault
+
+/// Whether the walk `t` went through the guest table in frame `gfn`.
+pub fn goes_through(t: &Translation, gfn: u64) -> bool {
+    t.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn)
+}
 
 // ANCHOR: zap
 impl CachedMmu {

@@ -288,8 +288,7 @@ impl Mmu {
                 // The write can be emulated unless it goes through the
                 // table it writes (then the emulator's own walk would see
                 // a half-written table: unsync it is).
-                let on_path = translation.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn);
-                if !on_path && !self.declined {
+                if !cache::goes_through(&translation, gfn) && !self.declined {
                     return PageFault::TableWrite;
                 }
                 cache.unprotect(gfn, &translation);
