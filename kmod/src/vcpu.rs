@@ -744,10 +744,16 @@ impl ExitContext for Running<'_> {
     //@ begin 8
 
     fn flush_guest_tlb(&mut self) {
+        //@ begin 13
+        self.hw.mmu.resync(self.memory);
+        //@ end
         self.hw.mmu.flush();
     }
 
     fn invlpg(&mut self, address: u64) {
+        //@ begin 13
+        self.hw.mmu.resync(self.memory);
+        //@ end
         self.hw.mmu.invlpg(address);
     }
 

@@ -637,10 +637,12 @@ impl ExitContext for Running<'_> {
     }
 
     fn flush_guest_tlb(&mut self) {
+        self.hw.mmu.resync(self.memory);
         self.hw.mmu.flush();
     }
 
     fn invlpg(&mut self, address: u64) {
+        self.hw.mmu.resync(self.memory);
         self.hw.mmu.invlpg(address);
     }
 

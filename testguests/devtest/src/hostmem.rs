@@ -256,3 +256,145 @@ fn in_cgroup() -> Check {
     }
     Ok(())
 }
+
+/// `name N` from /proc/vmstat: `oom_kill` counts the OOM killer's victims
+/// since boot.
+fn vmstat(name: &str) -> Result<u64, String> {
+    let text = std::fs::read_to_string("/proc/vmstat").map_err(|e| format!("/proc/vmstat: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| format!("/proc/vmstat has no {name} line"))
+}
+
+/// The case that once woke the OOM killer: another process's VM holds all
+/// the memory but 64 MiB, and this process asks for one more large slot.
+/// A slot beyond what is left is `ENOMEM` at once; one the estimate
+/// allows but the machine may not have is made or refused; either way no
+/// process is killed (`oom_kill` in /proc/vmstat stays put), the holder
+/// lives on, and when both are gone the memory is back.
+pub fn filled_by_another_process() -> Check {
+    const LEFT: u64 = 64 * MIB;
+    let pages_before = counter("guest_pages")?;
+    let kills_before = vmstat("oom_kill")?;
+    let free_before = meminfo("MemFree")?;
+    let fill = ((meminfo("MemAvailable")? * KIB).saturating_sub(LEFT) & !(PAGE as u64 - 1)).min(4 * GIB);
+    if fill < 64 * MIB {
+        return Err(format!("{NOT_RUN}MemAvailable is under 128 MiB"));
+    }
+    let holder = Holder::start(fill)?;
+    let asked = ask_beyond_what_is_left();
+    let kills = vmstat("oom_kill")?.saturating_sub(kills_before);
+    let holder_alive = holder.alive();
+    drop(holder);
+    let (beyond, within) = asked?;
+    if kills != 0 {
+        return Err(format!("{kills} processes were OOM-killed while another VM held all but 64 MiB ({within})"));
+    }
+    if !holder_alive {
+        return Err("the process holding the first slot died while another asked for more".into());
+    }
+    println!(
+        "RKVM-INFO another VM held {} MiB: a slot beyond what was left was {beyond}; one within MemAvailable was \
+         {within}; no OOM kill",
+        fill / MIB
+    );
+    expect_counter("guest_pages", pages_before, "after both VMs closed")?;
+    let after = memfree_back(free_before, 4096)?;
+    if after + 4096 < free_before {
+        return Err(format!("MemFree fell from {free_before} kB to {after} kB across the two VMs"));
+    }
+    Ok(())
+}
+
+/// With memory nearly full: a slot 64 MiB beyond MemAvailable, which
+/// must be `ENOMEM` within seconds, then one 16 MiB within it, which may
+/// be made or refused. Says how each went.
+fn ask_beyond_what_is_left() -> Result<(String, String), String> {
+    let vm = Vm::open()?;
+    let available = meminfo("MemAvailable")? * KIB;
+    let beyond = (available + 64 * MIB).next_multiple_of(PAGE as u64);
+    let start = Instant::now();
+    let result = vm.set_region(0, 0, beyond);
+    let took = start.elapsed();
+    expect_errno("a slot 64 MiB beyond MemAvailable, with another VM holding the rest", result, libc::ENOMEM)?;
+    if took > Duration::from_secs(10) {
+        return Err(format!("refusing a slot beyond MemAvailable took {took:.1?}"));
+    }
+    let beyond = format!("ENOMEM in {took:.1?}");
+    let within = (available.saturating_sub(16 * MIB) & !(PAGE as u64 - 1)).min(4 * GIB);
+    let start = Instant::now();
+    let made = vm.set_region(1, 1 << 32, within);
+    let within = match made {
+        Ok(()) => format!("made ({} MiB, {:.1?})", within / MIB, start.elapsed()),
+        Err(e) => format!("{} ({} MiB, {:.1?})", errno_name(e), within / MIB, start.elapsed()),
+    };
+    Ok((beyond, within))
+}
+
+/// A child process that makes a VM with one slot of the given size and
+/// holds it until dropped.
+struct Holder {
+    pid: libc::pid_t,
+    /// The parent's end of the pipe the child waits on.
+    release: i32,
+}
+
+impl Holder {
+    fn start(size: u64) -> Result<Holder, String> {
+        let (mut ready, mut release) = ([0; 2], [0; 2]);
+        // SAFETY: each array has room for a pipe's two descriptors.
+        if unsafe { libc::pipe(ready.as_mut_ptr()) } != 0 || unsafe { libc::pipe(release.as_mut_ptr()) } != 0 {
+            return Err("pipe failed".into());
+        }
+        let region = rkvm::abi::KvmMemoryRegion { slot: 0, flags: 0, guest_phys_addr: 0, memory_size: size };
+        // SAFETY: the child makes only async-signal-safe calls (open,
+        // ioctl, write, read, _exit) on buffers of its own.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                let fd = libc::open(c"/dev/rkvm".as_ptr(), libc::O_RDWR);
+                let ok = fd >= 0 && libc::ioctl(fd, rkvm::abi::KVM_SET_MEMORY_REGION as _, &region) == 0;
+                libc::write(ready[1], [u8::from(ok)].as_ptr().cast(), 1);
+                let mut byte = 0u8;
+                libc::read(release[0], (&mut byte as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        let mut byte = 0u8;
+        // SAFETY: reads one byte the child writes; closes our copies of the
+        // ends we do not use.
+        let got = unsafe {
+            let got = libc::read(ready[0], (&mut byte as *mut u8).cast(), 1);
+            libc::close(ready[0]);
+            libc::close(ready[1]);
+            libc::close(release[0]);
+            got
+        };
+        let holder = Holder { pid, release: release[1] };
+        if got != 1 || byte != 1 {
+            return Err(format!("a child could not make a slot of {} MiB to fill memory", size / MIB));
+        }
+        Ok(holder)
+    }
+
+    /// Whether the child is still there (not killed, not exited).
+    fn alive(&self) -> bool {
+        let mut status = 0;
+        // SAFETY: our own child; WNOHANG does not wait.
+        unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) == 0 }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let mut status = 0;
+        // SAFETY: wakes our own child (a byte, or the pipe's end) and
+        // reaps it.
+        unsafe {
+            libc::write(self.release, b"x".as_ptr().cast(), 1);
+            libc::close(self.release);
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+}

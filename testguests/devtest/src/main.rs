@@ -61,6 +61,7 @@ const CHECKS: &[CheckDef] = &[
     check("slot-larger-than-free-memory-is-enomem-at-once", 3, hostmem::larger_than_free_memory),
     check("a-fatal-signal-ends-a-large-allocation", 3, hostmem::killed_during_allocation),
     check("guest-memory-is-charged-to-the-memory-cgroup", 3, hostmem::charged_to_memory_cgroup),
+    check("memory-held-by-another-vm-is-enomem-not-oom", 3, hostmem::filled_by_another_process),
     check("guest-memory-is-left-out-of-core-dumps", 3, harden::guest_memory_left_out_of_core_dumps),
     check("a-task-waiting-for-a-running-vcpu-can-be-killed", 5, harden::waiting_for_a_running_vcpu_is_killable),
     check("thousand-vms-with-memory-leak-nothing", 3, memory::leak_check),

@@ -61,8 +61,11 @@ pub const ACCESS_ALL: u8 = ACCESS_W | ACCESS_U | ACCESS_X;
 use super::shadow::{A, D, ENTRIES, NON_LEAF, P, PAE_PDPTE, RW, US, XD, read_entry, write_entry};
 /// No link: the end of a reverse-map chain.
 const NIL: u32 = u32::MAX;
-/// Buckets of the reverse map.
-const RMAP_BUCKETS: usize = 1024;
+/// Buckets of the reverse map, and of the hash of shadow pages by guest
+/// frame: a power of two.
+const RMAP_BUCKETS: usize = 4096;
+/// No page: the end of a hash chain.
+const NO_PAGE: u16 = u16::MAX;
 
 pub use super::shadow::{Leaf, MAX_SHADOW_PAGES};
 
@@ -88,6 +91,8 @@ struct CachedPage {
     /// The guest may write its table without a fault (see the module
     /// text); thrown away at the next CR3 load or `invlpg`.
     unsync: bool,
+    /// The next page in its hash chain.
+    hash_next: u16,
 }
 // ANCHOR_END: cached_page
 
@@ -111,6 +116,11 @@ pub struct CachedMmu {
     pae_root: Page,
     /// The reverse map's chains, by guest frame.
     rmap: Vec<u32>,
+    /// The first page of each hash chain: the pages whose guest frames
+    /// share a bucket, linked through `hash_next`.
+    hash: Vec<u16>,
+    /// Pages in use.
+    live: usize,
     clock: u64,
     /// Shadow pages made and thrown away since the last `take_counts`.
     made: u64,
@@ -128,15 +138,22 @@ impl CachedMmu {
         let mut pages = Vec::new();
         pages.try_reserve_exact(MAX_SHADOW_PAGES).map_err(|_| Errno::ENOMEM)?;
         pages.resize_with(MAX_SHADOW_PAGES, || None);
+        pages.try_reserve_exact(CACHED_PAGES.saturating_sub(MAX_SHADOW_PAGES)).map_err(|_| Errno::ENOMEM)?;
+        pages.resize_with(CACHED_PAGES.max(MAX_SHADOW_PAGES), || None);
         let mut rmap = Vec::new();
         rmap.try_reserve_exact(RMAP_BUCKETS).map_err(|_| Errno::ENOMEM)?;
         rmap.resize(RMAP_BUCKETS, NIL);
+        let mut hash = Vec::new();
+        hash.try_reserve_exact(RMAP_BUCKETS).map_err(|_| Errno::ENOMEM)?;
+        hash.resize(RMAP_BUCKETS, NO_PAGE);
         let pae_root = Page::alloc_zeroed_below_4g()?;
         Ok(CachedMmu {
             pages,
             root: Root::None,
             pae_root,
             rmap,
+            hash,
+            live: 0,
             clock: 0,
             made: 0,
             zapped: 0,
@@ -147,7 +164,12 @@ impl CachedMmu {
 
     /// Shadow pages in use.
     pub fn in_use(&self) -> usize {
-        self.pages.iter().flatten().count()
+        self.live
+    }
+
+    /// The most pages it keeps.
+    pub fn capacity(&self) -> usize {
+        self.pages.len()
     }
 
     /// Pages made and zapped since the last call.
@@ -176,11 +198,10 @@ impl CachedMmu {
     fn get(&mut self, gfn: u64, role: Role) -> KResult<usize> {
         self.clock += 1;
         let clock = self.clock;
-        let found = self.pages.iter_mut().enumerate().find_map(|(i, p)| {
-            let p = p.as_mut().filter(|p| p.gfn == gfn && p.role == role)?;
+        let found = self.chain(gfn).find(|&i| self.page(i).is_some_and(|p| p.role == role));
+        if let Some(p) = found.and_then(|i| self.page_mut(i)) {
             p.used = clock;
-            Some(i)
-        });
+        }
         if let Some(i) = found {
             return Ok(i);
         }
@@ -194,7 +215,24 @@ impl CachedMmu {
     /// Whether guest frame `gfn` holds a table the cache shadows and keeps
     /// in sync: the shadow must not map it writable.
     pub fn is_protected(&self, gfn: u64) -> bool {
-        self.pages.iter().flatten().any(|p| p.gfn == gfn && !p.role.direct && !p.unsync)
+        self.chain(gfn).any(|i| self.page(i).is_some_and(|p| !p.role.direct && !p.unsync))
+    }
+
+    /// The pages of guest frame `gfn`, direct ones included: those of its
+    /// hash chain that have that frame.
+    fn chain(&self, gfn: u64) -> impl Iterator<Item = usize> + '_ {
+        let mut at = self.hash.get(bucket(gfn)).copied().unwrap_or(NO_PAGE);
+        core::iter::from_fn(move || {
+            while at != NO_PAGE {
+                let i = usize::from(at);
+                let p = self.page(i)?;
+                at = p.hash_next;
+                if p.gfn == gfn {
+                    return Some(i);
+                }
+            }
+            None
+        })
     }
 
     /// Makes every shadow entry that maps `gfn` read-only.
@@ -224,9 +262,10 @@ impl CachedMmu {
     }
 }
 
-/// The reverse-map bucket of a guest frame.
+/// The bucket of a guest frame, in the reverse map and in the hash of
+/// shadow pages: the top bits of a multiplicative hash (Knuth's).
 fn bucket(gfn: u64) -> usize {
-    (gfn.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % RMAP_BUCKETS
+    (gfn.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RMAP_BUCKETS.trailing_zeros())) as usize % RMAP_BUCKETS
 }
 
 /// A reverse-map link: shadow page and entry in one number.
@@ -515,7 +554,8 @@ impl CachedMmu {
         // it again, protected, before the guest's write is done.
         let keep = on_path || shadows.iter().any(|&i| self.in_root(i));
         for i in shadows {
-            if keep {
+            // A page already unsync may stay so: it goes at the next flush.
+            if keep || self.page(i).is_some_and(|p| p.unsync) {
                 if let Some(p) = self.page_mut(i) {
                     p.unsync = true;
                 }
@@ -574,15 +614,73 @@ impl CachedMmu {
     }
     // ANCHOR_END: table_written
 
+    // ANCHOR: unsync_leaves
+    /// A guest write to protected table `gfn`: if the table is shadowed
+    /// only as a page table (level 1, which Linux's tables of processes
+    /// are), its shadow pages become unsync and the write goes ahead, and
+    /// so do the guest's later writes, with no exit, until the next CR3
+    /// load or `invlpg` ([`CachedMmu::resync`]). Linux's KVM has done this
+    /// since 2008 (`mmu_need_write_protect`). A table shadowed at a higher
+    /// level stays protected: its writes are emulated.
+    pub fn unsync_leaves(&mut self, gfn: u64) -> bool {
+        let shadows = self.shadows_of(gfn);
+        if shadows.is_empty() || shadows.iter().any(|&i| self.page(i).is_none_or(|p| p.role.level != 1)) {
+            return false;
+        }
+        for i in shadows {
+            if let Some(p) = self.page_mut(i) {
+                p.unsync = true;
+            }
+        }
+        true
+    }
+
+    /// The guest loaded CR3 or executed `invlpg`, so any entry of an
+    /// unsync page table it changed must now take effect (SDM Vol. 3A,
+    /// 4.10.4.1). Each such page is brought back in sync rather than
+    /// thrown away: every shadow entry is checked against the guest entry
+    /// it came from (`read` gives the guest's entry at a guest-physical
+    /// address, of the width given), and goes if the guest entry no longer
+    /// allows it; the rest stay. Then the table is protected again. Unsync
+    /// pages of higher levels are left to [`CachedMmu::sync`].
+    pub fn resync(&mut self, read: &mut dyn FnMut(u64, usize) -> Option<u64>) {
+        for i in 0..self.pages.len() {
+            let Some((gfn, role)) = self.page(i).filter(|p| p.unsync && p.role.level == 1).map(|p| (p.gfn, p.role))
+            else {
+                continue;
+            };
+            let (width, first) = match role.guest {
+                PagingMode::Bits32 => (4, usize::from(role.quadrant) * ENTRIES),
+                _ => (8, 0),
+            };
+            for entry in 0..ENTRIES {
+                let Some(p) = self.page(i) else { break };
+                if p.frames.get(entry).is_none_or(Option::is_none) {
+                    continue;
+                }
+                let shadow = read_entry(&p.table, entry);
+                let mapped = p.gfns.get(entry).copied().unwrap_or(u64::MAX);
+                let at = (gfn << PAGE_SHIFT) + ((first + entry) * width) as u64;
+                if read(at, width).is_none_or(|guest| !still_allows(guest, shadow, mapped, role.guest)) {
+                    self.clear_leaf(i, entry);
+                }
+            }
+            if let Some(p) = self.page_mut(i) {
+                p.unsync = false;
+            }
+            self.write_protect(gfn);
+            self.needs_flush = true;
+        }
+    }
+    // ANCHOR_END: unsync_leaves
+
     /// The shadow pages of guest table `gfn` (not direct ones).
     fn shadows_of(&self, gfn: u64) -> Vec<usize> {
         let mut found = Vec::new();
-        if found.try_reserve(MAX_SHADOW_PAGES).is_err() {
+        if found.try_reserve(self.pages.len()).is_err() {
             return found;
         }
-        found.extend(self.pages.iter().enumerate().filter_map(|(i, p)| {
-            p.as_ref().filter(|p| p.gfn == gfn && !p.role.direct).map(|_| i)
-        }));
+        found.extend(self.chain(gfn).filter(|&i| self.page(i).is_some_and(|p| !p.role.direct)));
         found
     }
 
@@ -591,7 +689,7 @@ impl CachedMmu {
     pub fn sync(&mut self) {
         // No list is made (that would allocate): zapping a page removes
         // only that page, so the indices can be walked as they are.
-        for i in 0..MAX_SHADOW_PAGES {
+        for i in 0..self.pages.len() {
             if self.page(i).is_some_and(|p| p.unsync) {
                 self.zap(i);
             }
@@ -632,9 +730,40 @@ pub fn goes_through(t: &Translation, gfn: u64) -> bool {
     t.entries.iter().flatten().any(|e| e.gpa >> PAGE_SHIFT == gfn)
 }
 
+// ANCHOR: still_allows
+/// Whether guest page-table entry `guest` still allows shadow entry
+/// `shadow`, which maps guest frame `gfn`: present and accessed (or the
+/// next access must set A), the same frame, and every right the shadow
+/// grants (write only while D is set, as [`CachedMmu::install`] made it).
+fn still_allows(guest: u64, shadow: u64, gfn: u64, mode: PagingMode) -> bool {
+    const ACCESSED: u64 = 1 << 5;
+    const DIRTY: u64 = 1 << 6;
+    let lost = |right: u64| shadow & right != 0 && guest & right == 0;
+    guest & P != 0
+        && guest & ACCESSED != 0
+        && table_address(guest, mode) >> PAGE_SHIFT == gfn
+        && !lost(RW)
+        && !(shadow & RW != 0 && guest & DIRTY == 0)
+        && !lost(US)
+        && !(mode != PagingMode::Bits32 && shadow & XD == 0 && guest & XD != 0)
+}
+// ANCHOR_END: still_allows
+
 /// Writes in a row to one guest table that make it a flood (2006's
 /// `kvm_mmu_pre_write` counted to 3).
 pub const FLOOD: u32 = 3;
+
+// ANCHOR: cached_pages
+/// The full module's bound on a vCPU's shadow pages, four times 2006's.
+/// A Linux guest's working set is larger than 256 pages: its kernel's
+/// direct map alone takes one direct page per 2 MiB it touches, and each
+/// process a PML4, a PDPT, a directory and its page tables. With 256, the
+/// pages recycled at every fork were made again a moment later. Linux's
+/// KVM bounds them at 20 per 1,000 pages of guest memory
+/// (`KVM_PERMILLE_MMU_PAGES`), 1,310 for a guest of 256 MiB. The hash of
+/// [`CachedMmu::get`] keeps finding a page as cheap as with 256.
+pub const CACHED_PAGES: usize = 1024;
+// ANCHOR_END: cached_pages
 
 // ANCHOR: shadow_entries
 /// The entries of a shadow page in `role` that guest entry `guest_entry`
@@ -671,6 +800,8 @@ impl CachedMmu {
             self.clear_leaf(i, entry);
         }
         let Some(page) = self.pages.get_mut(i).and_then(Option::take) else { return };
+        self.unhash(i, &page);
+        self.live = self.live.saturating_sub(1);
         self.zapped += 1;
         self.needs_flush = true;
         for &(parent, entry) in &page.parents {
@@ -697,7 +828,7 @@ impl CachedMmu {
     /// Throws every shadow page away (a new paging mode, new memory
     /// slots).
     pub fn zap_all(&mut self) {
-        for i in 0..MAX_SHADOW_PAGES {
+        for i in 0..self.pages.len() {
             self.zap(i);
         }
         self.root = Root::None;
@@ -706,8 +837,8 @@ impl CachedMmu {
     /// Makes sure `needed` pages can be made: while fewer are free, the
     /// least recently used page outside the root goes.
     fn make_room(&mut self, needed: usize) {
-        while self.pages.iter().filter(|p| p.is_none()).count() < needed {
-            let lru = (0..MAX_SHADOW_PAGES)
+        while self.pages.len() - self.live < needed {
+            let lru = (0..self.pages.len())
                 .filter(|&i| !self.in_root(i))
                 .filter_map(|i| self.page(i).map(|p| (p.used, i)))
                 .min();
@@ -737,11 +868,31 @@ impl CachedMmu {
         let parents = Vec::new();
         self.clock += 1;
         self.made += 1;
-        let page = CachedPage { table, gfn, role, parents, children, frames, gfns, next, used: self.clock, unsync: false };
+        let Some(head) = self.hash.get_mut(bucket(gfn)) else { return Err(Errno::EINVAL) };
+        let hash_next = core::mem::replace(head, free as u16);
+        let page = CachedPage { table, gfn, role, parents, children, frames, gfns, next, used: self.clock, unsync: false, hash_next };
         if let Some(slot) = self.pages.get_mut(free) {
             *slot = Some(page);
         }
+        self.live += 1;
         Ok(free)
+    }
+
+    /// Takes page `i`, just removed from `pages`, out of its hash chain.
+    fn unhash(&mut self, i: usize, page: &CachedPage) {
+        let Some(head) = self.hash.get_mut(bucket(page.gfn)) else { return };
+        if usize::from(*head) == i {
+            *head = page.hash_next;
+            return;
+        }
+        let mut at = *head;
+        while let Some(p) = self.pages.get_mut(usize::from(at)).and_then(Option::as_mut) {
+            if usize::from(p.hash_next) == i {
+                p.hash_next = page.hash_next;
+                return;
+            }
+            at = p.hash_next;
+        }
     }
 }
 // ANCHOR_END: zap

@@ -139,14 +139,15 @@ mod e9_1 {
     fn the_cache_never_passes_its_bound_and_keeps_the_root() {
         let page = Page::alloc_zeroed().expect("a page");
         let mut mmu = mmu_with_root(0x10000);
-        for i in 0..600u64 {
+        let last = mmu.capacity() as u64 + 300;
+        for i in 0..=last {
             let linear = i << 22;
             let t = walk32(0x10000, linear, 0x100_0000 + (i << 12), 0x30000);
             mmu.install(linear, &t, PagingMode::Bits32, leaf(&page)).expect("installed");
-            assert!(mmu.in_use() <= MAX_SHADOW_PAGES);
+            assert!(mmu.in_use() <= mmu.capacity());
         }
         let root = mmu.root_phys().expect("the root survived");
-        assert!(shadow_leaf(root, 599 << 22).is_some());
+        assert!(shadow_leaf(root, last << 22).is_some());
         let (made, zapped) = mmu.take_counts();
         assert_eq!(made - zapped, mmu.in_use() as u64);
     }
@@ -312,6 +313,117 @@ mod table_writes {
         mmu.needs_flush = false;
         mmu.table_written(0x30000, 8);
         assert!(!mmu.needs_flush);
+        assert!(shadow_leaf(mmu.root_phys().expect("a root"), 0x40_1000).is_some());
+    }
+}
+
+/// Page tables the guest writes freely until it flushes (stage 13).
+mod unsync_leaves {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// As `table_writes::shadowed`: page table 0x20000 under directory
+    /// 0x10000, `linears` mapped to frames 0x30000, 0x31000, ...
+    fn shadowed(linears: &[u64], page: &Page) -> CachedMmu {
+        let mut mmu = mmu_with_root(0x10000);
+        for (n, &linear) in linears.iter().enumerate() {
+            let t = walk32(0x10000, linear, 0x20000, 0x30000 + 0x1000 * n as u64);
+            mmu.install(linear, &t, PagingMode::Bits32, leaf(page)).expect("installed");
+        }
+        mmu
+    }
+
+    /// Resyncs `mmu` against guest memory that holds `entries` (address,
+    /// value) and, elsewhere in the page table, the entries `shadowed`
+    /// wrote. Returns the addresses read.
+    fn resync(mmu: &mut CachedMmu, linears: &[u64], entries: &[(u64, u64)]) -> Vec<u64> {
+        let mut memory: HashMap<u64, u64> = linears
+            .iter()
+            .enumerate()
+            .map(|(n, &linear)| (0x20000 + ((linear >> 12) & 1023) * 4, (0x30000 + 0x1000 * n as u64) | 0x67))
+            .collect();
+        memory.extend(entries.iter().copied());
+        let mut read = Vec::new();
+        mmu.resync(&mut |gpa, width| {
+            assert_eq!(width, 4, "a 32-bit guest's entries are 4 bytes");
+            read.push(gpa);
+            memory.get(&gpa).copied()
+        });
+        read
+    }
+
+    #[test]
+    fn a_page_table_goes_unsync_and_a_directory_does_not() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000], &page);
+        assert!(!mmu.unsync_leaves(0x10), "the directory is shadowed at level 2");
+        assert!(mmu.is_protected(0x10));
+        assert!(mmu.unsync_leaves(0x20));
+        assert!(!mmu.is_protected(0x20), "the guest may write its page table");
+        assert!(!mmu.unsync_leaves(0x30), "frame 0x30 holds no table");
+    }
+
+    #[test]
+    fn resync_keeps_what_the_guest_still_allows_and_drops_the_rest() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let linears = [0x40_1000, 0x40_2000, 0x40_3000, 0x40_4000, 0x40_5000];
+        let mut mmu = shadowed(&linears, &page);
+        let root = mmu.root_phys().expect("a root");
+        assert!(mmu.unsync_leaves(0x20));
+        mmu.needs_flush = false;
+        resync(&mut mmu, &linears, &[
+            (0x20008, 0x31065), // read-only now
+            (0x2000C, 0x40067), // another frame
+            (0x20010, 0x33047), // A cleared
+            (0x20014, 0x34027), // D cleared: a writable shadow entry must go
+        ]);
+        assert!(shadow_leaf(root, 0x40_1000).is_some(), "an unchanged entry stays");
+        for linear in &linears[1..] {
+            assert_eq!(shadow_leaf(root, *linear), None, "{linear:#x}'s guest entry no longer allows it");
+        }
+        assert!(mmu.is_protected(0x20), "in sync, and protected again");
+        assert!(mmu.needs_flush);
+    }
+
+    #[test]
+    fn an_entry_never_shadowed_is_not_even_read() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let linears = [0x40_1000];
+        let mut mmu = shadowed(&linears, &page);
+        let root = mmu.root_phys().expect("a root");
+        let before = shadow_leaf(root, 0x40_1000);
+        assert!(mmu.unsync_leaves(0x20));
+        // Entry 7 was never shadowed, so it is not even read.
+        let read = resync(&mut mmu, &linears, &[(0x2001C, 0x99067)]);
+        assert_eq!(read, [0x20004]);
+        assert_eq!(shadow_leaf(root, 0x40_1000), before);
+    }
+
+    #[test]
+    fn a_32_bit_table_is_read_at_the_entries_of_each_quadrant() {
+        let page = Page::alloc_zeroed().expect("a page");
+        // Guest entries 1 and 513: index 1 of each of the two shadow pages.
+        let linears = [0x40_1000, 0x60_1000];
+        let mut mmu = shadowed(&linears, &page);
+        let root = mmu.root_phys().expect("a root");
+        assert!(mmu.unsync_leaves(0x20));
+        let mut read = resync(&mut mmu, &linears, &[(0x20000 + 513 * 4, 0)]);
+        read.sort_unstable();
+        assert_eq!(read, [0x20004, 0x20000 + 513 * 4]);
+        assert!(shadow_leaf(root, 0x40_1000).is_some());
+        assert_eq!(shadow_leaf(root, 0x60_1000), None, "entry 513 is not present any more");
+    }
+
+    #[test]
+    fn sync_leaves_a_resynced_table_alone() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let linears = [0x40_1000];
+        let mut mmu = shadowed(&linears, &page);
+        let pages = mmu.in_use();
+        assert!(mmu.unsync_leaves(0x20));
+        resync(&mut mmu, &linears, &[]);
+        mmu.sync();
+        assert_eq!(mmu.in_use(), pages, "no page was thrown away");
         assert!(shadow_leaf(mmu.root_phys().expect("a root"), 0x40_1000).is_some());
     }
 }

@@ -288,7 +288,9 @@ impl Mmu {
                 // The write can be emulated unless it goes through the
                 // table it writes (then the emulator's own walk would see
                 // a half-written table: unsync it is).
-                if !cache::goes_through(&translation, gfn) && !self.declined {
+                // A page table goes unsync instead, and its writes need no
+                // exit at all until the guest flushes.
+                if !cache::goes_through(&translation, gfn) && !self.declined && !cache.unsync_leaves(gfn) {
                     return PageFault::TableWrite;
                 }
                 cache.unprotect(gfn, &translation);
@@ -487,6 +489,16 @@ impl Mmu {
             cache.table_written(gpa, len);
             self.needs_flush = true;
         }
+    }
+
+    /// Before a CR3 load or `invlpg` takes effect: the cache's unsync page
+    /// tables are checked against the guest's ([`CachedMmu::resync`]).
+    pub fn resync(&mut self, memory: &Mutex<MemSlots>) {
+        let Some(cache) = &mut self.cache else { return };
+        cache.resync(&mut |gpa, width| {
+            let mut bytes = [0u8; 8];
+            read_phys(gpa, bytes.get_mut(..width)?, memory).then(|| u64::from_le_bytes(bytes))
+        });
     }
 
     // ANCHOR: table_write_declined
