@@ -29,14 +29,22 @@
 //! (00-3D, 80-83), `test` (84, 85, A8, A9, F6 /0, F7 /0), `inc` and `dec` (FE and
 //! FF /0 /1), `not` and `neg` (F6, F7 /2 /3), `xchg` (86, 87), `push` and
 //! `pop` of a memory operand (FF /6, 8F /0) and `bt`, `bts`, `btr`, `btc`
-//! (0F A3, AB, B3, BB and 0F BA /4-7). Everything else is
-//! [`DecodeError::Unsupported`]: 2006 then reported an emulation failure
-//! to userspace.
+//! (0F A3, AB, B3, BB and 0F BA /4-7).
+//@ begin 13
+//! From stage 13 also `cmpxchg` (0F B0, B1) and `cmpxchg8b` (0F C7 /1,
+//! not `cmpxchg16b`), with which guest kernels change page-table entries
+//! that another processor may be changing too.
+//@ end
+//! Everything else is [`DecodeError::Unsupported`]: 2006 then reported an
+//! emulation failure to userspace.
 //!
-//! Not here: the shifts and rotates (C0, C1, D0-D3), `cmpxchg`,
-//! `cmpxchg8b`, `cmovcc` and `movsxd`, which 2006 also emulated; and
-//! atomicity: a `lock`ed read-modify-write is decoded and run as a read
-//! then a write, which another vCPU may see apart.
+//! Not here: the shifts and rotates (C0, C1, D0-D3),
+//@ begin 10 until 13
+//! `cmpxchg` and `cmpxchg8b` (until stage 13),
+//@ end
+//! `cmovcc` and `movsxd`, which 2006 also emulated; and atomicity: a
+//! `lock`ed read-modify-write is decoded and run as a read then a write,
+//! which another vCPU may see apart.
 
 pub mod decode;
 pub mod flags;
