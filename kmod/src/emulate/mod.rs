@@ -183,7 +183,7 @@ pub enum Access {
 /// the instruction's address size (16, 32 or 64 bits). The implementation
 /// (the MMU side) adds the segment's base (only FS's and GS's count in
 /// 64-bit mode, where CS, DS, ES and SS have base 0 and no limit even when
-/// an instruction names them), checks the limit and, in 64-bit mode, that
+/// an instruction names them), checks the segment's limit and type and, in 64-bit mode, that
 /// the linear address is canonical, translates it through the guest's page
 /// tables with the rights of a read or a write at the guest's CPL, and
 /// then either accesses guest RAM or records an MMIO exit. An access is
