@@ -256,6 +256,23 @@ mod table_writes {
     }
 
     #[test]
+    fn a_pae_entry_changed_by_cmpxchg8b_is_carried_out_by_the_emulator() {
+        // lock cmpxchg8b [esi]: EDX:EAX the entry as it is, ECX:EBX the new one.
+        let mut ctx = prot32(&[0xF0, 0x0F, 0xC7, 0x0E]);
+        ctx.table_write = true;
+        ctx.ram[0x3010..0x3018].copy_from_slice(&0x8000_0000_0000_5067u64.to_le_bytes());
+        ctx.regs[6] = 0x3010;
+        (ctx.regs[2], ctx.regs[0]) = (0x8000_0000, 0x5067);
+        (ctx.regs[1], ctx.regs[3]) = (0, 0x6007);
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&fault_at(0x3010), &mut ctx, &mut run), Action::Resume);
+        assert_eq!(ctx.ram[0x3010..0x3018], 0x6007u64.to_le_bytes(), "the new entry is in guest memory");
+        assert_eq!((ctx.rip, ctx.rflags & 0x40), (0x1004, 0x40), "done, ZF set");
+        assert_eq!(ctx.counted(Counter::PteWrites), 1);
+        assert!(ctx.declined.is_empty() && ctx.mapped.is_empty(), "the table stayed protected");
+    }
+
+    #[test]
     fn an_instruction_the_emulator_does_not_know_is_let_through_unemulated() {
         // fxsave [ebx]: not in the emulator.
         let mut ctx = prot32(&[0x0F, 0xAE, 0x03]);

@@ -39,12 +39,13 @@ fn known_form(theirs: &iced_x86::Instruction) -> bool {
     let string = matches!(theirs.mnemonic(), Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq)
         || name.starts_with("Stos")
         || name.starts_with("Lods");
+    let modrm_or_moffs = name.contains("rm") || name.contains("moffs");
+    //@ begin 13
+    // iced names cmpxchg8b's ModRM operand `m64`: memory is its only form.
+    let modrm_or_moffs = modrm_or_moffs || name == "Cmpxchg8b_m64";
+    //@ end
     known(theirs.mnemonic())
-        && (name.contains("rm") || name.contains("moffs") || string || accumulator
-            //@ begin 13
-            || name == "Cmpxchg8b_m64"
-            //@ end
-        )
+        && (modrm_or_moffs || string || accumulator)
         && !name.contains("Sreg")
         && !name.contains("xmm")
         && !name.ends_with("F6r1")
