@@ -123,8 +123,8 @@ fi
 # The seeded guests, CHAOS_SEEDS seeds each (when the harness sets it):
 # every run must end in a way a guest may end (`rkvm-run chaos`). On VMX,
 # chaos-mmio-real is left out: when the emulator raises an exception for a
-# real-mode guest (an access through an expand-down segment, which it
-# checks as expand-up), VMX without unrestricted guest refuses the entry
+# real-mode guest (an access past a segment's limit, say), VMX without
+# unrestricted guest refuses the entry
 # (fail-entry 0xfffffffe) and logs an error, a known failure.
 if [ -x ./rkvm-run ] && [ -n "$CHAOS_SEEDS" ]; then
 	except=none

@@ -16,10 +16,8 @@
 //! - an access across a page edge: rkvm, as 2006 did, hands an MMIO access
 //!   that crosses a page to userspace whole at its first address (and
 //!   reads or writes none of it in RAM), where Linux splits it in two;
-//! - an access through a segment rkvm checks by its limit alone, as if it
-//!   expanded up (an expand-down, read-only, code or null segment), or a
-//!   stack access at a non-canonical address, which rkvm makes `#GP`
-//!   rather than `#SS`;
+//! - a stack access at a non-canonical address in 64-bit mode, which rkvm
+//!   makes `#GP` rather than `#SS`;
 //! - a write to the read-only alias of the window: Linux's emulator reads
 //!   the device before the write faults (a read the processor would not
 //!   make) and, with nested paging, writes through the read-only page
@@ -122,7 +120,7 @@ pub fn difference(ours: &str, theirs: &str, program: Option<&Program>) -> Option
         _ if refused && program.is_some_and(|p| p.config.mode == Mode::Real) => Some("an exception in real mode under VMX"),
         Some(s) if s.what != What::Known => Some("a step that is not a known instruction"),
         Some(s) if s.frame.crosses() => Some("an access across a page edge"),
-        Some(s) if s.frame.checked_differently() => Some("a segment check rkvm does not make"),
+        Some(s) if s.frame.checked_differently() => Some("a non-canonical stack access"),
         Some(s) if s.frame.writes_read_only(program?.config) => Some("a write to a read-only page"),
         _ => None,
     };

@@ -36,9 +36,9 @@ pub struct Frame {
     pub segs: [Seg; 6],
     pub regs: [u64; 16],
     pub rflags: u64,
-    /// Whether accesses may straddle page edges and use segments that
-    /// rkvm checks differently from the processor (the `within` seeds
-    /// have neither).
+    /// Whether accesses may straddle page edges and be ones that rkvm
+    /// checks differently from the processor (the `within` seeds have
+    /// neither).
     pub edges: bool,
     /// Registers whose value the encoder fixed (rSP always).
     pub pinned: u16,
@@ -64,17 +64,13 @@ impl Frame {
         self.accesses.iter().any(|a| a.at >> 12 != a.at.wrapping_add(a.len - 1) >> 12)
     }
 
-    /// Whether an access goes through a segment whose type rkvm does not
-    /// check as the processor does (expand-down, read-only, code, null),
-    /// or, in 64-bit mode, is a stack access at a non-canonical address,
-    /// which rkvm makes `#GP` rather than `#SS` (both are known, in
-    /// chapter 10's list of where rkvm differs).
+    /// Whether an access is, in 64-bit mode, a stack access at a
+    /// non-canonical address, which rkvm makes `#GP` rather than `#SS`
+    /// (chapter 10's list of where rkvm differs). Outside 64-bit mode
+    /// rkvm checks an access through any segment of the steps (limit,
+    /// expand-down, type, null selector) as the processor does.
     pub fn checked_differently(&self) -> bool {
-        let mode = self.config.mode;
-        self.accesses.iter().any(|a| match mode {
-            Mode::Long64 => a.segment == SS && !canonical(a.at),
-            _ => a.seg.checked_differently(a.write, mode),
-        })
+        self.config.mode == Mode::Long64 && self.accesses.iter().any(|a| a.segment == SS && !canonical(a.at))
     }
 }
 
@@ -402,7 +398,7 @@ fn place(rng: &mut Rng, frame: &Frame, seg: &Seg, seg_index: usize, span: u64, a
         if !long && !seg.allows(ea, span, write) && !rng.one_in(10) {
             continue;
         }
-        let differs = if long { seg_index == SS && !canonical(linear) } else { seg.checked_differently(write, config.mode) };
+        let differs = long && seg_index == SS && !canonical(linear);
         if differs && !frame.edges {
             continue;
         }

@@ -306,8 +306,9 @@ pub fn unknown() -> Vec<Form> {
         forms.push(u(Form::new("shift", &[0xC0], Some(n), byte).rmw().imm(Imm::Byte)));
         forms.push(u(Form::new("shift", &[0xC1], Some(n), full).rmw().imm(Imm::Byte)));
     }
-    // `cmpxchg` is in neither list: the emulator knows it from stage 13
-    // on and not before, and the chaos guests run on every stage from 10.
+    // `cmpxchg` and `cmpxchg8b` are in neither list: the emulator knows
+    // them from stage 13 on and not before, and the chaos guests run on
+    // every stage from 10.
     forms.extend([
         u(Form::new("xadd", &[0x0F, 0xC0], None, byte).rmw().lock().to_reg()),
         u(Form::new("xadd", &[0x0F, 0xC1], None, full).rmw().lock().to_reg()),
@@ -327,7 +328,6 @@ pub fn unknown() -> Vec<Form> {
         u(Form::new("shrd", &[0x0F, 0xAD], None, full).rmw()),
         u(Form::new("mov", &[0x8C], None, word).store().sreg()),
         u(Form::new("mov", &[0x8E], None, word).sreg_load()),
-        u(Form::new("cmpxchg8b", &[0x0F, 0xC7], Some(1), Width::Qword).rmw().lock()),
         u(Form::new("cmps", &[0xA6], None, byte).shape(Shape::String { src: true, dst: true })),
         u(Form::new("cmps", &[0xA7], None, full).shape(Shape::String { src: true, dst: true })),
         u(Form::new("scas", &[0xAE], None, byte).shape(Shape::String { src: false, dst: true })),

@@ -176,17 +176,6 @@ pub const DESCRIPTORS: [(&str, Seg, u64); 7] = [
 ];
 
 impl Seg {
-    /// Whether rkvm's emulator, which checks only segment limits (and
-    /// those as if every segment expanded up: chapter 10, "Where rkvm
-    /// differs"), may treat an access through this segment otherwise than
-    /// the processor: an expand-down segment, a write through a read-only
-    /// one (a code segment too, but in real mode), the null selector.
-    pub fn checked_differently(&self, write: bool, mode: Mode) -> bool {
-        // Real mode writes through a code segment (Linux's emulator too).
-        let writable = self.writable || (self.code && mode == Mode::Real);
-        self.down || self.null || (write && !writable)
-    }
-
     /// Whether an access of `len` bytes at offset `ea` passes the
     /// segment's checks: present, writable for a write, inside the limit.
     pub fn allows(&self, ea: u64, len: u64, write: bool) -> bool {
