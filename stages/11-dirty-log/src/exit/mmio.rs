@@ -217,10 +217,10 @@ impl Guest for EmulatedGuest<'_> {
 
 impl EmulatedGuest<'_> {
     /// `segment:offset` for `len` bytes, to guest-physical addresses: the
-    /// segment's base and limit (SDM Vol. 3A, 3.4.5 and 5.3; in 64-bit
-    /// mode only FS and GS have a base, no limit is checked, and the
-    /// address must be canonical, 3.3.7.1), then the guest's tables with
-    /// the rights of the access. The first byte's guest-physical address,
+    /// segment's checks ([`segment_allows`]) and base (in 64-bit mode only
+    /// FS and GS have a base, nothing of the segment is checked, and the
+    /// address must be canonical, SDM Vol. 3A, 3.3.7.1), then the guest's
+    /// tables with the rights of the access. The first byte's guest-physical address,
     /// and, for an access that crosses into a second page, where in it the
     /// second page starts and that page's address: the two pages are
     /// translated apart, as the processor does. An MMIO access that
@@ -228,16 +228,17 @@ impl EmulatedGuest<'_> {
     fn translate(&mut self, segment: Segment, offset: u64, len: usize, write: bool) -> Result<(u64, Option<(usize, u64)>), Access> {
         let seg = segment_of(&self.sregs, segment);
         let long = mode(&self.sregs) == Mode::Bits64;
-        let limit_fault = Access::Fault(Exception { vector: if segment == Segment::Ss { 12 } else { 13 }, error_code: Some(0) });
+        let segment_fault = Access::Fault(Exception { vector: if segment == Segment::Ss { 12 } else { 13 }, error_code: Some(0) });
         let len = len.max(1);
-        if !long && offset.saturating_add(len as u64 - 1) > u64::from(seg.limit) {
-            return Err(limit_fault);
+        let protected = Cr0::from_bits_retain(self.sregs.cr0).contains(Cr0::PE);
+        if !long && !segment_allows(seg, protected, offset, len as u64, write) {
+            return Err(segment_fault);
         }
         let base = if long && !matches!(segment, Segment::Fs | Segment::Gs) { 0 } else { seg.base };
         let address = wrap(&self.sregs, base.wrapping_add(offset));
         let last = wrap(&self.sregs, address.wrapping_add(len as u64 - 1));
         if long && !(canonical(address) && canonical(last)) {
-            return Err(limit_fault);
+            return Err(segment_fault);
         }
         let gpa = self.page(address, write)?;
         if address >> 12 == last >> 12 {
@@ -256,6 +257,44 @@ impl EmulatedGuest<'_> {
             Access::Fault(Exception { vector: 14, error_code: Some(error_code) })
         })
     }
+}
+
+/// Whether `len` bytes at `offset` may be read or written through `seg`
+/// outside 64-bit mode; if not, the access is `#GP(0)`, or `#SS(0)`
+/// through SS. The checks of SDM Vol. 3A, 5.3 "Limit Checking" and 5.4
+/// "Type Checking", in `protected` mode (CR0.PE) and in real mode, where
+/// a segment keeps the attributes it was given in protected mode (9.9.2):
+///
+/// - in protected mode, the segment is usable: not loaded with the null
+///   selector (5.4.1);
+/// - a write needs a writable data segment (type bit 1, W, with bit 3
+///   clear); a code segment is never writable in protected mode, and in
+///   real mode is written when it is readable, as Linux's emulator allows;
+/// - a read of a code segment needs it readable (bit 1, R);
+/// - every byte lies within the segment: offsets 0 to the limit, or for
+///   an expand-down data segment (bit 2, E) the limit plus 1 up to
+///   0xFFFF, or 0xFFFF_FFFF when its B flag (`db`) is set.
+fn segment_allows(seg: &KvmSegment, protected: bool, offset: u64, len: u64, write: bool) -> bool {
+    let code = seg.type_ & 8 != 0;
+    // Bit 1: W of a data segment, R of a code segment.
+    let rw = seg.type_ & 2 != 0;
+    if protected && seg.unusable != 0 {
+        return false;
+    }
+    let rights = match (write, code) {
+        (true, true) => rw && !protected,
+        (true, false) | (false, true) => rw,
+        (false, false) => true,
+    };
+    let last = offset.saturating_add(len.max(1) - 1);
+    let limit = u64::from(seg.limit);
+    let within = if !code && seg.type_ & 4 != 0 {
+        let top = if seg.db != 0 { 0xFFFF_FFFF } else { 0xFFFF };
+        offset > limit && last <= top
+    } else {
+        last <= limit
+    };
+    rights && within
 }
 
 /// Bits 63:47 of a 64-bit linear address all equal bit 47.

@@ -29,14 +29,16 @@
 //! (00-3D, 80-83), `test` (84, 85, A8, A9, F6 /0, F7 /0), `inc` and `dec` (FE and
 //! FF /0 /1), `not` and `neg` (F6, F7 /2 /3), `xchg` (86, 87), `push` and
 //! `pop` of a memory operand (FF /6, 8F /0) and `bt`, `bts`, `btr`, `btc`
-//! (0F A3, AB, B3, BB and 0F BA /4-7). Everything else is
-//! [`DecodeError::Unsupported`]: 2006 then reported an emulation failure
-//! to userspace.
+//! (0F A3, AB, B3, BB and 0F BA /4-7).
+//! Everything else is [`DecodeError::Unsupported`]: 2006 then reported an
+//! emulation failure to userspace.
 //!
-//! Not here: the shifts and rotates (C0, C1, D0-D3), `cmpxchg`,
-//! `cmpxchg8b`, `cmovcc` and `movsxd`, which 2006 also emulated; and
-//! atomicity: a `lock`ed read-modify-write is decoded and run as a read
-//! then a write, which another vCPU may see apart.
+//! Not here: the shifts and rotates (C0, C1, D0-D3), `cmovcc` and
+//! `movsxd`, which 2006 also emulated; and atomicity: a `lock`ed
+//! read-modify-write is decoded and run as a read then a write, which
+//! another vCPU may see apart.
+//! Nor `cmpxchg` and `cmpxchg8b`, which 2006 emulated too: stage 13 adds
+//! them.
 
 pub mod decode;
 pub mod flags;
@@ -175,15 +177,15 @@ pub enum Access {
 /// the instruction's address size (16, 32 or 64 bits). The implementation
 /// (the MMU side) adds the segment's base (only FS's and GS's count in
 /// 64-bit mode, where CS, DS, ES and SS have base 0 and no limit even when
-/// an instruction names them), checks the limit and, in 64-bit mode, that
-/// the linear address is canonical, translates it through the guest's page
-/// tables with the rights of a read or a write at the guest's CPL, and
-/// then either accesses guest RAM or records an MMIO exit. An access is
-/// 1, 2, 4 or 8 bytes, little-endian, at any alignment: one that crosses a
-/// page boundary is the implementation's to split. Reads and writes come
-/// in the instruction's order; each instruction (each iteration of a
-/// repeated one) makes at most one read and then at most one write, so at
-/// most one access per run of [`emulate`] can be MMIO.
+/// an instruction names them), checks the segment's limit and type and, in
+/// 64-bit mode, that the linear address is canonical, translates it through
+/// the guest's page tables with the rights of a read or a write at the
+/// guest's CPL, and then either accesses guest RAM or records an MMIO exit.
+/// An access is 1, 2, 4 or 8 bytes, little-endian, at any alignment: one
+/// that crosses a page boundary is the implementation's to split. Reads and
+/// writes come in the instruction's order; each instruction (each iteration
+/// of a repeated one) makes at most one read and then at most one write, so
+/// at most one access per run of [`emulate`] can be MMIO.
 pub trait Guest {
     /// All 64 bits of a general register.
     fn reg(&self, reg: Reg) -> u64;

@@ -106,6 +106,10 @@ pub enum Op {
     /// Compare rAX with `dst`: if equal, `src` goes to `dst`; if not, `dst`
     /// goes to rAX.
     Cmpxchg,
+    /// Compare EDX:EAX with the 8 bytes of `dst`: if equal, ECX:EBX goes
+    /// to `dst`; if not, `dst` goes to EDX:EAX. No `src`: the registers
+    /// are implied.
+    Cmpxchg8b,
 }
 
 /// `rep` (F3) or `repne` (F2), whichever came last. Both repeat `movs`,
@@ -489,6 +493,7 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Instruction, DecodeError> {
             | Op::Not
             | Op::Bit(BitOp::Bts | BitOp::Btr | BitOp::Btc)
             | Op::Cmpxchg
+            | Op::Cmpxchg8b
     );
     if p.lock && !(lockable && matches!(insn.dst, Operand::Mem(_))) {
         return Err(DecodeError::Invalid);
@@ -616,6 +621,19 @@ fn two_byte(c: &mut Cursor<'_>, mode: Mode, p: &Prefixes) -> Result<Instruction,
         let m = modrm(c, mode, p)?;
         let src = Operand::Reg(gpr(m.reg, size, rex_present));
         return Ok(instruction(Op::Cmpxchg, size, a, rm_operand(m.rm, size, p), src, c, p));
+    }
+    // Group 9 (0F C7, SDM Vol. 2A, Table A-6): of it only cmpxchg8b m64
+    // (/1), with which a 32-bit PAE kernel changes a whole 8-byte entry.
+    // Its register operand would be #UD; with REX.W it is cmpxchg16b
+    // m128, whose 16 bytes are more than one access of the emulator.
+    if opcode == 0xC7 {
+        let m = modrm(c, mode, p)?;
+        return match (m.reg & 7, m.rm) {
+            (1, Rm::Reg(_)) => Err(DecodeError::Invalid),
+            (1, _) if p.rex & rex::W != 0 => Err(DecodeError::Unsupported),
+            (1, rm) => Ok(instruction(Op::Cmpxchg8b, Size::Qword, a, rm_operand(rm, Size::Qword, p), Operand::None, c, p)),
+            _ => Err(DecodeError::Unsupported),
+        };
     }
     let (op, dst, src) = match opcode {
         0xA3 | 0xAB | 0xB3 | 0xBB => {

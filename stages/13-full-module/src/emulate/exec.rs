@@ -309,6 +309,29 @@ impl Run<'_> {
                 }
                 fx.rflags = Some(flags::merge(rflags, result.flags, STATUS));
             }
+            Op::Cmpxchg8b => {
+                // SDM Vol. 2A, CMPXCHG8B/CMPXCHG16B: EDX:EAX against the
+                // 8 bytes of memory, ZF the only flag changed. As with
+                // cmpxchg, the memory is written either way ("DEST :=
+                // TEMP64" when they differ); then EDX and EAX take its two
+                // halves, 32-bit writes which clear bits 63:32 of RDX and
+                // RAX (SDM Vol. 1, 3.4.1.1). When they are equal, no
+                // register changes.
+                let dst = self.place(&insn.dst);
+                let old = self.get(dst)?;
+                let half = |reg| RegOperand { reg, size: Size::Dword, high: false };
+                let value = |reg| read_reg(&*self.guest, half(reg));
+                let (expected, new) = (value(Reg::Rdx) << 32 | value(Reg::Rax), value(Reg::Rcx) << 32 | value(Reg::Rbx));
+                let equal = old == expected;
+                if equal {
+                    self.put(dst, new, &mut fx)?;
+                } else {
+                    self.put(dst, old, &mut fx)?;
+                    fx.set(half(Reg::Rax), old & 0xFFFF_FFFF);
+                    fx.set(half(Reg::Rdx), old >> 32);
+                }
+                fx.rflags = Some(flags::merge(rflags, if equal { flags::ZF } else { 0 }, flags::ZF));
+            }
             Op::Push => {
                 // The source's address uses rSP before the push (SDM Vol. 2B,
                 // PUSH).

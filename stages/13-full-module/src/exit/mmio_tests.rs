@@ -125,6 +125,116 @@ fn a_non_canonical_address_in_64_bit_mode_is_general_protection() {
     assert_eq!(ctx.queued, Some((13, Some(0))));
 }
 
+/// A data segment: type 3 (read/write, accessed), or 7 with `down`
+/// (expand-down), with `db` as its B flag.
+fn data(limit: u32, down: bool, db: u8) -> KvmSegment {
+    let type_ = if down { 7 } else { 3 };
+    KvmSegment { base: 0, limit, type_, db, s: 1, present: 1, ..KvmSegment::default() }
+}
+
+/// Whether `len` bytes at `offset` of `seg` pass, in protected mode.
+fn allows(seg: &KvmSegment, offset: u64, len: u64, write: bool) -> bool {
+    segment_allows(seg, true, offset, len, write)
+}
+
+#[test]
+fn an_expand_down_segment_is_valid_above_its_limit_up_to_64_kib_without_b() {
+    // SDM Vol. 3A, 5.3: with B clear, offsets limit + 1 to 0xFFFF.
+    let seg = data(0x0FFF, true, 0);
+    assert!(!allows(&seg, 0x0FFF, 1, false), "the limit itself");
+    assert!(!allows(&seg, 0x0FFE, 4, false), "across the limit");
+    assert!(!allows(&seg, 0, 1, false), "the bottom");
+    assert!(allows(&seg, 0x1000, 1, false), "limit + 1");
+    assert!(allows(&seg, 0x1000, 4, true));
+    assert!(allows(&seg, 0xFFFF, 1, false), "the top");
+    assert!(allows(&seg, 0xFFFC, 4, true), "the last 4 bytes");
+    assert!(!allows(&seg, 0xFFFD, 4, false), "across the top");
+    assert!(!allows(&seg, 0x1_0000, 1, false), "past the top");
+    // A limit of 0xFFFF leaves nothing valid.
+    assert!(!allows(&data(0xFFFF, true, 0), 0xFFFF, 1, false));
+}
+
+#[test]
+fn an_expand_down_segment_is_valid_above_its_limit_up_to_4_gib_with_b() {
+    let seg = data(0x0FFF, true, 1);
+    assert!(!allows(&seg, 0x0FFF, 1, false), "the limit itself");
+    assert!(!allows(&seg, 0x0FFC, 8, true), "across the limit");
+    assert!(allows(&seg, 0x1000, 8, true), "limit + 1");
+    assert!(allows(&seg, 0x1_0000, 4, false), "above 64 KiB");
+    assert!(allows(&seg, 0xFFFF_FFFF, 1, true), "the top");
+    assert!(allows(&seg, 0xFFFF_FFF8, 8, false), "the last 8 bytes");
+    assert!(!allows(&seg, 0xFFFF_FFFE, 4, false), "across the top");
+    // A limit G scales (a descriptor's 0xFF, in 4 KiB units) reaches
+    // `kvm_segment` scaled, 0xF_FFFF: still the last offset not valid.
+    assert!(!allows(&data(0x000F_FFFF, true, 1), 0x000F_FFFF, 1, false));
+    assert!(allows(&data(0x000F_FFFF, true, 1), 0x0010_0000, 1, false));
+}
+
+#[test]
+fn an_expand_up_segment_is_valid_up_to_its_limit() {
+    let seg = data(0x0FFF, false, 1);
+    assert!(allows(&seg, 0, 1, true) && allows(&seg, 0x0FFC, 4, true) && allows(&seg, 0x0FFF, 1, false));
+    assert!(!allows(&seg, 0x0FFD, 4, false) && !allows(&seg, 0x1000, 1, false));
+    // The B flag counts only for expand-down segments.
+    assert!(!allows(&data(0x0FFF, false, 0), 0x1000, 1, false));
+}
+
+#[test]
+fn segment_types_and_the_null_selector_are_checked() {
+    // SDM Vol. 3A, 5.4: a read-only data segment is read, not written.
+    let read_only = KvmSegment { type_: 1, ..data(0xFFFF, false, 1) };
+    assert!(allows(&read_only, 0x10, 4, false) && !allows(&read_only, 0x10, 4, true));
+    let read_only_down = KvmSegment { type_: 5, ..data(0x0FFF, true, 0) };
+    assert!(allows(&read_only_down, 0x1000, 2, false) && !allows(&read_only_down, 0x1000, 2, true));
+    // A code segment (through a CS override): read if readable, written
+    // only in real mode; bit 2 is "conforming" there, not expand-down.
+    let code = KvmSegment { type_: 0xB, ..data(0xFFFF, false, 1) };
+    let execute_only = KvmSegment { type_: 0x8, ..code };
+    let conforming = KvmSegment { type_: 0xE, ..code };
+    assert!(allows(&code, 0x10, 4, false) && !allows(&code, 0x10, 4, true));
+    assert!(segment_allows(&code, false, 0x10, 4, true), "real mode writes a readable code segment");
+    assert!(!allows(&execute_only, 0x10, 1, false) && !segment_allows(&execute_only, false, 0x10, 1, false));
+    assert!(allows(&conforming, 0xFFFF, 1, false) && !allows(&conforming, 0x1_0000, 1, false));
+    // 5.4.1: a segment loaded with the null selector, in protected mode.
+    let null = KvmSegment { unusable: 1, present: 0, ..data(0xFFFF_FFFF, false, 1) };
+    assert!(!allows(&null, 0x10, 1, false) && !allows(&null, 0x10, 1, true));
+    assert!(segment_allows(&null, false, 0x10, 1, true), "real mode has no null selector");
+}
+
+#[test]
+fn an_emulated_access_through_an_expand_down_segment_faults_below_its_limit() {
+    // mov eax, [ebx] through DS, expand-down with B clear: the bytes at
+    // 0xFFC to 0xFFFF are RAM, the read of RAM done in the kernel.
+    let run = |ebx: u64, ss: bool| {
+        // mov eax, [ebp]: SS is the segment.
+        let mut ctx = if ss { prot32(&[0x8B, 0x45, 0x00]) } else { prot32(&[0x8B, 0x03]) };
+        ctx.sregs.ds = data(0x0FFF, true, 0);
+        ctx.sregs.ss = data(0x0FFF, true, 1);
+        ctx.regs[if ss { 5 } else { 3 }] = ebx;
+        assert_eq!(emulate_fault(&mut ctx, &mut KvmRun::default()), Some(Action::Resume));
+        assert_eq!(ctx.rip == 0x1000, ctx.queued.is_some(), "RIP moves on if and only if no fault");
+        ctx.queued
+    };
+    assert_eq!(run(0x0FFF, false), Some((13, Some(0))));
+    assert_eq!(run(0x1000, false), None);
+    assert_eq!(run(0xFFFC, false), None);
+    assert_eq!(run(0xFFFD, false), Some((13, Some(0))));
+    assert_eq!(run(0x0FFF, true), Some((12, Some(0))), "#SS through SS");
+    assert_eq!(run(0xFFFC, true), None);
+}
+
+#[test]
+fn an_emulated_write_through_a_read_only_segment_is_general_protection() {
+    // mov [ebx], eax through a read-only DS: nothing written.
+    let mut ctx = prot32(&[0x89, 0x03]);
+    ctx.sregs.ds.type_ = 1;
+    ctx.regs[3] = 0x2000;
+    ctx.regs[0] = 0x1234_5678;
+    assert_eq!(emulate_fault(&mut ctx, &mut KvmRun::default()), Some(Action::Resume));
+    assert_eq!((ctx.queued, ctx.rip), (Some((13, Some(0))), 0x1000));
+    assert_eq!(ctx.ram[0x2000..0x2004], [0; 4]);
+}
+
 /// Writes to a guest page table the shadow cache protects (stage 13):
 /// emulated, or let through when the emulator declines.
 mod table_writes {
@@ -141,6 +251,23 @@ mod table_writes {
         assert_eq!(ctx.ram[0x3008..0x300C], [0x07, 0x50, 0, 0], "the entry is in guest memory");
         assert_eq!(ctx.rip, 0x1006, "the instruction is done");
         assert_eq!((ctx.counted(Counter::PteWrites), ctx.counted(Counter::MmioExits)), (1, 0));
+        assert!(ctx.declined.is_empty() && ctx.mapped.is_empty(), "the table stayed protected");
+    }
+
+    #[test]
+    fn a_pae_entry_changed_by_cmpxchg8b_is_carried_out_by_the_emulator() {
+        // lock cmpxchg8b [esi]: EDX:EAX the entry as it is, ECX:EBX the new one.
+        let mut ctx = prot32(&[0xF0, 0x0F, 0xC7, 0x0E]);
+        ctx.table_write = true;
+        ctx.ram[0x3010..0x3018].copy_from_slice(&0x8000_0000_0000_5067u64.to_le_bytes());
+        ctx.regs[6] = 0x3010;
+        (ctx.regs[2], ctx.regs[0]) = (0x8000_0000, 0x5067);
+        (ctx.regs[1], ctx.regs[3]) = (0, 0x6007);
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&fault_at(0x3010), &mut ctx, &mut run), Action::Resume);
+        assert_eq!(ctx.ram[0x3010..0x3018], 0x6007u64.to_le_bytes(), "the new entry is in guest memory");
+        assert_eq!((ctx.rip, ctx.rflags & 0x40), (0x1004, 0x40), "done, ZF set");
+        assert_eq!(ctx.counted(Counter::PteWrites), 1);
         assert!(ctx.declined.is_empty() && ctx.mapped.is_empty(), "the table stayed protected");
     }
 

@@ -39,8 +39,9 @@ fn known_form(theirs: &iced_x86::Instruction) -> bool {
     let string = matches!(theirs.mnemonic(), Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq)
         || name.starts_with("Stos")
         || name.starts_with("Lods");
+    let modrm_or_moffs = name.contains("rm") || name.contains("moffs");
     known(theirs.mnemonic())
-        && (name.contains("rm") || name.contains("moffs") || string || accumulator)
+        && (modrm_or_moffs || string || accumulator)
         && !name.contains("Sreg")
         && !name.contains("xmm")
         && !name.ends_with("F6r1")

@@ -744,3 +744,72 @@ fn lock_is_allowed_on_cmpxchg_to_memory_only() {
     assert!(decode(&[0xF0, 0x0F, 0xB1, 0x0B], Mode::Bits64).is_ok());
     assert_eq!(decode(&[0xF0, 0x0F, 0xB1, 0xCB], Mode::Bits64), Err(DecodeError::Invalid));
 }
+
+/// `lock cmpxchg8b [rsi]` in 64-bit mode with the memory at RSI holding
+/// `memory`; the guest after it.
+fn cmpxchg8b(regs: &[(Reg, u64)], memory: u64, rflags: u64) -> Fake {
+    let bytes = [0xF0, 0x0F, 0xC7, 0x0E];
+    let mut fake = Fake::with_regs(regs);
+    fake.regs[Rsi as usize] = RAM;
+    fake.rflags = rflags;
+    fake.poke(RAM, &memory.to_le_bytes());
+    assert_eq!(run64(&mut fake, &bytes), Outcome::Done);
+    assert_eq!(fake.rip, 0x1004);
+    fake
+}
+
+#[test]
+fn cmpxchg8b_swaps_when_equal_and_loads_edx_eax_when_not() {
+    // A PAE entry, 0x8000_0001_2345_6067: EDX:EAX holds it (bits 63:32 of
+    // RDX and RAX do not count), so ECX:EBX goes to memory and ZF is set;
+    // no register changes, no other flag.
+    let regs = [(Rax, 0xFFFF_FFFF_2345_6067), (Rdx, 0x1234_5678_8000_0001), (Rbx, 0xAAAA_AAAA_2345_6065), (Rcx, 0xBBBB_BBBB_8000_0001)];
+    let fake = cmpxchg8b(&regs, 0x8000_0001_2345_6067, 0x2 | CF | OF | SF);
+    assert_eq!(fake.peek_u64(RAM, 8), 0x8000_0001_2345_6065);
+    assert_eq!(fake.rflags, 0x2 | CF | OF | SF | ZF);
+    assert_eq!((fake.get(Rax), fake.get(Rdx), fake.get(Rbx), fake.get(Rcx)), (regs[0].1, regs[1].1, regs[2].1, regs[3].1));
+    let accesses: Vec<_> = fake.log.iter().map(|l| (l.write, l.offset, l.data.len())).collect();
+    assert_eq!(accesses, [(false, RAM, 8), (true, RAM, 8)], "one read and one write of 8 bytes");
+    // Another processor changed the entry: memory is written with its own
+    // value, EDX:EAX takes it with bits 63:32 of RDX and RAX cleared, ZF
+    // is cleared and no other flag changes.
+    let fake = cmpxchg8b(&regs, 0x8000_0001_2345_6027, 0x2 | ZF | PF | AF);
+    assert_eq!(fake.peek_u64(RAM, 8), 0x8000_0001_2345_6027);
+    assert_eq!((fake.get(Rax), fake.get(Rdx)), (0x2345_6027, 0x8000_0001));
+    assert_eq!((fake.get(Rbx), fake.get(Rcx)), (regs[2].1, regs[3].1));
+    assert_eq!(fake.rflags, 0x2 | PF | AF);
+    assert_eq!(fake.log.iter().filter(|l| l.write).count(), 1, "the destination is written either way");
+}
+
+#[test]
+fn cmpxchg8b_in_16_bit_code_and_on_a_device() {
+    // cmpxchg8b [si] with 16-bit addressing: the operand is 8 bytes in
+    // every mode, and 66 does not change it.
+    for bytes in [&[0x0F, 0xC7, 0x0C][..], &[0x66, 0x0F, 0xC7, 0x0C]] {
+        let mut fake = Fake::with_regs(&[(Rsi, RAM), (Rax, 1), (Rdx, 2), (Rbx, 3), (Rcx, 4)]);
+        fake.poke(RAM, &0x0000_0002_0000_0001u64.to_le_bytes());
+        assert_eq!(run(&mut fake, bytes, Mode::Bits16), Outcome::Done, "{bytes:02X?}");
+        assert_eq!((fake.peek_u64(RAM, 8), fake.rflags & ZF), (0x0000_0004_0000_0003, ZF), "{bytes:02X?}");
+    }
+    // On MMIO: the 8-byte read leaves first; answered, the instruction
+    // runs again and its write leaves after it, with ECX:EBX.
+    let mut fake = Fake::with_regs(&[(Rsi, MMIO + 8), (Rax, 0x1111), (Rdx, 0x2222), (Rbx, 0x3333), (Rcx, 0x4444)]);
+    assert_eq!(run64(&mut fake, &[0x0F, 0xC7, 0x0E]), Outcome::MmioRead);
+    let exit = fake.exit.clone().expect("an exit");
+    assert_eq!((exit.write, exit.address, exit.len), (false, MMIO + 8, 8));
+    fake.answer_read(&0x0000_2222_0000_1111u64.to_le_bytes());
+    assert_eq!(run64(&mut fake, &[0x0F, 0xC7, 0x0E]), Outcome::MmioWrite);
+    assert_eq!(fake.take_write().data, 0x0000_4444_0000_3333u64.to_le_bytes());
+    assert_eq!((fake.rip, fake.rflags & ZF), (0x1003, ZF));
+}
+
+#[test]
+fn cmpxchg8b_of_a_register_is_invalid_and_cmpxchg16b_is_not_emulated() {
+    let mut fake = Fake::new();
+    assert_eq!(run64(&mut fake, &[0x0F, 0xC7, 0xCE]), Outcome::Exception(Exception::UD));
+    assert_eq!(run64(&mut fake, &[0xF0, 0x0F, 0xC7, 0xCE]), Outcome::Exception(Exception::UD));
+    assert_eq!(run64(&mut fake, &[0x48, 0x0F, 0xC7, 0x0E]), Outcome::Unhandled(DecodeError::Unsupported));
+    // Other members of group 9 (here vmptrld [rsi]) are not emulated.
+    assert_eq!(run64(&mut fake, &[0x0F, 0xC7, 0x36]), Outcome::Unhandled(DecodeError::Unsupported));
+    assert_eq!((fake.rip, fake.log.len()), (0x1000, 0));
+}

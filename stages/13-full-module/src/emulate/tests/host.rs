@@ -5,6 +5,9 @@
 //! and by the host (inline assembly between `popfq` and `pushfq`). The
 //! results must be equal, and so must every flag the SDM defines for the
 //! instruction, including those it leaves unaffected.
+//! From stage 13 also `cmpxchg`, and `cmpxchg8b`, which has a memory form
+//! only: the host runs it on a variable, the emulator on the fake guest's
+//! memory.
 //!
 //! The flags the SDM leaves undefined (AF after `and`, `or`, `xor` and
 //! `test`; OF, SF, AF and PF after the bit tests) are compared too, and
@@ -369,4 +372,76 @@ fn cmpxchg() {
         }
     }
     eprintln!("cmpxchg vs the host processor: {compared} cases, 0 differences");
+}
+
+/// `lock cmpxchg8b` on the host, on a variable holding `memory`: RAX, RDX,
+/// the variable and RFLAGS after it.
+fn host_cmpxchg8b(rax: u64, rdx: u64, rcx: u64, rbx: u64, memory: u64, rflags: u64) -> (u64, u64, u64, u64) {
+    let (mut a, mut d, mut m) = (rax, rdx, memory);
+    let out: u64;
+    // SAFETY: the instruction touches RAX, RDX (both outputs), RCX and RBX
+    // (read only), the 8 bytes of `m`, which the pointer points to, and
+    // RFLAGS, which pushfq/popfq save and set around it, as in `binary!`.
+    // RBX, which the compiler keeps for itself, is swapped with a scratch
+    // register around the instruction and so given back unchanged.
+    unsafe {
+        asm!(
+            "xchg {b}, rbx",
+            "push {fin}",
+            "popfq",
+            "lock cmpxchg8b qword ptr [{m}]",
+            "pushfq",
+            "pop {fout}",
+            "xchg {b}, rbx",
+            b = inout(reg) rbx => _,
+            m = in(reg) core::ptr::addr_of_mut!(m),
+            fin = in(reg) rflags,
+            fout = lateout(reg) out,
+            inout("rax") a,
+            inout("rdx") d,
+            in("rcx") rcx,
+        );
+    }
+    (a, d, m, out)
+}
+
+/// `cmpxchg8b` has a memory form only: the host runs it on a variable,
+/// the emulator on the fake guest's memory at RSI (`lock cmpxchg8b
+/// [rsi]`).
+#[test]
+fn cmpxchg8b() {
+    let mut r = Rng::new(14);
+    let bytes = [0xF0, 0x0F, 0xC7, 0x0E];
+    let address = 0x2000;
+    let mut compared = 0;
+    for n in 0..cases(20_000) {
+        let (rax, rdx, rcx, rbx) = (r.next(), r.next(), r.next(), r.next());
+        // Half the cases equal to EDX:EAX, some of the others in one half
+        // only, so that both ways are taken and both halves count.
+        let memory = match n % 4 {
+            0 | 1 => (rdx << 32) | (rax & 0xFFFF_FFFF),
+            2 => (r.next() << 32) | (rax & 0xFFFF_FFFF),
+            _ => r.operand(),
+        };
+        let rflags = (r.next() & STATUS) | 0x2;
+        let (host_rax, host_rdx, host_memory, host_flags) = host_cmpxchg8b(rax, rdx, rcx, rbx, memory, rflags);
+        // The host runs with IF set: only the status flags compare.
+        let host = (host_rax, host_rdx, host_memory, host_flags & STATUS);
+        let regs = [(Reg::Rax, rax), (Reg::Rdx, rdx), (Reg::Rcx, rcx), (Reg::Rbx, rbx), (Reg::Rsi, address)];
+        let mut fake = Fake::with_regs(&regs);
+        fake.rflags = rflags;
+        fake.poke(address, &memory.to_le_bytes());
+        let outcome = emulate(&mut fake, &bytes, Mode::Bits64, Size::Qword);
+        assert_eq!(fake.rflags & !STATUS, rflags & !STATUS, "only the status flags change");
+        assert_eq!((fake.get(Reg::Rcx), fake.get(Reg::Rbx)), (rcx, rbx), "ECX:EBX is only read");
+        let emulated = (fake.get(Reg::Rax), fake.get(Reg::Rdx), fake.peek_u64(address, 8), fake.rflags & STATUS);
+        assert_eq!(
+            (outcome, emulated),
+            (Outcome::Done, host),
+            "cmpxchg8b rax={rax:#x} rdx={rdx:#x} rcx={rcx:#x} rbx={rbx:#x} memory={memory:#x} rflags={rflags:#x}: \
+             (rax, rdx, memory, status flags)"
+        );
+        compared += 1;
+    }
+    eprintln!("cmpxchg8b vs the host processor: {compared} cases, 0 differences");
 }

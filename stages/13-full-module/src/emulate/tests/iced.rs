@@ -39,8 +39,11 @@ fn known_form(theirs: &iced_x86::Instruction) -> bool {
     let string = matches!(theirs.mnemonic(), Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq)
         || name.starts_with("Stos")
         || name.starts_with("Lods");
+    let modrm_or_moffs = name.contains("rm") || name.contains("moffs");
+    // iced names cmpxchg8b's ModRM operand `m64`: memory is its only form.
+    let modrm_or_moffs = modrm_or_moffs || name == "Cmpxchg8b_m64";
     known(theirs.mnemonic())
-        && (name.contains("rm") || name.contains("moffs") || string || accumulator)
+        && (modrm_or_moffs || string || accumulator)
         && !name.contains("Sreg")
         && !name.contains("xmm")
         && !name.ends_with("F6r1")
@@ -132,6 +135,7 @@ fn mnemonic(insn: &Instruction) -> Mnemonic {
         Op::Bit(BitOp::Btr) => Mnemonic::Btr,
         Op::Bit(BitOp::Btc) => Mnemonic::Btc,
         Op::Cmpxchg => Mnemonic::Cmpxchg,
+        Op::Cmpxchg8b => Mnemonic::Cmpxchg8b,
     }
 }
 
@@ -175,6 +179,7 @@ fn known(m: Mnemonic) -> bool {
             | Btr
             | Btc
             | Cmpxchg
+            | Cmpxchg8b
     )
 }
 
@@ -301,7 +306,7 @@ const OPCODES: &[&[u8]] = &[
     &[0x8F], &[0xA0], &[0xA1], &[0xA2], &[0xA3], &[0xA4], &[0xA5], &[0xA8], &[0xA9], &[0xAA], &[0xAB], &[0xAC], &[0xAD], &[0xC6],
     &[0xC7], &[0xF6], &[0xF7], &[0xFE], &[0xFF], &[0x0F, 0xA3], &[0x0F, 0xAB], &[0x0F, 0xB3], &[0x0F, 0xBB],
     &[0x0F, 0xBA], &[0x0F, 0xB6], &[0x0F, 0xB7], &[0x0F, 0xBE], &[0x0F, 0xBF],
-    &[0x0F, 0xB0], &[0x0F, 0xB1],
+    &[0x0F, 0xB0], &[0x0F, 0xB1], &[0x0F, 0xC7],
 ];
 
 const PREFIXES: [u8; 11] = [0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0, 0xF2, 0xF3];
@@ -432,5 +437,38 @@ mod e10_1 {
         // The generator reaches what it is meant to.
         assert!(tally.accepted > tally.sequences / 5, "{tally:?}");
         assert!(tally.sib > 0 && tally.rip_relative > 0 && tally.addressing16 > 0, "{tally:?}");
+    }
+}
+
+/// `cmpxchg8b` under every prefix the decoder takes, in every mode and
+/// with the ModRM forms without a SIB byte: decoded as iced decodes it;
+/// with REX.W (`cmpxchg16b`) and with a register operand, refused.
+#[test]
+fn cmpxchg8b_decodes_as_iced_decodes_it() {
+    let mut compared = 0;
+    for mode in [Mode::Bits16, Mode::Bits32, Mode::Bits64] {
+        let rexes: &[&[u8]] = if mode == Mode::Bits64 { &[&[], &[0x41], &[0x44], &[0x43]] } else { &[&[]] };
+        for prefix in [&[][..], &[0x66], &[0x67], &[0xF0], &[0xF2], &[0xF3], &[0x26], &[0x65], &[0xF0, 0x36]] {
+            for &rex in rexes {
+                for modrm in [0x0E, 0x4E, 0x8E, 0x0D, 0x0B, 0x0F] {
+                    let bytes = [prefix, rex, &[0x0F, 0xC7, modrm, 0x78, 0x56, 0x34, 0x12]].concat();
+                    let theirs = iced(&bytes, mode).unwrap_or_else(|| panic!("{bytes:02X?}: invalid for iced"));
+                    let insn = decode(&bytes, mode).unwrap_or_else(|e| panic!("{bytes:02X?}: {e:?}"));
+                    assert_eq!((insn.op, theirs.mnemonic()), (Op::Cmpxchg8b, Mnemonic::Cmpxchg8b), "{bytes:02X?}");
+                    compare(&insn, &theirs).unwrap_or_else(|why| panic!("{}-bit {bytes:02X?}: {why}", bitness(mode)));
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 2 * 9 * 6 + 9 * 4 * 6);
+    // REX.W: cmpxchg16b m128, which the decoder leaves to others.
+    let bytes = [0x48, 0x0F, 0xC7, 0x0E];
+    assert_eq!(iced(&bytes, Mode::Bits64).map(|i| i.mnemonic()), Some(Mnemonic::Cmpxchg16b));
+    assert_eq!(decode(&bytes, Mode::Bits64), Err(super::super::DecodeError::Unsupported));
+    // A register operand: #UD, and iced knows no instruction there.
+    for mode in [Mode::Bits16, Mode::Bits32, Mode::Bits64] {
+        assert_eq!(iced(&[0x0F, 0xC7, 0xCE], mode), None);
+        assert_eq!(decode(&[0x0F, 0xC7, 0xCE], mode), Err(super::super::DecodeError::Invalid));
     }
 }
