@@ -574,23 +574,23 @@ impl Mmu {
         }
     }
 
-    /// The emulator wrote guest RAM at `gpa`: if that is a guest page
-    /// table the cache shadows, its shadow pages go (the processor's own
-    /// writes to it fault and do the same).
+    /// The emulator wrote `len` bytes of guest RAM at `gpa`: if that is a
+    /// guest page table the cache shadows, its shadow pages go (the
+    /// processor's own writes to it fault and do the same).
     //@ begin 13
     /// From stage 13 only the shadow entries of the guest entries written
-    /// go, and the table stays shadowed ([`CachedMmu::table_written`]).
+    /// go, and the table stays shadowed ([`CachedMmu::table_written`]),
+    /// unless the writes are a flood.
     //@ end
     pub fn guest_wrote(&mut self, gpa: u64, len: usize) {
         if let Some(cache) = &mut self.cache {
-            //@ begin 10 until 13
-            let _ = len;
-            cache.forget_table(gpa >> PAGE_SHIFT);
-            //@ end
-            //@ begin 13
-            cache.table_written(gpa, len);
-            //@ end
             self.needs_flush = true;
+            //@ begin 13
+            if cache.table_written(gpa, len) {
+                return;
+            }
+            //@ end
+            cache.forget_table(gpa, len);
         }
     }
     //@ begin 13

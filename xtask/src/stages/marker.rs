@@ -362,6 +362,23 @@ impl<'a> Parser<'a> {
     fn close(&mut self) -> Result<()> {
         ensure!(self.stack.len() > 1, "`end` without an open `begin` or `exercise`");
         let frame = self.stack.pop().expect("checked above");
+        if let (Some(until), None) = (frame.range.until, &frame.exercise) {
+            let comment = self.comment;
+            if let Some(line) = frame.body.iter().find_map(|node| match node {
+                Node::Line(line) if !without_effect(comment, line) => Some(line.trim()),
+                Node::Line(_) => None,
+                _ => Some("a nested region"),
+            }) {
+                bail!(
+                    "kmod/{}:{}: the region `begin {} until {until}` holds `{line}`: kmod builds every line, so the \
+                     full module would run it beside the code of stage {until} that replaces it; such a region may \
+                     hold only comments, `#[allow(...)]` and `let _ = name;`",
+                    self.path,
+                    frame.opened_at,
+                    frame.range.from
+                );
+            }
+        }
         let node = match frame.exercise {
             Some(exercise) => Node::Exercise(exercise),
             None => Node::Region { range: frame.range, body: frame.body },
@@ -381,6 +398,18 @@ impl<'a> Parser<'a> {
         }
         Ok(self.stack.pop().expect("the file's own frame").body)
     }
+}
+
+/// Whether a line of a `begin N until M` region does nothing when run: a
+/// comment, an `#[allow(...)]`, or `let _ = name;` (which only keeps a
+/// parameter that later stages use from being called unused).
+fn without_effect(comment: &str, line: &str) -> bool {
+    let line = line.trim();
+    let ignored_name = line
+        .strip_prefix("let _ = ")
+        .and_then(|rest| rest.strip_suffix(';'))
+        .is_some_and(|name| !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    line.is_empty() || line.starts_with(comment) || line.starts_with("#[allow(") || ignored_name
 }
 
 /// Whether the nearest function signature above a line indented by

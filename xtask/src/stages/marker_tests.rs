@@ -46,7 +46,7 @@ fn a_shebang_may_precede_the_stage_marker() {
 
 #[test]
 fn regions_nest() {
-    let text = "//@ stage 1\na\n//@ begin 2\nb\n//@ begin 3 until 5\nc\n//@ end\n//@ end\nd\n";
+    let text = "//@ stage 1\na\n//@ begin 2\nb\n//@ begin 3 until 5\n// c\n//@ end\n//@ end\nd\n";
     let file = parse("src/a.rs", text).unwrap();
     let ranges = region_ranges(&file.body);
     assert_eq!(ranges, [StageRange { from: 2, until: None }, StageRange { from: 3, until: Some(5) }]);
@@ -68,6 +68,15 @@ fn a_region_cannot_begin_before_the_file_or_region_around_it() {
     assert!(e.contains("already gone"), "{e}");
     let e = err("src/a.rs", "//@ stage 1\n//@ begin 1 until 3\n//@ begin 2 until 4\nx\n//@ end\n//@ end\n");
     assert!(e.contains("ends after"), "{e}");
+}
+
+#[test]
+fn a_region_that_later_stages_replace_holds_nothing_the_full_module_would_run() {
+    let ok = "//@ stage 1\n//@ begin 2 until 4\n/// Docs.\n#[allow(dead_code)]\nlet _ = len;\n\n//@ end\n";
+    assert!(parse("src/a.rs", ok).is_ok());
+    let e = err("src/a.rs", "//@ stage 1\nfn f() {\n//@ begin 2 until 4\n    zap();\n//@ end\n}\n");
+    assert!(e.contains("kmod/src/a.rs:3") && e.contains("`zap();`") && e.contains("stage 4"), "{e}");
+    assert!(err("src/a.rs", "//@ stage 1\n//@ begin 2 until 4\nlet _ = f(x);\n//@ end\n").contains("let _ = f(x);"));
 }
 
 #[test]

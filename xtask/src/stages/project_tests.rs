@@ -15,7 +15,7 @@ fn three() {}
 //@ end
 
 //@ begin 1 until 3
-fn old() {}
+// old
 //@ end
 //@ begin 3
 fn new() {}
@@ -42,14 +42,14 @@ fn stage_one_has_only_stage_one_lines_and_no_markers() {
     let text = stage(1, Form::Skeleton);
     assert_eq!(
         text,
-        "//! A file.\n// ANCHOR: all\nfn one() {}\n\nfn old() {}\n\nfn answer() -> u32 {\n}\n// ANCHOR_END: all"
+        "//! A file.\n// ANCHOR: all\nfn one() {}\n\n// old\n\nfn answer() -> u32 {\n}\n// ANCHOR_END: all"
     );
 }
 
 #[test]
 fn a_stage_skeleton_replaces_its_own_exercise_with_a_hole() {
     let text = stage(2, Form::Skeleton);
-    assert!(text.contains("fn two() {}\n\nfn old() {}"), "{text}");
+    assert!(text.contains("fn two() {}\n\n// old"), "{text}");
     assert!(!text.contains("three") && !text.contains("42") && !text.contains("//@"), "{text}");
     let hole = "    // Exercise E2.1.\n    // Instruction: return the answer.\n    // Hint: `cargo xtask hint E2.1`.\n    \
                 todo!(\"E2.1\")\n}";

@@ -88,6 +88,6 @@ fn sources_reject_duplicate_exercise_ids_and_find_the_last_stage() {
     let files = vec![parse("src/a.rs", a).unwrap(), parse("src/b.rs", a).unwrap()];
     let err = from_files(files).err().expect("duplicate ids are an error").to_string();
     assert!(err.contains("E1.1 is defined twice, at kmod/src/a.rs:3 and at kmod/src/b.rs:3"), "{err}");
-    let until = vec![parse("src/a.rs", "//@ stage 1\n//@ begin 1 until 4\nx\n//@ end\n").unwrap()];
+    let until = vec![parse("src/a.rs", "//@ stage 1\n//@ begin 1 until 4\n// x\n//@ end\n").unwrap()];
     assert_eq!(from_files(until).unwrap().last_stage, 4);
 }

@@ -558,11 +558,15 @@ impl CachedMmu {
         self.needs_flush = true;
     }
 
-    /// Guest frame `gfn` was written where no fault saw it (by the
-    /// emulator): if it is a table the cache shadows, its shadow pages go.
-    pub fn forget_table(&mut self, gfn: u64) {
-        for i in self.shadows_of(gfn) {
-            self.zap(i);
+    /// Guest RAM from `gpa` on, `len` bytes, was written where no fault
+    /// saw it (by the emulator): the shadow pages of any table the cache
+    /// shadows there go.
+    pub fn forget_table(&mut self, gpa: u64, len: usize) {
+        let last = gpa.saturating_add(len.max(1) as u64 - 1) >> PAGE_SHIFT;
+        for gfn in gpa >> PAGE_SHIFT..=last {
+            for i in self.shadows_of(gfn) {
+                self.zap(i);
+            }
         }
     }
 

@@ -421,14 +421,13 @@ impl Mmu {
         }
     }
 
-    /// The emulator wrote guest RAM at `gpa`: if that is a guest page
-    /// table the cache shadows, its shadow pages go (the processor's own
-    /// writes to it fault and do the same).
+    /// The emulator wrote `len` bytes of guest RAM at `gpa`: if that is a
+    /// guest page table the cache shadows, its shadow pages go (the
+    /// processor's own writes to it fault and do the same).
     pub fn guest_wrote(&mut self, gpa: u64, len: usize) {
         if let Some(cache) = &mut self.cache {
-            let _ = len;
-            cache.forget_table(gpa >> PAGE_SHIFT);
             self.needs_flush = true;
+            cache.forget_table(gpa, len);
         }
     }
 }

@@ -566,11 +566,15 @@ impl CachedMmu {
         self.needs_flush = true;
     }
 
-    /// Guest frame `gfn` was written where no fault saw it (by the
-    /// emulator): if it is a table the cache shadows, its shadow pages go.
-    pub fn forget_table(&mut self, gfn: u64) {
-        for i in self.shadows_of(gfn) {
-            self.zap(i);
+    /// Guest RAM from `gpa` on, `len` bytes, was written where no fault
+    /// saw it (by the emulator): the shadow pages of any table the cache
+    /// shadows there go.
+    pub fn forget_table(&mut self, gpa: u64, len: usize) {
+        let last = gpa.saturating_add(len.max(1) as u64 - 1) >> PAGE_SHIFT;
+        for gfn in gpa >> PAGE_SHIFT..=last {
+            for i in self.shadows_of(gfn) {
+                self.zap(i);
+            }
         }
     }
 
@@ -581,24 +585,25 @@ impl CachedMmu {
     /// protected: the next access through a dropped entry faults and
     /// fills it from the new guest entry. A table written [`FLOOD`] times
     /// in a row, with no shadow fault between, is being filled or
-    /// cleared, not used: its shadow pages go, and the guest writes it at
-    /// full speed until a walk shadows it again.
-    pub fn table_written(&mut self, gpa: u64, len: usize) {
+    /// cleared, not used: then nothing is done here and the answer is
+    /// `false`, and the caller throws its shadow pages away as stage 10
+    /// did ([`CachedMmu::forget_table`]); the guest writes it at full
+    /// speed until a walk shadows it again.
+    pub fn table_written(&mut self, gpa: u64, len: usize) -> bool {
         let gfn = gpa >> PAGE_SHIFT;
         let shadows = self.shadows_of(gfn);
         if shadows.is_empty() {
-            return;
+            return true;
         }
         let run = if self.last_write.0 == gfn { self.last_write.1.saturating_add(1) } else { 1 };
         self.last_write = (gfn, run);
+        if run >= FLOOD {
+            return false;
+        }
         let offset = (gpa & 0xFFF) as usize;
         let end = offset.saturating_add(len.max(1)).min(0x1000);
         for i in shadows {
             let Some(role) = self.page(i).map(|p| p.role) else { continue };
-            if run >= FLOOD {
-                self.zap(i);
-                continue;
-            }
             let width = if role.guest == PagingMode::Bits32 { 4 } else { 8 };
             for guest_entry in offset / width..end.div_ceil(width) {
                 for entry in shadow_entries(role, guest_entry) {
@@ -611,6 +616,7 @@ impl CachedMmu {
             }
         }
         self.needs_flush = true;
+        true
     }
     // ANCHOR_END: table_written
 

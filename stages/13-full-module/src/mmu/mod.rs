@@ -479,15 +479,19 @@ impl Mmu {
         }
     }
 
-    /// The emulator wrote guest RAM at `gpa`: if that is a guest page
-    /// table the cache shadows, its shadow pages go (the processor's own
-    /// writes to it fault and do the same).
+    /// The emulator wrote `len` bytes of guest RAM at `gpa`: if that is a
+    /// guest page table the cache shadows, its shadow pages go (the
+    /// processor's own writes to it fault and do the same).
     /// From stage 13 only the shadow entries of the guest entries written
-    /// go, and the table stays shadowed ([`CachedMmu::table_written`]).
+    /// go, and the table stays shadowed ([`CachedMmu::table_written`]),
+    /// unless the writes are a flood.
     pub fn guest_wrote(&mut self, gpa: u64, len: usize) {
         if let Some(cache) = &mut self.cache {
-            cache.table_written(gpa, len);
             self.needs_flush = true;
+            if cache.table_written(gpa, len) {
+                return;
+            }
+            cache.forget_table(gpa, len);
         }
     }
 
