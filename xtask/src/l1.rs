@@ -77,6 +77,9 @@ pub struct Outcome {
     pub job_status: Option<i32>,
     pub ending: Ending,
     pub elapsed: Duration,
+    /// How long L1 was given: the job's time limit, stretched on a debug
+    /// kernel.
+    pub timeout: Duration,
     pub log: PathBuf,
 }
 
@@ -142,8 +145,8 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
         initramfs,
         cmdline: KERNEL_COMMAND_LINE.into(),
         cpus: job.cpus,
-        memory_mib: 512,
-        timeout: job.timeout,
+        memory_mib: kernel.memory_mib(),
+        timeout: job.timeout * kernel.slowdown(),
         log: dir.join(format!("{}.log", job.name)),
     };
     let start = Instant::now();
@@ -167,7 +170,8 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
             Line::Alarm(_) | Line::Other => {}
         }
     })?;
-    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed: start.elapsed(), log: image.log })
+    let (elapsed, timeout, log) = (start.elapsed(), image.timeout, image.log);
+    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed, timeout, log })
 }
 
 /// Shows the kernel's messages of trouble that a job's run gathered, apart
@@ -202,7 +206,7 @@ pub fn completion_check(job: &Job, outcome: &Outcome) -> Check {
     let detail = match (outcome.job_status, outcome.ending) {
         (Some(0), Ending::Verdict(0)) => String::new(),
         (Some(rc), _) if rc != 0 => format!("the job script exited with status {rc}"),
-        (_, Ending::TimedOut) => format!("L1 did not finish within {:?}", job.timeout),
+        (_, Ending::TimedOut) => format!("L1 did not finish within {:?}", outcome.timeout),
         (None, _) => format!(
             "L1 stopped before the job finished (kernel panic?); last lines of {}:\n{}",
             outcome.log.display(),
