@@ -133,7 +133,7 @@ pub struct RunArgs {
     /// The L1 platform (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
-    /// Seconds before L1 is stopped.
+    /// Seconds before L1 is stopped (three times as many on the debug kernel).
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
     #[command(flatten)]

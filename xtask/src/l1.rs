@@ -80,6 +80,8 @@ pub struct Outcome {
     /// How long L1 was given: the job's time limit, stretched on a debug
     /// kernel.
     pub timeout: Duration,
+    /// How many lines the console printed.
+    pub console_lines: usize,
     pub log: PathBuf,
 }
 
@@ -152,7 +154,9 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
     let start = Instant::now();
     let (mut checks, mut plan, mut stopped, mut infos, mut job_status) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
     let mut kernel = KernelLog::default();
+    let mut console_lines = 0;
     let ending = platform.boot(&image, &mut |line| {
+        console_lines += 1;
         kernel.line(line);
         match parse(line) {
             Line::Check(c) => {
@@ -171,7 +175,7 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
         }
     })?;
     let (elapsed, timeout, log) = (start.elapsed(), image.timeout, image.log);
-    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed, timeout, log })
+    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed, timeout, console_lines, log })
 }
 
 /// Shows the kernel's messages of trouble that a job's run gathered, apart
@@ -207,6 +211,9 @@ pub fn completion_check(job: &Job, outcome: &Outcome) -> Check {
         (Some(0), Ending::Verdict(0)) => String::new(),
         (Some(rc), _) if rc != 0 => format!("the job script exited with status {rc}"),
         (_, Ending::TimedOut) => format!("L1 did not finish within {:?}", outcome.timeout),
+        (None, _) if outcome.console_lines == 0 => {
+            "L1 printed nothing: the machine stopped before the kernel's console started (a fault at its entry?)".into()
+        }
         (None, _) => format!(
             "L1 stopped before the job finished (kernel panic?); last lines of {}:\n{}",
             outcome.log.display(),

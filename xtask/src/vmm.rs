@@ -240,7 +240,12 @@ fn load_hypervisor(kernel: &L1Kernel, backend: &str, vendor: Vendor, nested_pagi
 /// The files every VMM job puts into L1: the VMM, the guest's kernel (the
 /// bzImage `guest`, L1's own but on the debug kernel) and its initramfs,
 /// and the hypervisors `backends` name, built for L1's `kernel`.
-pub fn vmm_files(kernel: &L1Kernel, guest: &Path, vendor: Vendor, backends: &[&str]) -> Result<Vec<(String, Vec<u8>, u32)>> {
+pub fn vmm_files(
+    kernel: &L1Kernel,
+    guest: &Path,
+    vendor: Vendor,
+    backends: &[&str],
+) -> Result<Vec<(String, Vec<u8>, u32)>> {
     let mut files = vec![
         ("rkvm/rkvm-vmm".to_string(), l1::static_binary("rkvm-vmm")?, 0o755),
         ("rkvm/guest-bzImage".to_string(), std::fs::read(guest)?, 0o644),
