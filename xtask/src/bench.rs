@@ -124,7 +124,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let platform = platform::select(args.platform.as_deref())?;
     let vendor = platform.vendor().kvm_module();
-    let (mut job, kernel) = jobs::module_job("bench", &paths::root().join("kmod"), jobs::kmod_stage()?, None)?;
+    let default = crate::kernel::Choice::default();
+    let (mut job, kernel) = jobs::module_job("bench", &paths::root().join("kmod"), jobs::kmod_stage()?, &default)?;
     let mut names = Vec::new();
     for module in kernel.kvm_modules(vendor) {
         let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.ko").to_string();

@@ -294,7 +294,7 @@ pub fn run(args: Args) -> Result<()> {
     let job = Job {
         name: "bench-linux".into(),
         script: script(&kernel, vendor, args.forks, args.limit),
-        files: vmm::vmm_files(&kernel, vendor, &["rkvm", "linux-kvm"])?,
+        files: vmm::vmm_files(&kernel, &kernel.bzimage(), vendor, &["rkvm", "linux-kvm"])?,
         cpus: 1,
         // Each run stops itself at its limit; L1's limit catches a hung VMM.
         timeout: Duration::from_secs(4 * (args.limit + 30) + 120),

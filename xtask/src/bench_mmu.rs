@@ -92,7 +92,8 @@ pub fn run(platform_name: Option<&str>, rounds: u32, repeat: u32) -> Result<()> 
         Vendor::Amd => "npt=0",
         Vendor::Intel => "ept=0",
     };
-    let (mut job, kernel) = jobs::module_job("bench-mmu", &paths::root().join("kmod"), jobs::kmod_stage()?, None)?;
+    let default = crate::kernel::Choice::default();
+    let (mut job, kernel) = jobs::module_job("bench-mmu", &paths::root().join("kmod"), jobs::kmod_stage()?, &default)?;
     let mut names = Vec::new();
     for module in kernel.kvm_modules(vendor.kvm_module()) {
         let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.ko").to_string();

@@ -165,7 +165,7 @@ fn boot_checks(r: &Release, platform: Option<&str>, ko: Option<&Path>) -> Result
             missing.join(", ")
         );
     }
-    let kernel = L1Kernel { build: tree.headers, image: Some(image) };
+    let kernel = L1Kernel { build: tree.headers, image: Some(image), debug: false };
     let mut job = jobs::module_job_on(&format!("distro-{}", r.name), &paths::root().join("kmod"), jobs::kmod_stage()?, &kernel)?;
     if let Some(ko) = ko {
         println!("distro: loading {} instead of the module built from kmod/", ko.display());

@@ -7,11 +7,10 @@
 //! `cargo xtask fuzz --minutes 20`. Every run prints its seed, and every
 //! round's seed is in the console log: `--seed S` replays from that round.
 
-use crate::kernel::L1Kernel;
+use crate::kernel::{Choice, L1Kernel};
 use crate::l1::{self, Check, Job};
 use crate::{jobs, paths, platform};
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -25,9 +24,8 @@ pub struct Args {
     /// The L1 platform (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
-    /// Boot this kernel build tree as L1 (see `cargo xtask test --help`).
-    #[arg(long)]
-    pub l1_tree: Option<PathBuf>,
+    #[command(flatten)]
+    pub kernel: Choice,
 }
 
 fn parse_seed(s: &str) -> Result<u64, String> {
@@ -45,8 +43,8 @@ fn clock_seed() -> u64 {
 }
 
 /// The fuzz job: the module, the fuzzer, and the script that judges them.
-pub fn job(seconds: u64, seed: u64, l1_tree: Option<PathBuf>) -> Result<(Job, L1Kernel)> {
-    let (mut job, kernel) = jobs::module_job("fuzz", &paths::root().join("kmod"), jobs::kmod_stage()?, l1_tree)?;
+pub fn job(seconds: u64, seed: u64, choice: &Choice) -> Result<(Job, L1Kernel)> {
+    let (mut job, kernel) = jobs::module_job("fuzz", &paths::root().join("kmod"), jobs::kmod_stage()?, choice)?;
     let script = std::fs::read_to_string(paths::l1_sources().join("jobs-fuzz.sh"))?;
     job.script = format!("FUZZ_SECONDS={seconds}\nFUZZ_SEED={seed:#x}\n{script}");
     job.files.retain(|(dest, _, _)| dest == "rkvm/rkvm.ko");
@@ -56,20 +54,22 @@ pub fn job(seconds: u64, seed: u64, l1_tree: Option<PathBuf>) -> Result<(Job, L1
     Ok((job, kernel))
 }
 
-/// Fuzzes for `seconds` and returns the checks (one failing check for the
-/// whole job if L1 did not get to the end).
-pub fn checks(platform: Option<&str>, seconds: u64, seed: Option<u64>, l1_tree: Option<PathBuf>) -> Result<Vec<Check>> {
+/// Fuzzes for `seconds` on the kernel `choice` names and returns the
+/// checks (one failing check for the whole job if L1 did not get to the
+/// end).
+pub fn checks(platform: Option<&str>, seconds: u64, seed: Option<u64>, choice: &Choice) -> Result<Vec<Check>> {
     let platform = platform::select(platform)?;
     let seed = seed.unwrap_or_else(clock_seed);
-    let (job, kernel) = job(seconds, seed, l1_tree)?;
-    println!("  fuzzing {seconds} s from seed {seed:#x} (replay: cargo xtask fuzz --seed {seed:#x})");
+    let (job, kernel) = job(seconds, seed, choice)?;
+    let debug = if choice.debug_kernel { " --debug-kernel" } else { "" };
+    println!("  fuzzing {seconds} s from seed {seed:#x} (replay: cargo xtask fuzz --seed {seed:#x}{debug})");
     let checks = jobs::run_checks(platform.as_ref(), &kernel, &job)?;
     if checks.iter().any(Check::failed) {
         let log = paths::target().join("l1").join("fuzz.log");
         let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
         match last_round(&text) {
             Some(round) => println!(
-                "  the last round the fuzzer started: {round}; replay from it with `cargo xtask fuzz --seed {}`",
+                "  the last round the fuzzer started: {round}; replay from it with `cargo xtask fuzz --seed {}{debug}`",
                 round.split_whitespace().nth(3).unwrap_or("SEED").trim_end_matches(':')
             ),
             None => println!("  the fuzzer started no round; see {}", log.display()),
@@ -89,8 +89,9 @@ fn last_round(log: &str) -> Option<&str> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    println!("== fuzz: rkvm.ko from kmod/ in L1, {} min", args.minutes);
-    let checks = checks(args.platform.as_deref(), args.minutes * 60, args.seed, args.l1_tree)?;
+    let debug = if args.kernel.debug_kernel { ", on the debug kernel" } else { "" };
+    println!("== fuzz: rkvm.ko from kmod/ in L1, {} min{debug}", args.minutes);
+    let checks = checks(args.platform.as_deref(), args.minutes * 60, args.seed, &args.kernel)?;
     let failed = checks.iter().filter(|c| c.failed()).count();
     println!("{} passed, {} failed", checks.len() - failed, failed);
     if failed > 0 {

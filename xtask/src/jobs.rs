@@ -5,21 +5,19 @@
 //! module, runs the device checks and the test guests whose first stage is
 //! at most `MAX_STAGE`, unloads the module and inspects the kernel log.
 
-use crate::kernel::{self, L1Kernel};
+use crate::kernel::{Choice, L1Kernel};
 use crate::l1::{self, Check, Job};
 use crate::platform::{Platform, Vendor};
 use crate::{kmod, paths, report};
 use anyhow::{Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The module of `crate_dir` (kmod/ or a stage crate) and the programs that
-/// exercise it, checking what stages up to `max_stage` promise.
-pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, l1_tree: Option<PathBuf>) -> Result<(Job, L1Kernel)> {
-    let kernel = match l1_tree {
-        Some(build) => L1Kernel::tree(build),
-        None => kernel::ensure()?,
-    };
+/// exercise it, checking what stages up to `max_stage` promise, on the
+/// kernel `choice` names.
+pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, choice: &Choice) -> Result<(Job, L1Kernel)> {
+    let kernel = choice.kernel()?;
     let job = module_job_on(name, crate_dir, max_stage, &kernel)?;
     Ok((job, kernel))
 }
@@ -50,7 +48,8 @@ pub fn module_job_on(name: &str, crate_dir: &Path, max_stage: u32, kernel: &L1Ke
 /// (as not run, with the reason). Prints the checks that did not run and
 /// then the kernel's messages, after the checks that did.
 pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Vec<Check>> {
-    println!("  booting L1 on {} ({} CPUs)", platform.name(), job.cpus);
+    let debug = if kernel.debug { ", the debug kernel" } else { "" };
+    println!("  booting L1 on {} ({} CPUs{debug})", platform.name(), job.cpus);
     let outcome = l1::run(platform, kernel, job)?;
     let done = l1::completion_check(job, &outcome);
     l1::print_check(&done);
@@ -83,16 +82,16 @@ fn print_not_run(not_run: &[Check]) {
 /// Stage `stage`'s tests in L1: its module (from `stage_dir`, the stage
 /// crate or its solved copy) with the checks and guests of stages up to it.
 /// Returns every check, run or not.
-pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Result<Vec<Check>> {
+pub fn run_stage_tests(stage: u32, stage_dir: &Path, platform: Option<&str>, choice: &Choice) -> Result<Vec<Check>> {
     let platform = match stage_vendor(stage) {
         Some(vendor) => crate::platform::select_for(platform, vendor)?,
         None => crate::platform::select(platform)?,
     };
-    let (mut job, kernel) = module_job(&format!("stage-{stage:02}"), stage_dir, stage, None)?;
+    let (mut job, kernel) = module_job(&format!("stage-{stage:02}"), stage_dir, stage, choice)?;
     fit_to_platform(&mut job, platform.as_ref());
     let mut checks = run_checks(platform.as_ref(), &kernel, &job)?;
     if stage >= 13 {
-        checks.extend(crate::smp::reboot_checks(stage_dir, platform.as_ref())?);
+        checks.extend(crate::smp::reboot_checks(stage_dir, platform.as_ref(), choice)?);
     }
     Ok(checks)
 }
@@ -134,9 +133,11 @@ pub struct RunArgs {
     /// The L1 platform (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
-    /// Seconds before L1 is stopped.
+    /// Seconds before L1 is stopped (three times as many on the debug kernel).
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub kernel: Choice,
     /// Shell commands to run in L1, in /rkvm, where rkvm.ko, rkvm-run,
     /// rkvm-devtest and Linux's KVM modules wait (nothing is loaded yet).
     pub commands: String,
@@ -162,7 +163,7 @@ pub fn run_commands(args: RunArgs) -> Result<()> {
     };
     let shown = crate_dir.strip_prefix(paths::root()).unwrap_or(&crate_dir).display().to_string();
     println!("l1: rkvm.ko is built from {shown}/");
-    let (mut job, kernel) = module_job("l1", &crate_dir, max_stage, None)?;
+    let (mut job, kernel) = module_job("l1", &crate_dir, max_stage, &args.kernel)?;
     for module in kernel.kvm_modules(platform.vendor().kvm_module()) {
         let name = module.file_name().and_then(|n| n.to_str()).unwrap_or("module.ko").to_string();
         job.files.push((format!("rkvm/{name}"), std::fs::read(&module)?, 0o644));

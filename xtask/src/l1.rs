@@ -77,6 +77,11 @@ pub struct Outcome {
     pub job_status: Option<i32>,
     pub ending: Ending,
     pub elapsed: Duration,
+    /// How long L1 was given: the job's time limit, stretched on a debug
+    /// kernel.
+    pub timeout: Duration,
+    /// How many lines the console printed.
+    pub console_lines: usize,
     pub log: PathBuf,
 }
 
@@ -142,14 +147,16 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
         initramfs,
         cmdline: KERNEL_COMMAND_LINE.into(),
         cpus: job.cpus,
-        memory_mib: 512,
-        timeout: job.timeout,
+        memory_mib: kernel.memory_mib(),
+        timeout: job.timeout * kernel.slowdown(),
         log: dir.join(format!("{}.log", job.name)),
     };
     let start = Instant::now();
     let (mut checks, mut plan, mut stopped, mut infos, mut job_status) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
     let mut kernel = KernelLog::default();
+    let mut console_lines = 0;
     let ending = platform.boot(&image, &mut |line| {
+        console_lines += 1;
         kernel.line(line);
         match parse(line) {
             Line::Check(c) => {
@@ -167,7 +174,8 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
             Line::Alarm(_) | Line::Other => {}
         }
     })?;
-    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed: start.elapsed(), log: image.log })
+    let (elapsed, timeout, log) = (start.elapsed(), image.timeout, image.log);
+    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed, timeout, console_lines, log })
 }
 
 /// Shows the kernel's messages of trouble that a job's run gathered, apart
@@ -202,7 +210,10 @@ pub fn completion_check(job: &Job, outcome: &Outcome) -> Check {
     let detail = match (outcome.job_status, outcome.ending) {
         (Some(0), Ending::Verdict(0)) => String::new(),
         (Some(rc), _) if rc != 0 => format!("the job script exited with status {rc}"),
-        (_, Ending::TimedOut) => format!("L1 did not finish within {:?}", job.timeout),
+        (_, Ending::TimedOut) => format!("L1 did not finish within {:?}", outcome.timeout),
+        (None, _) if outcome.console_lines == 0 => {
+            "L1 printed nothing: the machine stopped before the kernel's console started (a fault at its entry?)".into()
+        }
         (None, _) => format!(
             "L1 stopped before the job finished (kernel panic?); last lines of {}:\n{}",
             outcome.log.display(),

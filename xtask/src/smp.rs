@@ -4,6 +4,7 @@
 //! its own that ends with `reboot -f` while guests spin, judged from the
 //! console (`xtask/l1/jobs-reboot.sh`).
 
+use crate::kernel::Choice;
 use crate::l1::{self, Check};
 use crate::platform::{Ending, Platform};
 use crate::{jobs, paths, platform};
@@ -31,7 +32,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     println!("== stress: rkvm.ko from kmod/ in L1, {} CPUs, {} min", args.cpus, args.minutes);
     let platform = platform::select(args.platform.as_deref())?;
-    let (mut job, kernel) = jobs::module_job("stress", &paths::root().join("kmod"), jobs::kmod_stage()?, None)?;
+    let default = Choice::default();
+    let (mut job, kernel) = jobs::module_job("stress", &paths::root().join("kmod"), jobs::kmod_stage()?, &default)?;
     let script = std::fs::read_to_string(paths::l1_sources().join("jobs-stress.sh"))?;
     job.script = format!("STRESS_SECONDS={}\n{script}", args.minutes * 60);
     job.cpus = args.cpus;
@@ -52,12 +54,12 @@ const REBOOT_CHECKS: [&str; 3] =
 /// Stage 13's reboot check: the module of `crate_dir`, a guest spinning
 /// on every CPU, `reboot -f`. Bochs restarts the machine instead of
 /// leaving, so there the checks are reported not run.
-pub fn reboot_checks(crate_dir: &Path, platform: &dyn Platform) -> Result<Vec<Check>> {
+pub fn reboot_checks(crate_dir: &Path, platform: &dyn Platform, choice: &Choice) -> Result<Vec<Check>> {
     if platform.name() == "bochs-vmx" {
         let why = "Bochs restarts the machine on reboot (QEMU leaves, with -no-reboot): run on tcg-svm or kvm";
         return Ok(REBOOT_CHECKS.iter().map(|name| Check::not_run(*name, why)).collect());
     }
-    let (mut job, kernel) = jobs::module_job("reboot", crate_dir, 13, None)?;
+    let (mut job, kernel) = jobs::module_job("reboot", crate_dir, 13, choice)?;
     job.script = std::fs::read_to_string(paths::l1_sources().join("jobs-reboot.sh"))?;
     job.timeout = Duration::from_secs(180);
     println!("  booting L1 on {} ({} CPUs) for reboot -f", platform.name(), job.cpus);

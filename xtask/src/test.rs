@@ -9,6 +9,7 @@
 //! distro`). It prints every check as it goes and ends with the line
 //! `N passed, M failed`.
 
+use crate::kernel::Choice;
 use crate::l1::{self, Check};
 use crate::{book, distro, exercises, fuzz, jobs, paths, platform, stages, test_stage};
 use anyhow::{Result, bail};
@@ -29,10 +30,11 @@ pub struct Args {
     /// Run only the host tests, not the L1 checks.
     #[arg(long)]
     pub host_only: bool,
-    /// Boot this kernel build tree (with its vmlinux) as L1, and build the
-    /// module against it, instead of the cached L1 kernel.
-    #[arg(long)]
-    pub l1_tree: Option<PathBuf>,
+    // The kernel of the device checks, the Linux guest's L1 and the fuzzing;
+    // the stages' own runs keep the default L1 kernel (`cargo xtask
+    // test-stage N` takes the same flags).
+    #[command(flatten)]
+    pub kernel: Choice,
 }
 
 #[derive(clap::Args)]
@@ -86,16 +88,24 @@ pub fn run(args: Args) -> Result<()> {
     host_tests(&mut tally)?;
     course_checks(&mut tally, args.platform.as_deref(), args.host_only)?;
     if !args.host_only {
+        let asked = match (&args.kernel.l1_tree, args.kernel.debug_kernel) {
+            (Some(tree), _) => Some(tree.display().to_string()),
+            (None, true) => Some("the debug L1 kernel".to_string()),
+            (None, false) => None,
+        };
+        if let Some(kernel) = asked {
+            println!("== the checks below boot {kernel} (the stages' runs above booted the default L1 kernel)");
+        }
         println!("== L1: rkvm.ko on /dev/rkvm");
-        device_checks(args.platform.as_deref(), args.l1_tree.clone(), &mut tally)?;
+        device_checks(args.platform.as_deref(), &args.kernel, &mut tally)?;
         println!("== L1: Linux as a guest of rkvm-vmm, on Linux's KVM and on rkvm, their consoles compared");
-        if let Err(e) = linux_checks(args.platform.as_deref(), args.l1_tree.clone(), &mut tally) {
+        if let Err(e) = linux_checks(args.platform.as_deref(), &args.kernel, &mut tally) {
             let check = Check::new("vmm: Linux as a guest on Linux's KVM and on rkvm", false, format!("{e:#}"));
             l1::print_check(&check);
             tally.add(&check);
         }
         println!("== L1: a minute of fuzzing /dev/rkvm");
-        for check in fuzz::checks(args.platform.as_deref(), FUZZ_SECONDS, None, args.l1_tree)? {
+        for check in fuzz::checks(args.platform.as_deref(), FUZZ_SECONDS, None, &args.kernel)? {
             tally.add(&check);
         }
         println!("== Debian's stock kernel: rkvm.ko built against its headers, the device checks on it");
@@ -161,7 +171,7 @@ fn course_checks(tally: &mut Tally, platform: Option<&str>, host_only: bool) -> 
     for stage in stages::generated_stages()?.into_iter().filter(|&s| s < 3 || !host_only) {
         // Stages that need one vendor's virtualization pick their own platform.
         let stage_platform = if jobs::stage_vendor(stage).is_some() { None } else { platform };
-        let t = test_stage::test_stage(stage, true, stage_platform)?;
+        let t = test_stage::test_stage(stage, true, stage_platform, &Choice::default())?;
         let check = Check::new(format!("test-stage {stage} --solution ({})", t.totals()), t.failed == 0 && t.passed > 0, "");
         l1::print_check(&check);
         tally.add(&check);
@@ -187,9 +197,9 @@ const CHAOS_SEEDS: u32 = 100;
 
 /// rkvm.ko from kmod/ in L1: every device check and guest of every stage,
 /// and the seeded guests with [`CHAOS_SEEDS`] seeds each.
-fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
+fn device_checks(platform: Option<&str>, choice: &Choice, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
-    let (mut job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), jobs::kmod_stage()?, l1_tree)?;
+    let (mut job, kernel) = jobs::module_job("device", &paths::root().join("kmod"), jobs::kmod_stage()?, choice)?;
     job.script = format!("CHAOS_SEEDS={CHAOS_SEEDS}\n{}", job.script);
     jobs::fit_to_platform(&mut job, platform.as_ref());
     for check in jobs::run_checks(platform.as_ref(), &kernel, &job)? {
@@ -207,17 +217,17 @@ fn device_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut T
 /// console must equal Linux KVM's (about a minute of L1 under tcg-svm).
 /// Under Bochs the guest on rkvm took 720 s of L1's clock to reach init:
 /// `cargo xtask vmm --compare --platform bochs-vmx` runs it on its own.
-fn linux_checks(platform: Option<&str>, l1_tree: Option<PathBuf>, tally: &mut Tally) -> Result<()> {
+/// On the debug kernel the guest is still the default L1 kernel: the debug
+/// one would take many times as long to boot as a guest.
+fn linux_checks(platform: Option<&str>, choice: &Choice, tally: &mut Tally) -> Result<()> {
     let platform = platform::select(platform)?;
     if platform.name() == "bochs-vmx" {
         println!("  left out under bochs-vmx (too slow there); run `cargo xtask vmm --compare --platform bochs-vmx`");
         return Ok(());
     }
-    let kernel = match l1_tree {
-        Some(tree) => crate::kernel::L1Kernel::tree(tree),
-        None => crate::kernel::ensure()?,
-    };
-    for check in crate::vmm::console_checks(platform.as_ref(), &kernel, crate::vmm::TEST_FORKS)? {
+    let kernel = choice.kernel()?;
+    let guest = if choice.debug_kernel { crate::kernel::ensure()?.bzimage() } else { kernel.bzimage() };
+    for check in crate::vmm::console_checks(platform.as_ref(), &kernel, &guest, crate::vmm::TEST_FORKS)? {
         tally.add(&check);
     }
     Ok(())
@@ -239,7 +249,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         });
     }
     let platform = platform::select(args.platform.as_deref())?;
-    let (mut job, kernel) = jobs::module_job("demo", &paths::root().join("kmod"), jobs::kmod_stage()?, args.l1_tree)?;
+    let choice = Choice { l1_tree: args.l1_tree, debug_kernel: false };
+    let (mut job, kernel) = jobs::module_job("demo", &paths::root().join("kmod"), jobs::kmod_stage()?, &choice)?;
     job.script = DEMO_SCRIPT.into();
     job.verbose = true;
     println!("booting L1 on {}; everything below is L1's console", platform.name());

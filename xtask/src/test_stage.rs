@@ -19,6 +19,7 @@ pub use libtest::{Outcome, Run, TestResult};
 #[cfg(test)]
 pub use scratch::copy_tree;
 
+use crate::kernel::Choice;
 use crate::l1::Check;
 use crate::paths;
 use crate::stages::{self, ExerciseId, LAST_STAGE, dir_name};
@@ -38,10 +39,12 @@ pub struct Args {
     /// The L1 platform for stages 03 and later (see `cargo xtask test --help`).
     #[arg(long)]
     pub platform: Option<String>,
+    #[command(flatten)]
+    pub kernel: Choice,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let tally = test_stage(args.stage, args.solution, args.platform.as_deref())?;
+    let tally = test_stage(args.stage, args.solution, args.platform.as_deref(), &args.kernel)?;
     println!("{}", tally.totals());
     if tally.failed > 0 {
         std::process::exit(1);
@@ -76,8 +79,8 @@ impl Tally {
 
 /// Runs stage `stage`'s test plan, printing every test, and returns the
 /// counts; prints no closing line (callers add up several plans). `platform`
-/// chooses L1's platform (`None`: the default).
-pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>) -> Result<Tally> {
+/// chooses L1's platform (`None`: the default), `choice` its kernel.
+pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>, choice: &Choice) -> Result<Tally> {
     let dir = stage_crate(stage, solution)?;
     let form = if solution { "with its solutions" } else { "as generated" };
     println!("== stage {stage:02} ({}) {form}: host tests", stages::slug(stage));
@@ -85,7 +88,7 @@ pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>) -> Result<
     let mut tally = host_tests(stage, solved)?;
     if stage >= 3 {
         println!("== stage {stage:02}: tests in L1");
-        for check in l1_tests(stage, &dir, platform) {
+        for check in l1_tests(stage, &dir, platform, choice) {
             match (check.passed, check.not_run) {
                 (true, _) => tally.passed += 1,
                 (false, true) => tally.not_run += 1,
@@ -130,8 +133,8 @@ pub fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
 /// or its solved copy) and the test guests of stages up to it. A run that
 /// cannot start (no QEMU, no L1 kernel) is one failed check, with the
 /// reason.
-fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>) -> Vec<Check> {
-    match crate::jobs::run_stage_tests(stage, stage_dir, platform) {
+fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>, choice: &Choice) -> Vec<Check> {
+    match crate::jobs::run_stage_tests(stage, stage_dir, platform, choice) {
         Ok(checks) => checks,
         Err(e) => {
             println!("  FAILED  stage {stage}'s L1 tests could not run: {e:#}");

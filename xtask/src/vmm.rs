@@ -17,6 +17,7 @@ use crate::platform::{self, Platform, Vendor};
 use crate::{kmod, paths};
 use anyhow::{Result, bail};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -94,14 +95,15 @@ fn compare_script(kernel: &L1Kernel, vendor: Vendor, forks: u32, seconds: u64) -
 /// and then on rkvm, each to its power-off; then the check that rkvm's
 /// console equals Linux KVM's, line by line, apart from what legitimately
 /// varies (see [`normalise`]).
-pub fn console_checks(platform: &dyn Platform, kernel: &L1Kernel, forks: u32) -> Result<Vec<Check>> {
+/// L1 boots `kernel`, the guest the bzImage `guest`.
+pub fn console_checks(platform: &dyn Platform, kernel: &L1Kernel, guest: &Path, forks: u32) -> Result<Vec<Check>> {
     let vendor = platform.vendor();
     // Bochs runs tens of times slower than QEMU.
     let seconds = if platform.name() == "bochs-vmx" { 1800 } else { 240 };
     let job = Job {
         name: "vmm-compare".into(),
         script: compare_script(kernel, vendor, forks, seconds)?,
-        files: vmm_files(kernel, vendor, &COMPARED)?,
+        files: vmm_files(kernel, guest, vendor, &COMPARED)?,
         cpus: 1,
         timeout: Duration::from_secs(2 * seconds + 120),
         verbose: false,
@@ -235,12 +237,18 @@ fn load_hypervisor(kernel: &L1Kernel, backend: &str, vendor: Vendor, nested_pagi
     Ok(crate::oracle::load_kvm(kernel, vendor, &setting))
 }
 
-/// The files every VMM job puts into L1: the VMM, the guest's kernel (L1's
-/// own bzImage) and its initramfs, and the hypervisors `backends` name.
-pub fn vmm_files(kernel: &L1Kernel, vendor: Vendor, backends: &[&str]) -> Result<Vec<(String, Vec<u8>, u32)>> {
+/// The files every VMM job puts into L1: the VMM, the guest's kernel (the
+/// bzImage `guest`, L1's own but on the debug kernel) and its initramfs,
+/// and the hypervisors `backends` name, built for L1's `kernel`.
+pub fn vmm_files(
+    kernel: &L1Kernel,
+    guest: &Path,
+    vendor: Vendor,
+    backends: &[&str],
+) -> Result<Vec<(String, Vec<u8>, u32)>> {
     let mut files = vec![
         ("rkvm/rkvm-vmm".to_string(), l1::static_binary("rkvm-vmm")?, 0o755),
-        ("rkvm/guest-bzImage".to_string(), std::fs::read(kernel.bzimage())?, 0o644),
+        ("rkvm/guest-bzImage".to_string(), std::fs::read(guest)?, 0o644),
         ("rkvm/guest.cpio".to_string(), guest_initramfs()?, 0o644),
     ];
     for backend in backends {
@@ -281,7 +289,7 @@ pub fn unload_hypervisor(backend: &str, vendor: Vendor) -> String {
 /// The L1 job: load the hypervisor, run the VMM, report.
 fn vmm_job(args: &Args, kernel: &L1Kernel, vendor: Vendor) -> Result<Job> {
     let backend = args.backend.as_str();
-    let files = vmm_files(kernel, vendor, &[backend])?;
+    let files = vmm_files(kernel, &kernel.bzimage(), vendor, &[backend])?;
     let script = format!(
         "{load}\
          start=$(cut -d' ' -f1 /proc/uptime)\n\
@@ -322,7 +330,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.compare {
         let kernel = kernel::ensure()?;
         let forks = if args.forks == Args::DEFAULT_FORKS { TEST_FORKS } else { args.forks };
-        let checks = console_checks(platform.as_ref(), &kernel, forks)?;
+        let checks = console_checks(platform.as_ref(), &kernel, &kernel.bzimage(), forks)?;
         println!("== vmm --compare finished in {:.0?}", start.elapsed());
         let passed = checks.iter().filter(|c| c.passed).count();
         println!("{} passed, {} failed", passed, checks.len() - passed);
