@@ -752,6 +752,9 @@ impl ExitContext for Running<'_> {
 
     fn invlpg(&mut self, address: u64) {
         //@ begin 13
+        if self.hw.mmu.invalidate_page(address) {
+            return;
+        }
         self.hw.mmu.resync(self.memory);
         //@ end
         self.hw.mmu.invlpg(address);

@@ -418,6 +418,37 @@ mod unsync_leaves {
     }
 
     #[test]
+    fn invlpg_of_a_page_drops_its_entry_only_and_keeps_the_table_unsync() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let linears = [0x40_1000, 0x40_2000];
+        let mut mmu = shadowed(&linears, &page);
+        let root = mmu.root_phys().expect("a root");
+        assert!(mmu.unsync_leaves(0x20));
+        mmu.needs_flush = false;
+        assert!(mmu.invalidate_page(0x40_1000, PagingMode::Bits32));
+        assert_eq!(shadow_leaf(root, 0x40_1000), None, "its own entry is gone");
+        assert!(shadow_leaf(root, 0x40_2000).is_some(), "the rest of its table is still linked");
+        assert!(!mmu.is_protected(0x20), "and still unsync");
+        assert!(mmu.needs_flush);
+        assert!(mmu.invalidate_page(0x80_1000, PagingMode::Bits32), "nothing mapped there: nothing to do");
+    }
+
+    #[test]
+    fn invlpg_through_an_unsync_directory_or_a_large_page_needs_the_whole_invalidation() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000], &page);
+        // The directory, written on the write's own walk: unsync.
+        mmu.unprotect(0x10, &walk32(0x10000, 0x40_1000, 0x20000, 0x10000));
+        assert!(!mmu.invalidate_page(0x40_1000, PagingMode::Bits32));
+        let mut mmu = mmu_with_root(0x10000);
+        let mut t = walk32(0x10000, 0x80_0000, 0, 0x40_0000);
+        t.entries = [None, Some(GuestEntry { gpa: 0x10008, value: 0x40_00E7 }), None, None];
+        t.page_size = 0x40_0000;
+        mmu.install(0x80_0000, &t, PagingMode::Bits32, leaf(&page)).expect("installed");
+        assert!(!mmu.invalidate_page(0x80_0000, PagingMode::Bits32), "a guest large page: a direct page");
+    }
+
+    #[test]
     fn sync_leaves_a_resynced_table_alone() {
         let page = Page::alloc_zeroed().expect("a page");
         let linears = [0x40_1000];

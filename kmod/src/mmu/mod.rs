@@ -595,8 +595,19 @@ impl Mmu {
     }
     //@ begin 13
 
-    /// Before a CR3 load or `invlpg` takes effect: the cache's unsync page
-    /// tables are checked against the guest's ([`CachedMmu::resync`]).
+    /// `invlpg` of one guest page the cache maps through tables in sync
+    /// down to its page table ([`CachedMmu::invalidate_page`]); `false` if
+    /// the whole `invlpg` must run.
+    pub fn invalidate_page(&mut self, address: u64) -> bool {
+        let (Some(cache), Some(built)) = (&mut self.cache, self.built) else { return false };
+        let done = cache.invalidate_page(address, built.state.mode);
+        self.needs_flush |= done;
+        done
+    }
+
+    /// Before a CR3 load or a whole `invlpg` takes effect: the cache's
+    /// unsync page tables are checked against the guest's
+    /// ([`CachedMmu::resync`]).
     pub fn resync(&mut self, memory: &Mutex<MemSlots>) {
         let Some(cache) = &mut self.cache else { return };
         cache.resync(&mut |gpa, width| {

@@ -642,6 +642,9 @@ impl ExitContext for Running<'_> {
     }
 
     fn invlpg(&mut self, address: u64) {
+        if self.hw.mmu.invalidate_page(address) {
+            return;
+        }
         self.hw.mmu.resync(self.memory);
         self.hw.mmu.invlpg(address);
     }

@@ -680,6 +680,35 @@ impl CachedMmu {
     }
     // ANCHOR_END: unsync_leaves
 
+    // ANCHOR: invalidate_page
+    /// `invlpg` of `linear`, where the shadow reaches it through tables in
+    /// sync down to a page table: only `linear`'s own entry goes, which is
+    /// all the processor must forget (SDM Vol. 3A, 4.10.4.1), and the page
+    /// table stays as it is, unsync and writable if it was, until the next
+    /// CR3 load; Linux's KVM does the same (`invlpg` in `paging_tmpl.h`).
+    /// `false` if the shadow reaches `linear` otherwise (through an unsync
+    /// table above the last level, or below a guest large page): then the
+    /// whole of [`CachedMmu::invalidate`] must run.
+    pub fn invalidate_page(&mut self, linear: u64, mode: PagingMode) -> bool {
+        let Some(mut at) = self.root_for(linear) else { return true };
+        let top = if mode == PagingMode::Long { 4 } else { 2 };
+        for level in (2..=top).rev() {
+            let Some(p) = self.page(at).filter(|p| !p.unsync && !p.role.direct) else { return false };
+            match p.children.get(index(linear, level)).copied().flatten() {
+                Some(child) => at = usize::from(child),
+                // Nothing below: the shadow holds no translation of it.
+                None => return true,
+            }
+        }
+        if self.page(at).is_none_or(|p| p.role.direct) {
+            return false;
+        }
+        self.clear_leaf(at, index(linear, 1));
+        self.needs_flush = true;
+        true
+    }
+    // ANCHOR_END: invalidate_page
+
     /// The shadow pages of guest table `gfn` (not direct ones).
     fn shadows_of(&self, gfn: u64) -> Vec<usize> {
         let mut found = Vec::new();
