@@ -196,24 +196,40 @@ pub fn leak_check() -> Check {
     for i in 0..50 {
         one_vm(i, SLOT0_PAGES, SLOT1_PAGES).map_err(|e| format!("warm-up VM {i}: {e}"))?;
     }
-    let before = meminfo("MemFree")?;
-    for i in 0..VMS {
-        one_vm(i, SLOT0_PAGES, SLOT1_PAGES).map_err(|e| format!("VM {i}: {e}"))?;
+    // After an earlier check pressed memory hard, caches grow back for a
+    // while and MemFree falls with no leak: a fall beyond the tolerance
+    // is only called a leak if a second round of VMs falls again.
+    let mut falls = Vec::new();
+    for round in 1..=2 {
+        drop_caches();
+        let before = meminfo("MemFree")?;
+        for i in 0..VMS {
+            one_vm(i, SLOT0_PAGES, SLOT1_PAGES).map_err(|e| format!("VM {i}: {e}"))?;
+        }
+        drop_caches();
+        let after = meminfo("MemFree")?;
+        let per_vm_kb = (SLOT0_PAGES + SLOT1_PAGES) * PAGE / 1024;
+        println!(
+            "RKVM-INFO leak check, round {round}: MemFree {before} kB before, {after} kB after {VMS} VMs of \
+             {per_vm_kb} KiB guest memory each (difference {} kB, tolerance {TOLERANCE_KB} kB)",
+            after as i64 - before as i64
+        );
+        expect_counter("vms", 0, "after the leak check")?;
+        expect_counter("vcpus", 0, "after the leak check")?;
+        expect_counter("guest_pages", 0, "after the leak check")?;
+        if after + TOLERANCE_KB >= before {
+            return Ok(());
+        }
+        falls.push(before - after);
     }
-    let after = meminfo("MemFree")?;
-    let per_vm_kb = (SLOT0_PAGES + SLOT1_PAGES) * PAGE / 1024;
-    println!(
-        "RKVM-INFO leak check: MemFree {before} kB before, {after} kB after {VMS} VMs of {per_vm_kb} KiB guest memory \
-         each (difference {} kB, tolerance {TOLERANCE_KB} kB)",
-        after as i64 - before as i64
-    );
-    expect_counter("vms", 0, "after the leak check")?;
-    expect_counter("vcpus", 0, "after the leak check")?;
-    expect_counter("guest_pages", 0, "after the leak check")?;
-    if after + TOLERANCE_KB < before {
-        return Err(format!("MemFree fell by {} kB over {VMS} VMs", before - after));
-    }
-    Ok(())
+    Err(format!("MemFree fell by {} kB and then by {} kB over two rounds of {VMS} VMs", falls[0], falls[1]))
+}
+
+/// Drops the page cache and the slab objects the kernel can free, so that
+/// MemFree counts what is really in use (best effort: ignored if the file
+/// is missing).
+fn drop_caches() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
 fn one_vm(i: usize, slot0_pages: usize, slot1_pages: usize) -> Check {
