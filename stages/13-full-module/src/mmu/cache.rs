@@ -666,7 +666,7 @@ impl CachedMmu {
                 }
                 let shadow = read_entry(&p.table, entry);
                 let mapped = p.gfns.get(entry).copied().unwrap_or(u64::MAX);
-                let at = (gfn << PAGE_SHIFT) + ((first + entry) * width) as u64;
+                let at = (gfn << PAGE_SHIFT).wrapping_add(((first + entry) * width) as u64);
                 if read(at, width).is_none_or(|guest| !still_allows(guest, shadow, mapped, role.guest)) {
                     self.clear_leaf(i, entry);
                 }
