@@ -225,7 +225,7 @@ mod table_writes {
 
     /// A 32-bit guest with page table 0x20000 under directory 0x10000,
     /// mapping `linears` to frames from 0x30000 on.
-    fn shadowed(linears: &[u64], page: &Page) -> CachedMmu {
+    pub(super) fn shadowed(linears: &[u64], page: &Page) -> CachedMmu {
         let mut mmu = mmu_with_root(0x10000);
         for (n, &linear) in linears.iter().enumerate() {
             let t = walk32(0x10000, linear, 0x20000, 0x30000 + 0x1000 * n as u64);
@@ -321,19 +321,9 @@ mod table_writes {
 
 /// Page tables the guest writes freely until it flushes (stage 13).
 mod unsync_leaves {
+    use super::table_writes::shadowed;
     use super::*;
     use std::collections::HashMap;
-
-    /// As `table_writes::shadowed`: page table 0x20000 under directory
-    /// 0x10000, `linears` mapped to frames 0x30000, 0x31000, ...
-    fn shadowed(linears: &[u64], page: &Page) -> CachedMmu {
-        let mut mmu = mmu_with_root(0x10000);
-        for (n, &linear) in linears.iter().enumerate() {
-            let t = walk32(0x10000, linear, 0x20000, 0x30000 + 0x1000 * n as u64);
-            mmu.install(linear, &t, PagingMode::Bits32, leaf(page)).expect("installed");
-        }
-        mmu
-    }
 
     /// Resyncs `mmu` against guest memory that holds `entries` (address,
     /// value) and, elsewhere in the page table, the entries `shadowed`
