@@ -409,6 +409,15 @@ impl MemSlots {
 // ANCHOR_END: slot_logs
 //@ end
 
+//@ begin 13
+impl MemSlots {
+    /// Whether the slot that holds guest frame `gfn` keeps a dirty log.
+    pub fn logs_dirty(&self, gfn: u64) -> bool {
+        self.slots.iter().find(|s| s.gfns().contains(gfn)).is_some_and(|s| s.dirty.is_some())
+    }
+}
+//@ end
+
 impl Default for MemSlots {
     fn default() -> Self {
         MemSlots::new()

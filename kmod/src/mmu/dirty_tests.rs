@@ -258,5 +258,76 @@ mod prefetch {
         assert!(writable(root.phys, linear(2)));
         assert_eq!(take(&m), [0x12]);
     }
+
+    /// Like `memory`, but no dirty log: the MMU of a guest nobody moves.
+    fn unlogged() -> Mutex<MemSlots> {
+        let mut slots = MemSlots::new();
+        let region = KvmMemoryRegion { slot: 1, flags: 0, guest_phys_addr: 0, memory_size: 64 << 12 };
+        slots.set_region(&region).expect("memory");
+        Mutex::new(slots, LockClass::Memory).expect("a lock")
+    }
+
+    fn cached() -> Mmu {
+        crate::kernel::fake::set_shadow_cache(true);
+        Mmu::new().expect("an MMU")
+    }
+
+    /// The frame a shadow entry maps (in host tests a page's physical
+    /// address is its address).
+    fn maps(m: &Mutex<MemSlots>, entry: u64, gfn: u64) -> bool {
+        let page = m.lock().gfn_to_page(gfn).map(|p| p.addr() as u64);
+        page == Some(entry & 0x000F_FFFF_FFFF_F000)
+    }
+
+    #[test]
+    fn without_a_dirty_log_a_neighbour_the_guest_dirtied_is_filled_writable() {
+        let m = unlogged();
+        let sregs = paging_on(&m);
+        // Pages 0 and 1 dirty, 2 and 3 only accessed, 4-7 never used.
+        for i in 2..4u64 {
+            poke32(&m, 0x2000 + 4 * i, ((0x10 + i) << 12 | P | RW | US | A) as u32);
+        }
+        let mut mmu = cached();
+        let root = mmu.prepare(&sregs, &m).expect("a root");
+        assert_eq!(mmu.page_fault(linear(0), READ, &m), PageFault::Fixed);
+        assert!(writable(root.phys, linear(1)), "page 1: dirty in the guest's entry, no log to keep");
+        for i in 2..4 {
+            let e = leaf(root.phys, linear(i)).expect("accessed: filled");
+            assert_eq!(e & RW, 0, "page {i}: clean, so the first write must fault to set D");
+            assert!(maps(&m, e, 0x10 + i), "page {i}: its own frame");
+        }
+        assert_eq!(peek32(&m, 0x2000 + 4 * 2) as u64 & D, 0, "the prefetch sets no D bit");
+        // The guest's first write to page 2 faults, and sets D.
+        assert_eq!(mmu.page_fault(linear(2), WRITE | 1, &m), PageFault::Fixed);
+        assert_eq!(peek32(&m, 0x2000 + 4 * 2) as u64 & D, D);
+        assert!(writable(root.phys, linear(2)));
+    }
+
+    #[test]
+    fn a_fault_in_a_large_page_fills_the_rest_of_its_group() {
+        const PS: u64 = 0x80;
+        let m = unlogged();
+        let mut sregs = paging_on(&m);
+        sregs.cr4 |= 0x10; // CR4.PSE
+        // A 4 MiB page at linear 0x80_0000 over guest-physical 0, dirty.
+        poke32(&m, 0x1000 + 4 * 2, (P | RW | US | PS | A | D) as u32);
+        let mut mmu = cached();
+        let root = mmu.prepare(&sregs, &m).expect("a root");
+        let at = |frame: u64| 0x80_0000 + (frame << 12);
+        assert_eq!(mmu.page_fault(at(0x23), READ, &m), PageFault::Fixed);
+        for frame in 0x20..0x28 {
+            let e = leaf(root.phys, at(frame)).expect("in the fault's group");
+            assert!(maps(&m, e, frame), "frame {frame:#x}");
+            assert_ne!(e & RW, 0, "frame {frame:#x}: the large page is dirty");
+        }
+        assert_eq!(leaf(root.phys, at(0x28)), None, "another group");
+        assert_eq!(leaf(root.phys, at(0x1f)), None, "another group");
+        // Frame 0x1 is the guest's page directory, which the shadow
+        // protects: never filled writable, although the large page over
+        // it is dirty.
+        assert_eq!(mmu.page_fault(at(0x5), READ, &m), PageFault::Fixed);
+        let table = leaf(root.phys, at(0x1)).expect("in the group of frame 5");
+        assert_eq!(table & RW, 0, "a protected guest table stays read-only");
+    }
 }
 //@ end

@@ -362,9 +362,7 @@ impl Mmu {
             // instruction again, and the next entry makes the root anew.
             let _ = cache.install(address, &translation, built.state.mode, leaf);
             //@ begin 13
-            if translation.page_size == 0x1000 {
-                prefetch(cache, built, address, memory);
-            }
+            prefetch(cache, built, address, memory);
             //@ end
             return PageFault::Fixed;
         }
@@ -389,17 +387,20 @@ impl Mmu {
 /// that the faulting one is in, as Linux's KVM does (`PTE_PREFETCH_NUM`).
 const PREFETCH: u64 = 8;
 
-/// After a fault filled the 4 KiB translation of `address`, fills the
+/// After a fault filled the translation of `address`, fills the
 /// neighbours in its group that the guest has used before (A set in
 /// their guest entry) and the shadow lacks: a kernel maps pages in runs
 /// (a file's pages around a fault, a process's stack and heap) and
-/// touches the rest of a run soon, each touch one more fault. A
-/// neighbour is filled read-only, whatever its rights, and the walk here
-/// sets no A or D bit: the processor too may cache a translation whose
-/// accessed bit is set before any access needs it (SDM Vol. 3A, 4.10.2.3),
-/// and the first write still faults, sets D and marks the page in the
-/// dirty log as any write fault does (Linux's KVM, likewise, prefetches
-/// no writable entry into a slot that logs dirty pages).
+/// touches the rest of a run soon, each touch one more fault. In a guest
+/// large page, which the shadow maps 4 KiB at a time, every neighbour is
+/// part of the same page. The walk here sets no A or D bit: the
+/// processor too may cache a translation whose accessed bit is set
+/// before any access needs it (SDM Vol. 3A, 4.10.2.3). A neighbour is
+/// writable only if its guest entry is dirty already, as the faulting
+/// page would be (`shadow_leaf`), and its slot keeps no dirty log: there
+/// the first write must still fault and mark the page, and a page
+/// nobody wrote must not be reported (Linux's KVM, likewise, prefetches
+/// nothing into a slot that logs dirty pages).
 fn prefetch(cache: &mut CachedMmu, built: &Built, address: u64, memory: &Mutex<MemSlots>) {
     const ACCESSED: u64 = 1 << 5;
     let read = Access { write: false, user: false, fetch: false };
@@ -410,12 +411,14 @@ fn prefetch(cache: &mut CachedMmu, built: &Built, address: u64, memory: &Mutex<M
         }
         let slots = memory.lock();
         let Ok(t) = walk::walk(&built.state, linear, read, &mut SlotTables(&slots), false) else { continue };
-        let used = t.entries.first().copied().flatten().is_some_and(|pte| pte.value & ACCESSED != 0);
+        let used = t.entries.iter().flatten().next().is_some_and(|leaf| leaf.value & ACCESSED != 0);
         let gfn = t.gpa >> PAGE_SHIFT;
         let page = slots.gfn_to_page(gfn).map(|p| p.get());
+        let logged = slots.logs_dirty(gfn);
         drop(slots);
-        let (Some(page), true, 0x1000) = (page, used, t.page_size) else { continue };
-        let leaf = Leaf { writable: false, ..shadow_leaf(page, &t, read, built.state.wp) };
+        let (Some(page), true) = (page, used) else { continue };
+        let leaf = shadow_leaf(page, &t, read, built.state.wp);
+        let leaf = Leaf { writable: leaf.writable && !logged, ..leaf };
         if cache.install(linear, &t, built.state.mode, leaf).is_err() {
             return;
         }
