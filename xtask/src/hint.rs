@@ -140,13 +140,15 @@ fn describe(exercise: &ExerciseHints, location: &str) -> String {
     let (id, count) = (exercise.id, exercise.hints.len());
     format!(
         "Exercise {id}, stage {}, {location}\n\nInstruction:\n{}\nHint 1 of {count}:\n{}\n{}\
-         Its tests are in the `{}` test modules; `cargo xtask test-stage {}` runs them.\n",
+         Its tests are in the `{module}` test modules: `cargo xtask progress --stage {stage}` runs them on the host \
+         (`cargo xtask watch --stage {stage}`: at every save), and `cargo xtask test-stage {stage}` runs every test \
+         of the stage.\n",
         dir_name(id.stage),
         indented(&exercise.instruction),
         indented(&exercise.hints[0]),
         after_hint(id, 1, count),
-        id.test_module(),
-        id.stage
+        module = id.test_module(),
+        stage = id.stage
     )
 }
 
@@ -240,7 +242,7 @@ mod tests {
         assert!(text.contains("\nInstruction:\n    Pack the attributes.\n\nHint 1 of 2:\n    APM 15.5.1.\n"), "{text}");
         assert!(!text.contains("Bits 40-47"), "{text}");
         assert!(text.contains("`cargo xtask hint E7.1 --more` shows hint 2 of 2."), "{text}");
-        assert!(text.contains("`e7_1` test modules; `cargo xtask test-stage 7`"), "{text}");
+        assert!(text.contains("`e7_1` test modules: `cargo xtask progress --stage 7` runs them"), "{text}");
     }
 
     #[test]
