@@ -6,12 +6,16 @@
 //! would show); every relative link names an existing file and, for a
 //! chapter, an existing heading; no code block repeats code from `kmod/`
 //! that should be included instead; every course chapter shows a picture,
-//! and every picture is there and, for an SVG, well-formed. Before the
+//! and every picture is there and, for an SVG, well-formed; every
+//! `$ cargo xtask` command the book shows is one the harness accepts, and
+//! an `l1 --stage N` command runs only guests stage N can run (see
+//! `book/commands.rs`). Before the
 //! checks, the pictures described in `book/diagrams/` are drawn (see
 //! `book/diagram.rs`). mdBook itself is a pinned version that
 //! this command installs under `target/tools/` the first time it is needed.
 
 mod check;
+mod commands;
 mod diagram;
 mod links;
 mod mdbook;
@@ -40,7 +44,7 @@ pub fn check() -> Result<()> {
     println!("book: {drawn} pictures drawn from book/diagrams/ into book/src/images/drawn/");
     let problems = check::all(&paths::root())?;
     if problems.is_empty() {
-        println!("book: includes, anchors, links and pictures check out");
+        println!("book: includes, anchors, links, pictures and commands check out");
         return Ok(());
     }
     eprintln!("book/src has problems:");

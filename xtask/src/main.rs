@@ -44,6 +44,12 @@ struct Cli {
     command: Command,
 }
 
+/// Whether the harness accepts `words` (what follows `cargo xtask`) as a
+/// command line: the book's check runs every command it shows through this.
+pub fn parse_args(words: &[String]) -> Result<(), clap::Error> {
+    Cli::try_parse_from(std::iter::once("cargo xtask").chain(words.iter().map(String::as_str))).map(|_| ())
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check that this machine has everything rkvm needs; as root, install what is missing.

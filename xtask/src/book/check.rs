@@ -21,10 +21,18 @@ pub fn all(root: &Path) -> Result<Vec<String>> {
         problems.extend(links::check(&src, path, text, &name));
         problems.extend(pictures(&src, path, text, &name, &mut shown));
         problems.extend(pasted(text, &name, &kmod));
+        problems.extend(super::commands::check(root, text, &name, chapter(path)));
     }
     problems.extend(unlisted(&src, &pages));
     problems.extend(unshown(root, &shown));
     Ok(problems)
+}
+
+/// The course chapter a page is, from its file name (`ch08-...`): 1 to 13.
+fn chapter(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let n: u32 = name.strip_prefix("ch")?.get(..2)?.parse().ok()?;
+    (1..=13).contains(&n).then_some(n)
 }
 
 /// Whether a link's target is a picture, by its extension.
