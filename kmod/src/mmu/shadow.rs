@@ -163,24 +163,33 @@ impl ShadowMmu {
         //@+ level combine; the shadow's bits are above); neighbouring pages
         //@+ share their tables; the guest page stays alive while it is
         //@+ mapped; the tree never holds more than `MAX_SHADOW_PAGES`
-        //@+ pages, and making room never frees a table the path goes
-        //@+ through. `child`, `write_leaf` and `make_room` are there to be
-        //@+ used. The tests in `e8_2` check the tree the processor would
-        //@+ walk.
-        //@ hint: Read `child`, `write_leaf` and `make_room` before you
-        //@+ write a line: between them they write every entry's bits. What
-        //@+ is left to you is the order, the levels, and the room.
-        //@ hint: A new path needs at most three new tables, and
-        //@+ `make_room` must run before the first step down, since
-        //@+ recycling must not free a table you stand on. The root's level
-        //@+ is 4 in long mode, else 3; `index(linear, level, long_mode)`
-        //@+ picks the entry at each level.
-        //@ hint: `self.make_room(3);`, `let mut at =
-        //@+ self.root.ok_or(Errno::EINVAL)?;`, then for each level from
-        //@+ the root's down to 2, `at = self.child(at, index(linear, level,
-        //@+ self.long_mode))?;`, and last `self.write_leaf(at, index(linear,
-        //@+ 1, self.long_mode), leaf)`.
-        self.make_room(3);
+        //@+ pages, yet `install` succeeds when it is full; recycling
+        //@+ happens only when the path lacks a table, and never frees a
+        //@+ table the walk down has already stepped onto. `child`,
+        //@+ `write_leaf`, `make_room` and `page_table` are there to be used.
+        //@+ The tests in `e8_2` check the tree the processor would walk.
+        //@ hint: Read `child`, `write_leaf`, `make_room` and `page_table`
+        //@+ before you write a line: between them they write every entry's
+        //@+ bits. What is left to you is the order, the levels, and the
+        //@+ room.
+        //@ hint: `make_room` must run before the first step down, since
+        //@+ recycling must not free a table you stand on. It may free a
+        //@+ table further down the path, which `child` then makes again, so
+        //@+ make room for the most tables a path can lack: in long mode the
+        //@+ PDPT, the directory and the page table; in PAE only the page
+        //@+ table, since the root's four directories are made with it and
+        //@+ never recycled. The root's level is 4 in long mode, else 3;
+        //@+ `index(linear, level, long_mode)` picks the entry at each level.
+        //@ hint: If `self.page_table(linear)` is `None`,
+        //@+ `self.make_room(if self.long_mode { 3 } else { 1 });`. Then
+        //@+ `let mut at = self.root.ok_or(Errno::EINVAL)?;`, for each level
+        //@+ from the root's down to 2 `at = self.child(at, index(linear,
+        //@+ level, self.long_mode))?;`, and last `self.write_leaf(at,
+        //@+ index(linear, 1, self.long_mode), leaf)`.
+        if self.page_table(linear).is_none() {
+            // Before the first step down: what this frees is made again.
+            self.make_room(if self.long_mode { 3 } else { 1 });
+        }
         let mut at = self.root.ok_or(Errno::EINVAL)?;
         let top = if self.long_mode { 4 } else { 3 };
         for level in (2..=top).rev() {
@@ -228,6 +237,16 @@ impl ShadowMmu {
         write_entry(&table.table, entry, value);
         *slot = Some(leaf.page);
         Ok(())
+    }
+
+    /// The page table on the path to `linear`, if the path reaches one.
+    fn page_table(&self, linear: u64) -> Option<usize> {
+        let mut at = self.root?;
+        let top = if self.long_mode { 4 } else { 3 };
+        for level in (2..=top).rev() {
+            at = usize::from(*self.page(at)?.children.get(index(linear, level, self.long_mode))?.as_ref()?);
+        }
+        Some(at)
     }
 }
 // ANCHOR_END: install
@@ -365,13 +384,8 @@ impl ShadowMmu {
 impl ShadowMmu {
     /// The guest page mapped at `linear`'s page, if the shadow maps it.
     pub fn mapped(&self, linear: u64) -> Option<&PageRef> {
-        let mut at = self.root?;
-        let top = if self.long_mode { 4 } else { 3 };
-        for level in (2..=top).rev() {
-            let child = self.page(at)?.children.get(index(linear, level, self.long_mode))?.as_ref()?;
-            at = usize::from(*child);
-        }
-        self.page(at)?.frames.get(index(linear, 1, self.long_mode))?.as_ref()
+        let table = self.page_table(linear)?;
+        self.page(table)?.frames.get(index(linear, 1, self.long_mode))?.as_ref()
     }
 }
 

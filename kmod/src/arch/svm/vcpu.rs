@@ -445,7 +445,7 @@ impl SvmVcpu {
         v.save.cr3 = entry.mmu_root;
         //@ begin 12
         // DR6 as after reset, so that a #DB's exit shows only its causes.
-        v.save.dr6 = crate::debug::DR6_FIXED_1;
+        v.save.dr6 = crate::debug::DR6_RESET;
         //@ end
         v.control.tlb_control = 0;
         if new_asid {
