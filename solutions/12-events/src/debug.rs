@@ -20,8 +20,10 @@
 use crate::abi::KvmDebugGuest;
 
 // ANCHOR: bits
-/// DR6 bits that read as 1 whatever is written (SDM Vol. 3B, 19.2.3).
-pub const DR6_FIXED_1: u64 = 0xFFFF_0FF0;
+/// DR6 after power-up, reset or INIT (SDM Vol. 3A, Table 10-1).
+pub const DR6_RESET: u64 = 0xFFFF_0FF0;
+/// DR7 after power-up, reset or INIT (SDM Vol. 3A, Table 10-1).
+pub const DR7_RESET: u64 = 0x400;
 /// DR6 B0-B3: breakpoint 0-3's condition was met.
 pub const DR6_B: u64 = 0xF;
 /// DR6.BD: the next instruction would have accessed a debug register
@@ -29,13 +31,11 @@ pub const DR6_B: u64 = 0xF;
 pub const DR6_BD: u64 = 1 << 13;
 /// DR6.BS: a single step (RFLAGS.TF).
 pub const DR6_BS: u64 = 1 << 14;
-/// DR6 bits that software can write: B0-B3, BD, BS, BT.
-pub const DR6_WRITABLE: u64 = DR6_B | DR6_BD | DR6_BS | 1 << 15;
-/// DR7 bit 10 reads as 1; bits 11, 12, 14 and 15 as 0.
-pub const DR7_FIXED_1: u64 = 0x400;
-/// DR7 bits that software can write: all of 31:16 (R/W and LEN), GD, GE,
-/// LE and the enables; bit 11 is RTM, which rkvm's processor lacks.
-const DR7_WRITABLE: u64 = 0xFFFF_23FF;
+/// DR6.BT: a task switch to a task whose TSS has its T flag set.
+pub const DR6_BT: u64 = 1 << 15;
+/// The DR6 flags in which the processor reports what caused a debug
+/// exception (SDM Vol. 3B, 19.2.3).
+pub const DR6_CAUSES: u64 = DR6_B | DR6_BD | DR6_BS | DR6_BT;
 /// DR7.GD, general detect: a `mov` to or from a debug register is a #DB.
 pub const DR7_GD: u64 = 1 << 13;
 /// DR7's local and global enables of the four breakpoints (bits 7:0).
@@ -56,7 +56,7 @@ pub struct DebugRegs {
 impl Default for DebugRegs {
     /// The values after reset (SDM Vol. 3A, Table 10-1).
     fn default() -> DebugRegs {
-        DebugRegs { db: [0; 4], dr6: DR6_FIXED_1, dr7: DR7_FIXED_1 }
+        DebugRegs { db: [0; 4], dr6: DR6_RESET, dr7: DR7_RESET }
     }
 }
 
@@ -120,13 +120,13 @@ pub fn hardware(state: &DebugState) -> Hardware {
         // execution, one byte (SDM Vol. 3B, 19.2.4).
         let on = debugger.breakpoints.iter().enumerate().filter(|(_, b)| b.is_some());
         let enables = on.fold(0, |dr7, (i, _)| dr7 | 2 << (2 * i));
-        return Hardware { dr7: DR7_FIXED_1 | enables, db: Some(debugger.breakpoints.map(|b| b.unwrap_or(0))) };
+        return Hardware { dr7: DR7_RESET | enables, db: Some(debugger.breakpoints.map(|b| b.unwrap_or(0))) };
     }
     let guest = &state.regs;
     if guest.dr7 & DR7_ENABLES != 0 {
         return Hardware { dr7: guest.dr7 & !DR7_GD, db: Some(guest.db) };
     }
-    Hardware { dr7: DR7_FIXED_1, db: None }
+    Hardware { dr7: DR7_RESET, db: None }
 }
 // ANCHOR_END: hardware
 
@@ -160,13 +160,23 @@ pub fn dr_rule(dr: u8, cr4_de: bool, dr7: u64) -> DrRule {
 }
 
 /// Writes `value` to register `dr` (0-3, 6 or 7). `None` if the
-/// processor would raise #GP: a 1 in bits 63:32 of DR6 or DR7.
+/// processor would refuse the value with a #GP.
 pub fn dr_write(regs: &mut DebugRegs, dr: u8, value: u64) -> Option<()> {
+    // SDM Vol. 3B, 19.2.3: software writes DR6's cause flags; bits 4-11
+    // and 16-31 read as 1 (BLD, bit 11, and RTM, bit 16, too, without
+    // those features) and bit 12 as 0: the ones are those of `DR6_RESET`.
+    // 19.2.4: software writes DR7's enables, LE and GE, GD and the R/W and
+    // LEN fields; bit 10 reads as 1, bits 11 (RTM, without RTM), 12, 14
+    // and 15 as 0: the one is `DR7_RESET`'s.
+    const DR7_LE_GE: u64 = 3 << 8;
+    const DR7_RW_LEN: u64 = 0xFFFF << 16;
+    const DR7_WRITABLE: u64 = DR7_ENABLES | DR7_LE_GE | DR7_GD | DR7_RW_LEN;
     match dr {
         0..=3 => *regs.db.get_mut(usize::from(dr))? = value,
+        // 19.2.6: a 1 in bits 63:32 of DR6 or DR7 is a #GP.
         6 | 7 if value >> 32 != 0 => return None,
-        6 => regs.dr6 = value & DR6_WRITABLE | DR6_FIXED_1,
-        7 => regs.dr7 = value & DR7_WRITABLE | DR7_FIXED_1,
+        6 => regs.dr6 = value & DR6_CAUSES | DR6_RESET,
+        7 => regs.dr7 = value & DR7_WRITABLE | DR7_RESET,
         _ => return None,
     }
     Some(())
@@ -224,31 +234,54 @@ mod tests {
     mod e12_2 {
         use super::*;
 
+        /// The low 32 bits of DR6 and DR7 as Figure 19-1 of SDM Vol. 3B
+        /// sorts them, on a processor without RTM or OS bus-lock detection:
+        /// the bits software writes, and the bits that read as 1 (every
+        /// other bit reads as 0).
+        const DR6_BITS: ([u32; 7], [u32; 24]) = (
+            [0, 1, 2, 3, 13, 14, 15],
+            [4, 5, 6, 7, 8, 9, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31],
+        );
+        const DR7_BITS: ([u32; 27], [u32; 1]) = (
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31],
+            [10],
+        );
+
+        fn mask(bits: &[u32]) -> u64 {
+            bits.iter().fold(0, |m, b| m | 1 << b)
+        }
+
+        /// What the processor reads back after a write of `value` to a
+        /// register whose bits sort as `writable` and `ones`.
+        fn read_back(value: u64, writable: &[u32], ones: &[u32]) -> u64 {
+            value & mask(writable) | mask(ones)
+        }
+
         #[test]
-        fn dr6_and_dr7_keep_their_fixed_bits_and_refuse_high_ones() {
+        fn a_write_of_0_or_of_all_ones_reads_back_as_the_processor_reads() {
             let mut regs = DebugRegs::default();
-            assert_eq!(dr_write(&mut regs, 6, 0), Some(()));
-            assert_eq!(regs.dr6, DR6_FIXED_1);
-            assert_eq!(dr_write(&mut regs, 6, u64::from(u32::MAX)), Some(()));
-            assert_eq!(regs.dr6, 0xFFFF_EFFF);
-            assert_eq!(dr_write(&mut regs, 7, 0), Some(()));
-            assert_eq!(regs.dr7, 0x400);
-            assert_eq!(dr_write(&mut regs, 7, 0xFFFF_FFFF), Some(()));
-            assert_eq!(regs.dr7, 0xFFFF_27FF);
+            for (dr, all, none) in [(6, 0xFFFF_EFFF, 0xFFFF_0FF0), (7, 0xFFFF_27FF, 0x400)] {
+                assert_eq!(dr_write(&mut regs, dr, u64::from(u32::MAX)), Some(()));
+                assert_eq!(dr_read(&regs, dr), all, "DR{dr} after all ones");
+                assert_eq!(dr_write(&mut regs, dr, 0), Some(()));
+                assert_eq!(dr_read(&regs, dr), none, "DR{dr} after 0: only the bits that read as 1");
+            }
             assert_eq!(dr_write(&mut regs, 3, u64::MAX), Some(()));
             assert_eq!(dr_read(&regs, 3), u64::MAX);
         }
 
         #[test]
-        fn every_bit_of_dr6_and_dr7_alone() {
+        fn every_bit_of_dr6_and_dr7_alone_as_1_and_as_0() {
             for bit in 0..32 {
-                let mut regs = DebugRegs::default();
-                assert_eq!(dr_write(&mut regs, 6, 1 << bit), Some(()));
-                let writable = [0, 1, 2, 3, 13, 14, 15].contains(&bit);
-                assert_eq!(regs.dr6, DR6_FIXED_1 | if writable { 1 << bit } else { 0 }, "DR6 bit {bit}");
-                assert_eq!(dr_write(&mut regs, 7, 1 << bit), Some(()));
-                let fixed_0 = [11, 12, 14, 15].contains(&bit);
-                assert_eq!(regs.dr7, DR7_FIXED_1 | if fixed_0 { 0 } else { 1 << bit }, "DR7 bit {bit}");
+                for value in [1 << bit, u64::from(u32::MAX) ^ 1 << bit] {
+                    let mut regs = DebugRegs::default();
+                    assert_eq!(dr_write(&mut regs, 6, value), Some(()));
+                    let (writable, ones) = DR6_BITS;
+                    assert_eq!(regs.dr6, read_back(value, &writable, &ones), "DR6 written with {value:#x}");
+                    assert_eq!(dr_write(&mut regs, 7, value), Some(()));
+                    let (writable, ones) = DR7_BITS;
+                    assert_eq!(regs.dr7, read_back(value, &writable, &ones), "DR7 written with {value:#x}");
+                }
             }
         }
 

@@ -64,7 +64,9 @@ pub struct Plan {
     /// interrupt.
     pub window_exiting: bool,
     /// Do not enter: tell userspace its window is open
-    /// (`KVM_EXIT_IRQ_WINDOW_OPEN`).
+    /// (`KVM_EXIT_IRQ_WINDOW_OPEN`). Nothing is injected then, and
+    /// `window_exiting` is not looked at: no entry follows, and the next
+    /// `KVM_RUN` plans again.
     pub exit_window_open: bool,
 }
 
@@ -143,8 +145,10 @@ mod tests {
         #[test]
         fn userspace_hears_of_an_open_window_only_with_nothing_queued() {
             let mut empty = [0; 4];
+            // No entry follows this plan, so its `window_exiting` is not
+            // looked at (`Vcpu::plan_interrupts`).
             let p = plan(true, true, &mut empty);
-            assert_eq!(p, Plan { inject: None, window_exiting: false, exit_window_open: true });
+            assert_eq!((p.inject, p.exit_window_open), (None, true), "the window is open and nothing is queued");
             let p = plan(false, true, &mut empty);
             assert_eq!(p, Plan { inject: None, window_exiting: true, exit_window_open: false }, "wait for it");
             let mut b = queued(&[0x50]);

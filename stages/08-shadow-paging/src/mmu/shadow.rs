@@ -163,10 +163,11 @@ impl ShadowMmu {
         // level combine; the shadow's bits are above); neighbouring pages
         // share their tables; the guest page stays alive while it is
         // mapped; the tree never holds more than `MAX_SHADOW_PAGES`
-        // pages, and making room never frees a table the path goes
-        // through. `child`, `write_leaf` and `make_room` are there to be
-        // used. The tests in `e8_2` check the tree the processor would
-        // walk.
+        // pages, yet `install` succeeds when it is full; recycling
+        // happens only when the path lacks a table, and never frees a
+        // table the walk down has already stepped onto. `child`,
+        // `write_leaf`, `make_room` and `page_table` are there to be used.
+        // The tests in `e8_2` check the tree the processor would walk.
         // Hints: `cargo xtask hint E8.2`, then `--more` for the next (3 in all).
         todo!("E8.2")
     }
@@ -209,6 +210,16 @@ impl ShadowMmu {
         write_entry(&table.table, entry, value);
         *slot = Some(leaf.page);
         Ok(())
+    }
+
+    /// The page table on the path to `linear`, if the path reaches one.
+    fn page_table(&self, linear: u64) -> Option<usize> {
+        let mut at = self.root?;
+        let top = if self.long_mode { 4 } else { 3 };
+        for level in (2..=top).rev() {
+            at = usize::from(*self.page(at)?.children.get(index(linear, level, self.long_mode))?.as_ref()?);
+        }
+        Some(at)
     }
 }
 // ANCHOR_END: install
@@ -346,13 +357,8 @@ impl ShadowMmu {
 impl ShadowMmu {
     /// The guest page mapped at `linear`'s page, if the shadow maps it.
     pub fn mapped(&self, linear: u64) -> Option<&PageRef> {
-        let mut at = self.root?;
-        let top = if self.long_mode { 4 } else { 3 };
-        for level in (2..=top).rev() {
-            let child = self.page(at)?.children.get(index(linear, level, self.long_mode))?.as_ref()?;
-            at = usize::from(*child);
-        }
-        self.page(at)?.frames.get(index(linear, 1, self.long_mode))?.as_ref()
+        let table = self.page_table(linear)?;
+        self.page(table)?.frames.get(index(linear, 1, self.long_mode))?.as_ref()
     }
 }
 

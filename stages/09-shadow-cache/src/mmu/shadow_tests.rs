@@ -143,6 +143,68 @@ mod e8_2 {
     }
 
     #[test]
+    fn making_room_never_frees_a_table_the_walk_stands_on() {
+        let mut mmu = ShadowMmu::new().expect("an MMU");
+        let root = mmu.root(true).expect("a root");
+        let (page, _) = guest_page();
+        // One page more than in the test above: the PDPT of the first 512
+        // GiB is the oldest page, and at some point exactly one page is
+        // free when a page needs both a directory and a page table. Making
+        // room after the first step down would then recycle that PDPT
+        // under the walk's feet.
+        mmu.install(0x20_0000, leaf(&page, false, false, false)).expect("installed");
+        let mut one_free = false;
+        for i in 0..600u64 {
+            one_free |= mmu.in_use() == MAX_SHADOW_PAGES - 1;
+            mmu.install(i << 30, leaf(&page, false, false, false)).unwrap_or_else(|e| panic!("install {i}: {e:?}"));
+            assert!(mmu.in_use() <= MAX_SHADOW_PAGES);
+            assert!(walk(root, i << 30, true).is_some(), "install {i} is mapped");
+        }
+        assert!(one_free, "the case this test is about never came up");
+    }
+
+    #[test]
+    fn a_page_whose_tables_exist_recycles_nothing() {
+        let mut mmu = ShadowMmu::new().expect("an MMU");
+        let root = mmu.root(true).expect("a root");
+        let (page, _) = guest_page();
+        // The root, a PDPT, a directory and 250 page tables; then a second
+        // PDPT with its directory and page table fills the tree exactly.
+        for i in 0..250u64 {
+            mmu.install(i << 21, leaf(&page, false, false, false)).expect("installed");
+        }
+        mmu.install(1 << 39, leaf(&page, false, false, false)).expect("installed");
+        assert_eq!(mmu.in_use(), MAX_SHADOW_PAGES, "the tree is full");
+        mmu.take_counts();
+        mmu.install((1 << 39) + 0x1000, leaf(&page, true, false, false)).expect("a neighbour");
+        assert_eq!(mmu.take_counts(), (0, 0), "no page made or recycled for a page whose tables exist");
+        assert!(walk(root, 0, true).is_some(), "the oldest page is still mapped");
+        assert!(walk(root, (1 << 39) + 0x1000, true).is_some(), "the neighbour is mapped");
+    }
+
+    #[test]
+    fn a_full_tree_makes_room_for_the_tables_of_the_path_it_recycles() {
+        let mut mmu = ShadowMmu::new().expect("an MMU");
+        let root = mmu.root(true).expect("a root");
+        let (page, _) = guest_page();
+        // The oldest PDPT keeps a directory but loses its only page table;
+        // other PDPTs, each with a directory and a page table, and one more
+        // page table fill the tree.
+        mmu.install(0, leaf(&page, false, false, false)).expect("installed");
+        mmu.invalidate(0, 1 << 21);
+        mmu.install(1 << 39 | 1 << 21, leaf(&page, false, false, false)).expect("installed");
+        for i in 1..=84u64 {
+            mmu.install(i << 39, leaf(&page, false, false, false)).expect("installed");
+        }
+        assert_eq!(mmu.in_use(), MAX_SHADOW_PAGES, "the tree is full");
+        // The path of 0x1000 lacks only its page table, but the oldest
+        // subtree, which room is made from first, holds the rest of it.
+        mmu.install(0x1000, leaf(&page, false, false, false)).expect("installed in a full tree");
+        assert!(walk(root, 0x1000, true).is_some(), "mapped");
+        assert!(mmu.in_use() <= MAX_SHADOW_PAGES);
+    }
+
+    #[test]
     fn a_new_paging_mode_throws_the_tree_away() {
         let mut mmu = ShadowMmu::new().expect("an MMU");
         let pae = mmu.root(false).expect("a root");

@@ -153,7 +153,10 @@ impl ShadowMmu {
     /// Maps the page of `linear` to `leaf`, making the missing tables on
     /// the way down from the root. `ENOMEM` when no page can be had.
     pub fn install(&mut self, linear: u64, leaf: Leaf) -> KResult<()> {
-        self.make_room(3);
+        if self.page_table(linear).is_none() {
+            // Before the first step down: what this frees is made again.
+            self.make_room(if self.long_mode { 3 } else { 1 });
+        }
         let mut at = self.root.ok_or(Errno::EINVAL)?;
         let top = if self.long_mode { 4 } else { 3 };
         for level in (2..=top).rev() {
@@ -200,6 +203,16 @@ impl ShadowMmu {
         write_entry(&table.table, entry, value);
         *slot = Some(leaf.page);
         Ok(())
+    }
+
+    /// The page table on the path to `linear`, if the path reaches one.
+    fn page_table(&self, linear: u64) -> Option<usize> {
+        let mut at = self.root?;
+        let top = if self.long_mode { 4 } else { 3 };
+        for level in (2..=top).rev() {
+            at = usize::from(*self.page(at)?.children.get(index(linear, level, self.long_mode))?.as_ref()?);
+        }
+        Some(at)
     }
 }
 // ANCHOR_END: install
@@ -337,13 +350,8 @@ impl ShadowMmu {
 impl ShadowMmu {
     /// The guest page mapped at `linear`'s page, if the shadow maps it.
     pub fn mapped(&self, linear: u64) -> Option<&PageRef> {
-        let mut at = self.root?;
-        let top = if self.long_mode { 4 } else { 3 };
-        for level in (2..=top).rev() {
-            let child = self.page(at)?.children.get(index(linear, level, self.long_mode))?.as_ref()?;
-            at = usize::from(*child);
-        }
-        self.page(at)?.frames.get(index(linear, 1, self.long_mode))?.as_ref()
+        let table = self.page_table(linear)?;
+        self.page(table)?.frames.get(index(linear, 1, self.long_mode))?.as_ref()
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::{Action, DrAccess, ExitContext};
 use crate::abi::{self, KvmRun};
-use crate::debug::{DR6_B, DR6_BD, DR6_FIXED_1, DR6_WRITABLE, DR7_GD, DrRule, dr_read, dr_rule, dr_write};
+use crate::debug::{DR6_B, DR6_BD, DR6_CAUSES, DR7_GD, DrRule, dr_read, dr_rule, dr_write};
 
 // ANCHOR: handle_dr
 /// `mov` to or from a debug register, which both backends intercept.
@@ -59,7 +59,7 @@ pub fn handle_db(causes: u64, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Ac
         return Action::ToUser;
     }
     let regs = &mut ctx.debug_state().regs;
-    regs.dr6 = regs.dr6 & !DR6_B | causes & DR6_WRITABLE | DR6_FIXED_1;
+    regs.dr6 = regs.dr6 & !DR6_B | causes & DR6_CAUSES;
     ctx.queue_exception(1, None);
     Action::Resume
 }
@@ -68,7 +68,7 @@ pub fn handle_db(causes: u64, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Ac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::debug::{DR6_BS, DebugState, Debugger};
+    use crate::debug::{DR6_BS, DR6_RESET, DebugState, Debugger};
     use crate::exit::fake::FakeContext;
 
     fn debugger(bps: [Option<u64>; 4], singlestep: bool) -> DebugState {
@@ -79,7 +79,6 @@ mod tests {
         DrAccess { dr, write, gpr: 0, insn_len: 3 }
     }
 
-
     #[test]
     fn general_detect_faults_once_and_clears_gd() {
         let mut ctx = FakeContext::default();
@@ -89,7 +88,6 @@ mod tests {
         assert_eq!((ctx.debug.regs.dr6 & DR6_BD, ctx.debug.regs.dr7), (DR6_BD, 0x400));
     }
 
-
     #[test]
     fn debug_exceptions_are_the_debuggers_only_for_its_own_causes() {
         let mut ctx = FakeContext::default();
@@ -97,7 +95,7 @@ mod tests {
         ctx.debug = debugger([Some(0x100), None, None, None], false);
         assert_eq!(handle_db(DR6_BS, &mut ctx, &mut run), Action::Resume, "the guest's own TF");
         assert_eq!(ctx.queued, Some((1, None)));
-        assert_eq!(ctx.debug.regs.dr6, DR6_FIXED_1 | DR6_BS);
+        assert_eq!(ctx.debug.regs.dr6, DR6_RESET | DR6_BS);
         ctx.queued = None;
         assert_eq!(handle_db(1, &mut ctx, &mut run), Action::ToUser);
         assert_eq!((run.exit_reason, ctx.queued), (crate::abi::KVM_EXIT_DEBUG, None));
@@ -121,7 +119,7 @@ mod tests {
             assert_eq!((ctx.skipped, ctx.queued), (6, None));
         }
 
-    #[test]
+        #[test]
         fn a_long_mode_write_of_high_dr7_bits_is_gp() {
             let mut ctx = FakeContext::default();
             ctx.sregs.efer = 1 << 10;

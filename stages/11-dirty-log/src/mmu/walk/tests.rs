@@ -419,18 +419,22 @@ mod e8_1 {
     fn cr0_wp_decides_whether_the_supervisor_may_write_read_only_pages() {
         let mut s = state(PagingMode::Long);
         let read_only = rights(false, true, true);
-        assert_eq!(check_access(read_only, WRITE, &s), Err(pfec::P | pfec::W));
-        assert_eq!(check_access(read_only, READ, &s), Ok(()));
+        let page = "a read-only page";
+        assert_eq!(check_access(read_only, WRITE, &s), Err(pfec::P | pfec::W), "{page}, supervisor write, WP = 1");
+        assert_eq!(check_access(read_only, READ, &s), Ok(()), "{page}, supervisor read, WP = 1");
         s.wp = false;
-        assert_eq!(check_access(read_only, WRITE, &s), Ok(()));
-        assert_eq!(check_access(read_only, USER_WRITE, &s), Err(pfec::P | pfec::W | pfec::U), "WP never helps a user");
+        assert_eq!(check_access(read_only, WRITE, &s), Ok(()), "{page}, supervisor write, WP = 0");
+        let user_write = check_access(read_only, USER_WRITE, &s);
+        assert_eq!(user_write, Err(pfec::P | pfec::W | pfec::U), "{page}, user write, WP = 0: WP never helps a user");
         let mut m = Memory::new(8);
         tables64(&mut m, 0x5000);
         m.put64(0x3018, 0x4000 | P | US);
-        let t = walk(&s, linear64(1, 2, 3, 4, 8), WRITE, &mut m, true).expect("WP = 0");
-        assert_eq!((t.gpa, t.writable, t.dirty), (0x5008, false, true));
+        let linear = linear64(1, 2, 3, 4, 8);
+        let case = "a walk through a read-only PDE, supervisor write";
+        let t = walk(&s, linear, WRITE, &mut m, true).unwrap_or_else(|e| panic!("{case}, WP = 0: {e:?}"));
+        assert_eq!((t.gpa, t.writable, t.dirty), (0x5008, false, true), "{case}, WP = 0: (gpa, writable, dirty)");
         s.wp = true;
-        assert_eq!(walk(&s, linear64(1, 2, 3, 4, 8), WRITE, &mut m, true), fault(pfec::P | pfec::W));
+        assert_eq!(walk(&s, linear, WRITE, &mut m, true), fault(pfec::P | pfec::W), "{case}, WP = 1");
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub fn decode(guest: &Guest<'_>) -> VmExit {
         n @ code::CR0_READ..=0x1F => decode_cr(guest, n),
         n @ code::DR0_READ..=0x3F => decode_dr(guest, n),
         // A #DB, with the causes the processor wrote into the VMCB's DR6.
-        code::DB => VmExit::Debug { causes: guest.vmcb.save.dr6 & crate::debug::DR6_WRITABLE },
+        code::DB => VmExit::Debug { causes: guest.vmcb.save.dr6 & crate::debug::DR6_CAUSES },
         n @ code::EXCP_BASE..=0x5F => {
             VmExit::Exception { vector: (n - code::EXCP_BASE) as u8, error_code: c.exit_info_1 as u32 }
         }

@@ -418,7 +418,7 @@ impl SvmVcpu {
         v.save.rflags = *entry.rflags & RFLAGS_VALID | RFLAGS_RESERVED_1;
         v.save.cr3 = entry.mmu_root;
         // DR6 as after reset, so that a #DB's exit shows only its causes.
-        v.save.dr6 = crate::debug::DR6_FIXED_1;
+        v.save.dr6 = crate::debug::DR6_RESET;
         v.control.tlb_control = 0;
         if new_asid {
             let assigned = asids.assign();

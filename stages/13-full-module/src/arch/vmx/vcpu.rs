@@ -116,7 +116,7 @@ impl VmxVcpu {
             real_mode_tss: None,
             vm86: false,
             vm86_iopl: 0,
-            debug: crate::debug::Hardware { dr7: crate::debug::DR7_FIXED_1, db: None },
+            debug: crate::debug::Hardware { dr7: crate::debug::DR7_RESET, db: None },
             dr7_written: None,
             exit_tf: false,
             drop_pending_step: false,
@@ -655,7 +655,7 @@ impl ArchVcpu for VmxVcpu {
             // SAFETY: interrupts are off; DR7 enables nothing while the
             // guest's addresses are loaded (the exit leaves it 0x400).
             unsafe {
-                write_dr7(crate::debug::DR7_FIXED_1);
+                write_dr7(crate::debug::DR7_RESET);
                 write_breakpoints(&guest);
             }
             host

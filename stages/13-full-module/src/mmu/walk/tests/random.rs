@@ -222,8 +222,14 @@ fn compare(mode: PagingMode, checked: bool) -> Tally {
             false => walk_unchecked(&c.state, c.linear, c.access, &mut mine, c.update),
         };
         let want = reference::reference(&c.state, c.linear, c.access, &mut theirs, c.update, checked);
-        assert_eq!(got, want, "case {i}: {c:x?}");
-        assert_eq!(mine.log, theirs.log, "accessed and dirty bits written, case {i}: {c:x?}");
+        // One base for the case and both results: hex, with its 0x.
+        assert!(got == want, "case {i}: {c:#x?}\n got: {got:#x?}\nwant: {want:#x?}");
+        assert!(
+            mine.log == theirs.log,
+            "accessed and dirty bits written, case {i}: {c:#x?}\n got: {:#x?}\nwant: {:#x?}",
+            mine.log,
+            theirs.log
+        );
         tally.add(&got, &mine);
     }
     tally
