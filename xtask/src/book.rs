@@ -13,15 +13,23 @@
 //! checks, the pictures described in `book/diagrams/` are drawn (see
 //! `book/diagram.rs`). mdBook itself is a pinned version that
 //! this command installs under `target/tools/` the first time it is needed.
+//!
+//! After mdBook, headless Chromium opens every page of the built book,
+//! saves a screenshot of each into `target/book/screenshots/`, and checks
+//! that every picture loaded and is drawn and that no include was left
+//! unexpanded (see `book/look.rs`). `--check` stops before mdBook and
+//! needs no browser.
 
+mod browser;
 mod check;
 mod commands;
 mod diagram;
 mod links;
+mod look;
 mod mdbook;
 mod svg;
 
-use crate::paths;
+use crate::{doctor, paths};
 use anyhow::{Result, bail};
 
 /// The mdBook release the book is built with.
@@ -55,12 +63,15 @@ pub fn check() -> Result<()> {
 }
 
 /// Checks the book, then builds it into `book/book/` with the pinned mdBook
-/// (installing it first if needed). Fails on any error or warning mdBook
-/// prints.
+/// (installing it first if needed), then looks at every page in Chromium.
+/// Fails on any error or warning mdBook prints and on any problem the
+/// browser shows.
 pub fn build() -> Result<()> {
     check()?;
+    doctor::require(doctor::BOOK)?;
     let mdbook = mdbook::ensure_installed()?;
-    mdbook::build(&mdbook, &paths::root().join("book"))?;
+    let book = paths::root().join("book");
+    mdbook::build(&mdbook, &book)?;
     println!("book: built into book/book/ (open book/book/index.html)");
-    Ok(())
+    look::all(&mdbook, &book)
 }

@@ -89,6 +89,10 @@ pub const BOCHS: &[Need] = &[
     file("/bin/busybox", "busybox-static", "L1's userspace"),
 ];
 
+/// What `cargo xtask book` needs beyond the Rust toolchain.
+pub const BOOK: &[Need] =
+    &[program("chromium", "chromium", "looking at the built book's pages and taking their screenshots")];
+
 /// What the test guests need.
 pub const GUESTS: &[Need] = &[program("nasm", "nasm", "assembling the test guests")];
 
@@ -152,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let sh = Shell::new()?;
     sh.change_dir(crate::paths::root());
-    let needs: Vec<Need> = [KERNEL_BUILD, QEMU, BOCHS, GUESTS].concat();
+    let needs: Vec<Need> = [KERNEL_BUILD, QEMU, BOCHS, GUESTS, BOOK].concat();
     let mut all: Vec<&Need> = needs.iter().collect();
     let mut seen = std::collections::HashSet::new();
     all.retain(|n| seen.insert(describe(n)));

@@ -177,7 +177,7 @@ fn course_checks(tally: &mut Tally, platform: Option<&str>, host_only: bool) -> 
         tally.add(&check);
     }
     println!("== the book");
-    step(tally, "book: builds, every include and link resolves", book::build);
+    step(tally, "book: builds, every include and link resolves, every picture shows in Chromium", book::build);
     Ok(())
 }
 
