@@ -711,8 +711,9 @@ impl CachedMmu {
     /// 4.10.4.1). Each such page is brought back in sync rather than
     /// thrown away: every shadow entry is checked against the guest entry
     /// it came from (`read` gives the guest's entry at a guest-physical
-    /// address, of the width given), and goes if the guest entry no longer
-    /// allows it; the rest stay. Then the table is protected again. Unsync
+    /// address, of the width given): it stays, loses the rights the guest
+    /// took away, or goes ([`resynced`]). Then the table is protected
+    /// again. Unsync
     /// pages of higher levels are left to [`CachedMmu::sync`].
     pub fn resync(&mut self, read: &mut dyn FnMut(u64, usize) -> Option<u64>) {
         for i in 0..self.pages.len() {
@@ -732,8 +733,10 @@ impl CachedMmu {
                 let shadow = read_entry(&p.table, entry);
                 let mapped = p.gfns.get(entry).copied().unwrap_or(u64::MAX);
                 let at = (gfn << PAGE_SHIFT).wrapping_add(((first + entry) * width) as u64);
-                if read(at, width).is_none_or(|guest| !still_allows(guest, shadow, mapped, role.guest)) {
-                    self.clear_leaf(i, entry);
+                match read(at, width).and_then(|guest| resynced(guest, shadow, mapped, role.guest)) {
+                    Some(kept) if kept == shadow => {}
+                    Some(kept) => write_entry(&p.table, entry, kept),
+                    None => self.clear_leaf(i, entry),
                 }
             }
             if let Some(p) = self.page_mut(i) {
@@ -833,21 +836,30 @@ pub fn goes_through(t: &Translation, gfn: u64) -> bool {
 //@ begin 13
 
 // ANCHOR: still_allows
-/// Whether guest page-table entry `guest` still allows shadow entry
-/// `shadow`, which maps guest frame `gfn`: present and accessed (or the
-/// next access must set A), the same frame, and every right the shadow
-/// grants (write only while D is set, as [`CachedMmu::install`] made it).
-fn still_allows(guest: u64, shadow: u64, gfn: u64, mode: PagingMode) -> bool {
+/// What shadow entry `shadow`, which maps guest frame `gfn`, may stay as
+/// now that its guest page-table entry is `guest`: itself, if the guest
+/// entry still allows every right it grants (write only while D is set,
+/// as [`CachedMmu::install`] made it); the same entry with fewer rights,
+/// if the guest took a write or user right away (a `fork` write-protects
+/// a process's pages, and they are still read); `None`, and it goes, if
+/// the guest entry is not present, maps another frame, has A clear (the
+/// next access must set it) or takes execution away.
+fn resynced(guest: u64, shadow: u64, gfn: u64, mode: PagingMode) -> Option<u64> {
     const ACCESSED: u64 = 1 << 5;
     const DIRTY: u64 = 1 << 6;
-    let lost = |right: u64| shadow & right != 0 && guest & right == 0;
-    guest & P != 0
-        && guest & ACCESSED != 0
-        && table_address(guest, mode) >> PAGE_SHIFT == gfn
-        && !lost(RW)
-        && !(shadow & RW != 0 && guest & DIRTY == 0)
-        && !lost(US)
-        && !(mode != PagingMode::Bits32 && shadow & XD == 0 && guest & XD != 0)
+    let same_page = guest & P != 0 && guest & ACCESSED != 0 && table_address(guest, mode) >> PAGE_SHIFT == gfn;
+    let no_execute = mode != PagingMode::Bits32 && shadow & XD == 0 && guest & XD != 0;
+    if !same_page || no_execute {
+        return None;
+    }
+    let mut kept = shadow;
+    if guest & RW == 0 || guest & DIRTY == 0 {
+        kept &= !(RW | D);
+    }
+    if guest & US == 0 {
+        kept &= !US;
+    }
+    Some(kept)
 }
 // ANCHOR_END: still_allows
 

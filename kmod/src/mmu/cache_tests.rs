@@ -357,9 +357,9 @@ mod unsync_leaves {
     }
 
     #[test]
-    fn resync_keeps_what_the_guest_still_allows_and_drops_the_rest() {
+    fn resync_keeps_what_the_guest_still_allows_narrows_what_it_took_away_and_drops_the_rest() {
         let page = Page::alloc_zeroed().expect("a page");
-        let linears = [0x40_1000, 0x40_2000, 0x40_3000, 0x40_4000, 0x40_5000];
+        let linears = [0x40_1000, 0x40_2000, 0x40_3000, 0x40_4000, 0x40_5000, 0x40_6000];
         let mut mmu = shadowed(&linears, &page);
         let root = mmu.root_phys().expect("a root");
         assert!(mmu.unsync_leaves(0x20));
@@ -368,11 +368,21 @@ mod unsync_leaves {
             (0x20008, 0x31065), // read-only now
             (0x2000C, 0x40067), // another frame
             (0x20010, 0x33047), // A cleared
-            (0x20014, 0x34027), // D cleared: a writable shadow entry must go
+            (0x20014, 0x34027), // D cleared: writable no more until D is set again
+            (0x20018, 0x35063), // supervisor only now
         ]);
-        assert!(shadow_leaf(root, 0x40_1000).is_some(), "an unchanged entry stays");
-        for linear in &linears[1..] {
-            assert_eq!(shadow_leaf(root, *linear), None, "{linear:#x}'s guest entry no longer allows it");
+        let unchanged = shadow_leaf(root, 0x40_1000).expect("an unchanged entry stays");
+        assert_ne!(unchanged & RW, 0);
+        for linear in [0x40_2000, 0x40_5000] {
+            let entry = shadow_leaf(root, linear).expect("the same frame, present and accessed: it stays");
+            assert_eq!(entry & (RW | D), 0, "{linear:#x}: read-only, as the guest entry now says");
+            assert_ne!(entry & US, 0, "{linear:#x}: still a user page");
+        }
+        let supervisor = shadow_leaf(root, 0x40_6000).expect("it stays");
+        assert_eq!(supervisor & US, 0, "the user right is gone");
+        assert_ne!(supervisor & RW, 0, "the write right is still granted");
+        for linear in [0x40_3000, 0x40_4000] {
+            assert_eq!(shadow_leaf(root, linear), None, "{linear:#x}'s guest entry no longer allows it");
         }
         assert!(mmu.is_protected(0x20), "in sync, and protected again");
         assert!(mmu.needs_flush);
