@@ -642,7 +642,7 @@ impl ExitContext for Running<'_> {
     }
 
     fn invlpg(&mut self, address: u64) {
-        if self.hw.mmu.invalidate_page(address) {
+        if self.hw.mmu.invalidate_page(address, self.memory) {
             return;
         }
         self.hw.mmu.resync(self.memory);

@@ -303,6 +303,28 @@ mod prefetch {
     }
 
     #[test]
+    fn invlpg_of_a_changed_entry_fills_the_new_translation_at_once() {
+        let m = unlogged();
+        let sregs = paging_on(&m);
+        let mut mmu = cached();
+        let root = mmu.prepare(&sregs, &m).expect("a root");
+        assert_eq!(mmu.page_fault(linear(0), READ, &m), PageFault::Fixed);
+        assert!(maps(&m, leaf(root.phys, linear(0)).expect("filled"), 0x10));
+        // The guest moves page 0 to frame 0x30, empties page 1, and
+        // invalidates both, and page 12, which the shadow never held.
+        poke32(&m, 0x2000, (0x30 << 12 | P | RW | US | A | D) as u32);
+        poke32(&m, 0x2000 + 4, 0);
+        for i in [0, 1, 12] {
+            assert!(mmu.invalidate_page(linear(i), &m), "page {i}: the tables above are in sync");
+        }
+        let moved = leaf(root.phys, linear(0)).expect("the new translation, filled by the invlpg");
+        assert!(maps(&m, moved, 0x30), "the new frame");
+        assert_ne!(moved & RW, 0, "dirty and writable in the guest's entry");
+        assert_eq!(leaf(root.phys, linear(1)), None, "not present in the guest: nothing");
+        assert_eq!(leaf(root.phys, linear(12)), None, "never held: left to its first fault");
+    }
+
+    #[test]
     fn a_fault_in_a_large_page_fills_the_rest_of_its_group() {
         const PS: u64 = 0x80;
         let m = unlogged();

@@ -338,27 +338,31 @@ const PREFETCH: u64 = 8;
 /// nobody wrote must not be reported (Linux's KVM, likewise, prefetches
 /// nothing into a slot that logs dirty pages).
 fn prefetch(cache: &mut CachedMmu, built: &Built, address: u64, memory: &Mutex<MemSlots>) {
-    const ACCESSED: u64 = 1 << 5;
-    let read = Access { write: false, user: false, fetch: false };
     let first = address & !(PREFETCH * 0x1000 - 1);
     for linear in (0..PREFETCH).map(|n| first + n * 0x1000).filter(|&l| l != address & !0xFFF) {
-        if cache.mapped(linear, built.state.mode).is_some() {
-            continue;
-        }
-        let slots = memory.lock();
-        let Ok(t) = walk::walk(&built.state, linear, read, &mut SlotTables(&slots), false) else { continue };
-        let used = t.entries.iter().flatten().next().is_some_and(|leaf| leaf.value & ACCESSED != 0);
-        let gfn = t.gpa >> PAGE_SHIFT;
-        let page = slots.gfn_to_page(gfn).map(|p| p.get());
-        let logged = slots.logs_dirty(gfn);
-        drop(slots);
-        let (Some(page), true) = (page, used) else { continue };
-        let leaf = shadow_leaf(page, &t, read, built.state.wp);
-        let leaf = Leaf { writable: leaf.writable && !logged, ..leaf };
-        if cache.install(linear, &t, built.state.mode, leaf).is_err() {
+        if cache.mapped(linear, built.state.mode).is_none() && fill(cache, built, linear, memory).is_err() {
             return;
         }
     }
+}
+
+/// Fills the shadow entry of `linear` from the guest's tables if they map
+/// it and the guest has used it (A set), with the rights `prefetch`
+/// gives; nothing if not. `Err` if the shadow had no room.
+fn fill(cache: &mut CachedMmu, built: &Built, linear: u64, memory: &Mutex<MemSlots>) -> KResult<()> {
+    const ACCESSED: u64 = 1 << 5;
+    let read = Access { write: false, user: false, fetch: false };
+    let slots = memory.lock();
+    let Ok(t) = walk::walk(&built.state, linear, read, &mut SlotTables(&slots), false) else { return Ok(()) };
+    let used = t.entries.iter().flatten().next().is_some_and(|leaf| leaf.value & ACCESSED != 0);
+    let gfn = t.gpa >> PAGE_SHIFT;
+    let page = slots.gfn_to_page(gfn).map(|p| p.get());
+    let logged = slots.logs_dirty(gfn);
+    drop(slots);
+    let (Some(page), true) = (page, used) else { return Ok(()) };
+    let leaf = shadow_leaf(page, &t, read, built.state.wp);
+    let leaf = Leaf { writable: leaf.writable && !logged, ..leaf };
+    cache.install(linear, &t, built.state.mode, leaf)
 }
 // ANCHOR_END: prefetch
 
@@ -498,15 +502,26 @@ impl Mmu {
         }
     }
 
+    // ANCHOR: invlpg_fill
     /// `invlpg` of one guest page the cache maps through tables in sync
     /// down to its page table ([`CachedMmu::invalidate_page`]); `false` if
-    /// the whole `invlpg` must run.
-    pub fn invalidate_page(&mut self, address: u64) -> bool {
+    /// the whole `invlpg` must run. A guest invalidates after it changed
+    /// the page's entry, and touches the page again soon: if the shadow
+    /// held a translation, the new one is filled at once, as a prefetch
+    /// would (Linux's KVM does the same in its `invlpg`), instead of at the
+    /// fault that would follow.
+    pub fn invalidate_page(&mut self, address: u64, memory: &Mutex<MemSlots>) -> bool {
         let (Some(cache), Some(built)) = (&mut self.cache, self.built) else { return false };
+        let held = cache.mapped(address, built.state.mode).is_some();
         let done = cache.invalidate_page(address, built.state.mode);
         self.needs_flush |= done;
+        if done && held {
+            // No room: the next access faults, as it would have.
+            let _ = fill(cache, &built, address & !0xFFF, memory);
+        }
         done
     }
+    // ANCHOR_END: invlpg_fill
 
     /// Before a CR3 load or a whole `invlpg` takes effect: the cache's
     /// unsync page tables are checked against the guest's
