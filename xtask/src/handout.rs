@@ -41,20 +41,27 @@ pub const CHECK_STAGE: u32 = 8;
 #[derive(clap::Args)]
 pub struct Args {
     /// The stage the student works on, 1 to 13: the tree holds stages 1 to N.
-    pub stage: u32,
+    #[arg(required_unless_present = "check")]
+    pub stage: Option<u32>,
     /// Where to write the tree: a directory that does not exist yet, or is empty.
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "check")]
+    pub dir: Option<PathBuf>,
+    /// Instead: write stage 8's handout under target/handout-check/ and run
+    /// `progress` and `hint` there, as `cargo xtask test` does.
+    #[arg(long, conflicts_with_all = ["stage", "dir"])]
+    pub check: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let busy = std::fs::read_dir(&args.dir).is_ok_and(|mut entries| entries.next().is_some());
-    ensure!(!busy, "{} is not empty: give a new directory, so that nothing of a student's is overwritten", args.dir.display());
+    let (Some(stage), Some(dir)) = (args.stage, args.dir) else { return check(true) };
+    let busy = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    ensure!(!busy, "{} is not empty: give a new directory, so that nothing of a student's is overwritten", dir.display());
     let start = Instant::now();
-    let files = write(args.stage, &args.dir, true)?;
+    let files = write(stage, &dir, true)?;
     println!(
         "stage {}'s handout: {files} files in {} ({}); HANDOUT.md there says what it holds",
-        dir_name(args.stage),
-        args.dir.display(),
+        dir_name(stage),
+        dir.display(),
         crate::progress::elapsed_text(start.elapsed())
     );
     Ok(())
@@ -101,7 +108,8 @@ fn tracked(root: &Path) -> Result<Vec<String>> {
     };
     let untracked: Vec<String> = list(&["--others", "--exclude-standard"])?.into_iter().filter(|p| keep(p, LAST_STAGE)).collect();
     if !untracked.is_empty() {
-        println!("handout: left out {} files git does not track: {}", untracked.len(), untracked.join(", "));
+        let files = if untracked.len() == 1 { "1 file" } else { &format!("{} files", untracked.len()) };
+        println!("handout: left out {files} git does not track: {}", untracked.join(", "));
     }
     list(&["--cached"])
 }
@@ -150,17 +158,18 @@ fn readme(root: &Path, stage: u32, programs: bool) -> Result<String> {
     let commit = String::from_utf8_lossy(&describe.stdout).trim().to_string();
     let later = match stage {
         LAST_STAGE => String::new(),
-        _ => format!(", and the stages after {stage:02} (stage {:02}'s crate holds stage {stage:02}'s answers)", stage + 1),
+        _ => format!(";\n- the stages after {stage:02}: stage {:02}'s crate holds stage {stage:02}'s answers", stage + 1),
     };
     let programs = if programs {
         format!(
-            "The programs L1 runs beside the module, `rkvm-run` (it runs the test guests) and\n\
-             `rkvm-devtest`, take the ABI from `kmod/`: they are prebuilt in `{PREBUILT}/`, linked\n\
-             statically, and their crates are left out.\n"
+            "The programs L1 runs beside\n\
+             the module, `rkvm-run` (it runs the test guests) and `rkvm-devtest`, take the ABI from\n\
+             `kmod/`: they are prebuilt in `{PREBUILT}/`, linked statically, and their crates are\n\
+             left out.\n"
         )
     } else {
-        "The programs L1 runs beside the module are left out, with their crates: `test-stage`\n\
-                  and `l1` cannot run here.\n"
+        "The programs L1 runs beside\n\
+         the module are left out, with their crates: `test-stage` and `l1` cannot run here.\n"
             .into()
     };
     let mut commands = vec![
@@ -173,20 +182,22 @@ fn readme(root: &Path, stage: u32, programs: bool) -> Result<String> {
     if let Some(first) = hint::all(root)?.into_iter().find(|e| e.id.stage == stage) {
         commands.insert(1, (format!("cargo xtask hint {}", first.id), "an exercise's instruction and first hint (--more: the next)"));
     }
-    let commands: String = commands.iter().map(|(command, what)| format!("    {command:<32}  {what}\n")).collect();
+    let width = commands.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
+    let commands: String = commands.iter().map(|(command, what)| format!("    {command:<width$}   {what}\n")).collect();
     Ok(format!(
         "# rkvm, stage {name}\n\n\
          Written by `cargo xtask handout {stage}` from the rkvm repository at {commit}.\n\n\
          This tree is what a course hands out for stage {stage:02}: the stage crates up to it\n\
          (`stages/`), the book's source (`book/`), the test guests with their golden traces\n\
-         (`testguests/`) and the harness (`xtask/`). It leaves out `kmod/` (the whole hypervisor),\n\
-         `solutions/`{later}. The workspace's `Cargo.toml` lists the crates that are here.\n\n\
-         {programs}\n\
+         (`testguests/`) and the harness (`xtask/`). It leaves out what would give answers away:\n\n\
+         - `kmod/`, the whole hypervisor;\n\
+         - `solutions/`, the answers to every stage's exercises{later}.\n\n\
+         The workspace's `Cargo.toml` lists the crates that are here. {programs}\n\
          What works here:\n\n\
          {commands}\n\
          The commands that need `kmod/` or `solutions/` (`test`, `stages`, `exercises`, `book`,\n\
          `kmod`, `--solution`, ...) say so and stop. The book's code excerpts come from the stages,\n\
-         so its chapters past stage {stage:02} cannot be built here: read the book the course publishes.\n",
+         so it cannot be built here: read the book the course publishes.\n",
         name = dir_name(stage),
     ))
 }
