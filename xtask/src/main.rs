@@ -164,3 +164,27 @@ impl Command {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directories `cargo xtask LINE` needs beyond the stages.
+    fn needs(line: &str) -> Option<&'static [&'static str]> {
+        let cli = Cli::try_parse_from(std::iter::once("cargo xtask").chain(line.split_whitespace())).unwrap();
+        cli.command.needs().map(|(_, dirs)| dirs)
+    }
+
+    #[test]
+    fn a_handout_runs_the_students_commands_and_refuses_the_others() {
+        for line in ["progress", "progress --stage 8", "hint E8.1", "watch --stage 8", "test-stage 8", "l1 --stage 8 true", "doctor"] {
+            assert_eq!(needs(line), None, "{line}");
+        }
+        for line in ["test", "exercises --check", "test-stage 8 --solution", "l1 --stage 8 --solution true", "handout 8 dir"] {
+            assert_eq!(needs(line), Some(&["kmod", "solutions"][..]), "{line}");
+        }
+        for line in ["stages", "kmod", "book", "l1 true", "fuzz", "demo", "dkms", "vmm"] {
+            assert_eq!(needs(line), Some(&["kmod"][..]), "{line}");
+        }
+    }
+}
