@@ -137,7 +137,7 @@ impl Course {
 }
 
 /// `the stages in this tree are 01, 07`, for error messages.
-fn listed(present: &[u32]) -> String {
+pub fn listed(present: &[u32]) -> String {
     match present {
         [] => "this tree has no stage crate under stages/".into(),
         _ => {

@@ -14,7 +14,7 @@ mod dkms;
 mod doctor;
 mod exercises;
 mod fuzz;
-mod smp;
+mod handout;
 mod hint;
 mod initramfs;
 mod jobs;
@@ -27,6 +27,7 @@ mod paths;
 mod platform;
 mod progress;
 mod report;
+mod smp;
 mod stages;
 mod test;
 mod test_stage;
@@ -78,6 +79,8 @@ enum Command {
     Progress(course::Args),
     /// Rerun a stage's exercise tests each time one of its source files is saved.
     Watch(watch::Args),
+    /// Write the tree a course hands out for stage N: the stages up to N, without kmod/ and solutions/.
+    Handout(handout::Args),
     /// Run the tests of stage N (its skeleton, or with --solution its answers).
     TestStage(test_stage::Args),
     /// Build the book and check its includes, anchors and links.
@@ -108,6 +111,9 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
+    if let Some((name, dirs)) = cli.command.needs() {
+        paths::require(name, dirs)?;
+    }
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Kernel(args) => kernel::run(args),
@@ -122,6 +128,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Hint(args) => hint::run(args),
         Command::Progress(args) => course::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::Handout(args) => handout::run(args),
         Command::TestStage(args) => test_stage::run(args),
         Command::Book(args) => book::run(args),
         Command::Oracle(args) => oracle::run(args),
@@ -131,5 +138,59 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Fuzz(args) => fuzz::run(args),
         Command::Stress(args) => smp::run(args),
         Command::Vmm(args) => vmm::run(args),
+    }
+}
+
+impl Command {
+    /// The command's name and the directories it needs beyond the stages
+    /// (a stage's handout has neither `kmod/` nor `solutions/`); `None` for
+    /// the commands that work in a handout (`l1` without `--stage` says
+    /// itself that it needs a stage there).
+    fn needs(&self) -> Option<(&'static str, &'static [&'static str])> {
+        const KMOD: &[&str] = &["kmod"];
+        const ALL: &[&str] = &["kmod", "solutions"];
+        match self {
+            Command::Kmod(_) => Some(("kmod", KMOD)),
+            Command::Distro(_) => Some(("distro", KMOD)),
+            Command::Dkms(_) => Some(("dkms", KMOD)),
+            Command::Demo(_) => Some(("demo", KMOD)),
+            Command::L1(args) if args.solution => Some(("l1 --solution", ALL)),
+            Command::Test(_) => Some(("test", ALL)),
+            Command::Stages(_) => Some(("stages", KMOD)),
+            Command::Exercises(_) => Some(("exercises", ALL)),
+            Command::TestStage(args) if args.solution => Some(("test-stage --solution", ALL)),
+            Command::Handout(_) => Some(("handout", ALL)),
+            Command::Book(_) => Some(("book", KMOD)),
+            Command::Bench(_) => Some(("bench", KMOD)),
+            Command::Fuzz(_) => Some(("fuzz", KMOD)),
+            Command::Stress(_) => Some(("stress", KMOD)),
+            Command::Counts(_) => Some(("counts", KMOD)),
+            Command::Vmm(_) => Some(("vmm", KMOD)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directories `cargo xtask LINE` needs beyond the stages.
+    fn needs(line: &str) -> Option<&'static [&'static str]> {
+        let cli = Cli::try_parse_from(std::iter::once("cargo xtask").chain(line.split_whitespace())).unwrap();
+        cli.command.needs().map(|(_, dirs)| dirs)
+    }
+
+    #[test]
+    fn a_handout_runs_the_students_commands_and_refuses_the_others() {
+        for line in ["progress", "progress --stage 8", "hint E8.1", "watch --stage 8", "test-stage 8", "l1 --stage 8 true", "doctor"] {
+            assert_eq!(needs(line), None, "{line}");
+        }
+        for line in ["test", "exercises --check", "test-stage 8 --solution", "l1 --stage 8 --solution true", "handout 8 dir"] {
+            assert_eq!(needs(line), Some(&["kmod", "solutions"][..]), "{line}");
+        }
+        for line in ["stages", "kmod", "book", "fuzz", "demo", "dkms", "vmm"] {
+            assert_eq!(needs(line), Some(&["kmod"][..]), "{line}");
+        }
     }
 }

@@ -33,3 +33,19 @@ pub fn cache() -> PathBuf {
 pub fn l1_sources() -> PathBuf {
     root().join("xtask").join("l1")
 }
+
+/// Fails, in one sentence, unless this tree has `dirs` (`kmod`,
+/// `solutions`): commands that build or judge the whole hypervisor need the
+/// repository itself, not a stage's handout (see `handout.rs`).
+pub fn require(command: &str, dirs: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<String> = dirs.iter().filter(|d| !root().join(d).is_dir()).map(|d| format!("{d}/")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let handout = if root().join("HANDOUT.md").is_file() { " (see HANDOUT.md)" } else { "" };
+    anyhow::bail!(
+        "`cargo xtask {command}` needs the full rkvm repository, and this tree has no {}: it is a stage's \
+         handout{handout}, where `progress`, `hint`, `watch`, `test-stage N` and `l1 --stage N` work",
+        missing.join(" and no ")
+    )
+}

@@ -1,17 +1,18 @@
 //! `cargo xtask test` and `cargo xtask demo`.
 //!
 //! `test` runs everything a change must pass: the workspace's host unit
-//! tests, then the device checks in L1 (load `rkvm.ko`, talk to
-//! `/dev/rkvm`, run the test guests and a hundred seeds of each seeded
-//! guest, unload), then Linux booted by `rkvm-vmm` on Linux's KVM and on
-//! rkvm with their consoles compared, then a minute of `rkvm-fuzz` in L1,
-//! then the device checks again on Debian's stock kernel (`cargo xtask
-//! distro`). It prints every check as it goes and ends with the line
-//! `N passed, M failed`.
+//! tests, the generated trees, the exercises, every stage with its
+//! solutions, `progress` and `hint` in a stage's handout, the book; then
+//! the device checks in L1 (load `rkvm.ko`, talk to `/dev/rkvm`, run the
+//! test guests and a hundred seeds of each seeded guest, unload), then
+//! Linux booted by `rkvm-vmm` on Linux's KVM and on rkvm with their
+//! consoles compared, then a minute of `rkvm-fuzz` in L1, then the device
+//! checks again on Debian's stock kernel (`cargo xtask distro`). It prints
+//! every check as it goes and ends with the line `N passed, M failed`.
 
 use crate::kernel::Choice;
 use crate::l1::{self, Check};
-use crate::{book, distro, exercises, fuzz, jobs, paths, platform, stages, test_stage};
+use crate::{book, distro, exercises, fuzz, handout, jobs, paths, platform, stages, test_stage};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -176,6 +177,10 @@ fn course_checks(tally: &mut Tally, platform: Option<&str>, host_only: bool) -> 
         l1::print_check(&check);
         tally.add(&check);
     }
+    println!("== a stage's handout: the tree a course hands out, without kmod/ and solutions/");
+    // The L1 programs are in it when the stages' L1 runs above built them.
+    let name = format!("handout {}: `progress` and `hint` work in it", handout::CHECK_STAGE);
+    step(tally, &name, || handout::check(!host_only));
     println!("== the book");
     step(tally, "book: builds, every include and link resolves, every picture shows in Chromium", book::build);
     Ok(())

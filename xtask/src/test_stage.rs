@@ -106,6 +106,10 @@ pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>, choice: &C
 pub fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
     ensure!((1..=LAST_STAGE).contains(&stage), "there is no stage {stage}: stages are 1 to {LAST_STAGE}");
     let dir = stages::stage_dir(stage);
+    if !dir.is_dir() && !paths::root().join("kmod").is_dir() {
+        let present: Vec<u32> = (1..=LAST_STAGE).filter(|&n| stages::stage_dir(n).is_dir()).collect();
+        bail!("stages/{}/ is not in this tree; {}", dir_name(stage), crate::course::listed(&present));
+    }
     if !dir.is_dir() {
         bail!(
             "stages/{}/ does not exist: kmod/ does not reach stage {stage} yet, or the stages were \
