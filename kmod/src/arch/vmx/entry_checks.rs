@@ -29,7 +29,7 @@
 //! Linux's KVM today emulates such a guest one instruction at a time
 //! until its state passes (`emulate_invalid_guest_state`); rkvm's
 //! emulator knows only what MMIO and real mode need. So rkvm does what
-//! 2006's `enter_pmode` did for data segments (`fix_pmode_dataseg`): the
+//! 2006's `enter_pmode` did for data segments (`FIX_PMODE_DATASEG`): the
 //! hardware gets a segment that would fail changed so that it passes, in
 //! what the guest can least tell, and the guest keeps its own view, which
 //! `guest::read_sregs` gives back after the exit to every segment the
@@ -46,10 +46,10 @@ const TYPE_CONFORMING: u8 = 0x4;
 /// LDTR, TR) that the hardware runs a protected-mode guest with, whose
 /// own are `segs`. The CPL is SS's DPL. Changed, where the checks demand:
 ///
-/// - CS and SS get the CPL as their RPL. Right after CR0.PE is set the
-///   CPL is 0 whatever the selectors' low bits; the guest sees the RPL
-///   only if it reads the selector (`mov ax, cs`, `push ss`) before it
-///   loads the register.
+/// - CS and SS get the CPL as their RPL. A guest that has just set
+///   CR0.PE runs at privilege level 0 whatever its selectors' low bits;
+///   it sees the RPL only if it reads the selector (`mov ax, cs`, `push
+///   ss`) before it loads the register.
 /// - CS gets the CPL as its DPL if it is non-conforming, at most the CPL
 ///   if it is conforming.
 /// - A usable data or non-conforming code segment in DS, ES, FS or GS

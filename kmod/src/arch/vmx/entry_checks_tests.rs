@@ -198,18 +198,20 @@ fn the_guest_reads_back_its_own_segments_after_an_exit() {
     }
 }
 
-/// `chaos-mmio-real` seed 91: random bytes in real mode ran `sub sp, sp`
-/// and `pop ds`, which loaded DS with the word at 0 (the offset of the
-/// guest's vector 0 handler, 0x81A7: RPL 3) and kept the DPL 0 of the
-/// descriptor DS last had; then the guest set CR0.PE to load its own
-/// segments, and VM entry refused DS.
+/// `chaos-mmio-real` seed 91 on bochs-vmx, with the segments its kernel
+/// log showed: random bytes in real mode ran `sub sp, sp` and `pop ds`,
+/// which loaded DS with the word at 0 (the offset of the guest's vector 0
+/// handler, 0x81A7: RPL 3) and kept the DPL 0 of the descriptor DS last
+/// had; then the guest set CR0.PE to load its own segments, and VM entry
+/// refused DS.
 #[test]
 fn a_real_mode_pop_ds_then_cr0_pe_enters_with_dpl_3_and_reads_back_dpl_0() {
-    let window = KvmSegment { base: 0xBFFF_8000, limit: 0xFFFF_FFFF, g: 1, db: 1, selector: 0x28, type_: 3, s: 1, present: 1, ..KvmSegment::default() };
+    let below = KvmSegment { base: 0xBFFF_8000, limit: 0xFFFF_FFFF, g: 1, db: 1, selector: 0x28, type_: 3, s: 1, present: 1, ..KvmSegment::default() };
+    let down16 = KvmSegment { base: 0xBFFF_1000, limit: 0xEFFF, selector: 0x48, type_: 7, s: 1, present: 1, ..KvmSegment::default() };
     let real0 = KvmSegment { selector: 0x50, ..KvmSegment::real_mode(0) };
     let code = KvmSegment { type_: 0xB, ..KvmSegment::real_mode(0) };
-    let ds = load_segment(&window, 0x81A7);
-    let sregs = KvmSregs { cr0: 0x11, cs: code, ss: real0, ds, es: window, fs: window, gs: window, ..KvmSregs::default() };
+    let ds = load_segment(&below, 0x81A7);
+    let sregs = KvmSregs { cr0: 0x11, cs: code, ss: real0, ds, es: down16, fs: below, gs: down16, ..KvmSregs::default() };
     let raw = [sregs.es, sregs.cs, sregs.ss, sregs.ds, sregs.fs, sregs.gs, sregs.ldt, sregs.tr];
     assert!(entry_refuses(&raw).is_some_and(|why| why.starts_with("DS.DPL < DS.RPL")), "what Bochs refused");
     let mut vmcs = FakeVmcs::default();
