@@ -123,7 +123,7 @@ fi
 # The seeded guests, CHAOS_SEEDS seeds each (when the harness sets it):
 # every run must end in a way a guest may end (`rkvm-run chaos`), on VMX
 # too, where chaos-mmio-real runs in virtual-8086 mode and 16-bit protected
-# mode (300 of its seeds took 113 s of L1's clock under Bochs).
+# mode (100 of its seeds took 33 s of L1's clock under Bochs).
 if [ -x ./rkvm-run ] && [ -n "$CHAOS_SEEDS" ]; then
 	if run_guarded rkvm-run-chaos sh -c "./rkvm-run chaos ${MAX_STAGE:+--max-stage $MAX_STAGE} --seeds $CHAOS_SEEDS > chaos.out"; then
 		ok chaos
