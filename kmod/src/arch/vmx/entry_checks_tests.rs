@@ -18,8 +18,10 @@ use crate::test_rng::Rng;
 /// fails, or none. LDTR and TR are left out.
 fn entry_refuses(segs: &[KvmSegment; 8]) -> Option<String> {
     let [es, cs, ss, ds, fs, gs, _, _] = segs;
+    // The access-rights field, as the VMCS holds it (Table 25-2).
     let ar = |s: &KvmSegment| access_rights(s);
-    let (type_, s, dpl, p, usable) = (|a: u32| a & 0xF, |a: u32| a >> 4 & 1, |a: u32| a >> 5 & 3, |a: u32| a >> 7 & 1, |a: u32| a >> 16 & 1 == 0);
+    let (type_, s, dpl) = (|a: u32| a & 0xF, |a: u32| a >> 4 & 1, |a: u32| a >> 5 & 3);
+    let (p, usable) = (|a: u32| a >> 7 & 1, |a: u32| a >> 16 & 1 == 0);
     let rpl = |s: &KvmSegment| u32::from(s.selector & 3);
     let limit_fits_g = |seg: &KvmSegment| {
         let g = ar(seg) >> 15 & 1;
@@ -68,7 +70,8 @@ fn base_and_limit(rng: &mut Rng) -> (u64, u32, u8) {
 /// it sets (SDM Vol. 3A, 5.5 to 5.7, and `mov`, `pop`, `lss` in Vol. 2).
 fn loaded(rng: &mut Rng, seg: Seg, cpl: u8) -> KvmSegment {
     let (base, limit, g) = base_and_limit(rng);
-    let any = KvmSegment { base, limit, g, s: 1, present: 1, db: rng.below(2) as u8, avl: rng.below(2) as u8, ..KvmSegment::default() };
+    let (db, avl) = (rng.below(2) as u8, rng.below(2) as u8);
+    let any = KvmSegment { base, limit, g, s: 1, present: 1, db, avl, ..KvmSegment::default() };
     let selector = |rng: &mut Rng, rpl: u8| (rng.next() as u16 & !3 | u16::from(rpl)).max(8 | u16::from(rpl));
     match seg {
         Seg::Cs => {
@@ -206,8 +209,9 @@ fn the_guest_reads_back_its_own_segments_after_an_exit() {
 /// refused DS.
 #[test]
 fn a_real_mode_pop_ds_then_cr0_pe_enters_with_dpl_3_and_reads_back_dpl_0() {
-    let below = KvmSegment { base: 0xBFFF_8000, limit: 0xFFFF_FFFF, g: 1, db: 1, selector: 0x28, type_: 3, s: 1, present: 1, ..KvmSegment::default() };
-    let down16 = KvmSegment { base: 0xBFFF_1000, limit: 0xEFFF, selector: 0x48, type_: 7, s: 1, present: 1, ..KvmSegment::default() };
+    let data = KvmSegment { s: 1, present: 1, ..KvmSegment::default() };
+    let below = KvmSegment { base: 0xBFFF_8000, limit: 0xFFFF_FFFF, g: 1, db: 1, selector: 0x28, type_: 3, ..data };
+    let down16 = KvmSegment { base: 0xBFFF_1000, limit: 0xEFFF, selector: 0x48, type_: 7, ..data };
     let real0 = KvmSegment { selector: 0x50, ..KvmSegment::real_mode(0) };
     let code = KvmSegment { type_: 0xB, ..KvmSegment::real_mode(0) };
     let ds = load_segment(&below, 0x81A7);
