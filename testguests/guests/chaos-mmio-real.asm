@@ -12,9 +12,9 @@
 ; again, without a far jump (as mmio-real does). Paging stays off.
 ;
 ; Every interrupt vector leads to a `call fault` in a table of 256, whose
-; return address tells the vector. Under rkvm on Intel VMX (real mode run
-; as 16-bit protected mode, stage 12) an exception goes to userspace
-; instead and ends the run; the IVT then serves only AMD SVM.
+; return address tells the vector. rkvm on Intel VMX delivers exceptions
+; through it too (stage 12); only a #GP whose instruction rkvm cannot
+; emulate goes to userspace there, and ends the run.
 
 %include "rkvm.inc"
 %include "chaos-mmio.inc"
