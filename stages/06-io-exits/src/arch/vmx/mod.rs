@@ -8,7 +8,9 @@
 //! - from stage 05: `fields` (VMCS encodings), `guest` and `host` (the
 //!   guest- and host-state areas), `entry` (the entry and exit assembly)
 //!   and `exit` (exits decoded into `VmExit`);
-//! - from stage 12: `msrs` (where the guest's MSRs live, and their switch);
+//! - from stage 12: `msrs` (where the guest's MSRs live, and their switch)
+//!   and `entry_checks` (a protected-mode guest's segments in the form VM
+//!   entry accepts);
 //! - this file: the backend as a whole, VMX operation on and off.
 
 pub mod caps;

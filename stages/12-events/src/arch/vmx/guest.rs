@@ -285,15 +285,26 @@ fn segments_mut(sregs: &mut KvmSregs) -> [&mut KvmSegment; 8] {
 }
 
 // ANCHOR: write_guest
-/// Writes the guest's view `sregs` into the guest-state area: segments,
-/// GDTR, IDTR, and CR0 and CR4 as the hardware runs them with their
-/// shadows. CR3 is the module's and is written before each entry; CR2 is
-/// not in the VMCS; EFER is not loaded (a 32-bit guest runs with the
-/// host's EFER, LMA and LME cleared by the entry).
+/// The guest's eight segment registers as the hardware runs them, in
+/// VMCS order: a real-mode guest's as [`real_mode_segment`] makes them,
+/// a protected-mode guest's as they are.
+/// From stage 12 a protected-mode guest's pass VM entry's checks even
+/// where the guest's own would not (`entry_checks.rs`).
+pub fn entry_segments(sregs: &KvmSregs) -> [KvmSegment; 8] {
+    let segs = segments(sregs).map(|s| *s);
+    if !real_mode(sregs) {
+        return super::entry_checks::protected_mode_segments(segs);
+    }
+    if real_mode(sregs) { segs.map(|s| real_mode_segment(&s)) } else { segs }
+}
+
+/// Writes the guest's view `sregs` into the guest-state area: segments
+/// ([`entry_segments`]), GDTR, IDTR, and CR0 and CR4 as the hardware runs
+/// them with their shadows. CR3 is the module's and is written before
+/// each entry; CR2 is not in the VMCS; EFER is not loaded (a 32-bit guest
+/// runs with the host's EFER, LMA and LME cleared by the entry).
 pub fn write_sregs(vmcs: &mut dyn Fields, sregs: &KvmSregs, fixed: &FixedBits) {
-    let real = real_mode(sregs);
-    for (seg, s) in Seg::ALL.iter().zip(segments(sregs)) {
-        let s = &if real { real_mode_segment(s) } else { *s };
+    for (seg, s) in Seg::ALL.iter().zip(&entry_segments(sregs)) {
         vmcs.write(seg.selector(), u64::from(s.selector));
         vmcs.write(seg.base(), s.base);
         vmcs.write(seg.limit(), u64::from(s.limit));
@@ -313,22 +324,22 @@ pub fn write_sregs(vmcs: &mut dyn Fields, sregs: &KvmSregs, fixed: &FixedBits) {
 /// registers and descriptor tables. Control registers change only
 /// through exits, which update `sregs` themselves.
 ///
-/// In real mode a segment the guest did not load again keeps the
-/// selector and DPL the guest gave it, which [`real_mode_segment`] hid
-/// from the hardware.
+/// A segment the hardware holds as [`entry_segments`] wrote it is the
+/// guest's as it was: the guest did not load it again, and keeps the
+/// selector and DPL that, in real mode, [`real_mode_segment`] hid from
+/// the hardware. Any other is what the hardware says.
 pub fn read_sregs(vmcs: &dyn Fields, sregs: &mut KvmSregs) {
-    let real = real_mode(sregs);
-    for (seg, s) in Seg::ALL.iter().zip(segments_mut(sregs)) {
-        let mut hw = segment_from_fields(
+    let written = entry_segments(sregs);
+    for ((seg, s), written) in Seg::ALL.iter().zip(segments_mut(sregs)).zip(written) {
+        let hw = segment_from_fields(
             vmcs.read(seg.selector()) as u16,
             vmcs.read(seg.base()),
             vmcs.read(seg.limit()) as u32,
             vmcs.read(seg.access_rights()) as u32,
         );
-        if real && hw == (KvmSegment { padding: 0, ..real_mode_segment(s) }) {
-            (hw.selector, hw.dpl) = (s.selector, s.dpl);
+        if hw != (KvmSegment { padding: 0, ..written }) {
+            *s = hw;
         }
-        *s = hw;
     }
     let table = |base, limit| KvmDtable { base: vmcs.read(base), limit: vmcs.read(limit) as u16, padding: [0; 3] };
     sregs.gdt = table(fields::GUEST_GDTR_BASE, fields::GUEST_GDTR_LIMIT);
@@ -505,7 +516,7 @@ pub mod tests {
             // Protected mode: selectors as given.
             let prot = KvmSregs { cr0: 0x11, ..sregs };
             write_sregs(&mut vmcs, &prot, &FIXED);
-            assert_eq!(vmcs.read(Seg::Ss.selector()), 0x1403);
+            assert_eq!(vmcs.read(Seg::Ds.selector()), 0x2002);
         }
 
         #[test]
