@@ -31,6 +31,9 @@ fn walk32(cr3: u64, linear: u64, pt: u64, frame: u64) -> Translation {
         user: true,
         executable: true,
         dirty: true,
+        //@ begin 13
+        dirtied: false,
+        //@ end
         page_size: 0x1000,
         leaf_gpa: pte.gpa,
         entries: [Some(pte), Some(pde), None, None],
@@ -206,6 +209,9 @@ mod e9_2 {
             user: true,
             executable: true,
             dirty: true,
+            //@ begin 13
+            dirtied: false,
+            //@ end
             page_size: 0x40_0000,
             leaf_gpa: pde.gpa,
             entries: [None, Some(pde), None, None],

@@ -353,3 +353,9 @@ mod prefetch {
     }
 }
 //@ end
+//@ begin 13
+
+/// The kinds of the shadow faults fixed on the cache.
+#[path = "kind_tests.rs"]
+mod kinds;
+//@ end
