@@ -56,6 +56,14 @@ pub static STATS: &[StatEntry] = &[
     entry(c"irq_injections", &IRQ_INJECTIONS),
     entry(c"irq_window_exits", &IRQ_WINDOW_EXITS),
     entry(c"mmu_pte_write", &PTE_WRITES),
+    entry(c"pf_spurious", &PF_SPURIOUS),
+    entry(c"pf_not_present", &PF_NOT_PRESENT),
+    entry(c"pf_write_protect", &PF_WRITE_PROTECT),
+    entry(c"pf_write_table", &PF_WRITE_TABLE),
+    entry(c"pf_write_clean", &PF_WRITE_CLEAN),
+    entry(c"pf_read_protect", &PF_READ_PROTECT),
+    entry(c"pf_large_page", &PF_LARGE_PAGE),
+    entry(c"mmu_prefetch", &MMU_PREFETCH),
 ];
 
 // ANCHOR: counters
@@ -94,6 +102,43 @@ pub enum Counter {
     /// Guest writes to a protected guest page table, emulated (or, if the
     /// emulator declined, let through).
     PteWrites,
+    // What the shadow faults fixed on the shadow page cache were: each
+    // such fault, counted in `pf_fixed`, is counted in exactly one of the
+    // next four, by the error code of the fault (SDM Vol. 3A, 4.7) and the
+    // shadow entry that maps the faulting page (its leaf) before and
+    // after. Faults fixed on the nonpaging map or the naive shadow are in
+    // none of them.
+    /// The shadow leaf was present before the fault and the fault left it
+    /// exactly as it was: the processor faulted on a translation it had
+    /// cached from an older shadow (Linux's KVM counts these in its
+    /// `pf_spurious`, and not in its `pf_fixed`).
+    PfSpurious,
+    /// Not spurious, and P = 0 in the error code: the processor found no
+    /// present shadow entry on the way to the page.
+    PfNotPresent,
+    /// Not spurious, P = 1 and W = 1: a write the present shadow entries
+    /// refused.
+    PfWriteProtect,
+    /// Of `PfWriteProtect`, the writes to a guest page table the cache
+    /// protected, which the fault let through by making the table's shadow
+    /// pages unsync or throwing them away (not those it emulated: those
+    /// are `PteWrites`, and not fixed).
+    PfWriteTable,
+    /// Of `PfWriteProtect`, not `PfWriteTable`, the writes whose walk set
+    /// the D bit of the guest's entry: the shadow mapped the page
+    /// read-only because the guest's entry was clean.
+    PfWriteClean,
+    /// Not spurious, P = 1 and W = 0: a read or an instruction fetch the
+    /// present shadow entries refused (a user access to a page mapped for
+    /// a supervisor write with CR0.WP = 0, a right the guest granted in an
+    /// unsync page table).
+    PfReadProtect,
+    /// Of the four above, the faults in a guest large page (2 or 4 MiB),
+    /// which the shadow maps 4 KiB at a time.
+    PfLargePage,
+    /// Shadow entries filled without a fault of their own: the neighbours
+    /// a fault prefetched, and the new translation an `invlpg` filled.
+    MmuPrefetch,
 }
 
 /// The number of [`Counter`]s.
@@ -114,6 +159,14 @@ pub static MMIO_EXITS: AtomicU64 = AtomicU64::new(0);
 pub static IRQ_INJECTIONS: AtomicU64 = AtomicU64::new(0);
 pub static IRQ_WINDOW_EXITS: AtomicU64 = AtomicU64::new(0);
 pub static PTE_WRITES: AtomicU64 = AtomicU64::new(0);
+pub static PF_SPURIOUS: AtomicU64 = AtomicU64::new(0);
+pub static PF_NOT_PRESENT: AtomicU64 = AtomicU64::new(0);
+pub static PF_WRITE_PROTECT: AtomicU64 = AtomicU64::new(0);
+pub static PF_WRITE_TABLE: AtomicU64 = AtomicU64::new(0);
+pub static PF_WRITE_CLEAN: AtomicU64 = AtomicU64::new(0);
+pub static PF_READ_PROTECT: AtomicU64 = AtomicU64::new(0);
+pub static PF_LARGE_PAGE: AtomicU64 = AtomicU64::new(0);
+pub static MMU_PREFETCH: AtomicU64 = AtomicU64::new(0);
 
 impl Counter {
     /// The module-wide counter.
@@ -134,6 +187,14 @@ impl Counter {
             Counter::IrqInjections => &IRQ_INJECTIONS,
             Counter::IrqWindowExits => &IRQ_WINDOW_EXITS,
             Counter::PteWrites => &PTE_WRITES,
+            Counter::PfSpurious => &PF_SPURIOUS,
+            Counter::PfNotPresent => &PF_NOT_PRESENT,
+            Counter::PfWriteProtect => &PF_WRITE_PROTECT,
+            Counter::PfWriteTable => &PF_WRITE_TABLE,
+            Counter::PfWriteClean => &PF_WRITE_CLEAN,
+            Counter::PfReadProtect => &PF_READ_PROTECT,
+            Counter::PfLargePage => &PF_LARGE_PAGE,
+            Counter::MmuPrefetch => &MMU_PREFETCH,
         }
     }
 }
@@ -156,6 +217,14 @@ impl Counter {
         Counter::IrqInjections,
         Counter::IrqWindowExits,
         Counter::PteWrites,
+        Counter::PfSpurious,
+        Counter::PfNotPresent,
+        Counter::PfWriteProtect,
+        Counter::PfWriteTable,
+        Counter::PfWriteClean,
+        Counter::PfReadProtect,
+        Counter::PfLargePage,
+        Counter::MmuPrefetch,
     ];
 
     /// The name of its debugfs file.
@@ -176,6 +245,14 @@ impl Counter {
             Counter::IrqInjections => c"irq_injections",
             Counter::IrqWindowExits => c"irq_window_exits",
             Counter::PteWrites => c"mmu_pte_write",
+            Counter::PfSpurious => c"pf_spurious",
+            Counter::PfNotPresent => c"pf_not_present",
+            Counter::PfWriteProtect => c"pf_write_protect",
+            Counter::PfWriteTable => c"pf_write_table",
+            Counter::PfWriteClean => c"pf_write_clean",
+            Counter::PfReadProtect => c"pf_read_protect",
+            Counter::PfLargePage => c"pf_large_page",
+            Counter::MmuPrefetch => c"mmu_prefetch",
         }
     }
 }

@@ -551,12 +551,16 @@ impl Running<'_> {
     /// Before each entry: the table the guest runs on.
     /// From stage 08, the shadow pages made and thrown away since the
     /// last entry go to the VM's statistics.
+    /// From stage 13 so do the kinds of the shadow faults fixed since.
     fn prepare_mmu(&mut self) -> KResult<()> {
         let sregs = ExitContext::sregs(self);
         self.root = self.hw.mmu.prepare(&sregs, self.memory)?;
         let (made, zapped) = self.hw.mmu.shadow_counts();
         self.stats.add(Counter::ShadowPagesMade, made);
         self.stats.add(Counter::ShadowPagesZapped, zapped);
+        for (counter, n) in self.hw.mmu.take_kinds() {
+            self.stats.add(counter, n);
+        }
         Ok(())
     }
 
@@ -1129,6 +1133,29 @@ mod run_loop_tests {
         v.set_sregs(&s);
         let back = v.get_sregs();
         assert_eq!((back.cr0, back.cr8), (0x11, 5));
+    }
+
+    #[test]
+    fn the_kinds_of_the_shadow_faults_fixed_reach_the_vms_counters() {
+        const PDE: u32 = 0x1 | 0x2 | 0x4 | 0x20 | 0x40 | 0x80; // P, RW, US, A, D, PS
+        let m = memory(16);
+        let page = m.lock().gfn_to_page(1).expect("backed").addr();
+        // SAFETY: the first entry of a live fake page.
+        unsafe { page.cast::<u32>().write(PDE) };
+        let mut v = vcpu_at(0x8000);
+        let st = VmStats::default();
+        let mut s = v.get_sregs();
+        (s.cr0, s.cr3, s.cr4) = (0x8001_0011, 0x1000, 0x10);
+        v.set_sregs(&s);
+        // A read in the 4 MiB page at 0 that the guest's directory maps.
+        let read = VmExit::PageFault { address: 0x8000, error_code: 0 };
+        fake::script(&[step(0, read), step(0, VmExit::Hlt { insn_len: 1 })]);
+        let mut run = KvmRun::default();
+        assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+        assert_eq!(run.exit_reason, abi::KVM_EXIT_HLT);
+        let counts = [Counter::PfFixed, Counter::PfNotPresent, Counter::PfLargePage, Counter::MmuPrefetch];
+        assert_eq!(counts.map(|c| st.get(c)), [1, 1, 1, 7], "pages 9-15 of the fault's group prefetched");
+        assert_eq!(st.get(Counter::PfSpurious), 0);
     }
 
     mod e12_1 {

@@ -376,7 +376,13 @@ struct Descent {
 impl Descent {
     fn new() -> Descent {
         let rights = Rights { writable: true, user: true, executable: true };
-        Descent { rights, entries: [None; 4], level: 0, page: 0, page_size: 0 }
+        Descent {
+            rights,
+            entries: [None; 4],
+            level: 0,
+            page: 0,
+            page_size: 0,
+        }
     }
 
     /// Records `entry`, present and without reserved bits, at `level`.

@@ -740,12 +740,17 @@ impl CachedMmu {
 impl CachedMmu {
     /// The guest page mapped at `linear`'s page, if the cache maps it.
     pub fn mapped(&self, linear: u64, mode: PagingMode) -> Option<&PageRef> {
+        self.page_table_of(linear, mode)?.frames.get(index(linear, 1))?.as_ref()
+    }
+
+    /// The shadow page table the processor's walk of `linear` reaches.
+    fn page_table_of(&self, linear: u64, mode: PagingMode) -> Option<&CachedPage> {
         let mut at = self.root_for(linear)?;
         let top = if mode == PagingMode::Long { 4 } else { 2 };
         for level in (2..=top).rev() {
             at = usize::from(self.page(at)?.children.get(index(linear, level))?.as_ref().copied()?);
         }
-        self.page(at)?.frames.get(index(linear, 1))?.as_ref()
+        self.page(at)
     }
 }
 

@@ -351,3 +351,7 @@ mod prefetch {
         assert_eq!(table & RW, 0, "a protected guest table stays read-only");
     }
 }
+
+/// The kinds of the shadow faults fixed on the cache.
+#[path = "kind_tests.rs"]
+mod kinds;

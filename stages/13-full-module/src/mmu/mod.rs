@@ -18,6 +18,7 @@ pub mod cache;
 use crate::abi::KvmSregs;
 use crate::kernel::{KResult, Mutex};
 use crate::memslot::MemSlots;
+use crate::stats::Counter;
 use nonpaging::NonpagingMmu;
 use crate::kernel::PAGE_SHIFT;
 use crate::regs::{Cr0, Cr4, Efer};
@@ -94,6 +95,10 @@ pub struct Mmu {
     /// The emulator declined a write to a protected guest table: this
     /// fault unprotects it, as stage 09 did every time.
     declined: bool,
+    /// The shadow faults fixed on the cache, by kind, and the entries
+    /// filled without a fault, since the last [`Mmu::take_kinds`]: a count
+    /// for each counter of [`KINDS`].
+    kinds: [u64; KINDS.len()],
 }
 
 impl Mmu {
@@ -106,6 +111,7 @@ impl Mmu {
             maxphyaddr: maxphyaddr(),
             cache: if crate::kernel::shadow_cache() { Some(CachedMmu::new()?) } else { None },
             declined: false,
+            kinds: [0; KINDS.len()],
         })
     }
 }
@@ -261,6 +267,8 @@ impl Mmu {
     /// tables for the same access. If they allow it, install the
     /// translation in the shadow; if not, the fault is the guest's, with
     /// the error code its own tables give.
+    /// From stage 13 a fault fixed on the cache is counted by its kind
+    /// ([`fixed_kinds`]).
     fn shadow_fault(&mut self, built: &Built, address: u64, error_code: u32, memory: &Mutex<MemSlots>) -> PageFault {
         let access = Access {
             write: error_code & walk::pfec::W != 0,
@@ -284,6 +292,8 @@ impl Mmu {
         let leaf = shadow_leaf(page, &translation, access, built.state.wp);
         if let Some(cache) = &mut self.cache {
             let gfn = translation.gpa >> PAGE_SHIFT;
+            let before = cache.leaf_entry(address, built.state.mode);
+            let mut table_write = false;
             if access.write && cache.is_protected(gfn) {
                 // The write can be emulated unless it goes through the
                 // table it writes (then the emulator's own walk would see
@@ -293,6 +303,7 @@ impl Mmu {
                 if !cache::goes_through(&translation, gfn) && !self.declined && !cache.unsync_leaves(gfn) {
                     return PageFault::TableWrite;
                 }
+                table_write = true;
                 cache.unprotect(gfn, &translation);
             }
             // Marked before it is mapped writable (a protected guest table
@@ -303,7 +314,18 @@ impl Mmu {
             // Not installed (no root, or no memory): the guest runs the
             // instruction again, and the next entry makes the root anew.
             let _ = cache.install(address, &translation, built.state.mode, leaf);
-            prefetch(cache, built, address, memory);
+            let spurious = before.is_some() && before == cache.leaf_entry(address, built.state.mode);
+            let filled = prefetch(cache, built, address, memory);
+            self.note(Counter::MmuPrefetch, filled);
+            // A fault the emulator declined is counted as `pte_write`, not
+            // as fixed.
+            if !self.declined {
+                let large = translation.page_size > 0x1000;
+                let kinds = fixed_kinds(error_code, spurious, table_write, translation.dirtied, large);
+                for kind in kinds.into_iter().flatten() {
+                    self.note(kind, 1);
+                }
+            }
             return PageFault::Fixed;
         }
         if leaf.writable {
@@ -317,6 +339,54 @@ impl Mmu {
         }
     }
 }
+
+// ANCHOR: fixed_kinds
+/// The counters of what the shadow faults fixed on the cache were, and of
+/// the entries filled without a fault, in the order of [`Mmu::kinds`].
+pub const KINDS: [Counter; 8] = [
+    Counter::PfSpurious,
+    Counter::PfNotPresent,
+    Counter::PfWriteProtect,
+    Counter::PfWriteTable,
+    Counter::PfWriteClean,
+    Counter::PfReadProtect,
+    Counter::PfLargePage,
+    Counter::MmuPrefetch,
+];
+
+/// The counters a shadow fault fixed on the cache counts in (see each
+/// [`Counter`]'s text): by its `error_code`, whether it left the shadow
+/// leaf as it found it (`spurious`), let a write to a protected guest
+/// table through (`table_write`), set the guest entry's D bit (`dirtied`)
+/// and was in a guest `large` page.
+fn fixed_kinds(error_code: u32, spurious: bool, table_write: bool, dirtied: bool, large: bool) -> [Option<Counter>; 3] {
+    let (present, write) = (error_code & walk::pfec::P != 0, error_code & walk::pfec::W != 0);
+    let (kind, why) = match (spurious, present, write) {
+        (true, _, _) => (Counter::PfSpurious, None),
+        (false, false, _) => (Counter::PfNotPresent, None),
+        (false, true, false) => (Counter::PfReadProtect, None),
+        (false, true, true) if table_write => (Counter::PfWriteProtect, Some(Counter::PfWriteTable)),
+        (false, true, true) if dirtied => (Counter::PfWriteProtect, Some(Counter::PfWriteClean)),
+        (false, true, true) => (Counter::PfWriteProtect, None),
+    };
+    [Some(kind), why, large.then_some(Counter::PfLargePage)]
+}
+
+impl Mmu {
+    /// Counts `n` events of `counter`, one of [`KINDS`].
+    fn note(&mut self, counter: Counter, n: u64) {
+        if let Some(count) = KINDS.iter().position(|&k| k == counter).and_then(|i| self.kinds.get_mut(i)) {
+            *count += n;
+        }
+    }
+
+    /// The counts of [`KINDS`] since the last call, for the VM's
+    /// statistics.
+    pub fn take_kinds(&mut self) -> impl Iterator<Item = (Counter, u64)> {
+        KINDS.into_iter().zip(core::mem::take(&mut self.kinds))
+    }
+}
+// ANCHOR_END: fixed_kinds
 
 // ANCHOR: prefetch
 /// How many page-table entries a fault fills: the aligned group of eight
@@ -337,32 +407,40 @@ const PREFETCH: u64 = 8;
 /// the first write must still fault and mark the page, and a page
 /// nobody wrote must not be reported (Linux's KVM, likewise, prefetches
 /// nothing into a slot that logs dirty pages).
-fn prefetch(cache: &mut CachedMmu, built: &Built, address: u64, memory: &Mutex<MemSlots>) {
+/// Returns how many it filled.
+fn prefetch(cache: &mut CachedMmu, built: &Built, address: u64, memory: &Mutex<MemSlots>) -> u64 {
     let first = address & !(PREFETCH * 0x1000 - 1);
+    let mut filled = 0;
     for linear in (0..PREFETCH).map(|n| first + n * 0x1000).filter(|&l| l != address & !0xFFF) {
-        if cache.mapped(linear, built.state.mode).is_none() && fill(cache, built, linear, memory).is_err() {
-            return;
+        if cache.mapped(linear, built.state.mode).is_none() {
+            match fill(cache, built, linear, memory) {
+                Ok(true) => filled += 1,
+                Ok(false) => {}
+                Err(_) => break,
+            }
         }
     }
+    filled
 }
 
 /// Fills the shadow entry of `linear` from the guest's tables if they map
 /// it and the guest has used it (A set), with the rights `prefetch`
-/// gives; nothing if not. `Err` if the shadow had no room.
-fn fill(cache: &mut CachedMmu, built: &Built, linear: u64, memory: &Mutex<MemSlots>) -> KResult<()> {
+/// gives; nothing if not. `Ok(true)` if it filled it, `Err` if the shadow
+/// had no room.
+fn fill(cache: &mut CachedMmu, built: &Built, linear: u64, memory: &Mutex<MemSlots>) -> KResult<bool> {
     const ACCESSED: u64 = 1 << 5;
     let read = Access { write: false, user: false, fetch: false };
     let slots = memory.lock();
-    let Ok(t) = walk::walk(&built.state, linear, read, &mut SlotTables(&slots), false) else { return Ok(()) };
+    let Ok(t) = walk::walk(&built.state, linear, read, &mut SlotTables(&slots), false) else { return Ok(false) };
     let used = t.entries.iter().flatten().next().is_some_and(|leaf| leaf.value & ACCESSED != 0);
     let gfn = t.gpa >> PAGE_SHIFT;
     let page = slots.gfn_to_page(gfn).map(|p| p.get());
     let logged = slots.logs_dirty(gfn);
     drop(slots);
-    let (Some(page), true) = (page, used) else { return Ok(()) };
+    let (Some(page), true) = (page, used) else { return Ok(false) };
     let leaf = shadow_leaf(page, &t, read, built.state.wp);
     let leaf = Leaf { writable: leaf.writable && !logged, ..leaf };
-    cache.install(linear, &t, built.state.mode, leaf)
+    cache.install(linear, &t, built.state.mode, leaf).map(|()| true)
 }
 // ANCHOR_END: prefetch
 
@@ -515,9 +593,9 @@ impl Mmu {
         let held = cache.mapped(address, built.state.mode).is_some();
         let done = cache.invalidate_page(address, built.state.mode);
         self.needs_flush |= done;
-        if done && held {
-            // No room: the next access faults, as it would have.
-            let _ = fill(cache, &built, address & !0xFFF, memory);
+        // No room: the next access faults, as it would have.
+        if done && held && fill(cache, &built, address & !0xFFF, memory) == Ok(true) {
+            self.note(Counter::MmuPrefetch, 1);
         }
         done
     }

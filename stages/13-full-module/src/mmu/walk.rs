@@ -166,6 +166,8 @@ pub struct Translation {
     pub executable: bool,
     /// The leaf's D bit, as guest memory holds it after the walk.
     pub dirty: bool,
+    /// This walk set the leaf's D bit: the page was clean until this write.
+    pub dirtied: bool,
     /// 4 KiB, 2 MiB, 4 MiB or 1 GiB.
     pub page_size: u64,
     /// The guest-physical address of the leaf entry.
@@ -371,12 +373,21 @@ struct Descent {
     /// The address and size of the page the leaf maps.
     page: u64,
     page_size: u64,
+    /// [`Descent::set_accessed_dirty`] set the leaf's D bit.
+    dirtied: bool,
 }
 
 impl Descent {
     fn new() -> Descent {
         let rights = Rights { writable: true, user: true, executable: true };
-        Descent { rights, entries: [None; 4], level: 0, page: 0, page_size: 0 }
+        Descent {
+            rights,
+            entries: [None; 4],
+            level: 0,
+            page: 0,
+            page_size: 0,
+            dirtied: false,
+        }
     }
 
     /// Records `entry`, present and without reserved bits, at `level`.
@@ -405,6 +416,7 @@ impl Descent {
                 if !mem.write(entry.gpa, size, value) {
                     return Err(WalkError::Unbacked { gpa: entry.gpa });
                 }
+                self.dirtied |= (value & !entry.value) & Pte::D.bits() != 0;
                 entry.value = value;
             }
         }
@@ -424,6 +436,7 @@ impl Descent {
             user: self.rights.user,
             executable: self.rights.executable,
             dirty: leaf.is_some_and(|e| e.value & Pte::D.bits() != 0),
+            dirtied: self.dirtied,
             page_size: self.page_size,
             leaf_gpa: leaf.map_or(0, |e| e.gpa),
             entries: self.entries,

@@ -198,12 +198,14 @@ fn finish(
     let size = if s.mode == PagingMode::Bits32 { EntrySize::Four } else { EntrySize::Eight };
     let leaf_level = used.last().map_or(0, |e| e.0);
     let mut entries = [None; 4];
+    let mut dirtied = false;
     for &(level, gpa, old) in used {
         let mut new = old;
         if how.update {
             new |= 0x20;
             if level == leaf_level && how.acc.write {
                 new |= 0x40;
+                dirtied = old & 0x40 == 0;
             }
         }
         if new != old && !mem.write(gpa, size, new) {
@@ -218,6 +220,7 @@ fn finish(
         user,
         executable,
         dirty: leaf.value & 0x40 != 0,
+        dirtied,
         page_size,
         leaf_gpa: leaf.gpa,
         entries,
