@@ -64,12 +64,13 @@ pub fn reboot_checks(crate_dir: &Path, platform: &dyn Platform, choice: &Choice)
     job.timeout = Duration::from_secs(180);
     if platform.name() == "tcg-svm" {
         // With two L1 CPUs each running `spin` (a guest that loops with
-        // no exit of its own), one CPU once never came back from the
-        // guest under QEMU 7.2's TCG: an RCU stall, and no answer to the
-        // NMI that asked for its backtrace. One spinning guest on one CPU
-        // runs every time, and so do two CPUs of paging guests in the SMP
-        // stress; until the two-CPU case is understood (QEMU's or rkvm's),
-        // the reboot check runs on one CPU there.
+        // no exit of its own), one CPU stays in the guest for tens of
+        // seconds under QEMU 7.2's TCG, with the host's timer interrupt
+        // and an NMI pending (both intercepted): an RCU stall (chapter 13
+        // tells the probe). One spinning guest on one CPU runs every time,
+        // and so do two CPUs of paging guests in the SMP stress; until the
+        // two-CPU case is understood, the reboot check runs on one CPU
+        // there.
         job.cpus = 1;
     }
     println!("  booting L1 on {} ({} CPUs) for reboot -f", platform.name(), job.cpus);
