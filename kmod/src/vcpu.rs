@@ -752,9 +752,6 @@ impl ExitContext for Running<'_> {
     //@ begin 8
 
     fn flush_guest_tlb(&mut self) {
-        //@ begin 13
-        self.hw.mmu.resync(self.memory);
-        //@ end
         self.hw.mmu.flush();
     }
 
@@ -763,7 +760,6 @@ impl ExitContext for Running<'_> {
         if self.hw.mmu.invalidate_page(address, self.memory) {
             return;
         }
-        self.hw.mmu.resync(self.memory);
         //@ end
         self.hw.mmu.invlpg(address);
     }

@@ -70,13 +70,15 @@ pub const COLUMNS: [(&str, &str, &str); 10] = [
 /// MMU), and the entries it prefetched, as (heading, rkvm's counter, Linux
 /// KVM's). An empty name: Linux's KVM has no such counter. Linux's KVM
 /// counts spurious faults apart from `pf_fixed`; rkvm's `pf_fixed`
-/// includes them.
+/// includes them. Under `w_table` Linux's KVM shows the shadow pages it
+/// made unsync (`mmu_unsync`), which it does at such a write fault and
+/// also when it maps a guest table writable for any other reason.
 pub const FAULT_COLUMNS: [(&str, &str, &str); 9] = [
     ("pf_fixed", "pf_fixed", "pf_fixed"),
     ("spurious", "pf_spurious", "pf_spurious"),
     ("not_pres", "pf_not_present", ""),
     ("write_pr", "pf_write_protect", ""),
-    ("w_table", "pf_write_table", ""),
+    ("w_table", "pf_write_table", "mmu_unsync"),
     ("w_clean", "pf_write_clean", ""),
     ("read_pr", "pf_read_protect", ""),
     ("large", "pf_large_page", ""),

@@ -118,6 +118,11 @@ mod e9_1 {
         assert!(!mmu.is_protected(0x20), "unsync: writable");
         assert!(shadow_leaf(root, 0x40_1000).is_some(), "kept until the guest flushes");
         mmu.sync();
+        //@ begin 13
+        // From stage 13 a page table stays unsync at the flush, and the
+        // next entry resyncs it: here against a guest table now empty.
+        mmu.resync(&mut |_, _| Some(0));
+        //@ end
         assert_eq!(shadow_leaf(mmu.root_phys().unwrap_or(root), 0x40_1000), None, "gone at the flush");
     }
 
@@ -465,6 +470,56 @@ mod unsync_leaves {
         mmu.sync();
         assert_eq!(mmu.in_use(), pages, "no page was thrown away");
         assert!(shadow_leaf(mmu.root_phys().expect("a root"), 0x40_1000).is_some());
+    }
+
+    #[test]
+    fn a_cr3_load_leaves_unsync_tables_for_the_next_entry_to_resync() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let linears = [0x40_1000];
+        let mut mmu = shadowed(&linears, &page);
+        assert!(mmu.unsync_leaves(0x20));
+        mmu.sync_pending = false;
+        mmu.sync();
+        assert!(mmu.sync_pending, "the next entry must resync");
+        assert!(!mmu.is_protected(0x20), "still unsync, and still writable");
+        assert!(shadow_leaf(mmu.root_phys().expect("a root"), 0x40_1000).is_some(), "and not thrown away");
+    }
+
+    #[test]
+    fn a_table_no_root_reaches_stays_unsync_until_one_does() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let linears = [0x40_1000];
+        let mut mmu = shadowed(&linears, &page);
+        assert!(mmu.unsync_leaves(0x20));
+        // Another address space: its directory at 0x50000 does not reach
+        // table 0x20000, so the table is neither read nor protected.
+        mmu.set_root(PagingMode::Bits32, 0x50000, &[0; 4]).expect("a root");
+        assert!(resync(&mut mmu, &linears, &[]).is_empty(), "the table was read");
+        assert!(!mmu.is_protected(0x20), "another process's table stays writable");
+        // Back to the first: the root reaches the table again.
+        mmu.set_root(PagingMode::Bits32, 0x10000, &[0; 4]).expect("a root");
+        let read = resync(&mut mmu, &linears, &[(0x20004, 0)]);
+        assert_eq!(read, [0x20004]);
+        assert_eq!(shadow_leaf(mmu.root_phys().expect("a root"), 0x40_1000), None, "its emptied entry is gone");
+        assert!(mmu.is_protected(0x20), "in sync, and protected again");
+    }
+
+    #[test]
+    fn linking_an_unsync_table_into_another_address_space_asks_for_a_resync() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = shadowed(&[0x40_1000], &page);
+        assert!(mmu.unsync_leaves(0x20));
+        mmu.set_root(PagingMode::Bits32, 0x50000, &[0; 4]).expect("a root");
+        mmu.sync_pending = false;
+        // The other directory now points at the same table.
+        let t = walk32(0x50000, 0x40_2000, 0x20000, 0x31000);
+        mmu.install(0x40_2000, &t, PagingMode::Bits32, leaf(&page)).expect("installed");
+        assert!(mmu.sync_pending, "the table may be stale for this address space");
+        // A table not cached before needs nothing.
+        mmu.sync_pending = false;
+        let t = walk32(0x50000, 0x80_1000, 0x22000, 0x32000);
+        mmu.install(0x80_1000, &t, PagingMode::Bits32, leaf(&page)).expect("installed");
+        assert!(!mmu.sync_pending);
     }
 }
 //@ end

@@ -233,7 +233,11 @@ impl Mmu {
         drop(slots);
         //@ begin 9
         if let Some(cache) = &mut self.cache {
-            return prepare_cache(cache, &mut self.built, built, &mut self.needs_flush);
+            let root = prepare_cache(cache, &mut self.built, built, &mut self.needs_flush)?;
+            //@ begin 13
+            let root = self.synced(root, memory);
+            //@ end
+            return Ok(root);
         }
         //@ end
         if self.built != Some(built) {
@@ -707,16 +711,24 @@ impl Mmu {
     }
     // ANCHOR_END: invlpg_fill
 
-    /// Before a CR3 load or a whole `invlpg` takes effect: the cache's
-    /// unsync page tables are checked against the guest's
-    /// ([`CachedMmu::resync`]).
-    pub fn resync(&mut self, memory: &Mutex<MemSlots>) {
-        let Some(cache) = &mut self.cache else { return };
+    // ANCHOR: synced
+    /// The first entry after a CR3 load or a whole `invlpg` (the root is
+    /// set by now): the unsync page tables the root reaches are checked
+    /// against the guest's ([`CachedMmu::resync`]), and the TLB is flushed
+    /// if that changed an entry.
+    fn synced(&mut self, mut root: Root, memory: &Mutex<MemSlots>) -> Root {
+        let Some(cache) = &mut self.cache else { return root };
+        if !core::mem::take(&mut cache.sync_pending) {
+            return root;
+        }
         cache.resync(&mut |gpa, width| {
             let mut bytes = [0u8; 8];
             read_phys(gpa, bytes.get_mut(..width)?, memory).then(|| u64::from_le_bytes(bytes))
         });
+        root.flush_tlb |= core::mem::take(&mut cache.needs_flush);
+        root
     }
+    // ANCHOR_END: synced
 
     // ANCHOR: table_write_declined
     /// The emulator could not carry out a write to a protected guest table

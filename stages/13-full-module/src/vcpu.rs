@@ -641,7 +641,6 @@ impl ExitContext for Running<'_> {
     }
 
     fn flush_guest_tlb(&mut self) {
-        self.hw.mmu.resync(self.memory);
         self.hw.mmu.flush();
     }
 
@@ -649,7 +648,6 @@ impl ExitContext for Running<'_> {
         if self.hw.mmu.invalidate_page(address, self.memory) {
             return;
         }
-        self.hw.mmu.resync(self.memory);
         self.hw.mmu.invlpg(address);
     }
 

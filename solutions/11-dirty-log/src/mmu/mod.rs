@@ -167,7 +167,8 @@ impl Mmu {
         let built = Built { state, generation: slots.generation() };
         drop(slots);
         if let Some(cache) = &mut self.cache {
-            return prepare_cache(cache, &mut self.built, built, &mut self.needs_flush);
+            let root = prepare_cache(cache, &mut self.built, built, &mut self.needs_flush)?;
+            return Ok(root);
         }
         if self.built != Some(built) {
             self.shadow.zap_all();

@@ -130,6 +130,11 @@ pub struct CachedMmu {
     /// The guest table the emulator wrote last, and how many writes in a
     /// row went to it with no shadow fault between: the flood detector.
     last_write: (u64, u32),
+    /// The guest invalidated (a CR3 load, a whole `invlpg`), or a page the
+    /// cache held already was linked in again: before the next entry, the
+    /// unsync page tables the root then reaches are resynced
+    /// ([`CachedMmu::resync`]).
+    pub sync_pending: bool,
 }
 // ANCHOR_END: cached_mmu
 
@@ -159,6 +164,7 @@ impl CachedMmu {
             zapped: 0,
             needs_flush: false,
             last_write: (u64::MAX, 0),
+            sync_pending: false,
         })
     }
 
@@ -314,6 +320,11 @@ impl CachedMmu {
             }
             // An unsync parent whose guest entry changed: the link is stale.
             self.unlink(at, entry);
+        }
+        // A page cached already may be an unsync table, or lead to one,
+        // that this address space has not seen since it last invalidated.
+        if self.chain(gfn).any(|i| self.page(i).is_some_and(|p| p.role == role && (p.unsync || p.role.level > 1))) {
+            self.sync_pending = true;
         }
         let child = self.get(gfn, role)?;
         self.link(at, entry, child)?;
@@ -643,19 +654,25 @@ impl CachedMmu {
 
     /// The guest loaded CR3 or executed `invlpg`, so any entry of an
     /// unsync page table it changed must now take effect (SDM Vol. 3A,
-    /// 4.10.4.1). Each such page is brought back in sync rather than
-    /// thrown away: every shadow entry is checked against the guest entry
-    /// it came from (`read` gives the guest's entry at a guest-physical
-    /// address, of the width given): it stays, loses the rights the guest
-    /// took away, or goes ([`resynced`]). Then the table is protected
-    /// again. Unsync
-    /// pages of higher levels are left to [`CachedMmu::sync`].
+    /// 4.10.4.1) where the root reaches that table. Each such page is
+    /// brought back in sync rather than thrown away: every shadow entry is
+    /// checked against the guest entry it came from (`read` gives the
+    /// guest's entry at a guest-physical address, of the width given): it
+    /// stays, loses the rights the guest took away, or goes
+    /// ([`resynced`]). Then the table is protected again. An unsync table
+    /// the root does not reach (another process's, or one the guest has
+    /// freed) stays as it is, writable, until a root reaches it again, as
+    /// in Linux's KVM (`mmu_sync_children`). Unsync pages of higher levels
+    /// are left to [`CachedMmu::sync`].
     pub fn resync(&mut self, read: &mut dyn FnMut(u64, usize) -> Option<u64>) {
         for i in 0..self.pages.len() {
             let Some((gfn, role)) = self.page(i).filter(|p| p.unsync && p.role.level == 1).map(|p| (p.gfn, p.role))
             else {
                 continue;
             };
+            if !self.reaches(i, 3) {
+                continue;
+            }
             let (width, first) = match role.guest {
                 PagingMode::Bits32 => (4, usize::from(role.quadrant) * ENTRIES),
                 _ => (8, 0),
@@ -680,6 +697,13 @@ impl CachedMmu {
             self.write_protect(gfn);
             self.needs_flush = true;
         }
+    }
+
+    /// Whether the root reaches page `i` through at most `depth` links.
+    fn reaches(&self, i: usize, depth: u8) -> bool {
+        self.in_root(i)
+            || depth > 0
+                && self.page(i).is_some_and(|p| p.parents.iter().any(|&(up, _)| self.reaches(usize::from(up), depth - 1)))
     }
     // ANCHOR_END: unsync_leaves
 
@@ -724,11 +748,17 @@ impl CachedMmu {
 
     /// The guest loaded CR3 or executed `invlpg`: unsync shadow pages may
     /// be stale from now on, so they go.
+    /// Unsync page tables stay: the next entry resyncs those the root
+    /// then reaches ([`CachedMmu::resync`]).
     pub fn sync(&mut self) {
+        self.sync_pending = true;
         // No list is made (that would allocate): zapping a page removes
         // only that page, so the indices can be walked as they are.
         for i in 0..self.pages.len() {
             if self.page(i).is_some_and(|p| p.unsync) {
+                if self.page(i).is_some_and(|p| p.role.level == 1) {
+                    continue;
+                }
                 self.zap(i);
             }
         }
