@@ -75,6 +75,8 @@ pub static STATS: &[StatEntry] = &[
     entry(c"pf_read_protect", &PF_READ_PROTECT),
     entry(c"pf_large_page", &PF_LARGE_PAGE),
     entry(c"mmu_prefetch", &MMU_PREFETCH),
+    entry(c"mmu_sync", &MMU_SYNC),
+    entry(c"mmu_resynced", &MMU_RESYNCED),
     //@ end
 ];
 
@@ -159,6 +161,13 @@ pub enum Counter {
     /// Shadow entries filled without a fault of their own: the neighbours
     /// a fault prefetched, and the new translation an `invlpg` filled.
     MmuPrefetch,
+    /// Entries that first resynced the unsync page tables the root
+    /// reaches: after a CR3 load, a whole `invlpg`, or a cached page linked
+    /// in again.
+    MmuSync,
+    /// Unsync page tables those resyncs brought back in sync and
+    /// protected again.
+    MmuResynced,
     //@ end
 }
 
@@ -195,6 +204,8 @@ pub static PF_WRITE_CLEAN: AtomicU64 = AtomicU64::new(0);
 pub static PF_READ_PROTECT: AtomicU64 = AtomicU64::new(0);
 pub static PF_LARGE_PAGE: AtomicU64 = AtomicU64::new(0);
 pub static MMU_PREFETCH: AtomicU64 = AtomicU64::new(0);
+pub static MMU_SYNC: AtomicU64 = AtomicU64::new(0);
+pub static MMU_RESYNCED: AtomicU64 = AtomicU64::new(0);
 //@ end
 
 impl Counter {
@@ -231,6 +242,8 @@ impl Counter {
             Counter::PfReadProtect => &PF_READ_PROTECT,
             Counter::PfLargePage => &PF_LARGE_PAGE,
             Counter::MmuPrefetch => &MMU_PREFETCH,
+            Counter::MmuSync => &MMU_SYNC,
+            Counter::MmuResynced => &MMU_RESYNCED,
             //@ end
         }
     }
@@ -269,6 +282,8 @@ impl Counter {
         Counter::PfReadProtect,
         Counter::PfLargePage,
         Counter::MmuPrefetch,
+        Counter::MmuSync,
+        Counter::MmuResynced,
         //@ end
     ];
 
@@ -305,6 +320,8 @@ impl Counter {
             Counter::PfReadProtect => c"pf_read_protect",
             Counter::PfLargePage => c"pf_large_page",
             Counter::MmuPrefetch => c"mmu_prefetch",
+            Counter::MmuSync => c"mmu_sync",
+            Counter::MmuResynced => c"mmu_resynced",
             //@ end
         }
     }

@@ -70,19 +70,22 @@ pub const COLUMNS: [(&str, &str, &str); 10] = [
 /// MMU), and the entries it prefetched, as (heading, rkvm's counter, Linux
 /// KVM's). An empty name: Linux's KVM has no such counter. Linux's KVM
 /// counts spurious faults apart from `pf_fixed`; rkvm's `pf_fixed`
-/// includes them. Under `w_table` Linux's KVM shows the shadow pages it
-/// made unsync (`mmu_unsync`), which it does at such a write fault and
-/// also when it maps a guest table writable for any other reason.
-pub const FAULT_COLUMNS: [(&str, &str, &str); 9] = [
+/// includes them. (Linux's KVM's `mmu_unsync` is not a count of events
+/// but of the pages unsync at the moment, so `w_table` has no match.)
+/// The last two: the entries that resynced unsync page tables first, and
+/// the tables they brought back in sync and protected again.
+pub const FAULT_COLUMNS: [(&str, &str, &str); 11] = [
     ("pf_fixed", "pf_fixed", "pf_fixed"),
     ("spurious", "pf_spurious", "pf_spurious"),
     ("not_pres", "pf_not_present", ""),
     ("write_pr", "pf_write_protect", ""),
-    ("w_table", "pf_write_table", "mmu_unsync"),
+    ("w_table", "pf_write_table", ""),
     ("w_clean", "pf_write_clean", ""),
     ("read_pr", "pf_read_protect", ""),
     ("large", "pf_large_page", ""),
     ("prefetch", "mmu_prefetch", ""),
+    ("syncs", "mmu_sync", ""),
+    ("resynced", "mmu_resynced", ""),
 ];
 
 /// Marks the bench's lines in L1's console: `RKVM-LINUX <i> <line>`.
@@ -394,8 +397,8 @@ mod tests {
         assert_eq!(lines.len(), 5, "a heading and a row per configuration");
         let cells = |i: usize| lines[i].split_whitespace().map(String::from).collect::<Vec<_>>();
         assert_eq!(cells(0), FAULT_COLUMNS.map(|c| c.0));
-        assert_eq!(cells(2)[2..], ["30", "4", "11", "-", "-", "-", "-", "-", "9"], "rkvm cached");
-        assert_eq!(cells(3)[2..], ["130", "104", "-", "-", "-", "-", "-", "-", "-"], "kvm npt=0: its own two only");
+        assert_eq!(cells(2)[2..], ["30", "4", "11", "-", "-", "-", "-", "-", "9", "-", "-"], "rkvm cached");
+        assert_eq!(cells(3)[2..], ["130", "104", "-", "-", "-", "-", "-", "-", "-", "-", "-"], "kvm npt=0: its own two only");
     }
 
     #[test]

@@ -663,8 +663,10 @@ impl CachedMmu {
     /// the root does not reach (another process's, or one the guest has
     /// freed) stays as it is, writable, until a root reaches it again, as
     /// in Linux's KVM (`mmu_sync_children`). Unsync pages of higher levels
-    /// are left to [`CachedMmu::sync`].
-    pub fn resync(&mut self, read: &mut dyn FnMut(u64, usize) -> Option<u64>) {
+    /// are left to [`CachedMmu::sync`]. The answer is how many tables
+    /// were brought back in sync.
+    pub fn resync(&mut self, read: &mut dyn FnMut(u64, usize) -> Option<u64>) -> u64 {
+        let mut count = 0;
         for i in 0..self.pages.len() {
             let Some((gfn, role)) = self.page(i).filter(|p| p.unsync && p.role.level == 1).map(|p| (p.gfn, p.role))
             else {
@@ -696,7 +698,9 @@ impl CachedMmu {
             }
             self.write_protect(gfn);
             self.needs_flush = true;
+            count += 1;
         }
+        count
     }
 
     /// Whether the root reaches page `i` through at most `depth` links.

@@ -343,9 +343,10 @@ impl Mmu {
 }
 
 // ANCHOR: fixed_kinds
-/// The counters of what the shadow faults fixed on the cache were, and of
-/// the entries filled without a fault, in the order of [`Mmu::kinds`].
-pub const KINDS: [Counter; 8] = [
+/// The counters of what the shadow faults fixed on the cache were, of the
+/// entries filled without a fault, and of the resyncs, in the order of
+/// [`Mmu::kinds`].
+pub const KINDS: [Counter; 10] = [
     Counter::PfSpurious,
     Counter::PfNotPresent,
     Counter::PfWriteProtect,
@@ -354,6 +355,8 @@ pub const KINDS: [Counter; 8] = [
     Counter::PfReadProtect,
     Counter::PfLargePage,
     Counter::MmuPrefetch,
+    Counter::MmuSync,
+    Counter::MmuResynced,
 ];
 
 /// The counters a shadow fault fixed on the cache counts in (see each
@@ -613,11 +616,13 @@ impl Mmu {
         if !core::mem::take(&mut cache.sync_pending) {
             return root;
         }
-        cache.resync(&mut |gpa, width| {
+        let resynced = cache.resync(&mut |gpa, width| {
             let mut bytes = [0u8; 8];
             read_phys(gpa, bytes.get_mut(..width)?, memory).then(|| u64::from_le_bytes(bytes))
         });
         root.flush_tlb |= core::mem::take(&mut cache.needs_flush);
+        self.note(Counter::MmuSync, 1);
+        self.note(Counter::MmuResynced, resynced);
         root
     }
     // ANCHOR_END: synced
