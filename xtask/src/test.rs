@@ -85,9 +85,10 @@ impl Tally {
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut tally = Tally::default();
+    let mut parts = Parts::default();
     println!("== host unit tests");
-    host_tests(&mut tally)?;
-    course_checks(&mut tally, args.platform.as_deref(), args.host_only)?;
+    parts.time("host unit tests", || host_tests(&mut tally))?;
+    course_checks(&mut tally, &mut parts, args.platform.as_deref(), args.host_only)?;
     if !args.host_only {
         let asked = match (&args.kernel.l1_tree, args.kernel.debug_kernel) {
             (Some(tree), _) => Some(tree.display().to_string()),
@@ -98,19 +99,21 @@ pub fn run(args: Args) -> Result<()> {
             println!("== the checks below boot {kernel} (the stages' runs above booted the default L1 kernel)");
         }
         println!("== L1: rkvm.ko on /dev/rkvm");
-        device_checks(args.platform.as_deref(), &args.kernel, &mut tally)?;
+        parts.time("L1: device checks", || device_checks(args.platform.as_deref(), &args.kernel, &mut tally))?;
         println!("== L1: Linux as a guest of rkvm-vmm, on Linux's KVM and on rkvm, their consoles compared");
-        if let Err(e) = linux_checks(args.platform.as_deref(), &args.kernel, &mut tally) {
+        let linux = parts.time("L1: Linux guest", || linux_checks(args.platform.as_deref(), &args.kernel, &mut tally));
+        if let Err(e) = linux {
             let check = Check::new("vmm: Linux as a guest on Linux's KVM and on rkvm", false, format!("{e:#}"));
             l1::print_check(&check);
             tally.add(&check);
         }
         println!("== L1: a minute of fuzzing /dev/rkvm");
-        for check in fuzz::checks(args.platform.as_deref(), FUZZ_SECONDS, None, &args.kernel)? {
+        let fuzzed = parts.time("L1: fuzzing", || fuzz::checks(args.platform.as_deref(), FUZZ_SECONDS, None, &args.kernel))?;
+        for check in fuzzed {
             tally.add(&check);
         }
         println!("== Debian's stock kernel: rkvm.ko built against its headers, the device checks on it");
-        match distro::checks(args.platform.as_deref()) {
+        match parts.time("Debian's stock kernel", || distro::checks(args.platform.as_deref())) {
             Ok(checks) => checks.iter().for_each(|c| tally.add(c)),
             Err(e) => {
                 let check = Check::new("debian: the device checks on Debian's stock kernel", false, format!("{e:#}"));
@@ -119,6 +122,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     }
+    parts.report();
     println!("== finished in {:.0?}", start.elapsed());
     for name in &tally.failures {
         println!("failed: {name}");
@@ -163,16 +167,18 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
 
 /// The course itself: generated trees in step with kmod/, honest
 /// exercises, every stage passing with its solutions, and the book.
-fn course_checks(tally: &mut Tally, platform: Option<&str>, host_only: bool) -> Result<()> {
+fn course_checks(tally: &mut Tally, parts: &mut Parts, platform: Option<&str>, host_only: bool) -> Result<()> {
     println!("== stages/ and solutions/ against kmod/");
-    step(tally, "stages --check: the generated trees match kmod/", stages::check);
+    parts.time("stages --check", || step(tally, "stages --check: the generated trees match kmod/", stages::check));
     println!("== exercises: skeletons fail exactly their exercises, solutions pass");
-    step(tally, "exercises --check", exercises::check_all);
+    parts.time("exercises --check", || step(tally, "exercises --check", exercises::check_all));
     // From stage 03 on a stage's tests boot L1.
     for stage in stages::generated_stages()?.into_iter().filter(|&s| s < 3 || !host_only) {
         // Stages that need one vendor's virtualization pick their own platform.
         let stage_platform = if jobs::stage_vendor(stage).is_some() { None } else { platform };
-        let t = test_stage::test_stage(stage, true, stage_platform, &Choice::default())?;
+        let t = parts.time(&format!("test-stage {stage}"), || {
+            test_stage::test_stage(stage, true, stage_platform, &Choice::default())
+        })?;
         let check = Check::new(format!("test-stage {stage} --solution ({})", t.totals()), t.failed == 0 && t.passed > 0, "");
         l1::print_check(&check);
         tally.add(&check);
@@ -180,10 +186,45 @@ fn course_checks(tally: &mut Tally, platform: Option<&str>, host_only: bool) -> 
     println!("== a stage's handout: the tree a course hands out, without kmod/ and solutions/");
     // The L1 programs are in it when the stages' L1 runs above built them.
     let name = format!("handout {}: `progress` and `hint` work in it", handout::CHECK_STAGE);
-    step(tally, &name, || handout::check(!host_only));
+    parts.time("handout", || step(tally, &name, || handout::check(!host_only)));
     println!("== the book");
-    step(tally, "book: builds, every include and link resolves, every picture shows in Chromium", book::build);
+    let book = "book: builds, every include and link resolves, every picture shows in Chromium";
+    parts.time("book", || step(tally, book, book::build));
     Ok(())
+}
+
+/// How long each part of the run took, printed at the end beside the
+/// time of the same part in the last run that got that far (kept in
+/// `target/test-parts.txt`), so that a part that grew shows.
+#[derive(Default)]
+struct Parts {
+    list: Vec<(String, f64)>,
+}
+
+impl Parts {
+    fn time<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let result = f();
+        self.list.push((name.to_string(), start.elapsed().as_secs_f64()));
+        result
+    }
+
+    fn report(&self) {
+        let file = paths::root().join("target/test-parts.txt");
+        let before = std::fs::read_to_string(&file).unwrap_or_default();
+        let earlier = |name: &str| {
+            before.lines().filter_map(|l| l.split_once('\t')).find(|(n, _)| *n == name).and_then(|(_, s)| s.parse::<f64>().ok())
+        };
+        println!("== time by part (the last run's beside it, from {})", file.display());
+        for (name, seconds) in &self.list {
+            let then = earlier(name).map_or(String::new(), |s| format!("  (last run {s:.0} s)"));
+            println!("  {name:<24} {seconds:>6.0} s{then}");
+        }
+        let total: f64 = self.list.iter().map(|(_, s)| s).sum();
+        println!("  {:<24} {total:>6.0} s", "all parts");
+        let lines: String = self.list.iter().map(|(n, s)| format!("{n}\t{s:.1}\n")).collect();
+        let _ = std::fs::write(&file, lines);
+    }
 }
 
 /// Runs one check that either succeeds or fails with an error.
