@@ -659,7 +659,13 @@ impl CachedMmu {
     /// checked against the guest entry it came from (`read` gives the
     /// guest's entry at a guest-physical address, of the width given): it
     /// stays, loses the rights the guest took away, or goes
-    /// ([`resynced`]). Then the table is protected again. An unsync table
+    /// ([`resynced`]). Then the table is protected again, unless the guest
+    /// wrote it since the last resync (a D bit of the shadow entries that
+    /// map it is set: [`CachedMmu::written`]): a table in use now is
+    /// likely written again soon, and protecting it would cost a fault at
+    /// that write. Such a table stays unsync, its D bits cleared, and is
+    /// protected at the first resync that finds them still clear. Linux's
+    /// KVM protects every table it syncs. An unsync table
     /// the root does not reach (another process's, or one the guest has
     /// freed) stays as it is, writable, until a root reaches it again, as
     /// in Linux's KVM (`mmu_sync_children`). Unsync pages of higher levels
@@ -693,14 +699,50 @@ impl CachedMmu {
                     None => self.clear_leaf(i, entry),
                 }
             }
+            self.needs_flush = true;
+            if self.written(gfn, false) {
+                continue;
+            }
             if let Some(p) = self.page_mut(i) {
                 p.unsync = false;
             }
             self.write_protect(gfn);
-            self.needs_flush = true;
             count += 1;
         }
+        // The tables that stay unsync: their next write must show. The
+        // flush at the coming entry makes the processor set D again.
+        for i in 0..self.pages.len() {
+            if let Some(gfn) = self.page(i).filter(|p| p.unsync && p.role.level == 1).map(|p| p.gfn)
+                && self.reaches(i, 3)
+            {
+                self.written(gfn, true);
+            }
+        }
         count
+    }
+
+    /// Whether a shadow entry that maps guest frame `gfn` writable has its
+    /// D bit set: the processor wrote the frame through it since the bit
+    /// was set or last cleared. With `clear`, the bits are cleared.
+    fn written(&mut self, gfn: u64, clear: bool) -> bool {
+        let mut found = false;
+        let mut link = self.rmap.get(bucket(gfn)).copied().unwrap_or(NIL);
+        while link != NIL {
+            let (page, entry) = split(link);
+            let Some(p) = self.page(page) else { break };
+            link = p.next.get(entry).copied().unwrap_or(NIL);
+            if p.gfns.get(entry) != Some(&gfn) {
+                continue;
+            }
+            let old = read_entry(&p.table, entry);
+            if old & (RW | D) == RW | D {
+                found = true;
+                if clear {
+                    write_entry(&p.table, entry, old & !D);
+                }
+            }
+        }
+        found
     }
 
     /// Whether the root reaches page `i` through at most `depth` links.

@@ -466,6 +466,44 @@ mod unsync_leaves {
     }
 
     #[test]
+    fn a_table_written_since_the_last_resync_stays_unsync_until_a_quiet_one() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let linears = [0x40_1000];
+        let mut mmu = shadowed(&linears, &page);
+        let root = mmu.root_phys().expect("a root");
+        // The guest's kernel maps its page table at 0x80_0000 (as Linux's
+        // direct map does): the write that made it unsync went through
+        // there, so that entry is writable, and dirty.
+        assert!(mmu.unsync_leaves(0x20));
+        let alias = walk32(0x10000, 0x80_0000, 0x21000, 0x20000);
+        mmu.install(0x80_0000, &alias, PagingMode::Bits32, leaf(&page)).expect("installed");
+        assert_eq!(shadow_leaf(root, 0x80_0000).expect("mapped") & (RW | D), RW | D);
+        assert_eq!(resync(&mut mmu, &linears, &[]), [0x20004], "its entries are checked all the same");
+        assert!(!mmu.is_protected(0x20), "written since the last resync: it stays unsync");
+        assert_eq!(shadow_leaf(root, 0x80_0000).expect("mapped") & (RW | D), RW, "its D bit cleared, to see the next write");
+        // Written again (the processor sets D): still unsync.
+        let dirty = shadow_leaf(root, 0x80_0000).expect("mapped") | D;
+        write_alias_leaf(root, 0x80_0000, dirty);
+        resync(&mut mmu, &linears, &[]);
+        assert!(!mmu.is_protected(0x20));
+        // Not written since: protected again.
+        resync(&mut mmu, &linears, &[]);
+        assert!(mmu.is_protected(0x20), "quiet since the last resync: protected again");
+        assert_eq!(shadow_leaf(root, 0x80_0000).expect("mapped") & RW, 0);
+    }
+
+    /// Writes the leaf entry of `linear` in a PAE-shaped shadow, as the
+    /// processor does when it sets a D bit.
+    fn write_alias_leaf(root: u64, linear: u64, value: u64) {
+        let pdpte = entry(root, (linear >> 30) & 3);
+        let pde = entry(pdpte, (linear >> 21) & 511);
+        let table = (pde & 0x000F_FFFF_FFFF_F000) as *mut u64;
+        // SAFETY: in host tests a physical address is the page's address,
+        // and the index is below 512.
+        unsafe { table.add(((linear >> 12) & 511) as usize).write(value) };
+    }
+
+    #[test]
     fn a_cr3_load_leaves_unsync_tables_for_the_next_entry_to_resync() {
         let page = Page::alloc_zeroed().expect("a page");
         let linears = [0x40_1000];
