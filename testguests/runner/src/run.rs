@@ -198,15 +198,18 @@ pub fn hand_over_interrupts(vcpu: &mut dyn Vcpu, devices: &mut Devices) -> Resul
 
 // ANCHOR: debugger
 /// A command the guest wrote to [`DEBUG_PORT`], carried out as a debugger
-/// would: through the hypervisor's debug ioctl.
-fn debugger_command(vcpu: &mut dyn Vcpu, debug: &mut Debug, command: u8) -> Result<()> {
+/// would: through the hypervisor's debug ioctl. Returns false for a byte
+/// that is no command (0 off, 1 step, 0x10-0x13 breakpoint at RBX): like
+/// a device, the debugger ignores it, and the trace shows the write.
+fn debugger_command(vcpu: &mut dyn Vcpu, debug: &mut Debug, command: u8) -> Result<bool> {
     match command {
         0 => *debug = Debug::default(),
         1 => debug.singlestep = true,
         0x10..=0x13 => debug.breakpoints[usize::from(command - 0x10)] = Some(vcpu.regs()?.rbx),
-        _ => anyhow::bail!("debug port: unknown command {command:#x} (0 off, 1 step, 0x10-0x13 breakpoint at RBX)"),
+        _ => return Ok(false),
     }
-    vcpu.set_debug(debug)
+    vcpu.set_debug(debug)?;
+    Ok(true)
 }
 
 /// The debugger stopped the guest: the trace says where, and a
@@ -244,8 +247,9 @@ fn drive(vcpu: &mut dyn Vcpu, devices: &mut Devices, options: &Options, dirty_lo
             vcpu.reply(Reply::Done)?;
             continue;
         }
-        if let Exit::IoOut { port: DEBUG_PORT, ref data, .. } = exit {
-            debugger_command(vcpu, &mut debug, data.first().copied().unwrap_or(0))?;
+        if let Exit::IoOut { port: DEBUG_PORT, ref data, .. } = exit
+            && debugger_command(vcpu, &mut debug, data.first().copied().unwrap_or(0))?
+        {
             vcpu.reply(Reply::Done)?;
             continue;
         }
