@@ -113,6 +113,10 @@ pub enum Op {
     /// to `dst`; if not, `dst` goes to EDX:EAX. No `src`: the registers
     /// are implied.
     Cmpxchg8b,
+    /// `invlpg m`: `dst` is the byte whose page's translation goes. Not
+    /// carried out by the emulator; decoded so that a backend can compute
+    /// the address the hardware does not give it.
+    Invlpg,
     //@ end
 }
 
@@ -662,6 +666,16 @@ fn two_byte(c: &mut Cursor<'_>, mode: Mode, p: &Prefixes) -> Result<Instruction,
             (1, Rm::Reg(_)) => Err(DecodeError::Invalid),
             (1, _) if p.rex & rex::W != 0 => Err(DecodeError::Unsupported),
             (1, rm) => Ok(instruction(Op::Cmpxchg8b, Size::Qword, a, rm_operand(rm, Size::Qword, p), Operand::None, c, p)),
+            _ => Err(DecodeError::Unsupported),
+        };
+    }
+    // Group 7 (0F 01): of it only invlpg m (/7), whose address SVM
+    // without decode assists does not give (`arch/svm/exit.rs`). Its
+    // register forms are other instructions (swapgs, rdtscp, ...).
+    if opcode == 0x01 {
+        let m = modrm(c, mode, p)?;
+        return match (m.reg & 7, m.rm) {
+            (7, rm @ Rm::Mem(_)) => Ok(instruction(Op::Invlpg, Size::Byte, a, rm_operand(rm, Size::Byte, p), Operand::None, c, p)),
             _ => Err(DecodeError::Unsupported),
         };
     }

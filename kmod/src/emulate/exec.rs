@@ -55,6 +55,9 @@ pub fn execute(guest: &mut dyn Guest, insn: &Instruction, mode: Mode, stack: Siz
     let mut run = Run { guest, stack, next_rip, posted: false };
     match insn.op {
         Op::Movs | Op::Stos | Op::Lods => run.string(insn),
+        //@ begin 13
+        Op::Invlpg => Outcome::Unhandled(DecodeError::Unsupported),
+        //@ end
         _ => match run.step(insn) {
             Ok(effects) => {
                 run.commit(&effects);
@@ -374,6 +377,9 @@ impl Run<'_> {
                 fx.rflags = Some(flags::merge(rflags, if old { CF } else { 0 }, CF));
             }
             Op::Movs | Op::Stos | Op::Lods => {}
+            //@ begin 13
+            Op::Invlpg => {}
+            //@ end
         }
         Ok(fx)
     }

@@ -18,6 +18,9 @@
 use super::{Action, ExitContext, reflect_page_fault, to_user, to_user_unknown};
 use crate::abi::{self, KvmRun, KvmRunExit, KvmRunMmio, KvmSegment, KvmSregs};
 use crate::emulate::{self, Access, Exception, Guest, Mode, Outcome, Segment, Size};
+//@ begin 13
+use crate::emulate::{Op, Operand};
+//@ end
 use crate::regs::{Cr0, Efer, Reg};
 use crate::stats::Counter;
 
@@ -102,6 +105,29 @@ pub(super) fn read_operand(ctx: &mut dyn ExitContext, mem: &emulate::MemOperand,
     guest.read(mem.segment, offset, data)
 }
 // ANCHOR_END: emulate_other
+//@ end
+
+//@ begin 13
+// ANCHOR: invlpg_address
+/// The linear address that the operand of the `invlpg` at RIP names, for
+/// a backend whose hardware does not give it (SVM without decode assists,
+/// APM Vol. 2, 15.13): the emulator's decoder reads the operand, and the
+/// segment's base is added as for any access (in 64-bit mode only FS's
+/// and GS's). `None` if the instruction cannot be fetched or is not an
+/// `invlpg` the decoder knows.
+pub(super) fn invlpg_address(ctx: &mut dyn ExitContext) -> Option<u64> {
+    let sregs = ctx.sregs();
+    let (bytes, n) = fetch(ctx, &sregs).ok()?;
+    let insn = emulate::decode(bytes.get(..n)?, mode(&sregs)).ok()?;
+    let (Op::Invlpg, Operand::Mem(mem)) = (insn.op, insn.dst) else { return None };
+    let next_rip = wrap(&sregs, ctx.rip().wrapping_add(insn.len as u64));
+    let long = mode(&sregs) == Mode::Bits64;
+    let base = if long && !matches!(mem.segment, Segment::Fs | Segment::Gs) { 0 } else { segment_of(&sregs, mem.segment).base };
+    let guest = EmulatedGuest { ctx, sregs, mmio: None, fault_address: 0 };
+    let offset = emulate::effective_address(&guest, &mem, next_rip);
+    Some(wrap(&guest.sregs, base.wrapping_add(offset)))
+}
+// ANCHOR_END: invlpg_address
 //@ end
 
 /// What the emulator's outcome means for the vCPU and for userspace.

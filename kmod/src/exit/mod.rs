@@ -521,8 +521,17 @@ fn reflect(vector: u8, error_code: Option<u32>, ctx: &mut dyn ExitContext) -> Ac
 // ANCHOR: handle_invlpg
 /// `invlpg`: the guest's TLB entry for `address` is gone; so must the
 /// module's translation of it be.
+//@ begin 13
+///
+/// From stage 13, where dropping one translation costs far less than
+/// dropping them all, an address the hardware did not give is found from
+/// the instruction itself ([`mmio::invlpg_address`]).
+//@ end
 fn handle_invlpg(address: Option<u64>, insn_len: u8, ctx: &mut dyn ExitContext) -> Action {
     ctx.count(Counter::Invlpg);
+    //@ begin 13
+    let address = address.or_else(|| mmio::invlpg_address(ctx));
+    //@ end
     match address {
         Some(address) => ctx.invlpg(address),
         None => ctx.flush_guest_tlb(),

@@ -41,8 +41,9 @@ fn known_form(theirs: &iced_x86::Instruction) -> bool {
         || name.starts_with("Lods");
     let modrm_or_moffs = name.contains("rm") || name.contains("moffs");
     //@ begin 13
-    // iced names cmpxchg8b's ModRM operand `m64`: memory is its only form.
-    let modrm_or_moffs = modrm_or_moffs || name == "Cmpxchg8b_m64";
+    // iced names the ModRM operands of cmpxchg8b and invlpg `m64` and `m`:
+    // memory is their only form.
+    let modrm_or_moffs = modrm_or_moffs || name == "Cmpxchg8b_m64" || name == "Invlpg_m";
     //@ end
     known(theirs.mnemonic())
         && (modrm_or_moffs || string || accumulator)
@@ -139,6 +140,7 @@ fn mnemonic(insn: &Instruction) -> Mnemonic {
         //@ begin 13
         Op::Cmpxchg => Mnemonic::Cmpxchg,
         Op::Cmpxchg8b => Mnemonic::Cmpxchg8b,
+        Op::Invlpg => Mnemonic::Invlpg,
         //@ end
     }
 }
@@ -185,6 +187,7 @@ fn known(m: Mnemonic) -> bool {
             //@ begin 13
             | Cmpxchg
             | Cmpxchg8b
+            | Invlpg
             //@ end
     )
 }
@@ -228,12 +231,18 @@ fn compare_memory(k: u32, m: &MemOperand, insn: &Instruction, theirs: &iced_x86:
         Base::Rip => (insn.len as u64).wrapping_add(m.disp) & a.mask(),
         _ => m.disp & a.mask(),
     };
+    let their_size = theirs.memory_size().size();
+    //@ begin 13
+    // invlpg's operand is an address, not bytes: iced gives it no size,
+    // the decoder a byte.
+    let their_size = if insn.op == Op::Invlpg && their_size == 0 { 1 } else { their_size };
+    //@ end
     let ok = segment(m.segment) == theirs.memory_segment()
         && base == theirs.memory_base()
         && index == theirs.memory_index()
         && u32::from(m.scale) == theirs.memory_index_scale()
         && disp == theirs.memory_displacement64()
-        && m.size.bytes() == theirs.memory_size().size();
+        && m.size.bytes() == their_size;
     if ok {
         Ok(())
     } else {
@@ -480,5 +489,41 @@ fn cmpxchg8b_decodes_as_iced_decodes_it() {
         assert_eq!(iced(&[0x0F, 0xC7, 0xCE], mode), None);
         assert_eq!(decode(&[0x0F, 0xC7, 0xCE], mode), Err(super::super::DecodeError::Invalid));
     }
+}
+
+/// `invlpg m` with every ModRM form (SIB and RIP-relative included) under
+/// the prefixes the decoder takes, in every mode: decoded as iced decodes
+/// it; the register forms of group 7 (`swapgs`, `rdtscp`, `vmcall`, ...)
+/// and its other memory forms (`sgdt`, `lidt`, ...) are refused.
+#[test]
+fn invlpg_decodes_as_iced_decodes_it() {
+    let mut compared = 0;
+    for mode in [Mode::Bits16, Mode::Bits32, Mode::Bits64] {
+        let rexes: &[&[u8]] = if mode == Mode::Bits64 { &[&[], &[0x41], &[0x4B]] } else { &[&[]] };
+        for prefix in [&[][..], &[0x66], &[0x67], &[0x26], &[0x64], &[0x65, 0x67]] {
+            for &rex in rexes {
+                for modrm in [0x38, 0x3C, 0x3D, 0x3E, 0x7B, 0xBC, 0xBF] {
+                    let bytes = [prefix, rex, &[0x0F, 0x01, modrm, 0x98, 0x76, 0x54, 0x32, 0x10]].concat();
+                    let theirs = iced(&bytes, mode).unwrap_or_else(|| panic!("{bytes:02X?}: invalid for iced"));
+                    let insn = decode(&bytes, mode).unwrap_or_else(|e| panic!("{bytes:02X?}: {e:?}"));
+                    assert_eq!((insn.op, theirs.mnemonic()), (Op::Invlpg, Mnemonic::Invlpg), "{bytes:02X?}");
+                    compare(&insn, &theirs).unwrap_or_else(|why| panic!("{}-bit {bytes:02X?}: {why}", bitness(mode)));
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 2 * 6 * 7 + 6 * 3 * 7);
+    for mode in [Mode::Bits16, Mode::Bits32, Mode::Bits64] {
+        for modrm in [0x00, 0x18, 0x30, 0xC1, 0xF8, 0xF9, 0xFF] {
+            let bytes = [0x0F, 0x01, modrm, 0, 0, 0, 0];
+            let mnemonic = iced(&bytes, mode).map(|i| i.mnemonic());
+            assert_ne!(mnemonic, Some(Mnemonic::Invlpg), "{bytes:02X?}");
+            assert!(decode(&bytes, mode).is_err(), "{}-bit {bytes:02X?}: {mnemonic:?}", bitness(mode));
+        }
+    }
+    // A lock prefix: #UD.
+    assert_eq!(iced(&[0xF0, 0x0F, 0x01, 0x38], Mode::Bits32), None);
+    assert_eq!(decode(&[0xF0, 0x0F, 0x01, 0x38], Mode::Bits32), Err(super::super::DecodeError::Invalid));
 }
 //@ end

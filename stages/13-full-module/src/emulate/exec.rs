@@ -55,6 +55,7 @@ pub fn execute(guest: &mut dyn Guest, insn: &Instruction, mode: Mode, stack: Siz
     let mut run = Run { guest, stack, next_rip, posted: false };
     match insn.op {
         Op::Movs | Op::Stos | Op::Lods => run.string(insn),
+        Op::Invlpg => Outcome::Unhandled(DecodeError::Unsupported),
         _ => match run.step(insn) {
             Ok(effects) => {
                 run.commit(&effects);
@@ -372,6 +373,7 @@ impl Run<'_> {
                 fx.rflags = Some(flags::merge(rflags, if old { CF } else { 0 }, CF));
             }
             Op::Movs | Op::Stos | Op::Lods => {}
+            Op::Invlpg => {}
         }
         Ok(fx)
     }

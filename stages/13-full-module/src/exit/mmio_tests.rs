@@ -296,3 +296,58 @@ mod table_writes {
         assert_eq!((ctx.queued, ctx.sregs.cr2, ctx.rip), (Some((14, Some(0x7))), 0x3000, 0x1000));
     }
 }
+
+/// `invlpg` where the hardware gave no address (SVM without decode
+/// assists): the address comes from the instruction (stage 13).
+mod invlpg {
+    use super::*;
+
+    fn invlpg(ctx: &mut FakeContext, insn_len: u8) -> Vec<u64> {
+        let mut run = KvmRun::default();
+        assert_eq!(handle_exit(&VmExit::Invlpg { address: None, insn_len }, ctx, &mut run), Action::Resume);
+        core::mem::take(&mut ctx.invlpgs)
+    }
+
+    #[test]
+    fn the_address_is_the_operands_with_the_segments_base() {
+        // invlpg [eax]; fs: invlpg [eax]; invlpg [ebp+0x2000] (SS), wrapping at 4 GiB.
+        let mut ctx = prot32(&[0x0F, 0x01, 0x38]);
+        ctx.sregs.ds.base = 0x1_0000;
+        ctx.sregs.fs = KvmSegment { base: 0x7000_0000, ..ctx.sregs.ds };
+        ctx.sregs.ss.base = 0x30_0000;
+        ctx.regs[0] = 0x2000;
+        ctx.regs[5] = 0xFFFF_F000;
+        assert_eq!((invlpg(&mut ctx, 3), ctx.skipped, ctx.flushes), (vec![0x1_2000], 3, 0));
+        ctx.ram[0x1000..0x1004].copy_from_slice(&[0x64, 0x0F, 0x01, 0x38]);
+        assert_eq!(invlpg(&mut ctx, 4), [0x7000_2000]);
+        ctx.ram[0x1000..0x1007].copy_from_slice(&[0x0F, 0x01, 0xBD, 0x00, 0x20, 0x00, 0x00]);
+        assert_eq!(invlpg(&mut ctx, 7), [0x30_1000]);
+        assert_eq!(ctx.flushes, 0, "nothing dropped everything");
+    }
+
+    #[test]
+    fn in_64_bit_mode_only_fs_and_gs_have_a_base_and_rip_relative_counts_from_the_next_instruction() {
+        let mut ctx = prot32(&[0x0F, 0x01, 0x38]);
+        ctx.sregs.efer = Efer::LMA.bits() | Efer::LME.bits();
+        ctx.sregs.cs.l = 1;
+        ctx.sregs.cs.db = 0;
+        ctx.sregs.ds.base = 0x1_0000;
+        ctx.sregs.gs = KvmSegment { base: 0xFFFF_8880_0000_0000, ..ctx.sregs.ds };
+        ctx.regs[0] = 0x7F00_0000_2000;
+        assert_eq!(invlpg(&mut ctx, 3), [0x7F00_0000_2000]);
+        ctx.ram[0x1000..0x1004].copy_from_slice(&[0x65, 0x0F, 0x01, 0x38]);
+        ctx.regs[0] = 0x2000;
+        assert_eq!(invlpg(&mut ctx, 4), [0xFFFF_8880_0000_2000]);
+        ctx.ram[0x1000..0x1007].copy_from_slice(&[0x0F, 0x01, 0x3D, 0x10, 0x00, 0x00, 0x00]);
+        assert_eq!(invlpg(&mut ctx, 7), [0x1017]);
+    }
+
+    #[test]
+    fn bytes_that_are_no_invlpg_or_cannot_be_fetched_drop_everything() {
+        // The bytes changed under the exit: swapgs (0F 01 F8) is no invlpg.
+        let mut ctx = prot32(&[0x0F, 0x01, 0xF8]);
+        assert_eq!((invlpg(&mut ctx, 3), ctx.flushes), (vec![], 1));
+        ctx.rip = 0x2_0000;
+        assert_eq!((invlpg(&mut ctx, 3), ctx.flushes), (vec![], 2), "code outside guest memory");
+    }
+}

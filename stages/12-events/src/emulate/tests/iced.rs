@@ -216,12 +216,13 @@ fn compare_memory(k: u32, m: &MemOperand, insn: &Instruction, theirs: &iced_x86:
         Base::Rip => (insn.len as u64).wrapping_add(m.disp) & a.mask(),
         _ => m.disp & a.mask(),
     };
+    let their_size = theirs.memory_size().size();
     let ok = segment(m.segment) == theirs.memory_segment()
         && base == theirs.memory_base()
         && index == theirs.memory_index()
         && u32::from(m.scale) == theirs.memory_index_scale()
         && disp == theirs.memory_displacement64()
-        && m.size.bytes() == theirs.memory_size().size();
+        && m.size.bytes() == their_size;
     if ok {
         Ok(())
     } else {
