@@ -1307,6 +1307,33 @@ mod run_loop_tests {
             assert_eq!((run.exit_reason, fake::entries().len()), (abi::KVM_EXIT_SHUTDOWN, 1));
         }
 
+        #[test]
+        fn a_far_pointer_in_mmio_comes_from_userspace_then_the_load_completes() {
+            // les bx, [0x20] at 0:0x8000, DS at 0x1000: the pointer at
+            // 0x10020, past the 16 pages of memory.
+            let m = memory(16);
+            let mut v = real_mode_vcpu(&m, 0);
+            let mut s = v.get_sregs();
+            s.ds = KvmSegment::real_mode(0x1000);
+            v.set_sregs(&s);
+            assert!(write_phys(0x8000, &[0xC4, 0x1E, 0x20, 0x00], &m));
+            let st = VmStats::default();
+            fake::script(&[step(0, VmExit::Exception { vector: 13, error_code: 0 })]);
+            fake::real_mode_like_vmx(true);
+            let mut run = KvmRun::default();
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            assert_eq!((run.exit_reason, run.exit.mmio().phys_addr, run.exit.mmio().len), (abi::KVM_EXIT_MMIO, 0x10020, 4));
+            run.exit.mmio_mut().data = [0x34, 0x12, 0x00, 0x30, 0, 0, 0, 0];
+            run.mmio_completed = 1;
+            fake::script(&[step(0, VmExit::Hlt { insn_len: 1 })]);
+            fake::real_mode_like_vmx(true);
+            assert_eq!(v.run(&mut run, &m, &st), Ok(()));
+            let s = v.get_sregs();
+            assert_eq!((v.regs[Reg::Rbx as usize], s.es.selector, s.es.base), (0x1234, 0x3000, 0x30000));
+            assert_eq!((fake::entries()[0].rip, run.exit_reason), (0x8004, abi::KVM_EXIT_HLT));
+            assert_eq!(st.get(Counter::MmioExits), 1);
+        }
+
         /// Interrupts reach the IVT through the plan (E12.1).
         mod e12_1 {
             use super::*;

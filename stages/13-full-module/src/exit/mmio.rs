@@ -52,6 +52,12 @@ pub fn emulate_fault(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Option<Acti
 /// The next `KVM_RUN` after an MMIO read: userspace's data answers it,
 /// and the same instruction runs again from the start.
 pub fn resume(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
+    // From stage 12 the read may be a real-mode guest's system
+    // instruction's (`exit/real_mode.rs`), which runs again there. None of
+    // those instructions is one the emulator knows.
+    if let Some(action) = super::real_mode::resume(ctx, run) {
+        return action;
+    }
     match emulate_fault(ctx, run) {
         Some(action) => action,
         None => to_user_unknown(EMULATION_FAILED, run),
@@ -90,14 +96,39 @@ pub(super) fn fetch_code(ctx: &mut dyn ExitContext) -> Option<([u8; 15], usize)>
 
 /// Reads the memory operand `mem` of the instruction at RIP, `len` bytes
 /// long, into `data`, as the emulator reads: through the segment, its
-/// limit and the guest's tables. Guest RAM only: an operand in MMIO is
-/// [`Access::Mmio`], and nothing goes to userspace.
-pub(super) fn read_operand(ctx: &mut dyn ExitContext, mem: &emulate::MemOperand, len: usize, data: &mut [u8]) -> Access {
+/// limit and the guest's tables. An operand in MMIO is [`Access::Mmio`],
+/// and `run` then asks userspace for it (`KVM_EXIT_MMIO`): the caller
+/// returns [`Action::ToUser`], and [`resume`] runs the instruction again
+/// once userspace has answered, when the same read takes the data.
+pub(super) fn read_operand(ctx: &mut dyn ExitContext, run: &mut KvmRun, mem: &emulate::MemOperand, len: usize, data: &mut [u8]) -> Access {
     let sregs = ctx.sregs();
     let next_rip = wrap(&sregs, ctx.rip().wrapping_add(len as u64));
-    let mut guest = EmulatedGuest { ctx, sregs, mmio: None, fault_address: 0 };
+    let mut guest = EmulatedGuest { ctx: &mut *ctx, sregs, mmio: None, fault_address: 0 };
     let offset = emulate::effective_address(&guest, mem, next_rip);
-    guest.read(mem.segment, offset, data)
+    let access = guest.read(mem.segment, offset, data);
+    let mmio = guest.mmio;
+    if access == Access::Mmio {
+        finish(Outcome::MmioRead, mmio, 0, ctx, run);
+    }
+    access
+}
+
+/// Reads `data.len()` bytes at `segment:offset` (the stack of an
+/// instruction the module carries out) as the emulator reads them: the
+/// segment's checks (#SS(0) through SS), its base, the guest's tables.
+/// Guest RAM only: MMIO is [`Access::Mmio`], and nothing goes to
+/// userspace.
+pub(super) fn read_at(ctx: &mut dyn ExitContext, segment: Segment, offset: u64, data: &mut [u8]) -> Access {
+    let sregs = ctx.sregs();
+    EmulatedGuest { ctx, sregs, mmio: None, fault_address: 0 }.read(segment, offset, data)
+}
+
+/// Writes `data` (at most 8 bytes) at `segment:offset` as the emulator
+/// writes it, all of it or, on a fault, nothing. Guest RAM only: MMIO is
+/// [`Access::Mmio`], nothing is written, and nothing goes to userspace.
+pub(super) fn write_at(ctx: &mut dyn ExitContext, segment: Segment, offset: u64, data: &[u8]) -> Access {
+    let sregs = ctx.sregs();
+    EmulatedGuest { ctx, sregs, mmio: None, fault_address: 0 }.write(segment, offset, data)
 }
 // ANCHOR_END: emulate_other
 
