@@ -357,15 +357,24 @@ impl Report {
     }
 
     /// What the first three failed tests of exercise `id` printed, at most
-    /// `per_test` lines each.
+    /// `per_test` lines each, and how many more failed, if any.
     pub fn failures_of(&self, id: ExerciseId, per_test: usize) -> String {
+        const SHOWN: usize = 3;
         let mut text = String::new();
-        let failed = self.output.tests.iter().filter(|(name, passed)| !passed && exercise_of(name) == Some(id));
-        for (name, _) in failed.take(3) {
+        let failed: Vec<&String> =
+            self.output.tests.iter().filter(|(name, passed)| !passed && exercise_of(name) == Some(id)).map(|(name, _)| name).collect();
+        for name in failed.iter().take(SHOWN) {
             text.push_str(&format!("  {name}:\n"));
-            for line in self.output.failures.get(name).into_iter().flatten().take(per_test) {
+            for line in self.output.failures.get(*name).into_iter().flatten().take(per_test) {
                 text.push_str(&format!("      {line}\n"));
             }
+        }
+        if let Some(more) = failed.len().checked_sub(SHOWN).filter(|&n| n > 0) {
+            let tests = if more == 1 { "test" } else { "tests" };
+            text.push_str(&format!(
+                "  and {more} more failing {tests} of {id} (`cargo xtask test-stage {}` lists every test)\n",
+                self.stage
+            ));
         }
         text
     }
@@ -543,6 +552,21 @@ error: 1 target failed:
         let failures = report.failures(12);
         assert!(failures.starts_with("  arch::svm::exit::tests::e7_2::decodes:\n      panicked at stages/07-svm/"), "{failures}");
         assert!(failures.contains("       right: 2\n"), "{failures}");
+    }
+
+    #[test]
+    fn past_three_failing_tests_the_rest_are_counted() {
+        let failing = |n: usize| -> String {
+            (1..=n).map(|i| format!("test a::e7_2::t{i} ... FAILED\n---- a::e7_2::t{i} stdout ----\nsaid {i}\n")).collect()
+        };
+        let report = |n| Report::new(&svm(), TestOutput::parse(&failing(n), false), vec![None; 4], Duration::ZERO);
+        let e7_2 = ExerciseId { stage: 7, number: 2 };
+        let text = report(5).failures_of(e7_2, 6);
+        assert!(text.starts_with("  a::e7_2::t1:\n      said 1\n  a::e7_2::t2:\n      said 2\n  a::e7_2::t3:\n      said 3\n"), "{text}");
+        assert!(!text.contains("t4") && !text.contains("said 5"), "{text}");
+        assert!(text.ends_with("  and 2 more failing tests of E7.2 (`cargo xtask test-stage 7` lists every test)\n"), "{text}");
+        assert!(report(4).failures(12).ends_with("  and 1 more failing test of E7.2 (`cargo xtask test-stage 7` lists every test)\n"));
+        assert!(!report(3).failures_of(e7_2, 6).contains("more failing"));
     }
 
     #[test]

@@ -330,29 +330,33 @@ impl Run<'_> {
     // ANCHOR_END: step
 
     // ANCHOR: bit_operand
-    /// The operand of a bit test and the bit number in it. With a register
-    /// as the bit offset and memory as the operand, the offset is signed
-    /// and may reach outside the operand: the operand is then the one
-    /// `offset / width` operands away, at bit `offset % width`, rounded
-    /// towards minus infinity (SDM Vol. 2A, BT, "bit base, bit offset").
+    /// The operand of a bit test and the bit number in it. An immediate bit
+    /// offset, and any offset on a register, counts modulo the operand's
+    /// width; a register offset on a memory operand is
+    /// [`bit_in_memory`](Self::bit_in_memory)'s.
     fn bit_operand(&mut self, insn: &Instruction) -> Result<(Place, u64), Stop> {
-        let size = insn.size;
         let src = self.place(&insn.src);
         let offset = self.get(src)?;
-        let width = u64::from(size.bits());
-        match (self.place(&insn.dst), insn.src) {
-            (Place::Mem { segment, offset: base, size }, Operand::Reg(_)) => {
-                let signed = size.sign_extend(offset) as i64;
-                let displacement = (signed >> width.trailing_zeros()).wrapping_mul(size.bytes() as i64) as u64;
-                let address_size = match insn.dst {
-                    Operand::Mem(m) => m.address_size,
-                    _ => Size::Qword,
-                };
-                let offset_in = base.wrapping_add(displacement) & address_size.mask();
-                Ok((Place::Mem { segment, offset: offset_in, size }, offset & (width - 1)))
+        match (self.place(&insn.dst), insn.dst, insn.src) {
+            (Place::Mem { segment, offset: base, size }, Operand::Mem(m), Operand::Reg(_)) => {
+                let (offset, bit) = Self::bit_in_memory(base, offset, size, m.address_size);
+                Ok((Place::Mem { segment, offset, size }, bit))
             }
-            (dst, _) => Ok((dst, offset & (width - 1))),
+            (dst, _, _) => Ok((dst, offset % u64::from(insn.size.bits()))),
         }
+    }
+
+    /// Bit `offset` of the bit string whose bit 0 is bit 0 of the byte at
+    /// `base`, for a bit test of operand size `size` addressed with
+    /// `address_size` bits: the offset of the operand that holds the bit,
+    /// and the bit's number in it. `offset` is the bit offset register's
+    /// value, `size` bits wide.
+    fn bit_in_memory(base: u64, offset: u64, size: Size, address_size: Size) -> (u64, u64) {
+        let signed = size.sign_extend(offset) as i64;
+        let width = i64::from(size.bits());
+        let operands = signed.div_euclid(width);
+        let address = base.wrapping_add(operands.wrapping_mul(size.bytes() as i64) as u64) & address_size.mask();
+        (address, signed.rem_euclid(width) as u64)
     }
     // ANCHOR_END: bit_operand
 

@@ -67,14 +67,15 @@ impl Fake {
         self.regs[r as usize]
     }
 
+    /// Memory wraps at 2^64, as the addresses of a wrong answer may.
     pub fn poke(&mut self, address: u64, bytes: &[u8]) {
-        for (a, b) in (address..).zip(bytes) {
-            self.memory.insert(a, *b);
+        for (i, b) in (0..).zip(bytes) {
+            self.memory.insert(address.wrapping_add(i), *b);
         }
     }
 
     pub fn peek(&self, address: u64, len: usize) -> Vec<u8> {
-        (address..).take(len).map(|a| self.memory.get(&a).copied().unwrap_or(0)).collect()
+        (0..len as u64).map(|i| self.memory.get(&address.wrapping_add(i)).copied().unwrap_or(0)).collect()
     }
 
     pub fn peek_u64(&self, address: u64, len: usize) -> u64 {

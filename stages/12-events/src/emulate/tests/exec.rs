@@ -3,8 +3,9 @@
 //! memory before and after, every flag, RIP, and the outcome; string
 //! instructions with and without `rep`, both directions, each address
 //! size; MMIO reads and writes, alone and in the middle of `rep movs`;
-//! faults. No test here has a SIB byte or runs `sub`, `sbb` or `cmp`,
-//! except those in `e10_1` and `e10_2`.
+//! faults. No test here has a SIB byte, runs `sub`, `sbb` or `cmp`, or
+//! runs a bit test with a register bit offset on memory, except those in
+//! `e10_1`, `e10_2` and `e10_3`.
 
 use super::super::flags::{AF, CF, DF, OF, PF, SF, STATUS, ZF};
 use super::super::{DecodeError, Exception, MAX_ITERATIONS, Mode, Outcome, Segment, Size, emulate};
@@ -367,25 +368,7 @@ fn pop_memory_and_registers() {
 }
 
 #[test]
-fn bit_tests_on_memory_reach_past_the_operand() {
-    // bt [rbx], eax with EAX = 100: the dword at RBX + 12, bit 4.
-    let mut memory = [0u8; 32];
-    memory[12] = 0x10;
-    let fake = at_rbx(&[0x0F, 0xA3, 0x03], &[(Rax, 100)], &memory);
-    assert_eq!(fake.rflags, 0x2 | CF);
-    assert_eq!(fake.log.first().map(|l| l.offset), Some(RAM + 12));
-    // A negative offset: -1 is bit 31 of the dword before.
-    let mut fake = Fake::with_regs(&[(Rbx, RAM + 8), (Rax, u64::MAX)]);
-    fake.poke(RAM + 4, &[0, 0, 0, 0x80]);
-    assert_eq!(run64(&mut fake, &[0x0F, 0xB3, 0x03]), Outcome::Done); // btr [rbx], eax
-    assert_eq!((fake.rflags & CF, fake.peek(RAM + 4, 4)), (CF, vec![0, 0, 0, 0]));
-    // 16-bit offsets are signed 16-bit numbers: 0xFFF0 is -16.
-    let mut fake = Fake::with_regs(&[(Rbx, RAM + 8), (Rax, 0xFFF0)]);
-    assert_eq!(run64(&mut fake, &[0x66, 0x0F, 0xAB, 0x03]), Outcome::Done); // bts [rbx], ax
-    assert_eq!((fake.rflags & CF, fake.peek(RAM + 6, 2)), (0, vec![1, 0]));
-    // 64-bit: btc [rbx], rax with RAX = 64 + 63.
-    let fake = at_rbx(&[0x48, 0x0F, 0xBB, 0x03], &[(Rax, 127)], &[0; 16]);
-    assert_eq!(fake.peek_u64(RAM + 8, 8), 1 << 63);
+fn bit_tests_on_memory_with_an_immediate_stay_in_the_operand() {
     // The immediate form takes the bit number modulo the width, no further.
     let fake = at_rbx(&[0x0F, 0xBA, 0x2B, 0x45], &[], &[0x20, 0, 0, 0, 0xFF]); // bts dword [rbx], 0x45
     assert_eq!((fake.rflags, fake.peek(RAM, 5)), (0x2 | CF, vec![0x20, 0, 0, 0, 0xFF]));
@@ -393,6 +376,10 @@ fn bit_tests_on_memory_reach_past_the_operand() {
     assert_eq!((fake.rflags, fake.peek(RAM, 1)), (0x2 | CF, vec![0xFD]));
     let fake = at_rbx(&[0x0F, 0xBA, 0x33, 0x07], &[], &[0x00]); // btr dword [rbx], 7
     assert_eq!((fake.rflags, fake.peek(RAM, 1)), (0x2, vec![0x00]));
+    // bts word [rbx], 0xFF: bit 15 of the word itself; the immediate is
+    // not sign-extended.
+    let fake = at_rbx(&[0x66, 0x0F, 0xBA, 0x2B, 0xFF], &[], &[0, 0, 0]);
+    assert_eq!((fake.rflags, fake.peek(RAM, 3)), (0x2, vec![0, 0x80, 0]));
 }
 
 #[test]
@@ -417,7 +404,7 @@ fn bit_tests_on_registers_and_the_other_flags() {
 fn lock_is_accepted_only_where_the_processor_takes_it() {
     let fake = at_rbx(&[0xF0, 0x01, 0x03], &[(Rax, 1)], &[1]);
     assert_eq!(fake.peek(RAM, 1), [2]);
-    at_rbx(&[0xF0, 0x0F, 0xAB, 0x03], &[], &[0]);
+    at_rbx(&[0xF0, 0x0F, 0xBA, 0x2B, 0x00], &[], &[0]); // lock bts dword [rbx], 0
     at_rbx(&[0xF0, 0x87, 0x03], &[], &[0]);
     for bytes in [&[0xF0, 0x01, 0xC3][..], &[0xF0, 0x8B, 0x03], &[0xF0, 0x0F, 0xA3, 0x03], &[0xF0, 0x85, 0x03], &[0xF0, 0xFF, 0x33]] {
         let mut fake = Fake::with_regs(&[(Rbx, RAM)]);
@@ -454,7 +441,7 @@ fn rip_wraps_at_4_gib_outside_64_bit_mode() {
 
 #[test]
 fn faults_change_nothing() {
-    for bytes in [&[0x8B, 0x03][..], &[0x01, 0x03], &[0x89, 0x03], &[0xFF, 0x03], &[0x87, 0x03], &[0x0F, 0xAB, 0x03]] {
+    for bytes in [&[0x8B, 0x03][..], &[0x01, 0x03], &[0x89, 0x03], &[0xFF, 0x03], &[0x87, 0x03], &[0x0F, 0xBA, 0x2B, 0x07]] {
         let mut fake = Fake::with_regs(&[(Rbx, FAULTY), (Rax, 7)]);
         fake.rflags = 0x2 | ZF;
         let before = fake.clone();
@@ -715,5 +702,181 @@ mod e10_2 {
         assert_eq!(run64(&mut fake, &[0x29, 0x03]), Outcome::MmioWrite);
         assert_eq!(fake.take_write().data, vec![0xFF; 4]);
         assert_eq!(fake.rflags, 0x2 | CF | SF | AF | PF);
+    }
+}
+
+mod e10_3 {
+    //! Bit tests with a register bit offset on a memory operand: which
+    //! operand the offset reaches and which bit of it, the accesses a
+    //! device sees, and the address size's wrap.
+    use super::*;
+
+    /// The accesses the guest saw: (write, offset, length).
+    fn accesses(fake: &Fake) -> Vec<(bool, u64, usize)> {
+        fake.log.iter().map(|l| (l.write, l.offset, l.data.len())).collect()
+    }
+
+    /// The bytes of the guest's memory that are not zero: (address, value).
+    fn ones(fake: &Fake) -> Vec<(u64, u8)> {
+        fake.memory.iter().filter(|&(_, &v)| v != 0).map(|(&a, &v)| (a, v)).collect()
+    }
+
+    /// Runs `bytes`, a `bts` whose operand is at rBX and whose bit offset
+    /// is rAX, in `mode` with RBX = `base`, RAX = `rax` and memory all
+    /// zeros; checks that it reads and then writes the `len` bytes at
+    /// `operand`, sets its bit `bit` and no other, and finds CF clear.
+    #[track_caller]
+    fn bts(bytes: &[u8], mode: Mode, (base, rax): (u64, u64), (operand, len, bit): (u64, usize, u64)) {
+        let what = format!("{bytes:02X?} in {mode:?} with rbx={base:#x} rax={rax:#x}");
+        let mut fake = Fake::with_regs(&[(Rbx, base), (Rax, rax)]);
+        assert_eq!(run(&mut fake, bytes, mode), Outcome::Done, "{what}");
+        let (seen, expected) = (accesses(&fake), [(false, operand, len), (true, operand, len)]);
+        assert!(seen == expected, "{what}: the accesses (write, offset, length) were {seen:x?}, not {expected:x?}");
+        let (set, expected) = (ones(&fake), [(operand.wrapping_add(bit / 8), 1 << (bit % 8))]);
+        assert!(set == expected, "{what}: the bytes not zero (address, value) were {set:x?}, not {expected:x?} (bit {bit})");
+        assert_eq!((fake.rflags, fake.rip), (0x2, 0x1000 + bytes.len() as u64), "{what}: CF clear, RIP past it");
+    }
+
+    #[test]
+    fn a_32_bit_offset_is_signed_and_moves_by_doublewords() {
+        let bts_32 = [0x0F, 0xAB, 0x03]; // bts [rbx], eax
+        let cases = [
+            (0, (RAM, 4, 0)),
+            (31, (RAM, 4, 31)),
+            (32, (RAM + 4, 4, 0)),
+            (100, (RAM + 12, 4, 4)),
+            (0xFFFF_FFFF, (RAM - 4, 4, 31)), // -1
+            (0xFFFF_FFDF, (RAM - 8, 4, 31)), // -33
+            (0xFFFF_FFE0, (RAM - 4, 4, 0)),  // -32
+            (0x7FFF_FFFF, (RAM + 0x0FFF_FFFC, 4, 31)),
+            (0x8000_0000, (RAM.wrapping_sub(0x1000_0000), 4, 0)), // -2^31
+            (0xFFFF_FFFF_0000_0021, (RAM + 4, 4, 1)), // only EAX counts
+        ];
+        for (rax, operand) in cases {
+            bts(&bts_32, Mode::Bits64, (RAM, rax), operand);
+        }
+        // The same in 32-bit code.
+        bts(&bts_32, Mode::Bits32, (RAM, 0xFFFF_FFDF), (RAM - 8, 4, 31));
+        // lock changes nothing of it.
+        bts(&[0xF0, 0x0F, 0xAB, 0x03], Mode::Bits64, (RAM, 0xFFFF_FFFF), (RAM - 4, 4, 31));
+    }
+
+    #[test]
+    fn a_16_bit_offset_is_signed_and_moves_by_words() {
+        let bts_16 = [0x66, 0x0F, 0xAB, 0x03]; // bts [rbx], ax
+        let cases = [
+            (15, (RAM, 2, 15)),
+            (16, (RAM + 2, 2, 0)),
+            (0xFFFF, (RAM - 2, 2, 15)), // -1
+            (0xFFEF, (RAM - 4, 2, 15)), // -17
+            (0xFFF0, (RAM - 2, 2, 0)),  // -16
+            (0x7FFF, (RAM + 0xFFE, 2, 15)),
+            (0x8000, (RAM - 0x1000, 2, 0)), // -2^15
+            (0x1234_0000_FFFF, (RAM - 2, 2, 15)), // only AX counts
+        ];
+        for (rax, operand) in cases {
+            bts(&bts_16, Mode::Bits64, (RAM, rax), operand);
+        }
+    }
+
+    #[test]
+    fn a_64_bit_offset_is_signed_and_moves_by_quadwords() {
+        let bts_64 = [0x48, 0x0F, 0xAB, 0x03]; // bts [rbx], rax
+        let cases = [
+            (63, (RAM, 8, 63)),
+            (64, (RAM + 8, 8, 0)),
+            (127, (RAM + 8, 8, 63)),
+            (u64::MAX, (RAM - 8, 8, 63)), // -1
+            ((-65i64) as u64, (RAM - 16, 8, 63)),
+            (0x7FFF_FFFF, (RAM + 0x0FFF_FFF8, 8, 63)),
+            (0x8000_0000, (RAM + 0x1000_0000, 8, 0)), // positive in 64 bits
+            (1 << 63, (RAM.wrapping_sub(1 << 60), 8, 0)), // -2^63
+        ];
+        for (rax, operand) in cases {
+            bts(&bts_64, Mode::Bits64, (RAM, rax), operand);
+        }
+    }
+
+    #[test]
+    fn the_operand_address_wraps_at_the_address_size() {
+        // 16-bit addresses: bts [bx], ax and bts [bx], eax (66).
+        let (bts_16, bts_32) = ([0x0F, 0xAB, 0x07], [0x66, 0x0F, 0xAB, 0x07]);
+        bts(&bts_16, Mode::Bits16, (0, 0xFFFF), (0xFFFE, 2, 15));
+        bts(&bts_16, Mode::Bits16, (0xFFFE, 16), (0, 2, 0));
+        bts(&bts_16, Mode::Bits16, (0x0010, 0x8000), (0xF010, 2, 0));
+        bts(&bts_32, Mode::Bits16, (0, 0xFFFF_FFFF), (0xFFFC, 4, 31));
+        bts(&bts_32, Mode::Bits16, (0x0100, 0x7FFF_FFFF), (0x00FC, 4, 31));
+        // 32-bit addresses in 64-bit code: bts [ebx], eax (67).
+        let bts_67 = [0x67, 0x0F, 0xAB, 0x03];
+        bts(&bts_67, Mode::Bits64, (0, 0xFFFF_FFFF), (0xFFFF_FFFC, 4, 31));
+        bts(&bts_67, Mode::Bits64, (0xFFFF_FFFC, 32), (0, 4, 0));
+        // 32-bit code: its addresses are 32 bits.
+        bts(&[0x0F, 0xAB, 0x03], Mode::Bits32, (2, 0xFFFF_FFDF), (0xFFFF_FFFA, 4, 31));
+    }
+
+    #[test]
+    fn bt_btr_and_btc_reach_the_same_bit_and_set_cf_from_it() {
+        // The bit: -2 is bit 30 of the doubleword before RBX, bit 6 of the
+        // byte at RBX - 1. Every other flag is kept.
+        let flags = 0x2 | ZF | SF | OF | AF | PF;
+        for (bytes, before, after, cf) in [
+            ([0x0F, 0xA3, 0x03], 0x40, 0x40, CF), // bt
+            ([0x0F, 0xA3, 0x03], 0xBF, 0xBF, 0),
+            ([0x0F, 0xB3, 0x03], 0xFF, 0xBF, CF), // btr
+            ([0x0F, 0xB3, 0x03], 0x00, 0x00, 0),
+            ([0x0F, 0xBB, 0x03], 0x40, 0x00, CF), // btc
+            ([0x0F, 0xBB, 0x03], 0x80, 0xC0, 0),
+            ([0x0F, 0xAB, 0x03], 0x40, 0x40, CF), // bts
+        ] {
+            let mut fake = Fake::with_regs(&[(Rbx, RAM), (Rax, 0xFFFF_FFFE)]);
+            fake.rflags = flags | (CF ^ cf);
+            fake.poke(RAM - 1, &[before]);
+            assert_eq!(run64(&mut fake, &bytes), Outcome::Done, "{bytes:02X?}");
+            let expected = (vec![0, 0, 0, after, 0, 0, 0, 0], flags | cf);
+            assert_eq!((fake.peek(RAM - 4, 8), fake.rflags), expected, "{bytes:02X?} on {before:#x}");
+            let writes: Vec<_> = accesses(&fake).into_iter().filter(|a| a.0).collect();
+            let expected = if bytes[1] == 0xA3 { vec![] } else { vec![(true, RAM - 4, 4)] };
+            assert_eq!(writes, expected, "{bytes:02X?}: the writes (bt makes none)");
+        }
+    }
+
+    #[test]
+    fn a_device_sees_the_whole_operand_the_offset_reaches() {
+        // bts [rbx], rAX with a negative offset, in each operand size: the
+        // device sees a read of the whole operand the offset reaches, at
+        // its address, then, once the read is answered, its write with
+        // the bit set.
+        for (bytes, rax, address, data) in [
+            // -1: bit 31 of the doubleword before.
+            (&[0x0F, 0xAB, 0x03][..], 0xFFFF_FFFF, MMIO + 0x7FC, vec![0x11, 0, 0, 0x80]),
+            // -8: bit 8 of the word before.
+            (&[0x66, 0x0F, 0xAB, 0x03], 0xFFF8, MMIO + 0x7FE, vec![0x11, 0x01]),
+            // -65: bit 63 of the quadword two before.
+            (&[0x48, 0x0F, 0xAB, 0x03], (-65i64) as u64, MMIO + 0x7F0, vec![0x11, 0, 0, 0, 0, 0, 0, 0x80]),
+        ] {
+            let mut fake = Fake::with_regs(&[(Rbx, MMIO + 0x800), (Rax, rax)]);
+            assert_eq!(run64(&mut fake, bytes), Outcome::MmioRead, "{bytes:02X?}");
+            let exit = fake.exit.clone().expect("an exit");
+            assert_eq!((exit.write, exit.address, exit.len), (false, address, data.len()), "{bytes:02X?}: the read");
+            let mut answer = vec![0; data.len()];
+            answer[0] = 0x11;
+            fake.answer_read(&answer);
+            assert_eq!(run64(&mut fake, bytes), Outcome::MmioWrite, "{bytes:02X?}");
+            let exit = fake.take_write();
+            assert_eq!((exit.address, exit.data), (address, data), "{bytes:02X?}: the write");
+            assert_eq!(fake.rflags, 0x2, "{bytes:02X?}");
+        }
+    }
+
+    #[test]
+    fn a_fault_where_the_offset_reaches_changes_nothing() {
+        // RBX is past the faulting 64 KiB, EAX = -1 reaches back into them.
+        for bytes in [&[0x0F, 0xA3, 0x03][..], &[0x0F, 0xAB, 0x03]] {
+            let mut fake = Fake::with_regs(&[(Rbx, FAULTY + 0x1_0000), (Rax, 0xFFFF_FFFF)]);
+            fake.rflags = 0x2 | ZF;
+            let before = fake.clone();
+            assert_eq!(run64(&mut fake, bytes), Outcome::Exception(Exception { vector: 14, error_code: Some(0) }), "{bytes:02X?}");
+            assert_eq!((fake.regs, fake.rip, fake.rflags), (before.regs, before.rip, before.rflags), "{bytes:02X?}");
+        }
     }
 }
