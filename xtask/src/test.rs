@@ -261,8 +261,10 @@ fn device_checks(platform: Option<&str>, choice: &Choice, tally: &mut Tally) -> 
 /// The Linux guest boots, runs [`crate::vmm::TEST_FORKS`] fork+exec and
 /// powers off on Linux's KVM and on rkvm in one L1 boot, and rkvm's
 /// console must equal Linux KVM's (about a minute of L1 under tcg-svm).
-/// Under Bochs the guest on rkvm took 720 s of L1's clock to reach init:
-/// `cargo xtask vmm --compare --platform bochs-vmx` runs it on its own.
+/// Under Bochs the guest on rkvm took 1,716 s of its own clock to reach
+/// init, and Linux's kvm-intel did not get past the 8259's set-up in
+/// 1,800 s (chapter 14): `cargo xtask vmm --compare --platform bochs-vmx`
+/// runs it on its own.
 /// On the debug kernel the guest is still the default L1 kernel: the debug
 /// one would take many times as long to boot as a guest.
 fn linux_checks(platform: Option<&str>, choice: &Choice, tally: &mut Tally) -> Result<()> {

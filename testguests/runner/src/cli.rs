@@ -23,7 +23,7 @@ options:
   --backend rkvm|linux-kvm   the hypervisor: /dev/rkvm (2006 ABI, the default) or /dev/kvm
   --timeout SECS             stop a guest that has not stopped after SECS seconds (default 10)
   --max-stage N              with all, check and --list: only guests whose first stage is <= N
-  --except A,B               with all and check: leave out these guests
+  --except A,B               with all, check, chaos and migrate: leave out these guests
   --platform P               the L1 platform this runs on (tcg-svm, kvm, bochs-vmx): all, check,
                              migrate and --list leave out the guests whose header says
                              `not-on: P: REASON`, and check reports each as not run, with REASON
