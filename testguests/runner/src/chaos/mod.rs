@@ -176,6 +176,9 @@ pub struct Traces {
     pub compare: Option<PathBuf>,
 }
 
+/// How often a run of many seeds says how far it got.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs each of `guests` once with every seed of `seeds`, writing each
 /// failure as it happens and a summary per guest. Returns whether no run
 /// failed.
@@ -191,8 +194,19 @@ pub fn chaos<'a>(
         let mut tally = tally::Tally::default();
         let mut comparison = compare::Comparison::default();
         let started = std::time::Instant::now();
+        let mut said = started;
+        let (mut done, mut failed) = (0u32, 0u32);
+        let total = seeds.end().saturating_sub(*seeds.start()).saturating_add(1);
         for seed in seeds.clone() {
+            // A long run says every minute that it is alive, on stderr.
+            if said.elapsed() >= PROGRESS_EVERY {
+                said = std::time::Instant::now();
+                let secs = started.elapsed().as_secs();
+                eprintln!("rkvm-run chaos: {}: {done} of {total} seeds in {secs} s, {failed} failed", guest.name);
+            }
             let run = one_run(guest, options, seed);
+            done += 1;
+            failed += u32::from(run.end == End::Failed);
             if run.end == End::Failed {
                 no_failure = false;
                 let problem = run.problem.as_deref().map_or(String::new(), |p| format!(" ({p})"));
