@@ -447,6 +447,8 @@ mod tests {
         assert_eq!(ctx.queued, Some((17, Some(0))));
         assert_eq!(handle_exit(&VmExit::Exception { vector: 1, error_code: 0 }, &mut ctx, &mut run), Action::Resume);
         assert_eq!(ctx.queued, Some((1, None)), "#DB pushes no error code");
+        // A protected-mode guest's #GP goes to userspace.
+        ctx.sregs.cr0 = 0x11;
         assert_eq!(handle_exit(&VmExit::Exception { vector: 13, error_code: 0 }, &mut ctx, &mut run), Action::ToUser);
         assert_eq!((ctx.skipped, run.exit_reason), (0, abi::KVM_EXIT_EXCEPTION));
     }

@@ -19,7 +19,11 @@
 //!   which runs it as the processor would in real mode (an access through
 //!   a segment the 16-bit protected mode made unusable, or a true
 //!   real-mode #GP, which the emulator raises again). An instruction
-//!   neither knows goes to userspace as `KVM_EXIT_EXCEPTION`, as before.
+//!   neither knows goes to userspace as the emulator's "unknown
+//!   instruction" (`KVM_EXIT_UNKNOWN` with
+//!   [`EMULATION_FAILED`](super::mmio::EMULATION_FAILED)), as from an
+//!   MMIO access. 2006 gave userspace `KVM_EXIT_EXCEPTION` there, a #GP
+//!   that the guest, in real mode, would not have raised.
 //! - **#TS, #NP, and #SS with a nonzero error code**, which real mode
 //!   never raises (its #SS, past SS's limit, has error code 0): a segment
 //!   load or an `int n` of 16-bit protected mode faulted on the descriptor
@@ -75,8 +79,8 @@
 //! 2006's `handle_rmode_exception` emulated #GP(0) alone and sent every
 //! other exception of a real-mode guest to userspace.
 
-use super::mmio::{emulate_other, fetch_code, read_at, read_operand, write_at};
-use super::{Action, CrAccess, ExitContext, cr, handle_hlt, to_user_exception};
+use super::mmio::{EMULATION_FAILED, emulate_other, fetch_code, read_at, read_operand, write_at};
+use super::{Action, CrAccess, ExitContext, cr, handle_hlt, to_user_exception, to_user_unknown};
 use crate::abi::{KvmDtable, KvmRun, KvmSregs};
 use crate::emulate::decode::system::{System, SystemInstruction, decode_system};
 use crate::emulate::{Access, DecodeError, Exception, MemOperand, Mode, Operand, RegOperand, Segment, Size, merge_reg};
@@ -95,7 +99,7 @@ const SS_VECTOR: u8 = 12;
 /// An exception a real-mode guest raised and the backend intercepted.
 pub fn handle_exception(vector: u8, error_code: u32, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
     match vector {
-        GP_VECTOR => handle_gp(error_code, ctx, run),
+        GP_VECTOR => handle_gp(ctx, run),
         BP_VECTOR | OF_VECTOR => {
             // RIP is on the `int3` or `into`; the handler returns after it.
             if let Some(insn) = decode_at_rip(ctx).ok().filter(|i| i.op == System::Int(vector)) {
@@ -136,13 +140,13 @@ pub(super) fn resume(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Option<Acti
 
 /// #GP: an instruction real mode allows and virtual-8086 mode (or 16-bit
 /// protected mode) does not, emulated; or one the guest must see fault.
-fn handle_gp(error_code: u32, ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
+fn handle_gp(ctx: &mut dyn ExitContext, run: &mut KvmRun) -> Action {
     match decode_at_rip(ctx) {
         Ok(insn) => execute(&insn, ctx, run),
         Err(DecodeError::Invalid) => raise(ctx, Exception::UD),
         Err(DecodeError::TooLong) => raise(ctx, Exception::GP0),
         Err(DecodeError::Unsupported | DecodeError::Truncated) => {
-            emulate_other(ctx, run).unwrap_or_else(|| to_user_exception(GP_VECTOR, error_code, run))
+            emulate_other(ctx, run).unwrap_or_else(|| to_user_unknown(EMULATION_FAILED, run))
         }
     }
 }

@@ -100,11 +100,14 @@ fn other_instructions_go_to_the_emulator_or_to_userspace() {
     ctx.ram[0x20010..0x20012].copy_from_slice(&[0x34, 0x12]);
     assert_eq!(gp(&mut ctx, &mut KvmRun::default()), Action::Resume);
     assert_eq!((ctx.regs[0] & 0xFFFF, ctx.rip), (0x1234, 0x103));
-    // cpuid is neither's: userspace hears of the #GP.
+    // cpuid is neither's: userspace hears of an instruction the emulator
+    // does not know, as from an MMIO access, not of the #GP.
     let mut ctx = at(&[0x0F, 0xA2]);
     let mut run = KvmRun::default();
     assert_eq!(handle_exit(&VmExit::Exception { vector: 13, error_code: 0x18 }, &mut ctx, &mut run), Action::ToUser);
-    assert_eq!((run.exit_reason, run.exit.ex().exception, run.exit.ex().error_code), (abi::KVM_EXIT_EXCEPTION, 13, 0x18));
+    let unknown = (abi::KVM_EXIT_UNKNOWN, crate::exit::mmio::EMULATION_FAILED);
+    assert_eq!((run.exit_reason, run.exit.hw().hardware_exit_reason), unknown);
+    assert_eq!(ctx.rip, 0x100, "nothing of it done");
     // mov cs, ax: #UD for the guest.
     let mut ctx = at(&[0x8E, 0xC8]);
     assert_eq!(gp(&mut ctx, &mut KvmRun::default()), Action::Resume);
