@@ -12,11 +12,11 @@
 
 use crate::kernel::Choice;
 use crate::l1::{self, Check};
+use crate::test_stage::libtest::{self, Outcome};
 use crate::{book, distro, exercises, fuzz, handout, jobs, paths, platform, stages, test_stage};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Instant;
-use xshell::{Shell, cmd};
 
 /// How long `cargo xtask test` fuzzes (`cargo xtask fuzz` runs longer).
 const FUZZ_SECONDS: u64 = 60;
@@ -139,27 +139,24 @@ pub fn run(args: Args) -> Result<()> {
 /// skeletons fail by design; `cargo xtask exercises --check` judges them).
 /// Every test counts as one check.
 fn host_tests(tally: &mut Tally) -> Result<()> {
-    let sh = Shell::new()?;
-    sh.change_dir(paths::root());
-    let out = cmd!(sh, "cargo test --workspace --exclude rkvm-stage* --no-fail-fast --color never")
-        .ignore_status()
-        .quiet()
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for line in stdout.lines() {
-        if let Some(rest) = line.strip_prefix("test ") {
-            let Some((name, result)) = rest.rsplit_once(" ... ") else { continue };
-            let passed = result == "ok";
-            if !passed {
-                println!("  FAIL host: {name}");
+    let mut command = std::process::Command::new("cargo");
+    command.current_dir(paths::root()).args(["test", "--workspace", "--exclude", "rkvm-stage*", "--no-fail-fast"]);
+    let run = libtest::run(command, false, |_| {})?;
+    for test in &run.tests {
+        let passed = test.outcome == Outcome::Passed;
+        if !passed {
+            // What it printed says why, where the failure is reported.
+            println!("  FAIL host: {}", test.display_name());
+            for line in test.output.iter().take(40) {
+                println!("       {line}");
             }
-            tally.add(&Check::new(format!("host: {name}"), passed, ""));
         }
+        tally.add(&Check::new(format!("host: {}", test.display_name()), passed, ""));
     }
-    println!("  host: {} tests ran", stdout.lines().filter(|l| l.starts_with("test ") && l.contains(" ... ")).count());
-    if !out.status.success() && tally.failed == 0 {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        println!("{}", stderr.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+    println!("  host: {} tests ran", run.tests.len());
+    if !run.compiled {
+        let tail: Vec<&str> = run.log.iter().rev().take(30).rev().map(String::as_str).collect();
+        println!("{}", tail.join("\n"));
         tally.add(&Check::new("host: cargo test builds", false, ""));
     }
     Ok(())

@@ -12,7 +12,7 @@
 //! checks; the last line is `N passed, M failed`, with `, K not run` when
 //! some did not run.
 
-mod libtest;
+pub mod libtest;
 mod scratch;
 
 pub use libtest::{Outcome, Run, TestResult};
