@@ -424,20 +424,23 @@ fn host_cmpxchg8b(rax: u64, rdx: u64, rcx: u64, rbx: u64, memory: u64, rflags: u
     // (read only), the 8 bytes of `m`, which the pointer points to, and
     // RFLAGS, which pushfq/popfq save and set around it, as in `binary!`.
     // RBX, which the compiler keeps for itself, is swapped with a scratch
-    // register around the instruction and so given back unchanged.
+    // register around the instruction and so given back unchanged. Every
+    // other operand has a register named here: one left to the compiler
+    // could be RBX itself, and the swap would then change it under the
+    // instruction (inlined in an optimised build, this test failed so).
     unsafe {
         asm!(
-            "xchg {b}, rbx",
-            "push {fin}",
+            "xchg rdi, rbx",
+            "push r8",
             "popfq",
-            "lock cmpxchg8b qword ptr [{m}]",
+            "lock cmpxchg8b qword ptr [rsi]",
             "pushfq",
-            "pop {fout}",
-            "xchg {b}, rbx",
-            b = inout(reg) rbx => _,
-            m = in(reg) core::ptr::addr_of_mut!(m),
-            fin = in(reg) rflags,
-            fout = lateout(reg) out,
+            "pop r9",
+            "xchg rdi, rbx",
+            inout("rdi") rbx => _,
+            in("rsi") core::ptr::addr_of_mut!(m),
+            in("r8") rflags,
+            out("r9") out,
             inout("rax") a,
             inout("rdx") d,
             in("rcx") rcx,
