@@ -65,7 +65,7 @@ pub struct Cli {
     pub repeat: Option<u32>,
     /// `--program`: print the generated program instead of running it.
     pub program: bool,
-    /// `--except A,B`: guests that `all` and `check` leave out.
+    /// `--except A,B`: guests that `all`, `check`, `chaos` and `migrate` leave out.
     pub except: Vec<String>,
     /// `--platform P`: the L1 platform, whose guests left out (header
     /// `not-on:`) are not run.
