@@ -14,5 +14,5 @@ mod decode;
 mod exec;
 mod fake;
 mod host;
-mod iced;
+pub(crate) mod iced;
 mod rng;

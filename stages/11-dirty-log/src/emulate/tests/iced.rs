@@ -86,7 +86,8 @@ fn address_register(r: Reg, address_size: Size) -> Register {
     register(RegOperand { reg: r, size: address_size, high: false })
 }
 
-fn segment(s: Segment) -> Register {
+/// iced's name of a segment register.
+pub fn segment(s: Segment) -> Register {
     match s {
         Segment::Es => Register::ES,
         Segment::Cs => Register::CS,

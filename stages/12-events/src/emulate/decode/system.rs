@@ -432,17 +432,6 @@ mod tests {
         })
     }
 
-    fn segment_register(s: Segment) -> Register {
-        match s {
-            Segment::Es => Register::ES,
-            Segment::Cs => Register::CS,
-            Segment::Ss => Register::SS,
-            Segment::Ds => Register::DS,
-            Segment::Fs => Register::FS,
-            Segment::Gs => Register::GS,
-        }
-    }
-
     /// Every form of the segment-loading instructions, under the prefixes
     /// a real-mode guest may put on them, in 16- and 32-bit mode: decoded
     /// as iced-x86 decodes them, with the same length, operand size,
@@ -506,7 +495,7 @@ mod tests {
                                 Base::Reg(r) => Some(r as usize),
                                 _ => None,
                             };
-                            assert_eq!(segment_register(mem.segment), theirs.memory_segment(), "{what}");
+                            assert_eq!(crate::emulate::tests::iced::segment(mem.segment), theirs.memory_segment(), "{what}");
                             assert_eq!((base, mem.index.map(|r| r as usize)), (number(theirs.memory_base()), number(theirs.memory_index())), "{what}");
                             assert_eq!((u32::from(mem.scale), mem.disp & a.mask()), (theirs.memory_index_scale(), theirs.memory_displacement64()), "{what}");
                         }
