@@ -141,7 +141,9 @@ if [ -x ./rkvm-run ] && [ "$max" -ge 9 ] && [ ! -w "$naive" ]; then
 	stopped naive "the module has no parameter shadow_cache"
 elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 	echo 0 > "$naive"
-	run_guarded naive sh -c "./rkvm-run check ${MAX_STAGE:+--max-stage $MAX_STAGE} ${GUEST_TIMEOUT:+--timeout $GUEST_TIMEOUT} ${PLATFORM:+--platform $PLATFORM} --except $(./rkvm-run --list | awk '$3 < 8 { printf \"%s,\", $1 }')none | sed -e 's#^RKVM-CHECK \\([a-z]*\\) guest/#RKVM-CHECK \\1 naive/guest/#' -e 's#^RKVM-INFO guest/#RKVM-INFO naive/guest/#'" || status=1
+	# The guests of stages before 08 do not turn paging on: left out.
+	unpaged=$(./rkvm-run --list | awk '$3 < 8 { printf "%s,", $1 }')
+	run_guarded naive sh -c "./rkvm-run check ${MAX_STAGE:+--max-stage $MAX_STAGE} ${GUEST_TIMEOUT:+--timeout $GUEST_TIMEOUT} ${PLATFORM:+--platform $PLATFORM} --except ${unpaged}none | sed -e 's#^RKVM-CHECK \\([a-z]*\\) guest/#RKVM-CHECK \\1 naive/guest/#' -e 's#^RKVM-INFO guest/#RKVM-INFO naive/guest/#'" || status=1
 	run_guarded naive sh -c "./rkvm-run migrate ${MAX_STAGE:+--max-stage $MAX_STAGE} ${GUEST_TIMEOUT:+--timeout $GUEST_TIMEOUT} ${PLATFORM:+--platform $PLATFORM} | sed 's#^RKVM-CHECK \\([a-z]*\\) migrate/#RKVM-CHECK \\1 naive/migrate/#'" || status=1
 	echo 1 > "$naive"
 
@@ -159,13 +161,27 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 		for cache in /sys/kernel/slab/*/shrink; do echo 1 >"$cache"; done 2>/dev/null
 		awk '/^MemFree/ { print $2 }' /proc/meminfo
 	}
-	for i in $(seq 20); do ./rkvm-run pae >/dev/null 2>&1; done
+	# `--repeat N` runs N VMs one after another in one process, each
+	# opened on /dev/rkvm, run and closed before the next: the module's
+	# close must free it all, not the process's exit (and a process per VM
+	# would cost most of this check's time under emulation). The count of
+	# runs is the count of the timing lines, and stays short of N when a
+	# run fails; what a failing run said is kept in pae.why.
+	: >pae.why
+	pae_runs() {
+		./rkvm-run --repeat "$1" pae >/dev/null 2>pae.err
+		rc=$?
+		grep -v '^rkvm-run: run ' pae.err >>pae.why
+		n=$(grep -c '^rkvm-run: run ' pae.err)
+		[ "$rc" -eq 0 ] && echo "$n" || echo $((n > 0 ? n - 1 : 0))
+	}
+	pae_runs 20 >/dev/null
 	leak_round() {
 		before=$(free_kb)
 		runs=0
 		for mmu in 1 0; do
 			echo $mmu > "$naive"
-			for i in $(seq $((vms_wanted / 2))); do ./rkvm-run pae >/dev/null 2>&1 && runs=$((runs + 1)); done
+			runs=$((runs + $(pae_runs $((vms_wanted / 2)))))
 		done
 		echo 1 > "$naive"
 		after=$(free_kb)
@@ -180,7 +196,7 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 		fell=$([ $((after + 2048)) -lt "$before" ] && echo "$((before - after))")
 	fi
 	vms=$(cat /sys/kernel/debug/rkvm/vms)
-	if [ "$runs" -ne "$vms_wanted" ]; then fail paging-vms-leak-nothing "only $runs of $vms_wanted runs of pae passed"
+	if [ "$runs" -ne "$vms_wanted" ]; then fail paging-vms-leak-nothing "only $runs of $vms_wanted runs of pae passed: $(head -n 1 pae.why)"
 	elif [ "$vms" -ne 0 ]; then fail paging-vms-leak-nothing "debugfs vms is $vms after the runs"
 	elif [ -n "$fell" ]; then fail paging-vms-leak-nothing "MemFree fell by $fell kB"
 	else ok paging-vms-leak-nothing; fi

@@ -44,7 +44,8 @@ pub fn module_job_on(name: &str, crate_dir: &Path, max_stage: u32, kernel: &L1Ke
 }
 
 /// Runs `job` and returns every check it reported, plus one for the job
-/// running to its end, plus every check it announced and never reported
+/// running to its end, one for its reporting only what it announced (for
+/// a job with a plan), plus every check it announced and never reported
 /// (as not run, with the reason). Prints the checks that did not run and
 /// then the kernel's messages, after the checks that did.
 pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Vec<Check>> {
@@ -55,11 +56,16 @@ pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Resu
     l1::print_check(&done);
     let stops = report::Stops { stopped: &outcome.stopped, infos: &outcome.infos, job_ended: outcome.job_status.is_some() };
     let not_run = report::not_run(&outcome.plan, &outcome.checks, &stops);
+    let as_planned = report::unannounced(&outcome.plan, &outcome.checks);
+    if let Some(check) = &as_planned {
+        l1::print_check(check);
+    }
     print_not_run(&not_run);
     l1::print_kernel_messages(&outcome);
     println!("  L1 run took {:.1?}; console log: {}", outcome.elapsed, outcome.log.display());
     let mut checks = outcome.checks;
     checks.push(done);
+    checks.extend(as_planned);
     checks.extend(not_run);
     Ok(checks)
 }

@@ -45,6 +45,36 @@ pub fn not_run(plan: &[Planned], reported: &[Check], stops: &Stops) -> Vec<Check
         .collect()
 }
 
+/// The name of the check [`unannounced`] adds to a job with a plan.
+pub const REPORTED_AS_PLANNED: &str = "reported-checks-were-announced";
+
+/// For a job that announced a plan: one check, failed when the job
+/// reported a check it never announced, or one check twice. A check
+/// outside the plan is a script that runs more than it says (and inflates
+/// the count), so it fails rather than counting as passed. `None` for a
+/// job without a plan.
+pub fn unannounced(plan: &[Planned], reported: &[Check]) -> Option<Check> {
+    if plan.is_empty() {
+        return None;
+    }
+    let planned: HashSet<&str> = plan.iter().map(|p| p.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    let mut odd: Vec<String> = Vec::new();
+    for check in reported {
+        if !planned.contains(check.name.as_str()) {
+            odd.push(format!("{} (not announced)", check.name));
+        } else if !seen.insert(check.name.as_str()) {
+            odd.push(format!("{} (reported twice)", check.name));
+        }
+    }
+    let detail = match odd.len() {
+        0 => String::new(),
+        1..=3 => odd.join(", "),
+        n => format!("{} and {} more", odd[..3].join(", "), n - 3),
+    };
+    Some(Check::new(REPORTED_AS_PLANNED, odd.is_empty(), detail))
+}
+
 fn reason(planned: &Planned, stops: &Stops) -> String {
     let said = format!("{} not run: ", planned.name);
     if let Some(why) = stops.infos.iter().find_map(|i| i.strip_prefix(&said)) {
@@ -189,6 +219,18 @@ mod tests {
 
     fn plan(items: &[(&str, &str)]) -> Vec<Planned> {
         items.iter().map(|(part, name)| Planned { part: part.to_string(), name: name.to_string() }).collect()
+    }
+
+    #[test]
+    fn a_check_outside_the_plan_or_reported_twice_fails_the_plan_check() {
+        let plan = plan(&[("job", "module-loads"), ("rkvm-run", "guest/hlt")]);
+        let fine = [Check::new("module-loads", true, ""), Check::new("guest/hlt", false, "x")];
+        assert!(unannounced(&plan, &fine).is_some_and(|c| c.passed));
+        let extra = [Check::new("module-loads", true, ""), Check::new("naive/guest/hlt", true, ""), Check::new("module-loads", true, "")];
+        let check = unannounced(&plan, &extra).expect("the job has a plan");
+        assert!(check.failed());
+        assert_eq!(check.detail, "naive/guest/hlt (not announced), module-loads (reported twice)");
+        assert!(unannounced(&[], &extra).is_none());
     }
 
     const PANIC: &str = "killed by a panic in rkvm: panicked at stages/07-svm/src/arch/svm/vmcb.rs:233:5: not yet implemented: E7.1";

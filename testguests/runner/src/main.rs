@@ -55,19 +55,23 @@ fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// timing goes to stderr as
 /// `rkvm-run: run I of N: E exits to userspace, H hypervisor exits, S s,
 /// pf_fixed=F pf_guest=G tlb_flush=T invlpg=I shadow_made=M shadow_zapped=Z`
-/// (H and the counters are `?` where debugfs does not show them). A guest
-/// whose header leaves it out on `platform` is an error.
+/// (H and the counters are `?` where debugfs does not show them). A run
+/// that ends in an error ends the command; the status is a timeout's if
+/// any run timed out. A guest whose header leaves it out on `platform` is
+/// an error.
 fn run_one(name: &str, options: &Options, platform: Option<&str>, repeat: Option<u32>, seed: u32) -> anyhow::Result<ExitCode> {
     let guest = guests::find(name)?;
     if let Some(why) = platform.and_then(|p| guest.header.left_out_on(p).map(|why| (p, why))) {
         anyhow::bail!("guest {name} is not run on {}: {}", why.0, why.1);
     }
     let mut outcome = run_seeded(&guest, options, seed)?;
+    let mut timed_out = false;
     let times = repeat.unwrap_or(1);
     for i in 1..=times {
         if i > 1 {
             outcome = run_seeded(&guest, options, seed)?;
         }
+        timed_out |= outcome.stop == Stop::Timeout;
         if let Some(repeat) = repeat {
             let t = outcome.timing;
             let counted = t.hypervisor_exits.map_or("?".to_string(), |n| n.to_string());
@@ -86,7 +90,8 @@ fn run_one(name: &str, options: &Options, platform: Option<&str>, repeat: Option
     }
     print!("{}", outcome.trace);
     io::stdout().flush()?;
-    Ok(status(outcome.stop))
+    // Any run that timed out makes the status a timeout's, not only the last.
+    Ok(if timed_out { status(Stop::Timeout) } else { status(outcome.stop) })
 }
 
 /// The steps the runner generates for guest `name` with `seed`.
