@@ -63,6 +63,11 @@ pub fn run_checks(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Resu
     print_not_run(&not_run);
     l1::print_kernel_messages(&outcome);
     println!("  L1 run took {:.1?}; console log: {}", outcome.elapsed, outcome.log.display());
+    let slowest = l1::slowest_checks(&outcome, 5);
+    if !slowest.is_empty() {
+        // The first check's time includes L1's boot.
+        println!("  the checks that took longest to come: {}", slowest.join(", "));
+    }
     let mut checks = outcome.checks;
     checks.push(done);
     checks.extend(as_planned);

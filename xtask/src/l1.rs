@@ -65,6 +65,9 @@ impl Check {
 /// What a job did.
 pub struct Outcome {
     pub checks: Vec<Check>,
+    /// How long each check took to come, in the order of `checks`: the
+    /// time since the check before it (since L1 started, for the first).
+    pub waits: Vec<Duration>,
     /// The checks the job announced, in order.
     pub plan: Vec<Planned>,
     /// The parts of the job that stopped early: (part, why).
@@ -155,6 +158,7 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
     let (mut checks, mut plan, mut stopped, mut infos, mut job_status) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
     let mut kernel = KernelLog::default();
     let mut console_lines = 0;
+    let (mut waits, mut last) = (Vec::new(), start);
     let ending = platform.boot(&image, &mut |line| {
         console_lines += 1;
         kernel.line(line);
@@ -162,6 +166,8 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
             Line::Check(c) => {
                 print_check(&c);
                 checks.push(c);
+                waits.push(last.elapsed());
+                last = Instant::now();
             }
             Line::Plan(p) => plan.push(p),
             Line::Stopped(part, why) => stopped.push((part, why)),
@@ -175,7 +181,19 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
         }
     })?;
     let (elapsed, timeout, log) = (start.elapsed(), image.timeout, image.log);
-    Ok(Outcome { checks, plan, stopped, infos, kernel, job_status, ending, elapsed, timeout, console_lines, log })
+    Ok(Outcome { checks, waits, plan, stopped, infos, kernel, job_status, ending, elapsed, timeout, console_lines, log })
+}
+
+/// The `n` checks that took longest to come (see [`Outcome::waits`]),
+/// longest first, as `name 12.3 s` each: where a job's time goes.
+pub fn slowest_checks(outcome: &Outcome, n: usize) -> Vec<String> {
+    slowest(&outcome.checks, &outcome.waits, n)
+}
+
+fn slowest(checks: &[Check], waits: &[Duration], n: usize) -> Vec<String> {
+    let mut timed: Vec<(&str, Duration)> = checks.iter().map(|c| c.name.as_str()).zip(waits.iter().copied()).collect();
+    timed.sort_by(|a, b| b.1.cmp(&a.1));
+    timed.iter().take(n).map(|(name, wait)| format!("{name} {:.1} s", wait.as_secs_f64())).collect()
 }
 
 /// Shows the kernel's messages of trouble that a job's run gathered, apart
@@ -270,6 +288,14 @@ fn prebuilt(package: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slowest_checks_come_longest_first() {
+        let checks = [Check::new("a", true, ""), Check::new("b", true, ""), Check::new("c", false, "x")];
+        let waits = [Duration::from_millis(3_000), Duration::from_millis(250), Duration::from_millis(41_050)];
+        assert_eq!(slowest(&checks, &waits, 2), ["c 41.0 s", "a 3.0 s"]);
+        assert!(slowest(&checks, &[], 5).is_empty());
+    }
 
     #[test]
     fn console_lines_are_parsed() {
