@@ -192,7 +192,7 @@ pub fn slowest_checks(outcome: &Outcome, n: usize) -> Vec<String> {
 
 fn slowest(checks: &[Check], waits: &[Duration], n: usize) -> Vec<String> {
     let mut timed: Vec<(&str, Duration)> = checks.iter().map(|c| c.name.as_str()).zip(waits.iter().copied()).collect();
-    timed.sort_by(|a, b| b.1.cmp(&a.1));
+    timed.sort_by_key(|t| std::cmp::Reverse(t.1));
     timed.iter().take(n).map(|(name, wait)| format!("{name} {:.1} s", wait.as_secs_f64())).collect()
 }
 
