@@ -133,6 +133,16 @@ fn parse(line: &str) -> Line {
 /// without ever entering its guest.
 const KERNEL_COMMAND_LINE: &str = "console=ttyS0 panic=-1 quiet cryptomgr.notests tsc_early_khz=2000000";
 
+/// L1's kernel command line, with `extra` (the environment's
+/// `RKVM_L1_CMDLINE`, for example `loglevel=7` to see a boot that
+/// `quiet` hides) after it: the kernel takes the last of repeated words.
+fn command_line(extra: Option<&str>) -> String {
+    match extra.map(str::trim).filter(|e| !e.is_empty()) {
+        Some(extra) => format!("{KERNEL_COMMAND_LINE} {extra}"),
+        None => KERNEL_COMMAND_LINE.to_string(),
+    }
+}
+
 /// Boots L1 on `platform` and runs `job` there.
 pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outcome> {
     let dir = paths::target().join("l1");
@@ -148,7 +158,7 @@ pub fn run(platform: &dyn Platform, kernel: &L1Kernel, job: &Job) -> Result<Outc
         vmlinux: kernel.vmlinux(),
         bzimage: kernel.bzimage(),
         initramfs,
-        cmdline: KERNEL_COMMAND_LINE.into(),
+        cmdline: command_line(std::env::var("RKVM_L1_CMDLINE").ok().as_deref()),
         cpus: job.cpus,
         memory_mib: kernel.memory_mib(),
         timeout: job.timeout * kernel.slowdown(),
@@ -288,6 +298,13 @@ fn prebuilt(package: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_kernel_words_come_after_the_usual_ones() {
+        assert_eq!(command_line(None), KERNEL_COMMAND_LINE);
+        assert_eq!(command_line(Some("  ")), KERNEL_COMMAND_LINE);
+        assert!(command_line(Some("loglevel=7")).ends_with(" quiet cryptomgr.notests tsc_early_khz=2000000 loglevel=7"));
+    }
 
     #[test]
     fn the_slowest_checks_come_longest_first() {

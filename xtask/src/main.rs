@@ -66,6 +66,10 @@ enum Command {
     /// Boot L1, load rkvm.ko, and boot Linux on it with rkvm-vmm, its console streaming (`--device`: only /dev/rkvm answering).
     Demo(test::DemoArgs),
     /// Boot L1 and run shell commands there, with rkvm.ko, rkvm-run and Linux's KVM modules at hand.
+    ///
+    /// Every command that boots L1 appends the words of the environment's
+    /// RKVM_L1_CMDLINE to L1's kernel command line (for example
+    /// `RKVM_L1_CMDLINE=loglevel=7` shows the boot messages `quiet` hides).
     L1(jobs::RunArgs),
     /// Run every test: host unit tests, generated-tree checks, and the L1 checks.
     Test(test::Args),
