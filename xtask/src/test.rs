@@ -7,8 +7,11 @@
 //! test guests and a hundred seeds of each seeded guest, unload), then
 //! Linux booted by `rkvm-vmm` on Linux's KVM and on rkvm with their
 //! consoles compared, then a minute of `rkvm-fuzz` in L1, then the device
-//! checks again on Debian's stock kernel (`cargo xtask distro`). It prints
-//! every check as it goes and ends with the line `N passed, M failed`.
+//! checks again on Debian's stock kernel (`cargo xtask distro`). When L1
+//! runs, the exercises and the book are checked beside the stages' L1 runs
+//! (the stages of VMX first: Bochs keeps one core busy, QEMU two), and
+//! their output is shown when the stages are done. It prints every check
+//! as it goes and ends with the line `N passed, M failed`.
 
 use crate::kernel::Choice;
 use crate::l1::{self, Check};
@@ -167,10 +170,19 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
 fn course_checks(tally: &mut Tally, parts: &mut Parts, platform: Option<&str>, host_only: bool) -> Result<()> {
     println!("== stages/ and solutions/ against kmod/");
     parts.time("stages --check", || step(tally, "stages --check: the generated trees match kmod/", stages::check));
-    println!("== exercises: skeletons fail exactly their exercises, solutions pass");
-    parts.time("exercises --check", || step(tally, "exercises --check", exercises::check_all));
+    // The exercises and the book need only the host. When L1 runs, they run
+    // beside the stages' runs in L1, as `cargo xtask` processes of their
+    // own, their output kept until the stages are done: the stages of VMX
+    // come first, under Bochs, which keeps one of the host's cores busy.
+    let beside = if host_only { None } else { Some(Beside::start()?) };
+    if beside.is_none() {
+        println!("== exercises: skeletons fail exactly their exercises, solutions pass");
+        parts.time("exercises --check", || step(tally, "exercises --check", exercises::check_all));
+    }
     // From stage 03 on a stage's tests boot L1.
-    for stage in stages::generated_stages()?.into_iter().filter(|&s| s < 3 || !host_only) {
+    let mut order = stages::generated_stages()?;
+    order.sort_by_key(|&s| (jobs::stage_vendor(s).is_none(), s));
+    for stage in order.into_iter().filter(|&s| s < 3 || !host_only) {
         // Stages that need one vendor's virtualization pick their own platform.
         let stage_platform = if jobs::stage_vendor(stage).is_some() { None } else { platform };
         let t = parts.time(&format!("test-stage {stage}"), || {
@@ -180,14 +192,94 @@ fn course_checks(tally: &mut Tally, parts: &mut Parts, platform: Option<&str>, h
         l1::print_check(&check);
         tally.add(&check);
     }
+    if let Some(beside) = beside {
+        beside.finish(tally, parts);
+    }
     println!("== a stage's handout: the tree a course hands out, without kmod/ and solutions/");
     // The L1 programs are in it when the stages' L1 runs above built them.
     let name = format!("handout {}: `progress` and `hint` work in it", handout::CHECK_STAGE);
     parts.time("handout", || step(tally, &name, || handout::check(!host_only)));
-    println!("== the book");
-    let book = "book: builds, every include and link resolves, every picture shows in Chromium";
-    parts.time("book", || step(tally, book, book::build));
+    if host_only {
+        println!("== the book");
+        parts.time("book", || step(tally, BOOK, book::build));
+    }
     Ok(())
+}
+
+const EXERCISES: &str = "exercises --check";
+const BOOK: &str = "book: builds, every include and link resolves, every picture shows in Chromium";
+
+/// The host's checks that run beside L1: `cargo xtask exercises --check`,
+/// then `cargo xtask book`, one after the other in a thread of their own,
+/// each a process whose output goes to a file under `target/test-beside/`.
+struct Beside {
+    thread: std::thread::JoinHandle<Vec<BesideRun>>,
+}
+
+/// One of them, when it is done.
+struct BesideRun {
+    name: &'static str,
+    part: &'static str,
+    passed: bool,
+    why: String,
+    seconds: f64,
+    log: PathBuf,
+}
+
+impl Beside {
+    fn start() -> Result<Beside> {
+        let dir = paths::target().join("test-beside");
+        std::fs::create_dir_all(&dir)?;
+        let xtask = std::env::current_exe()?;
+        println!("== beside the L1 runs: `cargo xtask exercises --check`, then `cargo xtask book` (output in {})", dir.display());
+        let runs: [(&'static str, &'static str, &'static [&'static str], &'static str); 2] =
+            [(EXERCISES, "exercises --check", &["exercises", "--check"], "exercises.log"), (BOOK, "book", &["book"], "book.log")];
+        let thread = std::thread::spawn(move || {
+            runs.iter()
+                .map(|&(name, part, args, file)| {
+                    let log = dir.join(file);
+                    let start = Instant::now();
+                    let status = std::fs::File::create(&log).and_then(|out| {
+                        let err = out.try_clone()?;
+                        std::process::Command::new(&xtask).args(args).stdout(out).stderr(err).current_dir(paths::root()).status()
+                    });
+                    let (passed, why) = match status {
+                        Ok(s) if s.success() => (true, String::new()),
+                        Ok(s) => (false, format!("`cargo xtask {}` ended with {s} (its output is above)", args.join(" "))),
+                        Err(e) => (false, format!("`cargo xtask {}` could not run: {e}", args.join(" "))),
+                    };
+                    BesideRun { name, part, passed, why, seconds: start.elapsed().as_secs_f64(), log }
+                })
+                .collect()
+        });
+        Ok(Beside { thread })
+    }
+
+    /// Waits for them, prints what each printed, and counts each as a check.
+    fn finish(self, tally: &mut Tally, parts: &mut Parts) {
+        let start = Instant::now();
+        let runs = match self.thread.join() {
+            Ok(runs) => runs,
+            Err(_) => {
+                let check = Check::new("the host's checks beside L1", false, "their thread panicked");
+                l1::print_check(&check);
+                tally.add(&check);
+                return;
+            }
+        };
+        parts.list.push(("waiting for those beside L1".into(), start.elapsed().as_secs_f64()));
+        for run in runs {
+            println!("== {} (ran beside L1, {:.0} s)", run.part, run.seconds);
+            let text = std::fs::read_to_string(&run.log).unwrap_or_default();
+            for line in text.lines() {
+                println!("  | {line}");
+            }
+            parts.beside.push((format!("{} (beside L1)", run.part), run.seconds));
+            let check = Check::new(run.name, run.passed, run.why);
+            l1::print_check(&check);
+            tally.add(&check);
+        }
+    }
 }
 
 /// How long each part of the run took, printed at the end beside the
@@ -196,6 +288,8 @@ fn course_checks(tally: &mut Tally, parts: &mut Parts, platform: Option<&str>, h
 #[derive(Default)]
 struct Parts {
     list: Vec<(String, f64)>,
+    /// Parts that ran at the same time as others: shown, not summed.
+    beside: Vec<(String, f64)>,
 }
 
 impl Parts {
@@ -219,7 +313,11 @@ impl Parts {
         }
         let total: f64 = self.list.iter().map(|(_, s)| s).sum();
         println!("  {:<24} {total:>6.0} s", "all parts");
-        let lines: String = self.list.iter().map(|(n, s)| format!("{n}\t{s:.1}\n")).collect();
+        for (name, seconds) in &self.beside {
+            let then = earlier(name).map_or(String::new(), |s| format!("  (last run {s:.0} s)"));
+            println!("  {name:<24} {seconds:>6.0} s{then}, at the same time as the L1 runs");
+        }
+        let lines: String = self.list.iter().chain(&self.beside).map(|(n, s)| format!("{n}\t{s:.1}\n")).collect();
         let _ = std::fs::write(&file, lines);
     }
 }
