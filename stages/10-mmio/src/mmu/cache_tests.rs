@@ -47,6 +47,27 @@ fn mmu_with_root(cr3: u64) -> CachedMmu {
     mmu
 }
 
+/// A 4-level guest's 4 KiB translation of `linear` through the tables at
+/// `tables` (PML4, PDPT, directory, page table) to the page at `frame`,
+/// every entry writable, user and dirty.
+fn walk64(linear: u64, tables: [u64; 4], frame: u64) -> Translation {
+    let [pml4, pdpt, pd, pt] = tables;
+    let at = |table: u64, shift: u32, next: u64| {
+        GuestEntry { gpa: table + ((linear >> shift) & 511) * 8, value: next | 0x67 }
+    };
+    let pte = at(pt, 12, frame);
+    Translation {
+        gpa: frame | (linear & 0xFFF),
+        writable: true,
+        user: true,
+        executable: true,
+        dirty: true,
+        page_size: 0x1000,
+        leaf_gpa: pte.gpa,
+        entries: [Some(pte), Some(at(pd, 21, pt)), Some(at(pdpt, 30, pd)), Some(at(pml4, 39, pdpt))],
+    }
+}
+
 mod e9_1 {
     use super::*;
 
@@ -83,6 +104,8 @@ mod e9_1 {
         assert_ne!(shadow_leaf(root, 0x80_0000).expect("mapped") & RW, 0);
         assert!(!mmu.is_protected(0x20));
         // Now a walk goes through table 0x20000: the alias turns read-only.
+        // (The next entry takes the flag: `set_root`'s flush is done.)
+        mmu.needs_flush = false;
         mmu.install(0x40_1000, &walk32(0x10000, 0x40_1000, 0x20000, 0x30000), PagingMode::Bits32, leaf(&page))
             .expect("installed");
         assert!(mmu.is_protected(0x20));
@@ -168,6 +191,103 @@ mod e9_1 {
         drop((mmu, page));
         assert_eq!(fake::live_pages(), before);
     }
+
+    /// A guest frame other than `gfn` in the same bucket: the shadow
+    /// entries that map either are on one reverse-map chain.
+    fn same_bucket(gfn: u64) -> u64 {
+        (gfn + 1..).find(|&other| bucket(other) == bucket(gfn)).expect("a frame in the same bucket")
+    }
+
+    /// Maps guest frame `gfn` at `linear` through page table `pt` of the
+    /// directory at 0x10000, writable.
+    fn map(mmu: &mut CachedMmu, linear: u64, pt: u64, gfn: u64, page: &Page) {
+        let t = walk32(0x10000, linear, pt, gfn << PAGE_SHIFT);
+        mmu.install(linear, &t, PagingMode::Bits32, leaf(page)).expect("mapped");
+    }
+
+    /// A walk goes through the guest page table in frame `gfn`, which the
+    /// cache shadows from now on.
+    fn shadow_table(mmu: &mut CachedMmu, gfn: u64, page: &Page) {
+        let t = walk32(0x10000, 0x40_1000, gfn << PAGE_SHIFT, 0x30000);
+        mmu.install(0x40_1000, &t, PagingMode::Bits32, leaf(page)).expect("installed");
+        assert!(mmu.is_protected(gfn));
+    }
+
+    #[test]
+    fn every_entry_that_maps_a_shadowed_table_turns_read_only() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        // The guest maps its page table 0x20000 three times, in two page
+        // tables, and another frame of the same chain between them.
+        map(&mut mmu, 0x80_0000, 0x21000, 0x20, &page);
+        map(&mut mmu, 0x80_1000, 0x21000, same_bucket(0x20), &page);
+        map(&mut mmu, 0x80_2000, 0x21000, 0x20, &page);
+        map(&mut mmu, 0xC0_0000, 0x22000, 0x20, &page);
+        let root = mmu.root_phys().expect("a root");
+        shadow_table(&mut mmu, 0x20, &page);
+        for linear in [0x80_0000, 0x80_2000, 0xC0_0000] {
+            assert_eq!(shadow_leaf(root, linear).expect("mapped") & RW, 0, "{linear:#x} maps the table: read-only");
+        }
+    }
+
+    #[test]
+    fn an_entry_of_another_frame_on_the_same_chain_keeps_its_write_right() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        let other = same_bucket(0x20);
+        map(&mut mmu, 0x80_0000, 0x21000, other, &page);
+        map(&mut mmu, 0x80_1000, 0x21000, 0x20, &page);
+        let root = mmu.root_phys().expect("a root");
+        let before = shadow_leaf(root, 0x80_0000).expect("mapped");
+        assert_ne!(before & RW, 0);
+        shadow_table(&mut mmu, 0x20, &page);
+        assert_eq!(shadow_leaf(root, 0x80_1000).expect("mapped") & RW, 0);
+        let kept = shadow_leaf(root, 0x80_0000);
+        assert_eq!(kept, Some(before), "frame {other:#x} holds no table: its entry is left as it was");
+    }
+
+    #[test]
+    fn a_write_protected_entry_is_the_read_only_entry_set_leaf_writes() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        map(&mut mmu, 0x80_0000, 0x21000, 0x20, &page);
+        let root = mmu.root_phys().expect("a root");
+        assert_eq!(shadow_leaf(root, 0x80_0000).expect("mapped") & (RW | D), RW | D, "writable, and dirty");
+        shadow_table(&mut mmu, 0x20, &page);
+        // Mapped again now, the table gets `set_leaf`'s read-only entry.
+        map(&mut mmu, 0x80_1000, 0x21000, 0x20, &page);
+        let fresh = shadow_leaf(root, 0x80_1000).expect("mapped");
+        assert_eq!(fresh & (RW | D), 0);
+        assert_eq!(shadow_leaf(root, 0x80_0000), Some(fresh), "no RW, and no D either: D goes with RW");
+    }
+
+    #[test]
+    fn taking_a_write_right_away_asks_for_a_tlb_flush() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        map(&mut mmu, 0x80_0000, 0x21000, 0x20, &page);
+        // The next entry takes the flag: `set_root`'s flush is done.
+        mmu.needs_flush = false;
+        shadow_table(&mut mmu, 0x20, &page);
+        assert!(mmu.needs_flush, "the TLB may hold the writable translation of 0x80_0000");
+    }
+
+    #[test]
+    fn a_table_mapped_nowhere_writable_asks_for_no_flush() {
+        let page = Page::alloc_zeroed().expect("a page");
+        let mut mmu = mmu_with_root(0x10000);
+        // The guest maps its page table read-only only.
+        let mut read_only = leaf(&page);
+        read_only.writable = false;
+        let alias = walk32(0x10000, 0x80_0000, 0x21000, 0x20000);
+        mmu.install(0x80_0000, &alias, PagingMode::Bits32, read_only).expect("mapped");
+        let root = mmu.root_phys().expect("a root");
+        let before = shadow_leaf(root, 0x80_0000).expect("mapped");
+        mmu.needs_flush = false;
+        shadow_table(&mut mmu, 0x20, &page);
+        assert_eq!(shadow_leaf(root, 0x80_0000), Some(before));
+        assert!(!mmu.needs_flush, "no entry changed: the TLB holds nothing to forget");
+    }
 }
 
 mod e9_2 {
@@ -213,8 +333,97 @@ mod e9_2 {
         let (gfn, role) = child_of(top, 0x60_1234, 2, &t, PagingMode::Bits32).expect("a child");
         assert_eq!((gfn, role.direct, role.level), (0xA00, true, 1), "the second 2 MiB of the 4 MiB page");
         assert_eq!(role.access, ACCESS_ALL, "dirty: writable");
-        let clean = Translation { entries: [None, Some(GuestEntry { value: 0x80_0000 | 0xA7, ..pde }), None, None], ..t };
+        // The walk of a page the guest has not written: D clear in its
+        // entry, and so in `dirty`.
+        let clean_pde = GuestEntry { value: 0x80_0000 | 0xA7, ..pde };
+        let clean = Translation { dirty: false, entries: [None, Some(clean_pde), None, None], ..t };
         let (_, read_only) = child_of(top, 0x60_1234, 2, &clean, PagingMode::Bits32).expect("a child");
         assert_eq!(read_only.access, ACCESS_U | ACCESS_X, "not yet dirty: its first write must fault");
+    }
+
+    /// The frames and roles of the shadow pages below a 4-level guest's
+    /// root along walk `t` of `linear`: its PDPT, directory and page
+    /// table.
+    fn below_root(linear: u64, t: &Translation) -> [(u64, Role); 3] {
+        let mut role = Role { level: 4, guest: PagingMode::Long, quadrant: 0, direct: false, access: ACCESS_ALL };
+        [4, 3, 2].map(|level| {
+            let (gfn, child) = child_of(role, linear, level, t, PagingMode::Long).expect("a child");
+            role = child;
+            (gfn, child)
+        })
+    }
+
+    #[test]
+    fn a_right_taken_away_at_any_level_stays_away_below_it() {
+        let open = walk64(0x40_1000, [0x10000, 0x11000, 0x12000, 0x13000], 0x30000);
+        let access = |t: &Translation| below_root(0x40_1000, t).map(|(_, role)| role.access);
+        assert_eq!(access(&open), [ACCESS_ALL; 3]);
+        // A read-only PML4E.
+        let mut t = open;
+        t.writable = false;
+        if let Some(pml4e) = t.entries[3].as_mut() {
+            pml4e.value &= !RW;
+        }
+        assert_eq!(access(&t), [ACCESS_U | ACCESS_X; 3], "no write right anywhere below the PML4E");
+        // A supervisor-only PDPTE.
+        let mut t = open;
+        t.user = false;
+        if let Some(pdpte) = t.entries[2].as_mut() {
+            pdpte.value &= !US;
+        }
+        assert_eq!(access(&t), [ACCESS_ALL, ACCESS_W | ACCESS_X, ACCESS_W | ACCESS_X], "no user right below the PDPTE");
+        // The open walk and this one go through the same guest page table:
+        // a shadow page filled for one must not serve the other.
+        let tables = [open, t].map(|t| below_root(0x40_1000, &t)[2]);
+        assert_eq!(tables[0].0, tables[1].0);
+        assert_ne!(tables[0].1, tables[1].1, "two shadow pages for one guest table");
+    }
+
+    #[test]
+    fn a_pae_or_4_level_page_table_has_no_quadrant() {
+        // Bit 21 set: the second half of a 32-bit guest's page table, but
+        // a PAE or 4-level page table has 512 entries, as a shadow page.
+        let linear = 0x60_1000;
+        // A PAE walk has a 4-level walk's directory and page table entries,
+        // and no PDPTE among them (PAE's PDPTEs are registers).
+        let mut pae = walk64(linear, [0, 0, 0x10000, 0x20000], 0x30000);
+        pae.entries[2] = None;
+        pae.entries[3] = None;
+        let top = Role { level: 2, guest: PagingMode::Pae, quadrant: 0, direct: false, access: ACCESS_ALL };
+        let (gfn, role) = child_of(top, linear, 2, &pae, PagingMode::Pae).expect("a child");
+        assert_eq!((gfn, role.level, role.quadrant), (0x20, 1, 0), "PAE");
+        let long = walk64(linear, [0x10000, 0x11000, 0x12000, 0x13000], 0x30000);
+        let (gfn, role) = below_root(linear, &long)[2];
+        assert_eq!((gfn, role.level, role.quadrant), (0x13, 1, 0), "4-level");
+        // Reached by a directory entry whose addresses have bit 21 clear,
+        // the same table is the same shadow page.
+        let other = walk64(0x40_1000, [0x10000, 0x11000, 0x12000, 0x13000], 0x30000);
+        assert_eq!(below_root(0x40_1000, &other)[2], (gfn, role));
+    }
+
+    #[test]
+    fn below_a_1_gib_page_every_shadow_page_is_direct() {
+        // A 1 GiB page at guest-physical 0x8000_0000, mapped at 0x4000_0000.
+        let pml4e = GuestEntry { gpa: 0x10000, value: 0x11000 | 0x67 };
+        let pdpte = GuestEntry { gpa: 0x11000 + 8, value: 0x8000_0000 | 0xE7 };
+        let dirty = Translation {
+            gpa: 0x8060_1234,
+            writable: true,
+            user: true,
+            executable: true,
+            dirty: true,
+            page_size: 0x4000_0000,
+            leaf_gpa: pdpte.gpa,
+            entries: [None, None, Some(pdpte), Some(pml4e)],
+        };
+        let direct = |level, access| Role { level, guest: PagingMode::Long, quadrant: 0, direct: true, access };
+        let [_, pd, pt] = below_root(0x4060_1234, &dirty);
+        assert_eq!(pd, (0x8_0000, direct(2, ACCESS_ALL)), "the whole 1 GiB");
+        assert_eq!(pt, (0x8_0600, direct(1, ACCESS_ALL)), "the 2 MiB of it that 0x4060_1234 is in");
+        // Not yet dirty: no write right in either.
+        let clean_pdpte = GuestEntry { value: 0x8000_0000 | 0xA7, ..pdpte };
+        let clean = Translation { dirty: false, entries: [None, None, Some(clean_pdpte), Some(pml4e)], ..dirty };
+        let [_, pd, pt] = below_root(0x4060_1234, &clean);
+        assert_eq!((pd.1, pt.1), (direct(2, ACCESS_U | ACCESS_X), direct(1, ACCESS_U | ACCESS_X)));
     }
 }
