@@ -1,4 +1,4 @@
-//! `cargo xtask progress [--stage N]`: which exercises are solved.
+//! `cargo xtask progress [--stage N | --all]`: which exercises are solved.
 //!
 //! For each stage crate under `stages/` (or the one `--stage` names), the
 //! stage's exercise tests run on the host: `cargo test` on the crate,
@@ -11,6 +11,12 @@
 //! tree that has neither `kmod/` nor `solutions/`. The last lines say what
 //! to do next. `cargo xtask watch` (see `watch.rs`) runs one stage's report
 //! again on each save.
+//!
+//! Without `--stage` or `--all`, the full repository reports on every
+//! stage, for a reader who works through the course from stage 01; a
+//! stage's handout (a tree without `kmod/`, see `handout.rs`), handed to a
+//! reader for that one stage, reports on its own stage, the last it holds,
+//! and its first line says how to see the others.
 //!
 //! Only host tests are run: from stage 03 on, `cargo xtask test-stage N`
 //! also runs the stage's tests in L1, which the report points at.
@@ -30,13 +36,22 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// Report on stage N only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     pub stage: Option<u32>,
+    /// Report on every stage in the tree: the default in the full
+    /// repository; a stage's handout reports on its own stage unless told.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let course = Course::here();
-    let stages = course.stages(args.stage)?;
+    let present = course.present();
+    let only = chosen(args.stage, args.all, course.is_handout(), &present);
+    if args.stage.is_none() && !args.all {
+        print!("{}", handout_note(only, &present));
+    }
+    let stages = course.stages(only)?;
     let mut reports = Vec::new();
     for stage in &stages {
         let report = course.check(stage)?;
@@ -78,12 +93,31 @@ impl Course {
         Course { root: paths::root(), target: paths::target().join("progress") }
     }
 
+    /// Whether this tree is a stage's handout: it has no `kmod/` (and
+    /// `HANDOUT.md` at the top says what it is), where the full repository
+    /// has.
+    pub fn is_handout(&self) -> bool {
+        !self.root.join("kmod").is_dir()
+    }
+
+    /// The numbers of the stage crates in this tree, in order.
+    pub fn present(&self) -> Vec<u32> {
+        (1..=LAST_STAGE).filter(|&n| self.root.join("stages").join(dir_name(n)).is_dir()).collect()
+    }
+
+    /// The stage that `progress` and `watch` work on when not told: in a
+    /// handout its own stage, the last it holds; in the full repository
+    /// none (`progress` reports on every stage, `watch` finds the first
+    /// with work left).
+    pub fn default_stage(&self) -> Option<u32> {
+        chosen(None, false, self.is_handout(), &self.present())
+    }
+
     /// The stage crates in this tree (only stage `only`, if given), with
     /// their exercises.
     pub fn stages(&self, only: Option<u32>) -> Result<Vec<Stage>> {
         let exercises = hint::all(&self.root)?;
-        let present: Vec<u32> =
-            (1..=LAST_STAGE).filter(|&n| self.root.join("stages").join(dir_name(n)).is_dir()).collect();
+        let present = self.present();
         let wanted: Vec<u32> = match only {
             None => present.clone(),
             Some(n) if present.contains(&n) => vec![n],
@@ -133,6 +167,31 @@ impl Course {
             .arg("--")
             .args(stage.exercises.iter().map(|e| format!("{}::", e.id.test_module())));
         command
+    }
+}
+
+/// The stages `progress` reports on, from its flags and the tree:
+/// `Some(n)` for stage n alone, `None` for every stage `present`. Without
+/// `--stage` or `--all`, a handout reports on its own stage (the last it
+/// holds) and the full repository on every stage.
+pub fn chosen(stage: Option<u32>, all: bool, handout: bool, present: &[u32]) -> Option<u32> {
+    match stage {
+        Some(n) => Some(n),
+        None if all || !handout => None,
+        None => present.last().copied(),
+    }
+}
+
+/// The line `progress` starts with when, not told which stages, it
+/// reports on a handout's own stage (`only`) of the stages `present`: how
+/// to see the others. Empty when it reports on every stage anyway.
+pub fn handout_note(only: Option<u32>, present: &[u32]) -> String {
+    match (only, present) {
+        (Some(stage), [first, .., _]) => format!(
+            "this is stage {stage:02}'s handout, so `progress` reports on stage {stage:02}; \
+             `cargo xtask progress --all` reports on stages {first:02} to {stage:02}, `--stage N` on one\n"
+        ),
+        _ => String::new(),
     }
 }
 
@@ -622,6 +681,48 @@ error: 1 target failed:
         assert!(next.contains("\nnext: E2.1 in stages/02-abi/src/lib.rs\n"), "{next}");
         assert!(next.contains("`cargo xtask hint E2.1`"), "{next}");
         assert!(next.contains("then `cargo xtask test-stage 2` for all of stage 2's tests\n"), "{next}");
+    }
+
+    #[test]
+    fn a_handout_reports_on_its_own_stage_unless_told() {
+        let twelve: Vec<u32> = (1..=12).collect();
+        // A handout: its own stage, the last it holds; `--all` for every
+        // stage, `--stage N` for one.
+        assert_eq!(chosen(None, false, true, &twelve), Some(12));
+        assert_eq!(chosen(None, true, true, &twelve), None);
+        assert_eq!(chosen(Some(3), false, true, &twelve), Some(3));
+        assert_eq!(chosen(None, false, true, &[]), None, "no stage at all: `stages` says so");
+        // The full repository: every stage, as before.
+        let all: Vec<u32> = (1..=LAST_STAGE).collect();
+        assert_eq!(chosen(None, false, false, &all), None);
+        assert_eq!(chosen(None, true, false, &all), None);
+        assert_eq!(chosen(Some(12), false, false, &all), Some(12));
+
+        let note = handout_note(Some(12), &twelve);
+        assert_eq!(
+            note,
+            "this is stage 12's handout, so `progress` reports on stage 12; \
+             `cargo xtask progress --all` reports on stages 01 to 12, `--stage N` on one\n"
+        );
+        assert_eq!(handout_note(Some(1), &[1]), "", "a stage 01 handout has no other stage");
+        assert_eq!(handout_note(None, &all), "", "every stage is reported");
+    }
+
+    #[test]
+    fn a_tree_without_kmod_is_a_handout() {
+        let root = std::env::temp_dir().join(format!("rkvm-progress-handout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for stage in [1, 2, 12] {
+            std::fs::create_dir_all(root.join("stages").join(dir_name(stage))).unwrap();
+        }
+        let course = Course { root: root.clone(), target: root.join("target/progress") };
+        assert_eq!(course.present(), [1, 2, 12]);
+        assert!(course.is_handout());
+        assert_eq!(course.default_stage(), Some(12));
+        std::fs::create_dir_all(root.join("kmod")).unwrap();
+        assert!(!course.is_handout());
+        assert_eq!(course.default_stage(), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

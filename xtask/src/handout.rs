@@ -12,7 +12,8 @@
 //! crates stay out. `HANDOUT.md` at the top says what the tree is.
 //!
 //! [`check`] keeps it true for `cargo xtask test`: it writes stage
-//! [`CHECK_STAGE`]'s handout and runs `progress` and `hint` there.
+//! [`CHECK_STAGE`]'s handout and runs `progress` (which reports on that
+//! stage alone there) and `hint` there.
 
 use crate::stages::{LAST_STAGE, dir_name};
 use crate::{hint, l1, paths};
@@ -172,15 +173,20 @@ fn readme(root: &Path, stage: u32, programs: bool) -> Result<String> {
          the module are left out, with their crates: `test-stage` and `l1` cannot run here.\n"
             .into()
     };
+    let progress = match stage {
+        1 => "which of the stage's exercises are solved, and what next".to_string(),
+        _ => format!("which of stage {stage:02}'s exercises are solved, and what next (--all: stages 01 to {stage:02})"),
+    };
     let mut commands = vec![
-        ("cargo xtask progress".to_string(), "which exercises are solved, stage by stage, and what next"),
-        ("cargo xtask watch".into(), "a stage's exercise tests again on every save"),
-        (format!("cargo xtask test-stage {stage}"), "all of the stage's tests (from stage 03 on, in L1 too)"),
-        (format!("cargo xtask l1 --stage {stage} 'cmds'"), "boot L1 with the stage's module and run commands"),
-        ("cargo xtask doctor".into(), "what this machine lacks, and how to get it"),
+        ("cargo xtask progress".to_string(), progress),
+        ("cargo xtask watch".into(), "the stage's exercise tests again on every save".into()),
+        (format!("cargo xtask test-stage {stage}"), "all of the stage's tests (from stage 03 on, in L1 too)".into()),
+        (format!("cargo xtask l1 --stage {stage} 'cmds'"), "boot L1 with the stage's module and run commands".into()),
+        ("cargo xtask doctor".into(), "what this machine lacks, and how to get it".into()),
     ];
     if let Some(first) = hint::all(root)?.into_iter().find(|e| e.id.stage == stage) {
-        commands.insert(1, (format!("cargo xtask hint {}", first.id), "an exercise's instruction and first hint (--more: the next)"));
+        let hint = "an exercise's instruction and first hint (--more: the next)".into();
+        commands.insert(1, (format!("cargo xtask hint {}", first.id), hint));
     }
     let width = commands.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
     let commands: String = commands.iter().map(|(command, what)| format!("    {command:<width$}   {what}\n")).collect();
@@ -286,8 +292,14 @@ pub fn check(programs: bool) -> Result<()> {
     let start = Instant::now();
     write(CHECK_STAGE, &dir, programs)?;
     let stage = CHECK_STAGE.to_string();
-    let progress = xtask_in(&dir, &base.join("target"), &["progress", "--stage", &stage])?;
-    ensure!(progress.contains("todo"), "`cargo xtask progress --stage {stage}` reported no exercise as todo:\n{progress}");
+    // Not told which stage, `progress` reports on the handout's own.
+    let progress = xtask_in(&dir, &base.join("target"), &["progress"])?;
+    let own = format!("== stage {} ", dir_name(CHECK_STAGE));
+    let reported = progress.lines().filter(|l| l.starts_with("== stage ")).count();
+    ensure!(
+        progress.contains(&own) && reported == 1 && progress.contains("todo"),
+        "`cargo xtask progress` in stage {stage}'s handout did not report on stage {stage} alone with its exercises todo:\n{progress}"
+    );
     let id = format!("E{CHECK_STAGE}.1");
     let hint = xtask_in(&dir, &base.join("target"), &["hint", &id])?;
     ensure!(hint.starts_with(&format!("Exercise {id}, ")), "`cargo xtask hint {id}` printed:\n{hint}");

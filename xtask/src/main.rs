@@ -187,7 +187,8 @@ mod tests {
 
     #[test]
     fn a_handout_runs_the_students_commands_and_refuses_the_others() {
-        for line in ["progress", "progress --stage 8", "hint E8.1", "watch --stage 8", "test-stage 8", "l1 --stage 8 true", "doctor"] {
+        let students = ["progress", "progress --stage 8", "progress --all", "hint E8.1", "watch", "watch --stage 8"];
+        for line in students.into_iter().chain(["test-stage 8", "l1 --stage 8 true", "doctor"]) {
             assert_eq!(needs(line), None, "{line}");
         }
         for line in ["test", "exercises --check", "test-stage 8 --solution", "l1 --stage 8 --solution true", "handout 8 dir"] {

@@ -1,15 +1,17 @@
 //! `cargo xtask watch [--stage N]`: a stage's exercise tests, again on
 //! every save.
 //!
-//! The stage is the one given, or else the first stage of the tree with an
-//! exercise still open (as `cargo xtask progress` judges them, running the
-//! stages in order until one has). Each time a Rust file under the stage's
-//! `src/` is saved, its exercise tests run again on the host, and the
-//! screen shows the stage's report as `progress` prints it, what the
-//! failing tests of the exercises being worked on said (or cargo's errors),
-//! and what to do next. A burst of saves (an editor writing a file and its
-//! backup, formatting on save, several files saved at once) is one run:
-//! the run starts once no save has come for a moment. Ctrl-C stops.
+//! The stage is the one given; or else, in a stage's handout, the
+//! handout's own stage (as for `cargo xtask progress`); or else the first
+//! stage of the tree with an exercise still open (as `progress` judges
+//! them, running the stages in order until one has). Each time a Rust
+//! file under the stage's `src/` is saved, its exercise tests run again on
+//! the host, and the screen shows the stage's report as `progress` prints
+//! it, what the failing tests of the exercises being worked on said (or
+//! cargo's errors), and what to do next. A burst of saves (an editor
+//! writing a file and its backup, formatting on save, several files saved
+//! at once) is one run: the run starts once no save has come for a moment.
+//! Ctrl-C stops.
 
 use crate::course::{self, Course, Report, Stage};
 use crate::stages::dir_name;
@@ -29,7 +31,8 @@ const LINES_PER_TEST: usize = 12;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Watch stage N (by default, the first stage with an exercise still open).
+    /// Watch stage N (by default, in a stage's handout its own stage, else
+    /// the first stage with an exercise still open).
     #[arg(long)]
     pub stage: Option<u32>,
 }
@@ -53,9 +56,11 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// The stage to watch and its first report: stage `given`, or the first
-/// with an exercise open (the last one if none has).
+/// The stage to watch and its first report: stage `given`, or a
+/// handout's own stage, or the first with an exercise open (the last one
+/// if none has).
 fn choose(course: &Course, given: Option<u32>) -> Result<(Stage, Report)> {
+    let given = given.or_else(|| course.default_stage());
     let stages = course.stages(given)?;
     let mut last = None;
     for stage in stages {
