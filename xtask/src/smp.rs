@@ -17,10 +17,10 @@ pub struct Args {
     /// How long the stress runs, in minutes (boot and checks come on top).
     #[arg(long, default_value_t = 5)]
     pub minutes: u64,
-    /// L1's CPUs (2 to 4 make sense on a two-core host: each is a thread
-    /// of the emulator). Under QEMU, L1's small kernel (no ACPI) sees one
-    /// CPU whatever this says: the firmware's MP table lists one. Bochs's
-    /// lists them all: use `--platform bochs-vmx`.
+    /// L1's CPUs (2 to 4 make sense on a two-core host: under QEMU each
+    /// is a thread of the emulator; Bochs runs them all on one). L1's
+    /// kernel finds them through ACPI's MADT: QEMU's MP table lists only
+    /// the first.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
     /// The L1 platform (see `cargo xtask test --help`).

@@ -100,7 +100,9 @@ fn remove_unwanted(dir: &Path, below: &Path, files: &BTreeMap<PathBuf, Vec<u8>>)
 }
 
 /// Copies every file under `from` to the same place under `to`, replacing
-/// what is there; `target/` directories are skipped.
+/// what is there; `target/` directories are skipped (for tests that build
+/// trees of their own).
+#[cfg(test)]
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     let entries = std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))?;
