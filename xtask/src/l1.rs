@@ -239,6 +239,11 @@ pub fn completion_check(job: &Job, outcome: &Outcome) -> Check {
         (Some(0), Ending::Verdict(0)) => String::new(),
         (Some(rc), _) if rc != 0 => format!("the job script exited with status {rc}"),
         (_, Ending::TimedOut) => format!("L1 did not finish within {:?}", outcome.timeout),
+        (_, Ending::SilentAfterBug(quiet)) => format!(
+            "L1 hung after a kernel BUG: its console printed nothing for {} s after it, so it was stopped \
+             (the BUG and the panic that caused it are in the kernel's messages)",
+            quiet.as_secs()
+        ),
         (None, _) if outcome.console_lines == 0 => {
             "L1 printed nothing: the machine stopped before the kernel's console started (a fault at its entry?)".into()
         }

@@ -60,6 +60,22 @@ pub enum Ending {
     NoVerdict,
     /// The timeout passed and the machine was stopped.
     TimedOut,
+    /// After a kernel BUG the console stayed silent this long, and the
+    /// machine was stopped: a BUG in the module (an unsolved exercise's
+    /// `todo!()`) can leave L1 hung, and waiting out the timeout tells
+    /// nobody anything.
+    SilentAfterBug(std::time::Duration),
+}
+
+/// How long QEMU's L1 may stay silent after a kernel BUG before it is
+/// taken for hung and stopped: longer than any quiet stretch of a job
+/// (the longest seen, 41 s, is the paging leak check under load).
+pub const SILENCE_AFTER_BUG: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Whether a console line is the kernel's report of a BUG (a Rust panic
+/// in rkvm ends in one).
+pub fn is_bug_line(line: &str) -> bool {
+    line.contains("kernel BUG at") || line.contains("rkvm: Rust panic")
 }
 
 pub trait Platform {
@@ -145,6 +161,13 @@ mod guest_header;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bug_or_a_rust_panic_starts_the_watch_for_silence() {
+        assert!(is_bug_line("[   21.015904] kernel BUG at /x/glue/rkvm_glue.c:82!"));
+        assert!(is_bug_line("[   21.0] rkvm: Rust panic: panicked at src/debug.rs:180:5:"));
+        assert!(!is_bug_line("RKVM-CHECK ok dmesg-clean"));
+    }
 
     #[test]
     fn guest_headers_name_the_platforms_that_exist() {

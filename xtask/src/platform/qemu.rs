@@ -77,27 +77,28 @@ impl Platform for Qemu {
         });
         let mut log = std::fs::File::create(&image.log)?;
         let deadline = Instant::now() + image.timeout;
-        let timed_out = loop {
+        let mut bug_seen = false;
+        let stopped = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            let wait = if bug_seen { left.min(super::SILENCE_AFTER_BUG) } else { left };
+            match rx.recv_timeout(wait) {
                 Ok(line) => {
                     let line = line.trim_end_matches('\r');
                     writeln!(log, "{line}")?;
+                    bug_seen |= super::is_bug_line(line);
                     on_line(line);
                 }
-                Err(RecvTimeoutError::Disconnected) => break false,
-                Err(RecvTimeoutError::Timeout) => break true,
+                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Timeout) if wait < left => break Some(Ending::SilentAfterBug(wait)),
+                Err(RecvTimeoutError::Timeout) => break Some(Ending::TimedOut),
             }
         };
-        if timed_out {
+        if stopped.is_some() {
             let _ = child.kill();
         }
         let status = child.wait()?;
         let _ = reader.join();
-        if timed_out {
-            return Ok(Ending::TimedOut);
-        }
-        Ok(ending(status.code()))
+        Ok(stopped.unwrap_or_else(|| ending(status.code())))
     }
 }
 
