@@ -12,6 +12,7 @@ memfree() {
 for c in stress-runs-end-as-they-should stress-cpus-come-and-go stress-leaves-no-vm stress-kernel-log-clean; do
 	echo "RKVM-PLAN smp smp/$c"
 done
+echo "RKVM-PLAN job module-loads"
 echo "RKVM-PLAN job rmmod-after-stress"
 echo "RKVM-PLAN job memfree-back-after-stress"
 free_before=$(memfree)
