@@ -63,7 +63,7 @@ pub fn load_kvm(kernel: &L1Kernel, vendor: Vendor, setting: &str) -> String {
 fn oracle_job(kernel: &L1Kernel, vendor: Vendor, body: impl Fn(&str) -> String) -> Result<Job> {
     let param = paging_parameter(vendor);
     let vendor_module = format!("kvm_{}", vendor.kvm_module());
-    let mut script = String::from("status=0\n");
+    let mut script = String::from("status=0\necho 'RKVM-PLAN job dmesg-clean'\n");
     for value in [1, 0] {
         let setting = format!("{param}={value}");
         script += &load_kvm(kernel, vendor, &setting);
@@ -142,12 +142,16 @@ fn except_option(guests: &[&str], platform: &str) -> String {
 }
 
 /// Shell lines that announce a check per guest for `setting`
-/// (`RKVM-PLAN oracle npt=1/guest/hlt`), but `left_out`'s: a guest that
+/// (`RKVM-PLAN oracle npt=1/guest/hlt`), and one per guest that `migrate`
+/// moves (`npt=1/migrate/migrate-mem`), but `left_out`'s: a guest that
 /// `rkvm-run check` does not run there (its header's `not-on:`) is then
 /// listed as not run, with the reason it gives.
 fn plan(setting: &str, left_out: &[&str]) -> String {
     let skip = if left_out.is_empty() { "-".to_string() } else { left_out.join("|") };
-    format!("./rkvm-run --list | cut -d' ' -f1 | grep -vxE '{skip}' | sed 's#^#RKVM-PLAN oracle {setting}/guest/#'\n")
+    format!(
+        "./rkvm-run --list | cut -d' ' -f1 | grep -vxE '{skip}' | sed 's#^#RKVM-PLAN oracle {setting}/guest/#'\n\
+         ./rkvm-run --list | cut -d' ' -f1 | grep -vxE '{skip}' | grep '^migrate-' | sed 's#^#RKVM-PLAN oracle {setting}/migrate/#'\n"
+    )
 }
 
 pub fn run(args: Args) -> Result<()> {
