@@ -25,6 +25,14 @@ fn shadow_leaf(root: u64, linear: u64) -> Option<u64> {
 fn walk32(cr3: u64, linear: u64, pt: u64, frame: u64) -> Translation {
     let pde = GuestEntry { gpa: cr3 + ((linear >> 22) & 1023) * 4, value: pt | 0x67 };
     let pte = GuestEntry { gpa: pt + ((linear >> 12) & 1023) * 4, value: frame | 0x67 };
+    page_4k(linear, frame, pte, [Some(pde), None, None])
+}
+
+/// The translation of `linear` to the 4 KiB page at `frame` through the
+/// leaf entry `pte` and the entries `above` it, lowest level first, with
+/// every right and the page dirty.
+fn page_4k(linear: u64, frame: u64, pte: GuestEntry, above: [Option<GuestEntry>; 3]) -> Translation {
+    let [l2, l3, l4] = above;
     Translation {
         gpa: frame | (linear & 0xFFF),
         writable: true,
@@ -36,7 +44,7 @@ fn walk32(cr3: u64, linear: u64, pt: u64, frame: u64) -> Translation {
         //@ end
         page_size: 0x1000,
         leaf_gpa: pte.gpa,
-        entries: [Some(pte), Some(pde), None, None],
+        entries: [Some(pte), l2, l3, l4],
     }
 }
 
@@ -58,20 +66,7 @@ fn walk64(linear: u64, tables: [u64; 4], frame: u64) -> Translation {
     let at = |table: u64, shift: u32, next: u64| {
         GuestEntry { gpa: table + ((linear >> shift) & 511) * 8, value: next | 0x67 }
     };
-    let pte = at(pt, 12, frame);
-    Translation {
-        gpa: frame | (linear & 0xFFF),
-        writable: true,
-        user: true,
-        executable: true,
-        dirty: true,
-        //@ begin 13
-        dirtied: false,
-        //@ end
-        page_size: 0x1000,
-        leaf_gpa: pte.gpa,
-        entries: [Some(pte), Some(at(pd, 21, pt)), Some(at(pdpt, 30, pd)), Some(at(pml4, 39, pdpt))],
-    }
+    page_4k(linear, frame, at(pt, 12, frame), [Some(at(pd, 21, pt)), Some(at(pdpt, 30, pd)), Some(at(pml4, 39, pdpt))])
 }
 
 mod e9_1 {
