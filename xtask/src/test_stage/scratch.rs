@@ -66,6 +66,13 @@ fn gather(from: &Path, below: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) -> 
 /// Makes the tree at `to` hold exactly `files` (and whatever is under its
 /// `target/` directories), writing only what differs.
 fn sync(to: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<()> {
+    write_changed(to, files)?;
+    remove_unwanted(to, Path::new(""), files)
+}
+
+/// Writes each of `files` under `to` whose contents differ from what is
+/// there, whole: a new file renamed over the old.
+fn write_changed(to: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<()> {
     for (rel, contents) in files {
         let dst = to.join(rel);
         if std::fs::read(&dst).is_ok_and(|old| old == *contents) {
@@ -78,7 +85,7 @@ fn sync(to: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<()> {
         write_bytes(&part, contents)?;
         std::fs::rename(&part, &dst).with_context(|| format!("renaming {} to {}", part.display(), dst.display()))?;
     }
-    remove_unwanted(to, Path::new(""), files)
+    Ok(())
 }
 
 /// Removes the files under `dir` that `files` does not hold (never under
@@ -104,20 +111,9 @@ fn remove_unwanted(dir: &Path, below: &Path, files: &BTreeMap<PathBuf, Vec<u8>>)
 /// trees of their own).
 #[cfg(test)]
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    let entries = std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", from.display()))?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            if entry.file_name() != "target" {
-                copy_tree(&src, &dst)?;
-            }
-        } else {
-            std::fs::copy(&src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-        }
-    }
-    Ok(())
+    let mut files = BTreeMap::new();
+    gather(from, Path::new(""), &mut files)?;
+    write_changed(to, &files)
 }
 
 fn read(path: &Path) -> Result<String> {
