@@ -8,6 +8,8 @@
 # seeded guests run with N seeds each too (`cargo xtask test` sets it).
 # With GUEST_TIMEOUT=S, a guest that has not stopped after S seconds is
 # stopped, instead of after rkvm-run's 10 (the harness sets 30 on Bochs).
+# LEAK_VMS=N and PAGING_VMS=N set the VMs of the two leak checks (1,000
+# each unless the harness says fewer, as it does on Bochs).
 # With PLATFORM=NAME (the harness sets it), rkvm-run leaves out the guests
 # whose header says `not-on: NAME`, each announced and reported not run
 # with the header's reason (RKVM-INFO guest/GUEST not run: ...).
@@ -113,7 +115,7 @@ if insmod ./rkvm.ko; then ok module-loads; else
 	stopped job "the module did not load${why:+: $why}"
 	exit 1
 fi
-run_guarded rkvm-devtest ./rkvm-devtest ${MAX_STAGE:+--max-stage "$MAX_STAGE"} || status=1
+run_guarded rkvm-devtest ./rkvm-devtest ${MAX_STAGE:+--max-stage "$MAX_STAGE"} ${LEAK_VMS:+--leak-vms "$LEAK_VMS"} || status=1
 if [ -x ./rkvm-run ]; then
 	run_guarded rkvm-run ./rkvm-run check ${MAX_STAGE:+--max-stage "$MAX_STAGE"} ${GUEST_TIMEOUT:+--timeout "$GUEST_TIMEOUT"} ${PLATFORM:+--platform "$PLATFORM"} || status=1
 	# From stage 11 on: guests moved to a second VM while they run, with
@@ -149,12 +151,12 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 
 	# A VM that ran a paging guest frees every shadow page and reverse-map
 	# entry when it goes: PAGING_VMS (1,000 unless the harness says fewer)
-	# VMs run `pae`, half on each MMU, and MemFree comes back within 2 MiB
-	# (a page per VM would be 4 MiB over 1,000 VMs), the VM counters to 0.
-	# With two CPUs, MemFree also moves with the pages each CPU keeps on
-	# its own free lists, which it does not count: a round that falls by
-	# more than 2 MiB is run once more, and only a leak, which falls again,
-	# fails. With SLUB (the debug kernel), every slab cache is shrunk
+	# VMs run `pae`, half on each MMU; the module's allocations come back
+	# exactly where they were, MemFree within 2 MiB (a page per VM would be
+	# 4 MiB over 1,000 VMs), the VM counters to 0. With two CPUs, MemFree
+	# also moves with the pages each CPU keeps on its own free lists, which
+	# it does not count: a round that leaks is run once more, and only a
+	# leak, which shows again, fails. With SLUB (the debug kernel), every slab cache is shrunk
 	# first, which also frees the objects KASAN's quarantine holds back.
 	vms_wanted=${PAGING_VMS:-1000}
 	free_kb() {
@@ -176,7 +178,12 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 		[ "$rc" -eq 0 ] && echo "$n" || echo $((n > 0 ? n - 1 : 0))
 	}
 	pae_runs 20 >/dev/null
+	allocations() { cat /sys/kernel/debug/rkvm/allocations; }
+	# A round leaks when MemFree falls by more than 2 MiB, or when what the
+	# module holds from the kernel's allocators (blocks, pages, locks) is
+	# not back where it was, exactly.
 	leak_round() {
+		held=$(allocations)
 		before=$(free_kb)
 		runs=0
 		for mmu in 1 0; do
@@ -185,20 +192,22 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 		done
 		echo 1 > "$naive"
 		after=$(free_kb)
-		echo "RKVM-INFO paging leak check: MemFree $before kB before, $after kB after $runs VMs that ran pae"
+		now_held=$(allocations)
+		echo "RKVM-INFO paging leak check: MemFree $before kB before, $after kB after $runs VMs that ran pae; the module's allocations $held before, $now_held after"
+		leaked=""
+		[ "$now_held" -ne "$held" ] && leaked="the module's allocations went from $held to $now_held"
+		[ $((after + 2048)) -lt "$before" ] && leaked="${leaked:+$leaked and }MemFree fell by $((before - after)) kB"
 	}
 	leak_round
-	if [ "$runs" -eq "$vms_wanted" ] && [ $((after + 2048)) -lt "$before" ]; then
-		fell=$((before - after))
+	if [ "$runs" -eq "$vms_wanted" ] && [ -n "$leaked" ]; then
+		first="$leaked"
 		leak_round
-		[ $((after + 2048)) -lt "$before" ] && fell="$fell kB, then by $((before - after))" || fell=""
-	else
-		fell=$([ $((after + 2048)) -lt "$before" ] && echo "$((before - after))")
+		[ -n "$leaked" ] && leaked="$first; then $leaked"
 	fi
 	vms=$(cat /sys/kernel/debug/rkvm/vms)
 	if [ "$runs" -ne "$vms_wanted" ]; then fail paging-vms-leak-nothing "only $runs of $vms_wanted runs of pae passed: $(head -n 1 pae.why)"
 	elif [ "$vms" -ne 0 ]; then fail paging-vms-leak-nothing "debugfs vms is $vms after the runs"
-	elif [ -n "$fell" ]; then fail paging-vms-leak-nothing "MemFree fell by $fell kB"
+	elif [ -n "$leaked" ]; then fail paging-vms-leak-nothing "$leaked"
 	else ok paging-vms-leak-nothing; fi
 fi
 

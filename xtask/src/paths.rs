@@ -2,9 +2,18 @@
 
 use std::path::PathBuf;
 
-/// The root of the rkvm checkout.
+/// The root of the rkvm checkout: the directory above xtask's own. `cargo
+/// xtask` (`cargo run -p xtask`) names xtask's directory at run time, and
+/// that one wins over the directory compiled in: when one target directory
+/// serves several trees (two handouts sharing `CARGO_TARGET_DIR`), cargo
+/// may run a binary built in the other tree, and it must still work on the
+/// tree it was run from.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let run_from = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.file_name().is_some_and(|n| n == "xtask") && dir.join("Cargo.toml").is_file());
+    run_from
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask lives one directory below the project root")
         .to_path_buf()

@@ -6,23 +6,25 @@
 //! the device checks in L1 (load `rkvm.ko`, talk to `/dev/rkvm`, run the
 //! test guests and a hundred seeds of each seeded guest, unload), then
 //! Linux booted by `rkvm-vmm` on Linux's KVM and on rkvm with their
-//! consoles compared, then a minute of `rkvm-fuzz` in L1, then the device
+//! consoles compared, a minute of `rkvm-fuzz` in L1, and the device
 //! checks again on Debian's stock kernel (`cargo xtask distro`). When L1
-//! runs, the exercises and the book are checked beside the stages' L1 runs
-//! (the stages of VMX first: Bochs keeps one core busy, QEMU two), and
-//! their output is shown when the stages are done. It prints every check
-//! as it goes and ends with the line `N passed, M failed`.
+//! runs, it runs in two lanes: the stages of VMX (under Bochs, which keeps
+//! one core busy), the exercises, the book and the fuzzing in a second
+//! lane of `cargo xtask` processes, whose output is shown when the first
+//! lane is done. It prints every check as it goes and ends with the line
+//! `N passed, M failed`.
 
 use crate::kernel::Choice;
 use crate::l1::{self, Check};
 use crate::test_stage::libtest::{self, Outcome};
-use crate::{book, distro, exercises, fuzz, handout, jobs, paths, platform, stages, test_stage};
+use crate::{book, distro, exercises, handout, jobs, paths, platform, stages, test_stage};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// How long `cargo xtask test` fuzzes (`cargo xtask fuzz` runs longer).
-const FUZZ_SECONDS: u64 = 60;
+/// How long `cargo xtask test` fuzzes, in minutes (`cargo xtask fuzz`
+/// runs longer).
+const FUZZ_MINUTES: u64 = 1;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -89,9 +91,23 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut tally = Tally::default();
     let mut parts = Parts::default();
+    // Two lanes. This one runs the host tests, the stages QEMU runs and the
+    // checks after them; the other, started first, runs the stages of one
+    // vendor's virtualization (VMX under Bochs, which keeps one of the
+    // host's two cores busy), then the exercises and the book, each as a
+    // `cargo xtask` process whose output is shown when this lane is done.
+    let vendor_stages: Vec<u32> = match args.host_only {
+        true => Vec::new(),
+        false => stages::generated_stages()?.into_iter().filter(|&s| s >= 3 && jobs::stage_vendor(s).is_some()).collect(),
+    };
+    let beside = if args.host_only { None } else { Some(Beside::start(&vendor_stages, &fuzz_args(&args))?) };
     println!("== host unit tests");
     parts.time("host unit tests", || host_tests(&mut tally))?;
-    course_checks(&mut tally, &mut parts, args.platform.as_deref(), args.host_only)?;
+    // With the default L1 kernel, the last stage's run is the device checks
+    // of kmod/: its solved crate is kmod/ without its markers. It runs the
+    // seeded guests too, and the device job does not run again.
+    let last_is_device = !args.host_only && args.kernel.l1_tree.is_none() && !args.kernel.debug_kernel;
+    course_checks(&mut tally, &mut parts, args.platform.as_deref(), args.host_only, &vendor_stages, last_is_device)?;
     if !args.host_only {
         let asked = match (&args.kernel.l1_tree, args.kernel.debug_kernel) {
             (Some(tree), _) => Some(tree.display().to_string()),
@@ -102,17 +118,20 @@ pub fn run(args: Args) -> Result<()> {
             println!("== the checks below boot {kernel} (the stages' runs above booted the default L1 kernel)");
         }
         println!("== L1: rkvm.ko on /dev/rkvm");
-        parts.time("L1: device checks", || device_checks(args.platform.as_deref(), &args.kernel, &mut tally))?;
+        if last_is_device {
+            println!(
+                "  ran above, as stage {}'s run with its solutions: that crate is kmod/ without its markers \
+                 (`stages --check`), and its run added the seeded guests ({CHAOS_SEEDS} seeds each)",
+                jobs::kmod_stage()?
+            );
+        } else {
+            parts.time("L1: device checks", || device_checks(args.platform.as_deref(), &args.kernel, &mut tally))?;
+        }
         println!("== L1: Linux as a guest of rkvm-vmm, on Linux's KVM and on rkvm, their consoles compared");
         let linux = parts.time("L1: Linux guest", || linux_checks(args.platform.as_deref(), &args.kernel, &mut tally));
         if let Err(e) = linux {
             let check = Check::new("vmm: Linux as a guest on Linux's KVM and on rkvm", false, format!("{e:#}"));
             l1::print_check(&check);
-            tally.add(&check);
-        }
-        println!("== L1: a minute of fuzzing /dev/rkvm");
-        let fuzzed = parts.time("L1: fuzzing", || fuzz::checks(args.platform.as_deref(), FUZZ_SECONDS, None, &args.kernel))?;
-        for check in fuzzed {
             tally.add(&check);
         }
         println!("== Debian's stock kernel: rkvm.ko built against its headers, the device checks on it");
@@ -124,6 +143,9 @@ pub fn run(args: Args) -> Result<()> {
                 tally.add(&check);
             }
         }
+    }
+    if let Some(beside) = beside {
+        beside.finish(&mut tally, &mut parts);
     }
     parts.report();
     println!("== finished in {:.0?}", start.elapsed());
@@ -165,35 +187,52 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
+/// The arguments of the second lane's `cargo xtask fuzz`: a minute, on the
+/// platform and kernel of the device checks.
+fn fuzz_args(args: &Args) -> Vec<String> {
+    let mut fuzz = vec!["fuzz".to_string(), "--minutes".into(), FUZZ_MINUTES.to_string()];
+    if let Some(platform) = &args.platform {
+        fuzz.extend(["--platform".into(), platform.clone()]);
+    }
+    if let Some(tree) = &args.kernel.l1_tree {
+        fuzz.extend(["--l1-tree".into(), tree.display().to_string()]);
+    }
+    if args.kernel.debug_kernel {
+        fuzz.push("--debug-kernel".into());
+    }
+    fuzz
+}
+
 /// The course itself: generated trees in step with kmod/, honest
-/// exercises, every stage passing with its solutions, and the book.
-fn course_checks(tally: &mut Tally, parts: &mut Parts, platform: Option<&str>, host_only: bool) -> Result<()> {
+/// exercises, every stage passing with its solutions, and the book. The
+/// stages in `elsewhere` run in the other lane (see [`Beside`]), and so do
+/// the exercises and the book when L1 runs. With `last_is_device`, the
+/// last stage's run adds the seeded guests of the device checks.
+fn course_checks(
+    tally: &mut Tally,
+    parts: &mut Parts,
+    platform: Option<&str>,
+    host_only: bool,
+    elsewhere: &[u32],
+    last_is_device: bool,
+) -> Result<()> {
     println!("== stages/ and solutions/ against kmod/");
     parts.time("stages --check", || step(tally, "stages --check: the generated trees match kmod/", stages::check));
-    // The exercises and the book need only the host. When L1 runs, they run
-    // beside the stages' runs in L1, as `cargo xtask` processes of their
-    // own, their output kept until the stages are done: the stages of VMX
-    // come first, under Bochs, which keeps one of the host's cores busy.
-    let beside = if host_only { None } else { Some(Beside::start()?) };
-    if beside.is_none() {
+    if host_only {
         println!("== exercises: skeletons fail exactly their exercises, solutions pass");
         parts.time("exercises --check", || step(tally, "exercises --check", exercises::check_all));
     }
+    let last = jobs::kmod_stage()?;
     // From stage 03 on a stage's tests boot L1.
-    let mut order = stages::generated_stages()?;
-    order.sort_by_key(|&s| (jobs::stage_vendor(s).is_none(), s));
-    for stage in order.into_iter().filter(|&s| s < 3 || !host_only) {
-        // Stages that need one vendor's virtualization pick their own platform.
-        let stage_platform = if jobs::stage_vendor(stage).is_some() { None } else { platform };
+    let order = stages::generated_stages()?;
+    for stage in order.into_iter().filter(|s| (*s < 3 || !host_only) && !elsewhere.contains(s)) {
+        let chaos = (last_is_device && stage == last).then_some(CHAOS_SEEDS);
         let t = parts.time(&format!("test-stage {stage}"), || {
-            test_stage::test_stage(stage, true, stage_platform, &Choice::default())
+            test_stage::test_stage(stage, true, platform, &Choice::default(), chaos)
         })?;
         let check = Check::new(format!("test-stage {stage} --solution ({})", t.totals()), t.failed == 0 && t.passed > 0, "");
         l1::print_check(&check);
         tally.add(&check);
-    }
-    if let Some(beside) = beside {
-        beside.finish(tally, parts);
     }
     println!("== a stage's handout: the tree a course hands out, without kmod/ and solutions/");
     // The L1 programs are in it when the stages' L1 runs above built them.
@@ -209,17 +248,29 @@ fn course_checks(tally: &mut Tally, parts: &mut Parts, platform: Option<&str>, h
 const EXERCISES: &str = "exercises --check";
 const BOOK: &str = "book: builds, every include and link resolves, every picture shows in Chromium";
 
-/// The host's checks that run beside L1: `cargo xtask exercises --check`,
-/// then `cargo xtask book`, one after the other in a thread of their own,
-/// each a process whose output goes to a file under `target/test-beside/`.
+/// The other lane of `cargo xtask test`: the stages that need one
+/// vendor's virtualization, then `cargo xtask exercises --check` and
+/// `cargo xtask book`, one after the other in a thread of their own, each
+/// a `cargo xtask` process whose output goes to a file under
+/// `target/test-beside/` and is shown when the first lane is done.
 struct Beside {
     thread: std::thread::JoinHandle<Vec<BesideRun>>,
 }
 
+/// One `cargo xtask` process of the other lane.
+struct BesideJob {
+    /// The check's name; for a stage, its totals follow.
+    name: String,
+    part: String,
+    args: Vec<String>,
+    file: String,
+    /// Its closing line holds its totals (a stage's run, the fuzzing).
+    counted: bool,
+}
+
 /// One of them, when it is done.
 struct BesideRun {
-    name: &'static str,
-    part: &'static str,
+    job: BesideJob,
     passed: bool,
     why: String,
     seconds: f64,
@@ -227,58 +278,97 @@ struct BesideRun {
 }
 
 impl Beside {
-    fn start() -> Result<Beside> {
+    fn start(stages: &[u32], fuzz: &[String]) -> Result<Beside> {
         let dir = paths::target().join("test-beside");
         std::fs::create_dir_all(&dir)?;
         let xtask = std::env::current_exe()?;
-        println!("== beside the L1 runs: `cargo xtask exercises --check`, then `cargo xtask book` (output in {})", dir.display());
-        let runs: [(&'static str, &'static str, &'static [&'static str], &'static str); 2] =
-            [(EXERCISES, "exercises --check", &["exercises", "--check"], "exercises.log"), (BOOK, "book", &["book"], "book.log")];
+        let mut jobs: Vec<BesideJob> = stages
+            .iter()
+            .map(|&n| BesideJob {
+                name: format!("test-stage {n} --solution"),
+                part: format!("test-stage {n}"),
+                args: vec!["test-stage".into(), n.to_string(), "--solution".into()],
+                file: format!("stage-{n:02}.log"),
+                counted: true,
+            })
+            .collect();
+        for (name, part, args, file) in [(EXERCISES, "exercises --check", "exercises --check", "exercises.log"), (BOOK, "book", "book", "book.log")] {
+            let args = args.split(' ').map(String::from).collect();
+            jobs.push(BesideJob { name: name.into(), part: part.into(), args, file: file.into(), counted: false });
+        }
+        jobs.push(BesideJob {
+            name: format!("fuzz: {FUZZ_MINUTES} min of rkvm-fuzz on /dev/rkvm in L1"),
+            part: "L1: fuzzing".into(),
+            args: fuzz.to_vec(),
+            file: "fuzz.log".into(),
+            counted: true,
+        });
+        let listed: Vec<String> = jobs.iter().map(|j| format!("`cargo xtask {}`", j.args.join(" "))).collect();
+        println!("== in a second lane, one after the other: {} (output in {}, shown at the end)", listed.join(", "), dir.display());
         let thread = std::thread::spawn(move || {
-            runs.iter()
-                .map(|&(name, part, args, file)| {
-                    let log = dir.join(file);
+            jobs.into_iter()
+                .map(|job| {
+                    let log = dir.join(&job.file);
                     let start = Instant::now();
                     let status = std::fs::File::create(&log).and_then(|out| {
                         let err = out.try_clone()?;
-                        std::process::Command::new(&xtask).args(args).stdout(out).stderr(err).current_dir(paths::root()).status()
+                        std::process::Command::new(&xtask).args(&job.args).stdout(out).stderr(err).current_dir(paths::root()).status()
                     });
                     let (passed, why) = match status {
                         Ok(s) if s.success() => (true, String::new()),
-                        Ok(s) => (false, format!("`cargo xtask {}` ended with {s} (its output is above)", args.join(" "))),
-                        Err(e) => (false, format!("`cargo xtask {}` could not run: {e}", args.join(" "))),
+                        Ok(s) => (false, format!("`cargo xtask {}` ended with {s} (its output is above)", job.args.join(" "))),
+                        Err(e) => (false, format!("`cargo xtask {}` could not run: {e}", job.args.join(" "))),
                     };
-                    BesideRun { name, part, passed, why, seconds: start.elapsed().as_secs_f64(), log }
+                    BesideRun { job, passed, why, seconds: start.elapsed().as_secs_f64(), log }
                 })
                 .collect()
         });
         Ok(Beside { thread })
     }
 
-    /// Waits for them, prints what each printed, and counts each as a check.
+    /// Waits for them, prints what each printed, and counts each as a
+    /// check: a stage's run passes when it ends well with no test failed.
     fn finish(self, tally: &mut Tally, parts: &mut Parts) {
         let start = Instant::now();
         let runs = match self.thread.join() {
             Ok(runs) => runs,
             Err(_) => {
-                let check = Check::new("the host's checks beside L1", false, "their thread panicked");
+                let check = Check::new("the checks of the second lane", false, "their thread panicked");
                 l1::print_check(&check);
                 tally.add(&check);
                 return;
             }
         };
-        parts.list.push(("waiting for those beside L1".into(), start.elapsed().as_secs_f64()));
+        parts.list.push(("waiting for the second lane".into(), start.elapsed().as_secs_f64()));
         for run in runs {
-            println!("== {} (ran beside L1, {:.0} s)", run.part, run.seconds);
+            println!("== {} (ran in the second lane, {:.0} s)", run.job.part, run.seconds);
             let text = std::fs::read_to_string(&run.log).unwrap_or_default();
             for line in text.lines() {
                 println!("  | {line}");
             }
-            parts.beside.push((format!("{} (beside L1)", run.part), run.seconds));
-            let check = Check::new(run.name, run.passed, run.why);
+            parts.beside.push((format!("{} (second lane)", run.job.part), run.seconds));
+            let check = match run.job.counted {
+                true => counted_check(&run.job.name, &text, run.passed, run.why),
+                false => Check::new(run.job.name, run.passed, run.why),
+            };
             l1::print_check(&check);
             tally.add(&check);
         }
+    }
+}
+
+/// The check of a `cargo xtask` process that ends with its totals (a
+/// stage's run, the fuzzing): named with its closing line, passed when the
+/// process ended well and that line counts passes and no failure.
+fn counted_check(name: &str, output: &str, ended_well: bool, why: String) -> Check {
+    let totals = output.lines().rev().find(|l| l.contains(" passed, ") && l.contains(" failed")).map(str::trim);
+    let count = |word: &str| -> Option<u32> {
+        totals?.split(", ").find_map(|part| part.strip_suffix(word)?.trim().parse().ok())
+    };
+    let (passed, failed) = (count(" passed").unwrap_or(0), count(" failed"));
+    match totals {
+        Some(line) => Check::new(format!("{name} ({line})"), ended_well && failed == Some(0) && passed > 0, why),
+        None => Check::new(name, false, format!("it printed no closing line with its totals. {why}")),
     }
 }
 
@@ -415,3 +505,24 @@ ls -l /dev/rkvm
 cat /sys/kernel/debug/rkvm/vms
 rmmod rkvm
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::counted_check;
+
+    #[test]
+    fn a_stage_run_in_the_second_lane_counts_by_its_closing_line() {
+        let solved = "== stage 04\n  ok   x\n167 passed, 0 failed, 1 not run\n";
+        let check = counted_check("test-stage 4 --solution", solved, true, String::new());
+        assert!(check.passed);
+        assert_eq!(check.name, "test-stage 4 --solution (167 passed, 0 failed, 1 not run)");
+        let failing = "150 passed, 3 failed\n";
+        assert!(!counted_check("test-stage 5 --solution", failing, false, "ended with 1".into()).passed);
+        // A process that ended well but counted a failure, or nothing, fails too.
+        assert!(!counted_check("s", "10 passed, 1 failed\n", true, String::new()).passed);
+        assert!(!counted_check("s", "0 passed, 0 failed\n", true, String::new()).passed);
+        let silent = counted_check("test-stage 6 --solution", "error: no QEMU\n", false, "ended with 1".into());
+        assert!(!silent.passed);
+        assert!(silent.detail.contains("no closing line"), "{}", silent.detail);
+    }
+}

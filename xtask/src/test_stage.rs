@@ -44,7 +44,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let tally = test_stage(args.stage, args.solution, args.platform.as_deref(), &args.kernel)?;
+    let tally = test_stage(args.stage, args.solution, args.platform.as_deref(), &args.kernel, None)?;
     println!("{}", tally.totals());
     if tally.failed > 0 {
         std::process::exit(1);
@@ -79,8 +79,9 @@ impl Tally {
 
 /// Runs stage `stage`'s test plan, printing every test, and returns the
 /// counts; prints no closing line (callers add up several plans). `platform`
-/// chooses L1's platform (`None`: the default), `choice` its kernel.
-pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>, choice: &Choice) -> Result<Tally> {
+/// chooses L1's platform (`None`: the default), `choice` its kernel;
+/// `chaos_seeds` adds the seeded guests, with that many seeds each.
+pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>, choice: &Choice, chaos_seeds: Option<u32>) -> Result<Tally> {
     let dir = stage_crate(stage, solution)?;
     let form = if solution { "with its solutions" } else { "as generated" };
     println!("== stage {stage:02} ({}) {form}: host tests", stages::slug(stage));
@@ -88,7 +89,7 @@ pub fn test_stage(stage: u32, solution: bool, platform: Option<&str>, choice: &C
     let mut tally = host_tests(stage, solved)?;
     if stage >= 3 {
         println!("== stage {stage:02}: tests in L1");
-        for check in l1_tests(stage, &dir, platform, choice) {
+        for check in l1_tests(stage, &dir, platform, choice, chaos_seeds) {
             match (check.passed, check.not_run) {
                 (true, _) => tally.passed += 1,
                 (false, true) => tally.not_run += 1,
@@ -137,8 +138,8 @@ pub fn stage_crate(stage: u32, solution: bool) -> Result<PathBuf> {
 /// or its solved copy) and the test guests of stages up to it. A run that
 /// cannot start (no QEMU, no L1 kernel) is one failed check, with the
 /// reason.
-fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>, choice: &Choice) -> Vec<Check> {
-    match crate::jobs::run_stage_tests(stage, stage_dir, platform, choice) {
+fn l1_tests(stage: u32, stage_dir: &Path, platform: Option<&str>, choice: &Choice, chaos_seeds: Option<u32>) -> Vec<Check> {
+    match crate::jobs::run_stage_tests(stage, stage_dir, platform, choice, chaos_seeds) {
         Ok(checks) => checks,
         Err(e) => {
             println!("  FAILED  stage {stage}'s L1 tests could not run: {e:#}");

@@ -72,6 +72,13 @@ const GUEST_LINE: &str = "RKVM-GUEST ";
 /// paging, its usual setting), then on rkvm, each console kept in a file
 /// and then printed with its backend's mark, so that L1's own messages do
 /// not mix into it.
+/// The guest's extra kernel parameters when its consoles are compared: the
+/// initramfs is unpacked in its place in the boot, not by a work item
+/// whose messages land wherever the scheduler puts them (on a loaded
+/// host, `Unpacking initramfs...` came after `workingset: ...` on one
+/// backend and before it on the other).
+const COMPARED_APPEND: &str = "initramfs_async=0";
+
 fn compare_script(kernel: &L1Kernel, vendor: Vendor, forks: u32, seconds: u64) -> Result<String> {
     let mut s = String::from("status=0\n");
     for backend in COMPARED {
@@ -83,7 +90,7 @@ fn compare_script(kernel: &L1Kernel, vendor: Vendor, forks: u32, seconds: u64) -
              sed 's/^/  {backend}: /' {backend}.err\n\
              if [ $rc -eq 0 ]; then echo 'RKVM-CHECK ok vmm/{backend}: Linux booted, ran {forks} fork+exec and powered off'; \
              else echo \"RKVM-CHECK fail vmm/{backend}: rkvm-vmm exited with status $rc\"; status=1; fi\n",
-            command = vmm_command(backend, forks, seconds, ""),
+            command = vmm_command(backend, forks, seconds, COMPARED_APPEND),
         );
         s += &unload_hypervisor(backend, vendor);
     }

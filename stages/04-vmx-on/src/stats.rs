@@ -39,6 +39,7 @@ pub static STATS: &[StatEntry] = &[
     entry(c"vms", &VMS),
     entry(c"vcpus", &VCPUS),
     entry(c"guest_pages", &GUEST_PAGES),
+    entry(c"allocations", &crate::kernel::ALLOCATIONS),
 ];
 
 /// Adds one to `counter`.

@@ -41,6 +41,7 @@ pub static STATS: &[StatEntry] = &[
     entry(c"vms", &VMS),
     entry(c"vcpus", &VCPUS),
     entry(c"guest_pages", &GUEST_PAGES),
+    entry(c"allocations", &crate::kernel::ALLOCATIONS),
     entry(c"exits", &EXITS),
     entry(c"io_exits", &IO_EXITS),
     entry(c"halt_exits", &HALT_EXITS),

@@ -68,13 +68,16 @@ const CHECKS: &[CheckDef] = &[
 ];
 
 fn main() {
-    let (max_stage, list) = match parse_args() {
+    let Args { max_stage, list, leak_vms } = match parse_args(std::env::args().skip(1).collect()) {
         Ok(args) => args,
         Err(why) => {
             eprintln!("rkvm-devtest: {why}");
             std::process::exit(2);
         }
     };
+    if let Some(vms) = leak_vms {
+        let _ = memory::LEAK_VMS.set(vms);
+    }
     if list {
         CHECKS.iter().filter(|c| c.stage <= max_stage).for_each(|c| println!("{}", c.name));
         return;
@@ -93,20 +96,45 @@ fn main() {
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }
 
-/// `[--list] [--max-stage N]` (or `--max-stage=N`; every stage when
-/// absent): the last stage whose checks run, and whether to only list them.
-fn parse_args() -> Result<(u32, bool), String> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let list = args.iter().any(|a| a == "--list");
-    args.retain(|a| a != "--list");
-    let value = match args.as_slice() {
-        [] => return Ok((u32::MAX, list)),
-        [flag, n] if flag == "--max-stage" => n.as_str(),
-        [flag] if flag.starts_with("--max-stage=") => &flag["--max-stage=".len()..],
-        _ => return Err(format!("usage: rkvm-devtest [--list] [--max-stage N], not {args:?}")),
-    };
-    let max_stage = value.parse().map_err(|_| format!("--max-stage wants a stage number, not {value:?}"))?;
-    Ok((max_stage, list))
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+struct Args {
+    /// The last stage whose checks run (every stage when not given).
+    max_stage: u32,
+    /// Only list the checks.
+    list: bool,
+    /// How many VMs each round of the leak check opens and closes
+    /// (`memory::LEAK_VMS`; the harness asks for fewer under Bochs).
+    leak_vms: Option<usize>,
+}
+
+const USAGE: &str = "usage: rkvm-devtest [--list] [--max-stage N] [--leak-vms N]";
+
+/// `[--list] [--max-stage N] [--leak-vms N]`, in any order (`--opt=N`
+/// too).
+fn parse_args(args: Vec<String>) -> Result<Args, String> {
+    let mut parsed = Args { max_stage: u32::MAX, list: false, leak_vms: None };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
+            None => (arg, None),
+        };
+        let mut value = |what: &str| -> Result<usize, String> {
+            let text = inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} wants {what}; {USAGE}"))?;
+            text.parse().map_err(|_| format!("{flag} wants {what}, not {text:?}"))
+        };
+        match flag.as_str() {
+            "--list" if inline.is_none() => parsed.list = true,
+            "--max-stage" => parsed.max_stage = value("a stage number")? as u32,
+            "--leak-vms" => match value("a number of VMs")? {
+                0 => return Err(format!("--leak-vms wants at least 1 VM; {USAGE}")),
+                n => parsed.leak_vms = Some(n),
+            },
+            _ => return Err(format!("{USAGE}, not {flag:?}")),
+        }
+    }
+    Ok(parsed)
 }
 
 /// `/dev/rkvm` is a character device, mode 0660, owned by root:root.
@@ -187,4 +215,28 @@ fn many_opens() -> Check {
         drop(vm);
     }
     expect_counter("vms", 0, "after 1000 opens and closes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, parse_args};
+
+    fn parse(line: &str) -> Result<Args, String> {
+        parse_args(line.split_whitespace().map(String::from).collect())
+    }
+
+    #[test]
+    fn options_come_in_any_order_and_in_either_form() {
+        assert_eq!(parse(""), Ok(Args { max_stage: u32::MAX, list: false, leak_vms: None }));
+        assert_eq!(parse("--max-stage 5 --list"), Ok(Args { max_stage: 5, list: true, leak_vms: None }));
+        assert_eq!(parse("--leak-vms=250 --max-stage=13"), Ok(Args { max_stage: 13, list: false, leak_vms: Some(250) }));
+    }
+
+    #[test]
+    fn bad_options_say_what_was_wanted() {
+        assert!(parse("--max-stage").unwrap_err().contains("wants a stage number"));
+        assert!(parse("--max-stage x").unwrap_err().contains("not \"x\""));
+        assert!(parse("--leak-vms 0").unwrap_err().contains("at least 1"));
+        assert!(parse("--verbose").unwrap_err().starts_with("usage: "));
+    }
 }

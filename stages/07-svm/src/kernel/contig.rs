@@ -28,6 +28,7 @@ impl ContiguousPages {
             return Err(Errno::EINVAL);
         }
         let (raw, addr) = imp::alloc(order).ok_or(Errno::ENOMEM)?;
+        super::allocated();
         Ok(ContiguousPages { raw, addr, order })
     }
 
@@ -63,6 +64,7 @@ impl ContiguousPages {
 
 impl Drop for ContiguousPages {
     fn drop(&mut self) {
+        super::freed();
         imp::free(self.raw, self.addr, self.order);
     }
 }

@@ -156,15 +156,21 @@ struct KernelAllocator;
 // from either.
 unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if use_kvmalloc(layout) {
+        let block: *mut u8 = if use_kvmalloc(layout) {
             // SAFETY: kvmalloc has no preconditions in process context.
-            return unsafe { rkvm_glue_kvmalloc(layout.size()).cast() };
+            unsafe { rkvm_glue_kvmalloc(layout.size()).cast() }
+        } else {
+            // SAFETY: kmalloc has no preconditions in process context.
+            unsafe { rkvm_glue_kmalloc(kmalloc_size(layout)).cast() }
+        };
+        if !block.is_null() {
+            super::allocated();
         }
-        // SAFETY: kmalloc has no preconditions in process context.
-        unsafe { rkvm_glue_kmalloc(kmalloc_size(layout)).cast() }
+        block
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        super::freed();
         // SAFETY: `ptr` came from kmalloc, krealloc or kvmalloc.
         unsafe { rkvm_glue_kvfree(ptr.cast()) }
     }
