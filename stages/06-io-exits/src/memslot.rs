@@ -599,6 +599,39 @@ mod tests {
             assert!(slots.gfn_to_page(1).is_some() && slots.gfn_to_page(2).is_some());
         }
 
+        /// Slots never overlap, so a gfn lies in at most one slot, and only
+        /// that slot may answer for it. Here four slots sit in guest memory
+        /// in an order other than their numbers', slot 2 starting exactly
+        /// where slot 0 ends: a slot that starts below the gfn, or ends at
+        /// it, does not hold it.
+        #[test]
+        fn each_gfn_is_answered_by_the_one_slot_that_holds_it() {
+            let mut slots = MemSlots::new();
+            // (slot, first gfn, pages)
+            let layout = [(0u32, 0x10u64, 3usize), (2, 0x13, 2), (1, 0x20, 4), (3, 0x8, 1)];
+            for (n, gfn, pages) in layout {
+                assert_eq!(slots.set_region(&region(n, gfn << PAGE_SHIFT, (pages * PAGE_SIZE) as u64)), Ok(()));
+                for i in 0..pages {
+                    poke(&slots, n as usize, i, (n as u8) << 4 | i as u8);
+                }
+            }
+            let mut backed = 0;
+            for (n, first, pages) in layout {
+                for i in 0..pages {
+                    let gfn = first + i as u64;
+                    let page = slots.gfn_to_page(gfn).unwrap_or_else(|| panic!("gfn {gfn:#x} is in slot {n}"));
+                    // SAFETY: the page is alive while `slots` is borrowed.
+                    let tag = unsafe { page.addr().read() };
+                    assert_eq!(tag, (n as u8) << 4 | i as u8, "gfn {gfn:#x}: page {i} of slot {n}");
+                    backed += 1;
+                }
+            }
+            assert_eq!(backed, slots.npages());
+            for gfn in [0x7, 0x9, 0xF, 0x15, 0x1F, 0x24] {
+                assert!(slots.gfn_to_page(gfn).is_none(), "gfn {gfn:#x} lies between slots");
+            }
+        }
+
         #[test]
         fn the_lookup_searches_every_slot_and_follows_changes() {
             let mut slots = MemSlots::new();

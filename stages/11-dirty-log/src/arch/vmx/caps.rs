@@ -337,6 +337,28 @@ mod tests {
             assert_eq!((basic.region_size, basic.memory_type), (0x1000, 0xF));
             assert!(!basic.ins_outs_info && !basic.true_controls);
         }
+
+        /// SDM Vol. 3C, A.1: bit 31 is always 0, bits 47:45 and 63:56 are
+        /// reserved, and bits 48 and 49 are flags that `VmxBasic` does not
+        /// keep. Whatever they hold, every field decodes the same.
+        #[test]
+        fn the_bits_between_and_above_the_fields_change_nothing() {
+            let others = 1 << 31 | 0b111 << 45 | 0b11 << 48 | 0xFF << 56;
+            for value in [HASWELL_BASIC, 0x003C_1000_0000_0000, 0] {
+                assert_eq!(VmxBasic::from_msr(value | others), VmxBasic::from_msr(value & !others), "{value:#x}");
+            }
+        }
+
+        /// SDM Vol. 3C, A.1: the INS/OUTS information (bit 54) and the TRUE
+        /// capability MSRs (bit 55) are reported apart; a processor may
+        /// offer either without the other.
+        #[test]
+        fn each_flag_is_read_from_its_own_bit() {
+            let ins_outs_only = VmxBasic::from_msr(HASWELL_BASIC & !(1 << 55));
+            assert!(ins_outs_only.ins_outs_info && !ins_outs_only.true_controls, "{ins_outs_only:?}");
+            let true_controls_only = VmxBasic::from_msr(HASWELL_BASIC & !(1 << 54));
+            assert!(!true_controls_only.ins_outs_info && true_controls_only.true_controls, "{true_controls_only:?}");
+        }
     }
 
     mod e5_1 {
