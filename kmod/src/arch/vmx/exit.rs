@@ -72,8 +72,9 @@ pub struct ExitInfo {
     pub rax: u64,
     pub rcx: u64,
     pub rflags: u64,
-    /// The bits of RSI, RDI and RCX the guest's code segment uses: 16 or
-    /// 32 of them (an `ins`/`outs` counts and moves within these).
+    /// For an I/O exit, the address size of the instruction, as a mask:
+    /// 0xFFFF, 0xFFFF_FFFF or all ones for 16-, 32- or 64-bit addressing
+    /// (SDM Vol. 1, 3.6 "Operand-size and Address-size Attributes").
     pub address_mask: u64,
     //@ end
 }
@@ -267,17 +268,20 @@ const RFLAGS_DF: u64 = 1 << 10;
 fn decode_io(q: IoQualification, info: &ExitInfo) -> IoExit {
     //@ exercise E6.2
     //@ instruction: Describe the guest's port access for userspace: every
-    //@+ field of `IoExit` and `StringIo` (their doc comments in
-    //@+ `exit/mod.rs`) must say what the guest's instruction does, as
-    //@+ Intel SDM Vol. 2 describes IN, OUT, INS, OUTS and the REP prefix,
-    //@+ from what the exit left: the qualification `q`, and the fields of
-    //@+ `info` (SDM Vol. 3C, 28.2.1 for the guest-linear address). The
-    //@+ module does not decode the instruction. The `e6_2` tests complete
-    //@+ random exits against a reference.
+    //@+ field of `IoExit` and `StringIo` must hold what its doc comment
+    //@+ in `exit/mod.rs` says, for the instruction the guest executed,
+    //@+ as the "Operation" sections of IN, OUT, INS, OUTS and the REP
+    //@+ prefix in Intel SDM Vol. 2 define it. Work each field out from
+    //@+ what the exit left, the qualification `q` and the fields of
+    //@+ `info` (SDM Vol. 3C, 28.2.1 for the guest-linear address; SDM
+    //@+ Vol. 1, 3.6 for the address size): the module does not decode
+    //@+ the instruction. The `e6_2` tests complete an `out` of two sizes,
+    //@+ a `rep insw` in 16-bit code and random exits against a reference.
     //@ hint: Go through `IoExit` and `StringIo` field by field and find,
-    //@+ for each, the part of `info` or `q` that holds it. Where is the
-    //@+ data of an `out`, and where that of an `outs`? Which register
-    //@+ counts a `rep`, and how much of it?
+    //@+ for each, what in `info` or `q` decides it. Where is the data of
+    //@+ an `out`, and where that of an `outs`? Which register counts a
+    //@+ `rep`, and how much of it? The "Operation" section of REP's page
+    //@+ answers the last two.
     //@ hint: An `out` sends AL, AX or EAX: the low `q.size` bytes of RAX.
     //@+ A string instruction's address is the guest-linear address the
     //@+ exit reports; DF (RFLAGS bit 10, `RFLAGS_DF`) sends it down; with
@@ -313,7 +317,7 @@ fn decode_io(q: IoQualification, info: &ExitInfo) -> IoExit {
 // ANCHOR_END: decode_io
 
 // ANCHOR: address_size
-/// The address size of an `ins` or `outs`, as a mask of RSI, RDI and RCX,
+/// The address size of an `ins` or `outs`, as a mask (see [`ExitInfo`]),
 /// from the VM-exit instruction-information field: bits 9:7 are 0 for 16
 /// bits, 1 for 32, 2 for 64 (SDM Vol. 3C, 28.2.5, Table 28-8). Processors
 /// fill the field for INS and OUTS when IA32_VMX_BASIC bit 54 is set
@@ -537,7 +541,8 @@ mod tests {
             IoQualification { port, size, is_in, string, rep }
         }
 
-        /// `out dx, al` to port 0xE9, then `out 0xE0, eax`.
+        /// `out dx, al` to port 0xE9, then `out 0xE0, eax` (SDM Vol. 2,
+        /// OUT: the data is AL, AX or EAX, as the operand size says).
         #[test]
         fn an_out_carries_the_low_bytes_of_rax() {
             let info = ExitInfo { rax: 0x1234_5678, ..exit(30) };
@@ -548,7 +553,9 @@ mod tests {
             assert_eq!(decode_io(io(0xE0, 4, false, false, false), &info), expected);
         }
 
-        /// `rep insw` from port 0xE4, going down, in 16-bit code.
+        /// `rep insw` from port 0xE4, going down, in 16-bit code (SDM
+        /// Vol. 2, REP: the count register is CX, ECX or RCX, as the
+        /// address size says).
         #[test]
         fn string_io_counts_within_the_address_size() {
             let info = ExitInfo {
@@ -573,8 +580,9 @@ mod tests {
             assert_eq!(decode(&info), VmExit::Io(expected));
         }
 
-        /// Each field worked out another way: the value from the bytes of
-        /// RAX, the count from RCX cut to a u16, u32 or u64.
+        /// Each field worked out another way (SDM Vol. 2, OUT, INS, OUTS
+        /// and REP): the value from the bytes of RAX, the count from RCX
+        /// cut to a u16, u32 or u64.
         #[test]
         fn random_exits_complete_as_the_instruction_says() {
             let mut rng = crate::test_rng::Rng::new(0xE62);

@@ -78,26 +78,31 @@ pub struct IoExit {
     pub size: u8,
     /// `in`/`ins` (true) or `out`/`outs`.
     pub is_in: bool,
-    /// `ins`/`outs`: the data is in guest memory, at [`IoExit::address`].
+    /// `ins`/`outs`: the data is in guest memory, where
+    /// [`StringIo::address`] says.
     pub string: Option<StringIo>,
-    /// The value of `out`: the low `size` bytes of RAX; 0 for `in`, and
+    /// What an `out` writes to the port (SDM Vol. 2, OUT). 0 when the
+    /// exit carries no data: for `in`, whose data userspace provides, and
     /// for `ins` and `outs`, whose data is in guest memory.
     pub value: u32,
     /// The length of the instruction, prefixes included: at most 15.
     pub insn_len: u8,
 }
 
-/// The memory side of `ins`/`outs`.
+/// The memory side of `ins`/`outs` (SDM Vol. 2, INS/INSB/INSW/INSD and
+/// OUTS/OUTSB/OUTSW/OUTSD).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StringIo {
-    /// The guest-linear address of the first element: segment base plus
-    /// RSI (`outs`) or RDI (`ins`), within the address size.
+    /// The guest-linear address of the first element the instruction
+    /// reads or writes in guest memory.
     pub address: u64,
-    /// A `rep` prefix: `count` elements; without it, one.
+    /// A `rep` prefix (SDM Vol. 2, REP/REPE/REPZ/REPNE/REPNZ).
     pub rep: bool,
-    /// RFLAGS.DF: the addresses go down.
+    /// The instruction steps down through memory from `address`, rather
+    /// than up.
     pub down: bool,
-    /// The number of elements: RCX within the address size, for `rep`.
+    /// How many elements the instruction transfers if it runs to its
+    /// end, as the guest's registers stood at the exit.
     pub count: u64,
 }
 // ANCHOR_END: io_exit

@@ -54,8 +54,9 @@ pub struct ExitInfo {
     pub rax: u64,
     pub rcx: u64,
     pub rflags: u64,
-    /// The bits of RSI, RDI and RCX the guest's code segment uses: 16 or
-    /// 32 of them (an `ins`/`outs` counts and moves within these).
+    /// For an I/O exit, the address size of the instruction, as a mask:
+    /// 0xFFFF, 0xFFFF_FFFF or all ones for 16-, 32- or 64-bit addressing
+    /// (SDM Vol. 1, 3.6 "Operand-size and Address-size Attributes").
     pub address_mask: u64,
 }
 // ANCHOR_END: exit_info
@@ -215,7 +216,7 @@ fn decode_io(q: IoQualification, info: &ExitInfo) -> IoExit {
 // ANCHOR_END: decode_io
 
 // ANCHOR: address_size
-/// The address size of an `ins` or `outs`, as a mask of RSI, RDI and RCX,
+/// The address size of an `ins` or `outs`, as a mask (see [`ExitInfo`]),
 /// from the VM-exit instruction-information field: bits 9:7 are 0 for 16
 /// bits, 1 for 32, 2 for 64 (SDM Vol. 3C, 28.2.5, Table 28-8). Processors
 /// fill the field for INS and OUTS when IA32_VMX_BASIC bit 54 is set
@@ -406,7 +407,8 @@ mod tests {
             IoQualification { port, size, is_in, string, rep }
         }
 
-        /// `out dx, al` to port 0xE9, then `out 0xE0, eax`.
+        /// `out dx, al` to port 0xE9, then `out 0xE0, eax` (SDM Vol. 2,
+        /// OUT: the data is AL, AX or EAX, as the operand size says).
         #[test]
         fn an_out_carries_the_low_bytes_of_rax() {
             let info = ExitInfo { rax: 0x1234_5678, ..exit(30) };
@@ -417,7 +419,9 @@ mod tests {
             assert_eq!(decode_io(io(0xE0, 4, false, false, false), &info), expected);
         }
 
-        /// `rep insw` from port 0xE4, going down, in 16-bit code.
+        /// `rep insw` from port 0xE4, going down, in 16-bit code (SDM
+        /// Vol. 2, REP: the count register is CX, ECX or RCX, as the
+        /// address size says).
         #[test]
         fn string_io_counts_within_the_address_size() {
             let info = ExitInfo {
@@ -442,8 +446,9 @@ mod tests {
             assert_eq!(decode(&info), VmExit::Io(expected));
         }
 
-        /// Each field worked out another way: the value from the bytes of
-        /// RAX, the count from RCX cut to a u16, u32 or u64.
+        /// Each field worked out another way (SDM Vol. 2, OUT, INS, OUTS
+        /// and REP): the value from the bytes of RAX, the count from RCX
+        /// cut to a u16, u32 or u64.
         #[test]
         fn random_exits_complete_as_the_instruction_says() {
             let mut rng = crate::test_rng::Rng::new(0xE62);

@@ -426,12 +426,12 @@ impl VmxVcpu {
     }
 
     // ANCHOR: address_mask
-    /// The bits of RSI, RDI and RCX an `ins` or `outs` uses, from its
-    /// address size: what the processor reports in the VM-exit
-    /// instruction-information field where it does (IA32_VMX_BASIC bit
-    /// 54), else the code segment's default switched by a 0x67 prefix,
-    /// read from the instruction (as the SVM backend does). CS.D alone is
-    /// wrong for `rep insw` with 0x67 in 16-bit code, which counts in ECX.
+    /// The address size of an `ins` or `outs`, as a mask: what the
+    /// processor reports in the VM-exit instruction-information field
+    /// where it does (IA32_VMX_BASIC bit 54), else the code segment's
+    /// default switched by a 0x67 prefix, read from the instruction (as
+    /// the SVM backend does). CS.D alone is wrong for `rep insw` with 0x67
+    /// in 16-bit code, whose addresses are 32 bits wide.
     fn address_mask(&self, vmcs: &CurrentVmcs, entry: &Entry<'_>) -> u64 {
         if self.ins_outs_info
             && let Some(mask) = exit::address_mask_from_info(vmcs.read(VMX_INSTRUCTION_INFO) as u32)
