@@ -202,26 +202,32 @@ pub fn cpu_offline(cpu: usize) {
 /// reboot, which may both come to the same CPU: the second finds it off.
 pub fn offline(arch: &dyn Arch, enabled: &[AtomicBool], cpu: usize) -> bool {
     //@ exercise E13.1
-    //@ instruction: Turn the backend off on this CPU, if `enabled` says it
-    //@+ is on, and say whether it was. Three things must happen, in an
-    //@+ order you must work out: `enabled[cpu]` becomes false,
-    //@+ `arch.clear_cpu(cpu)` writes back what the processor keeps for
-    //@+ vCPUs here (VMX's active VMCSs), and `arch.hardware_disable(cpu)`
-    //@+ leaves VMX or SVM. A CPU that is not on, or a number past the
-    //@+ table, must be left alone: no call at all. The `e13_1` tests
-    //@+ record the calls and what `enabled` said at each.
-    //@ hint: SDM Vol. 3C, 25.11.3 and 31.4: VMXOFF does not write an active
-    //@+ VMCS back to memory, and VMCLEAR is a VMX instruction: it faults
-    //@+ outside VMX operation. Which of the two calls must come first?
-    //@ hint: Who reads `enabled[cpu]`? `is_on`, before every entry, and
-    //@+ the reboot and hotplug paths, which may both reach one CPU (a
-    //@+ CPU going offline while the machine reboots). Clear the flag with
-    //@+ one atomic step that also tells you whether it was set, so that
-    //@+ of two callers exactly one goes on, and make it the first step,
-    //@+ mirroring `online`, which sets it last.
-    //@ hint: `let Some(flag) = enabled.get(cpu) else { return false };
-    //@+ if !flag.swap(false, Ordering::AcqRel) { return false; }` then
-    //@+ `arch.clear_cpu(cpu); arch.hardware_disable(cpu); true`.
+    //@ instruction: Turn the backend off on this CPU if `enabled` says it
+    //@+ is on, and say whether it was; a CPU that is not on, or a number
+    //@+ past the table, is left alone, with no call to the backend. What
+    //@+ must hold when it returns: the CPU has left VMX or SVM operation,
+    //@+ and nothing a vCPU needs is left inside the processor only, so
+    //@+ that its vCPUs can run on other CPUs (SDM Vol. 3C, 25.11.1, its
+    //@+ last paragraphs, and the Operation of VMCLEAR and VMXOFF in
+    //@+ 31.3); the `Arch` trait (src/arch/mod.rs) says what this stage
+    //@+ gives the backends for it. `enabled[cpu]` is the claim on the
+    //@+ CPU: the hotplug teardown and the reboot may both come here,
+    //@+ exactly one of them does the work, and `is_on` never says on for
+    //@+ a CPU the backend is leaving. `online`, above, is the mirror. The
+    //@+ `e13_1` tests record each call to the backend with what
+    //@+ `enabled[cpu]` said then.
+    //@ hint: Read SDM Vol. 3C, 25.11.1 to its last paragraphs: what becomes
+    //@+ of a VMCS that is still active on a processor that leaves VMX
+    //@+ operation, and what software must do about it first. Then find the
+    //@+ operation this stage adds to `Arch` for it.
+    //@ hint: VMCLEAR is #UD outside VMX operation (its Operation in 31.3),
+    //@+ and VMXOFF writes no VMCS back: which of the backend's two calls
+    //@+ must come first? For the flag: if two callers reach one CPU, what
+    //@+ must the second find, and what must each call to the backend find?
+    //@ hint: Turn the flag off first, with `swap`, which returns what it
+    //@+ held, and return false if it was off already (`get` for a number
+    //@+ past the table); then `clear_cpu`, then `hardware_disable`, then
+    //@+ true. `online` does the same backwards.
     let Some(flag) = enabled.get(cpu) else { return false };
     if !flag.swap(false, Ordering::AcqRel) {
         return false;
@@ -377,13 +383,41 @@ mod e13_1 {
         on.iter().map(|&b| AtomicBool::new(b)).collect()
     }
 
+    /// SDM Vol. 3C, 25.11.1: a VMCS still active on a processor that
+    /// leaves VMX operation may be corrupted, so software executes VMCLEAR
+    /// for it before VMXOFF; and VMCLEAR is #UD outside VMX operation
+    /// (31.3). What the backend keeps for vCPUs on the CPU is written back
+    /// once, while the backend is still on there, and only there.
     #[test]
-    fn a_cpu_is_marked_off_then_cleared_then_turned_off() {
+    fn what_vcpus_left_on_the_cpu_is_written_back_before_the_backend_leaves() {
         let enabled = table(&[true, true]);
         let arch = Recorder { enabled: &enabled, calls: Mutex::default() };
         assert!(offline(&arch, &enabled, 1));
-        assert_eq!(arch.calls(), [("clear", 1, false), ("disable", 1, false)], "(call, CPU, enabled[cpu] then)");
+        let calls = arch.calls();
+        let count = |what| calls.iter().filter(|c| c.0 == what).count();
+        assert_eq!((count("clear"), count("disable")), (1, 1), "written back once, turned off once: {calls:?}");
+        let at = |what| calls.iter().position(|c| c.0 == what);
+        assert!(at("clear") < at("disable"), "written back after the backend left: {calls:?}");
+        assert!(calls.iter().all(|c| c.1 == 1), "a call for another CPU: {calls:?}");
         assert!(enabled[0].load(Ordering::Acquire), "another CPU stays on");
+    }
+
+    /// `enabled[cpu]` is the claim on the CPU. The hotplug teardown and the
+    /// reboot may both come to one CPU, and only the caller that turns the
+    /// flag from on to off goes on; and `is_on` must never say on for a
+    /// CPU whose backend is being turned off. So no call to the backend
+    /// finds the flag still on.
+    #[test]
+    fn the_cpu_is_claimed_before_the_backend_is_touched() {
+        let enabled = table(&[true, true]);
+        let arch = Recorder { enabled: &enabled, calls: Mutex::default() };
+        assert!(offline(&arch, &enabled, 1));
+        let calls = arch.calls();
+        assert!(!calls.is_empty(), "the backend was not called");
+        assert!(calls.iter().all(|&(_, _, on)| !on), "a call found enabled[1] still on: {calls:?}");
+        assert!(!enabled[1].load(Ordering::Acquire));
+        assert!(!offline(&arch, &enabled, 1), "the second caller finds the CPU off");
+        assert!(arch.calls().is_empty(), "and calls nothing");
     }
 
     #[test]

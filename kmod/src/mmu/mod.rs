@@ -616,12 +616,14 @@ impl Mmu {
     pub fn write_protect(&mut self, gfns: impl Iterator<Item = u64>) {
         //@ exercise E11.1
         //@ instruction: After this call, no write the guest makes to a
-        //@+ frame of `gfns` may go unseen: it must fault into the module,
-        //@+ whose fault path marks the frame dirty again. The guest may be
-        //@+ running on either kind of table (the nonpaging map, or the
-        //@+ shadow, cached or naive), and the processor may still hold
-        //@+ translations it cached before this call (SDM Vol. 3A,
-        //@+ 4.10.4.1). Frames not in `gfns` keep whatever rights they
+        //@+ frame of `gfns` may go unseen, whichever of the module's tables
+        //@+ it writes through: it must fault into the module, whose fault
+        //@+ path marks the frame dirty again. The guest may be running on
+        //@+ the nonpaging map or on the shadow (cached or naive) now, and
+        //@+ may turn its paging on or off before its next write: think
+        //@+ about which tables outlive such a switch. The processor may
+        //@+ still hold translations it cached before this call (SDM Vol.
+        //@+ 3A, 4.10.4.1). Frames not in `gfns` keep whatever rights they
         //@+ have. The tests in `e11_1` watch the tables the processor
         //@+ would walk.
         //@ hint: Only a frame the log reported can have a writable
@@ -632,8 +634,10 @@ impl Mmu {
         //@ hint: The nonpaging map and the cache each have a
         //@+ `write_protect(gfn)`; the naive shadow has no reverse map, and
         //@+ throws everything away (`zap_all`) as it does on a CR3 load.
-        //@+ Whichever you touch, the next entry must flush the TLB:
-        //@+ `needs_flush`.
+        //@+ The nonpaging map is kept while paging is on (only a change of
+        //@+ the slots empties it), so it loses the right in every mode; the
+        //@+ shadow is built afresh when paging comes back on. Whichever you
+        //@+ touch, the next entry must flush the TLB: `needs_flush`.
         let mut any = false;
         for gfn in gfns {
             any = true;

@@ -287,8 +287,9 @@ impl MemSlots {
     /// The dirty log slot `request.slot` will have once the request is
     /// carried out: none without `KVM_MEM_LOG_DIRTY_PAGES` (or without
     /// pages); the one it has if it logged already and keeps its place and
-    /// size (its bits are still true); else a new, clean one. Made before
-    /// anything changes, so that `ENOMEM` here changes nothing.
+    /// size (each bit still names the page it was set for); else a new,
+    /// clean one, as a new slot gets. Made before anything changes, so that
+    /// `ENOMEM` here changes nothing.
     fn next_log(&mut self, request: &Request) -> KResult<Option<DirtyLog>> {
         if request.npages == 0 || request.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
             return Ok(None);

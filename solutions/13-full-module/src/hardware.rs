@@ -340,13 +340,41 @@ mod e13_1 {
         on.iter().map(|&b| AtomicBool::new(b)).collect()
     }
 
+    /// SDM Vol. 3C, 25.11.1: a VMCS still active on a processor that
+    /// leaves VMX operation may be corrupted, so software executes VMCLEAR
+    /// for it before VMXOFF; and VMCLEAR is #UD outside VMX operation
+    /// (31.3). What the backend keeps for vCPUs on the CPU is written back
+    /// once, while the backend is still on there, and only there.
     #[test]
-    fn a_cpu_is_marked_off_then_cleared_then_turned_off() {
+    fn what_vcpus_left_on_the_cpu_is_written_back_before_the_backend_leaves() {
         let enabled = table(&[true, true]);
         let arch = Recorder { enabled: &enabled, calls: Mutex::default() };
         assert!(offline(&arch, &enabled, 1));
-        assert_eq!(arch.calls(), [("clear", 1, false), ("disable", 1, false)], "(call, CPU, enabled[cpu] then)");
+        let calls = arch.calls();
+        let count = |what| calls.iter().filter(|c| c.0 == what).count();
+        assert_eq!((count("clear"), count("disable")), (1, 1), "written back once, turned off once: {calls:?}");
+        let at = |what| calls.iter().position(|c| c.0 == what);
+        assert!(at("clear") < at("disable"), "written back after the backend left: {calls:?}");
+        assert!(calls.iter().all(|c| c.1 == 1), "a call for another CPU: {calls:?}");
         assert!(enabled[0].load(Ordering::Acquire), "another CPU stays on");
+    }
+
+    /// `enabled[cpu]` is the claim on the CPU. The hotplug teardown and the
+    /// reboot may both come to one CPU, and only the caller that turns the
+    /// flag from on to off goes on; and `is_on` must never say on for a
+    /// CPU whose backend is being turned off. So no call to the backend
+    /// finds the flag still on.
+    #[test]
+    fn the_cpu_is_claimed_before_the_backend_is_touched() {
+        let enabled = table(&[true, true]);
+        let arch = Recorder { enabled: &enabled, calls: Mutex::default() };
+        assert!(offline(&arch, &enabled, 1));
+        let calls = arch.calls();
+        assert!(!calls.is_empty(), "the backend was not called");
+        assert!(calls.iter().all(|&(_, _, on)| !on), "a call found enabled[1] still on: {calls:?}");
+        assert!(!enabled[1].load(Ordering::Acquire));
+        assert!(!offline(&arch, &enabled, 1), "the second caller finds the CPU off");
+        assert!(arch.calls().is_empty(), "and calls nothing");
     }
 
     #[test]

@@ -287,8 +287,9 @@ impl MemSlots {
     /// The dirty log slot `request.slot` will have once the request is
     /// carried out: none without `KVM_MEM_LOG_DIRTY_PAGES` (or without
     /// pages); the one it has if it logged already and keeps its place and
-    /// size (its bits are still true); else a new, clean one. Made before
-    /// anything changes, so that `ENOMEM` here changes nothing.
+    /// size (each bit still names the page it was set for); else a new,
+    /// clean one, as a new slot gets. Made before anything changes, so that
+    /// `ENOMEM` here changes nothing.
     fn next_log(&mut self, request: &Request) -> KResult<Option<DirtyLog>> {
         if request.npages == 0 || request.flags & KVM_MEM_LOG_DIRTY_PAGES == 0 {
             return Ok(None);
@@ -300,12 +301,14 @@ impl MemSlots {
         // Exercise E11.2.
         // Instruction: The slot has pages and will log: decide with which
         // log, once `KVM_SET_MEMORY_REGION` has carried out `request`
-        // (it may move the slot, resize it, or only change its flags). What must
-        // hold: a bit the log holds is never dropped while it is still
-        // true (the same pages at the same guest-physical address), and
-        // no bit is reported for pages that are new or that moved; and if
-        // memory runs out here, the caller changes nothing at all. The
-        // tests in `e11_2` call `set_region`.
+        // (it may move the slot, resize it, or only change its flags).
+        // What must hold: a slot that keeps its place and its size keeps
+        // every bit of its log, since each still names the page it was
+        // set for; a slot that moves or changes size starts, as a new
+        // slot does, with no bit set, since userspace, which made the
+        // change, takes its memory as new; and if memory runs out here,
+        // the caller changes nothing at all. The tests in `e11_2` call
+        // `set_region`.
         // Hints: `cargo xtask hint E11.2`, then `--more` for the next (2 in all).
         todo!("E11.2")
     }

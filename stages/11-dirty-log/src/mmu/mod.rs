@@ -389,12 +389,14 @@ impl Mmu {
     pub fn write_protect(&mut self, gfns: impl Iterator<Item = u64>) {
         // Exercise E11.1.
         // Instruction: After this call, no write the guest makes to a
-        // frame of `gfns` may go unseen: it must fault into the module,
-        // whose fault path marks the frame dirty again. The guest may be
-        // running on either kind of table (the nonpaging map, or the
-        // shadow, cached or naive), and the processor may still hold
-        // translations it cached before this call (SDM Vol. 3A,
-        // 4.10.4.1). Frames not in `gfns` keep whatever rights they
+        // frame of `gfns` may go unseen, whichever of the module's tables
+        // it writes through: it must fault into the module, whose fault
+        // path marks the frame dirty again. The guest may be running on
+        // the nonpaging map or on the shadow (cached or naive) now, and
+        // may turn its paging on or off before its next write: think
+        // about which tables outlive such a switch. The processor may
+        // still hold translations it cached before this call (SDM Vol.
+        // 3A, 4.10.4.1). Frames not in `gfns` keep whatever rights they
         // have. The tests in `e11_1` watch the tables the processor
         // would walk.
         // Hints: `cargo xtask hint E11.1`, then `--more` for the next (2 in all).

@@ -215,6 +215,34 @@ mod e11_1 {
         }
     }
 
+    /// The nonpaging map is kept while the guest's paging is on, and the
+    /// guest runs on it again as soon as it clears CR0.PG (with paging off
+    /// the guest's linear addresses are physical, SDM Vol. 3A, 4.1.1, and
+    /// the module's nonpaging map gives them). A frame the log reported while
+    /// the guest was paging must not stay writable there, or the guest's
+    /// next write to it after turning paging off is in no log.
+    #[test]
+    fn a_frame_reported_while_paging_is_on_is_not_writable_in_the_kept_nonpaging_map() {
+        for name in &KINDS[1..] {
+            let (m, mut mmu, paging, _) = make(name);
+            let (off, gpa) = (paging_off(), 0x10_000);
+            mmu.prepare(&off, &m).expect("a root");
+            assert_eq!(mmu.page_fault(gpa, WRITE, &m), PageFault::Fixed, "{name}");
+            assert!(writable(mmu.prepare(&off, &m).expect("a root").phys, gpa), "{name}: writable once written");
+            // The guest turns paging on, and the log is read meanwhile.
+            mmu.prepare(&paging, &m).expect("a root");
+            let logged = take(&m);
+            assert_eq!(logged, [0x10], "{name}");
+            mmu.write_protect(logged.into_iter());
+            mmu.prepare(&paging, &m).expect("a root");
+            // Paging off again: the guest is back on the nonpaging map.
+            let back = mmu.prepare(&off, &m).expect("a root").phys;
+            assert!(!writable(back, gpa), "{name}: frame 0x10 still writable in the nonpaging map");
+            let _ = mmu.page_fault(gpa, WRITE | 1, &m);
+            assert_eq!(take(&m), [0x10], "{name}: the write after paging went off is logged");
+        }
+    }
+
     #[test]
     fn nothing_to_protect_needs_no_flush() {
         for name in KINDS {

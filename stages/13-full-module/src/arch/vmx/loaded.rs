@@ -6,9 +6,10 @@
 //! A VMCS stays active on the last CPU that ran its vCPU (see `vmcs`), and
 //! "a VMCS that is active on one logical processor must not be made active
 //! on another before it is cleared" (SDM Vol. 3C, 25.11.1). VMXOFF does not
-//! write an active VMCS back: "software should use VMCLEAR to ... ensure
-//! that all data for the VMCS have been written to the VMCS region in
-//! memory" before it leaves VMX operation (SDM Vol. 3C, 25.11.3 and 31.4).
+//! write an active VMCS back: a VMCS still active on a processor that
+//! leaves VMX operation may be corrupted, so "software should execute
+//! VMCLEAR for that VMCS before executing the VMXOFF instruction" (the same
+//! section); and VMCLEAR itself is #UD outside VMX operation (31.3).
 //! 2006's `vmx.c` had `vcpu_load` and `__vcpu_clear` for the move between
 //! CPUs, but no list: its `hardware_disable` ran only at unload, when no
 //! vCPU was left. Today's KVM keeps one list per CPU
