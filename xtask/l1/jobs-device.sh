@@ -9,7 +9,7 @@
 # With GUEST_TIMEOUT=S, a guest that has not stopped after S seconds is
 # stopped, instead of after rkvm-run's 10 (the harness sets 30 on Bochs).
 # LEAK_VMS=N and PAGING_VMS=N set the VMs of the two leak checks (1,000
-# each unless the harness says fewer, as it does on Bochs).
+# and 200 unless the harness says fewer, as it does on Bochs).
 # With PLATFORM=NAME (the harness sets it), rkvm-run leaves out the guests
 # whose header says `not-on: NAME`, each announced and reported not run
 # with the header's reason (RKVM-INFO guest/GUEST not run: ...).
@@ -150,15 +150,18 @@ elif [ -x ./rkvm-run ] && [ -w "$naive" ]; then
 	echo 1 > "$naive"
 
 	# A VM that ran a paging guest frees every shadow page and reverse-map
-	# entry when it goes: PAGING_VMS (1,000 unless the harness says fewer)
-	# VMs run `pae`, half on each MMU; the module's allocations come back
-	# exactly where they were, MemFree within 2 MiB (a page per VM would be
-	# 4 MiB over 1,000 VMs), the VM counters to 0. With two CPUs, MemFree
-	# also moves with the pages each CPU keeps on its own free lists, which
-	# it does not count: a round that leaks is run once more, and only a
-	# leak, which shows again, fails. With SLUB (the debug kernel), every slab cache is shrunk
-	# first, which also frees the objects KASAN's quarantine holds back.
-	vms_wanted=${PAGING_VMS:-1000}
+	# entry when it goes: PAGING_VMS (200 unless the harness says fewer)
+	# VMs run `pae`, half on each MMU; the module's allocations, which
+	# count every shadow page and reverse-map block, come back exactly
+	# where they were, MemFree within 2 MiB, the VM counters to 0. (What
+	# MemFree alone would see, kernel memory held per VM whatever its
+	# paging, is rkvm-devtest's leak check, over 1,000 VMs.) With two
+	# CPUs, MemFree also moves with the pages each CPU keeps on its own
+	# free lists, which it does not count: a round that leaks is run once
+	# more, and only a leak, which shows again, fails. With SLUB (the debug
+	# kernel), every slab cache is shrunk first, which also frees the
+	# objects KASAN's quarantine holds back.
+	vms_wanted=${PAGING_VMS:-200}
 	free_kb() {
 		for cache in /sys/kernel/slab/*/shrink; do echo 1 >"$cache"; done 2>/dev/null
 		awk '/^MemFree/ { print $2 }' /proc/meminfo

@@ -122,11 +122,10 @@ pub fn run_stage_tests(
 /// not run, with the header's reason. Bochs runs L1 tens of times slower
 /// than QEMU: its jobs get more time, each guest [`guest_timeout`]'s
 /// seconds, and the leak checks run fewer VMs: `rkvm-devtest`'s 250 per
-/// round instead of 1,000, the paging one 100 instead of 1,000. Both also
+/// round instead of 1,000, the paging one 100 instead of 200. Both also
 /// compare the module's own allocations (debugfs `allocations`), exactly;
-/// what fewer VMs lose is MemFree's reach beyond them, to a leak of kernel
-/// memory the module causes (a page reference it never drops): 2 pages per
-/// VM rather than 1, and 6 rather than 1.
+/// what fewer VMs lose is MemFree's reach beyond them, to kernel memory
+/// held per VM on the module's behalf: 2 pages per VM rather than 1.
 pub fn fit_to_platform(job: &mut Job, platform: &dyn Platform) {
     job.script = format!("PLATFORM={}\n{}", platform.name(), job.script);
     if let Some(seconds) = guest_timeout(platform.name()) {

@@ -94,19 +94,27 @@ pub fn run(args: Args) -> Result<()> {
     // Two lanes. This one runs the host tests, the stages QEMU runs and the
     // checks after them; the other, started first, runs the stages of one
     // vendor's virtualization (VMX under Bochs, which keeps one of the
-    // host's two cores busy), then the exercises and the book, each as a
-    // `cargo xtask` process whose output is shown when this lane is done.
+    // host's two cores busy), then the exercises, the book, the fuzzing and
+    // the Linux guest, each as a `cargo xtask` process whose output is
+    // shown when this lane is done.
     let vendor_stages: Vec<u32> = match args.host_only {
         true => Vec::new(),
         false => stages::generated_stages()?.into_iter().filter(|&s| s >= 3 && jobs::stage_vendor(s).is_some()).collect(),
     };
-    let beside = if args.host_only { None } else { Some(Beside::start(&vendor_stages, &fuzz_args(&args))?) };
+    // The Linux guest goes there when `cargo xtask vmm --compare` runs it
+    // as this run would: on the default L1 kernel, not under Bochs.
+    let default_kernel = args.kernel.l1_tree.is_none() && !args.kernel.debug_kernel;
+    let linux_beside = default_kernel && args.platform.as_deref() != Some("bochs-vmx");
+    let beside = match args.host_only {
+        true => None,
+        false => Some(Beside::start(second_lane(&vendor_stages, &args, linux_beside))?),
+    };
     println!("== host unit tests");
     parts.time("host unit tests", || host_tests(&mut tally))?;
     // With the default L1 kernel, the last stage's run is the device checks
     // of kmod/: its solved crate is kmod/ without its markers. It runs the
     // seeded guests too, and the device job does not run again.
-    let last_is_device = !args.host_only && args.kernel.l1_tree.is_none() && !args.kernel.debug_kernel;
+    let last_is_device = !args.host_only && default_kernel;
     course_checks(&mut tally, &mut parts, args.platform.as_deref(), args.host_only, &vendor_stages, last_is_device)?;
     if !args.host_only {
         let asked = match (&args.kernel.l1_tree, args.kernel.debug_kernel) {
@@ -128,7 +136,13 @@ pub fn run(args: Args) -> Result<()> {
             parts.time("L1: device checks", || device_checks(args.platform.as_deref(), &args.kernel, &mut tally))?;
         }
         println!("== L1: Linux as a guest of rkvm-vmm, on Linux's KVM and on rkvm, their consoles compared");
-        let linux = parts.time("L1: Linux guest", || linux_checks(args.platform.as_deref(), &args.kernel, &mut tally));
+        let linux = match linux_beside {
+            true => {
+                println!("  runs in the second lane (`cargo xtask vmm --compare`)");
+                Ok(())
+            }
+            false => parts.time("L1: Linux guest", || linux_checks(args.platform.as_deref(), &args.kernel, &mut tally)),
+        };
         if let Err(e) = linux {
             let check = Check::new("vmm: Linux as a guest on Linux's KVM and on rkvm", false, format!("{e:#}"));
             l1::print_check(&check);
@@ -187,12 +201,33 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-/// The arguments of the second lane's `cargo xtask fuzz`: a minute, on the
-/// platform and kernel of the device checks.
-fn fuzz_args(args: &Args) -> Vec<String> {
-    let mut fuzz = vec!["fuzz".to_string(), "--minutes".into(), FUZZ_MINUTES.to_string()];
+/// The second lane's `cargo xtask` processes, in order: the stages
+/// `stages` (those of one vendor), `exercises --check`, `book`, a minute of
+/// `fuzz` on the platform and kernel of the device checks, and with
+/// `linux`, `vmm --compare`.
+fn second_lane(stages: &[u32], args: &Args, linux: bool) -> Vec<BesideJob> {
+    let job = |name: String, part: &str, args: Vec<String>, file: &str, counted: bool| BesideJob {
+        name,
+        part: part.into(),
+        args,
+        file: file.into(),
+        counted,
+    };
+    let words = |line: &str| line.split(' ').map(String::from).collect::<Vec<String>>();
+    let mut lane: Vec<BesideJob> = stages
+        .iter()
+        .map(|&n| {
+            let args = words(&format!("test-stage {n} --solution"));
+            job(format!("test-stage {n} --solution"), &format!("test-stage {n}"), args, &format!("stage-{n:02}.log"), true)
+        })
+        .collect();
+    lane.push(job(EXERCISES.into(), "exercises --check", words("exercises --check"), "exercises.log", false));
+    lane.push(job(BOOK.into(), "book", words("book"), "book.log", false));
+    let mut fuzz = words(&format!("fuzz --minutes {FUZZ_MINUTES}"));
+    let mut vmm = words("vmm --compare");
     if let Some(platform) = &args.platform {
         fuzz.extend(["--platform".into(), platform.clone()]);
+        vmm.extend(["--platform".into(), platform.clone()]);
     }
     if let Some(tree) = &args.kernel.l1_tree {
         fuzz.extend(["--l1-tree".into(), tree.display().to_string()]);
@@ -200,7 +235,12 @@ fn fuzz_args(args: &Args) -> Vec<String> {
     if args.kernel.debug_kernel {
         fuzz.push("--debug-kernel".into());
     }
-    fuzz
+    lane.push(job(format!("fuzz: {FUZZ_MINUTES} min of rkvm-fuzz on /dev/rkvm in L1"), "L1: fuzzing", fuzz, "fuzz.log", true));
+    if linux {
+        let name = "vmm: Linux as a guest of rkvm-vmm on Linux's KVM and on rkvm, consoles compared".to_string();
+        lane.push(job(name, "L1: Linux guest", vmm, "vmm.log", true));
+    }
+    lane
 }
 
 /// The course itself: generated trees in step with kmod/, honest
@@ -278,31 +318,10 @@ struct BesideRun {
 }
 
 impl Beside {
-    fn start(stages: &[u32], fuzz: &[String]) -> Result<Beside> {
+    fn start(jobs: Vec<BesideJob>) -> Result<Beside> {
         let dir = paths::target().join("test-beside");
         std::fs::create_dir_all(&dir)?;
         let xtask = std::env::current_exe()?;
-        let mut jobs: Vec<BesideJob> = stages
-            .iter()
-            .map(|&n| BesideJob {
-                name: format!("test-stage {n} --solution"),
-                part: format!("test-stage {n}"),
-                args: vec!["test-stage".into(), n.to_string(), "--solution".into()],
-                file: format!("stage-{n:02}.log"),
-                counted: true,
-            })
-            .collect();
-        for (name, part, args, file) in [(EXERCISES, "exercises --check", "exercises --check", "exercises.log"), (BOOK, "book", "book", "book.log")] {
-            let args = args.split(' ').map(String::from).collect();
-            jobs.push(BesideJob { name: name.into(), part: part.into(), args, file: file.into(), counted: false });
-        }
-        jobs.push(BesideJob {
-            name: format!("fuzz: {FUZZ_MINUTES} min of rkvm-fuzz on /dev/rkvm in L1"),
-            part: "L1: fuzzing".into(),
-            args: fuzz.to_vec(),
-            file: "fuzz.log".into(),
-            counted: true,
-        });
         let listed: Vec<String> = jobs.iter().map(|j| format!("`cargo xtask {}`", j.args.join(" "))).collect();
         println!("== in a second lane, one after the other: {} (output in {}, shown at the end)", listed.join(", "), dir.display());
         let thread = std::thread::spawn(move || {

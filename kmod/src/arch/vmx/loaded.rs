@@ -4,10 +4,10 @@
 //! reboots.
 //!
 //! A VMCS stays active on the last CPU that ran its vCPU (see `vmcs`), and
-//! "a VMCS that is active on one logical processor must not be made active
-//! on another before it is cleared" (SDM Vol. 3C, 25.11.1). VMXOFF does not
-//! write an active VMCS back: a VMCS still active on a processor that
-//! leaves VMX operation may be corrupted, so "software should execute
+//! "no VMCS should ever be active on more than one logical processor" (SDM
+//! Vol. 3C, 25.11.1: the first clears it before the second loads it).
+//! VMXOFF does not write an active VMCS back: a VMCS still active on a
+//! processor that leaves VMX operation may be corrupted, so "software should execute
 //! VMCLEAR for that VMCS before executing the VMXOFF instruction" (the same
 //! section); and VMCLEAR itself is #UD outside VMX operation (31.3).
 //! 2006's `vmx.c` had `vcpu_load` and `__vcpu_clear` for the move between

@@ -66,9 +66,10 @@ const _: () = assert!(PAGE_SIZE == 4096, "a VMCS region is one 4-KiB page");
 /// VMCS became current meanwhile), with its launch state kept, so the
 /// next entry is a `VMRESUME`. When the vCPU's thread moves to another
 /// CPU, the VMCS is first cleared on the old one (an IPI runs `VMCLEAR`
-/// there: "a VMCS that is active on one logical processor must not be
-/// made active on another before it is cleared", SDM Vol. 3C, 25.11.1
-/// "Software Use of Virtual-Machine Control Structures"), then loaded
+/// there: "no VMCS should ever be active on more than one logical
+/// processor", SDM Vol. 3C, 25.11.1 "Software Use of Virtual-Machine
+/// Control Structures", which asks for `VMCLEAR` on the first before
+/// `VMPTRLD` on the second), then loaded
 /// here and launched again.
 pub struct Vmcs {
     region: Region,
