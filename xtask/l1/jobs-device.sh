@@ -37,21 +37,41 @@ last_panic() {
 		tr '\n' ' ' | sed 's/ *$//'
 }
 
-# Whether process $1 is still running (not gone, not a zombie).
+# Whether process $1 is still running: one of its threads is neither gone
+# nor a zombie. Its first thread's state is not enough: when that thread
+# dies and another lives on, the first shows as a zombie until the last
+# one ends.
 alive() {
-	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-	[ -n "$state" ] && [ "$state" != Z ]
+	for task in /proc/"$1"/task/*; do
+		state=$(sed 's/.*) //' "$task/stat" 2>/dev/null | cut -d' ' -f1)
+		[ -n "$state" ] && [ "$state" != Z ] && return 0
+	done
+	return 1
+}
+
+# Kills process $1 and every process below it (a part run as `sh -c
+# "... | sed ..."` has its program two levels down).
+kill_tree() {
+	local stat child
+	for stat in /proc/[0-9]*/stat; do
+		[ "$(sed 's/.*) //' "$stat" 2>/dev/null | cut -d' ' -f2)" = "$1" ] || continue
+		child=${stat#/proc/}
+		kill_tree "${child%/stat}"
+	done
+	kill -9 "$1" 2>/dev/null
 }
 
 # Runs a program that talks to /dev/rkvm, as part $1 of the plan, and
 # waits for it. A Rust panic in the module (an unsolved exercise is a
-# `todo!()`) kills the thread that hit it, and a thread killed while
-# holding a lock can never finish exiting. So the wait also ends when the
-# kernel log shows a new panic and the program is still there two seconds
-# later, or after 240 s; the part is then reported stopped, stuck, with the
-# panic's message. A program that a panic killed, or that ended with a
-# status other than 0 (all passed) or 1 (some failed), is reported stopped
-# too.
+# `todo!()`) kills the thread that hit it, and only that thread: the
+# program's other threads (rkvm-run's timer, which signals the dead thread
+# every 50 ms for ever) would keep it, and its open /dev/rkvm, alive. So
+# when the kernel log shows a new panic and the program is still there two
+# seconds later, it is killed, with the processes below it. A thread killed while holding a lock can
+# never finish exiting: a program still there after that is reported
+# stopped, stuck, with the panic's message, and so is one still running
+# after 240 s. A program that a panic killed, or that ended with a status
+# other than 0 (all passed) or 1 (some failed), is reported stopped too.
 run_guarded() {
 	name=$1
 	shift
@@ -62,6 +82,7 @@ run_guarded() {
 	while alive "$pid"; do
 		if [ "$(panics)" != "$before" ]; then
 			sleep 2
+			alive "$pid" && kill_tree "$pid" && sleep 1
 			alive "$pid" || break
 			stopped "$name" "stuck after a panic in rkvm: $(last_panic)"
 			return 1
