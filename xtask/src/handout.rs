@@ -203,7 +203,10 @@ fn readme(root: &Path, stage: u32, programs: bool) -> Result<String> {
          {commands}\n\
          The commands that need `kmod/` or `solutions/` (`test`, `stages`, `exercises`, `book`,\n\
          `kmod`, `--solution`, ...) say so and stop. The book's code excerpts come from the stages,\n\
-         so it cannot be built here: read the book the course publishes.\n",
+         so it cannot be built here: read the book the course publishes.\n\n\
+         Builds go to this tree's `target/`. Do not point `CARGO_TARGET_DIR` at a directory that\n\
+         another copy of rkvm uses too (a handout of another stage, say): cargo decides what to\n\
+         rebuild by the files' times, and could run a build made from the other copy.\n",
         name = dir_name(stage),
     ))
 }

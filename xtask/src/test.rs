@@ -109,58 +109,64 @@ pub fn run(args: Args) -> Result<()> {
         true => None,
         false => Some(Beside::start(second_lane(&vendor_stages, &args, linux_beside))?),
     };
-    println!("== host unit tests");
-    parts.time("host unit tests", || host_tests(&mut tally))?;
-    // With the default L1 kernel, the last stage's run is the device checks
-    // of kmod/: its solved crate is kmod/ without its markers. It runs the
-    // seeded guests too, and the device job does not run again.
-    let last_is_device = !args.host_only && default_kernel;
-    course_checks(&mut tally, &mut parts, args.platform.as_deref(), args.host_only, &vendor_stages, last_is_device)?;
-    if !args.host_only {
-        let asked = match (&args.kernel.l1_tree, args.kernel.debug_kernel) {
-            (Some(tree), _) => Some(tree.display().to_string()),
-            (None, true) => Some("the debug L1 kernel".to_string()),
-            (None, false) => None,
-        };
-        if let Some(kernel) = asked {
-            println!("== the checks below boot {kernel} (the stages' runs above booted the default L1 kernel)");
-        }
-        println!("== L1: rkvm.ko on /dev/rkvm");
-        if last_is_device {
-            println!(
-                "  ran above, as stage {}'s run with its solutions: that crate is kmod/ without its markers \
-                 (`stages --check`), and its run added the seeded guests ({CHAOS_SEEDS} seeds each)",
-                jobs::kmod_stage()?
-            );
-        } else {
-            parts.time("L1: device checks", || device_checks(args.platform.as_deref(), &args.kernel, &mut tally))?;
-        }
-        println!("== L1: Linux as a guest of rkvm-vmm, on Linux's KVM and on rkvm, their consoles compared");
-        let linux = match linux_beside {
-            true => {
-                println!("  runs in the second lane (`cargo xtask vmm --compare`)");
-                Ok(())
+    // The first lane; whatever stops it, the second is waited for (its
+    // processes would outlive this one) and shown before the error.
+    let first = (|| -> Result<()> {
+        println!("== host unit tests");
+        parts.time("host unit tests", || host_tests(&mut tally))?;
+        // With the default L1 kernel, the last stage's run is the device checks
+        // of kmod/: its solved crate is kmod/ without its markers. It runs the
+        // seeded guests too, and the device job does not run again.
+        let last_is_device = !args.host_only && default_kernel;
+        course_checks(&mut tally, &mut parts, args.platform.as_deref(), args.host_only, &vendor_stages, last_is_device)?;
+        if !args.host_only {
+            let asked = match (&args.kernel.l1_tree, args.kernel.debug_kernel) {
+                (Some(tree), _) => Some(tree.display().to_string()),
+                (None, true) => Some("the debug L1 kernel".to_string()),
+                (None, false) => None,
+            };
+            if let Some(kernel) = asked {
+                println!("== the checks below boot {kernel} (the stages' runs above booted the default L1 kernel)");
             }
-            false => parts.time("L1: Linux guest", || linux_checks(args.platform.as_deref(), &args.kernel, &mut tally)),
-        };
-        if let Err(e) = linux {
-            let check = Check::new("vmm: Linux as a guest on Linux's KVM and on rkvm", false, format!("{e:#}"));
-            l1::print_check(&check);
-            tally.add(&check);
-        }
-        println!("== Debian's stock kernel: rkvm.ko built against its headers, the device checks on it");
-        match parts.time("Debian's stock kernel", || distro::checks(args.platform.as_deref())) {
-            Ok(checks) => checks.iter().for_each(|c| tally.add(c)),
-            Err(e) => {
-                let check = Check::new("debian: the device checks on Debian's stock kernel", false, format!("{e:#}"));
+            println!("== L1: rkvm.ko on /dev/rkvm");
+            if last_is_device {
+                println!(
+                    "  ran above, as stage {}'s run with its solutions: that crate is kmod/ without its markers \
+                     (`stages --check`), and its run added the seeded guests ({CHAOS_SEEDS} seeds each)",
+                    jobs::kmod_stage()?
+                );
+            } else {
+                parts.time("L1: device checks", || device_checks(args.platform.as_deref(), &args.kernel, &mut tally))?;
+            }
+            println!("== L1: Linux as a guest of rkvm-vmm, on Linux's KVM and on rkvm, their consoles compared");
+            let linux = match linux_beside {
+                true => {
+                    println!("  runs in the second lane (`cargo xtask vmm --compare`)");
+                    Ok(())
+                }
+                false => parts.time("L1: Linux guest", || linux_checks(args.platform.as_deref(), &args.kernel, &mut tally)),
+            };
+            if let Err(e) = linux {
+                let check = Check::new("vmm: Linux as a guest on Linux's KVM and on rkvm", false, format!("{e:#}"));
                 l1::print_check(&check);
                 tally.add(&check);
             }
+            println!("== Debian's stock kernel: rkvm.ko built against its headers, the device checks on it");
+            match parts.time("Debian's stock kernel", || distro::checks(args.platform.as_deref())) {
+                Ok(checks) => checks.iter().for_each(|c| tally.add(c)),
+                Err(e) => {
+                    let check = Check::new("debian: the device checks on Debian's stock kernel", false, format!("{e:#}"));
+                    l1::print_check(&check);
+                    tally.add(&check);
+                }
+            }
         }
-    }
+        Ok(())
+    })();
     if let Some(beside) = beside {
         beside.finish(&mut tally, &mut parts);
     }
+    first?;
     parts.report();
     println!("== finished in {:.0?}", start.elapsed());
     for name in &tally.failures {
