@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Builds `rkvm.ko` from kmod/ against the kernel headers `kdir`.
 fn build(kdir: &Path) -> Result<PathBuf> {
-    let build = kmod::Build::for_crate(kdir.to_path_buf(), paths::root().join("kmod"))?;
+    let build = kmod::Build::for_crate_and_kernel(kdir.to_path_buf(), paths::root().join("kmod"))?;
     kmod::build_module(&build)
 }
 

@@ -25,7 +25,13 @@ pub fn module_job(name: &str, crate_dir: &Path, max_stage: u32, choice: &Choice)
 /// Like [`module_job`], for the kernel `kernel`: the module is built
 /// against its build tree (or its headers).
 pub fn module_job_on(name: &str, crate_dir: &Path, max_stage: u32, kernel: &L1Kernel) -> Result<Job> {
-    let ko = kmod::build_module(&kmod::Build::for_crate(kernel.build.clone(), crate_dir.to_path_buf())?)?;
+    // The default L1 kernel's builds keep the package's directory; the
+    // others (a distribution's headers, the debug kernel) get their own.
+    let build = match kernel.image.is_some() || kernel.debug {
+        true => kmod::Build::for_crate_and_kernel(kernel.build.clone(), crate_dir.to_path_buf())?,
+        false => kmod::Build::for_crate(kernel.build.clone(), crate_dir.to_path_buf())?,
+    };
+    let ko = kmod::build_module(&build)?;
     let script = std::fs::read_to_string(paths::l1_sources().join("jobs-device.sh"))?;
     let job = Job {
         name: name.into(),

@@ -40,6 +40,11 @@ pub struct Build {
     /// Its cargo package name.
     pub package: String,
     pub extra_rustflags: Option<String>,
+    /// The directory under `target/kmod/` the module is built in: the
+    /// package's name, or for a kernel other than the default L1 one (a
+    /// distribution's headers, the debug kernel) a name of its own, so that
+    /// builds for two kernels never share one.
+    pub out: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -58,7 +63,17 @@ impl Build {
     /// Builds the crate in `crate_dir` (kmod/ or a stage) against `kdir`.
     pub fn for_crate(kdir: PathBuf, crate_dir: PathBuf) -> Result<Self> {
         let package = manifest_field(&crate_dir, "package", "name")?;
-        Ok(Build { kdir, crate_dir, package, extra_rustflags: None })
+        Ok(Build { kdir, crate_dir, out: package.clone(), package, extra_rustflags: None })
+    }
+
+    /// As [`Build::for_crate`], built in a directory named after the kernel
+    /// tree too (`rkvm-linux-headers-6.1.0-57-amd64`).
+    pub fn for_crate_and_kernel(kdir: PathBuf, crate_dir: PathBuf) -> Result<Self> {
+        let mut build = Build::for_crate(kdir, crate_dir)?;
+        if let Some(name) = build.kdir.file_name() {
+            build.out = format!("{}-{}", build.package, name.to_string_lossy());
+        }
+        Ok(build)
     }
 }
 
@@ -69,8 +84,13 @@ pub fn build_module(b: &Build) -> Result<PathBuf> {
     let config = read_kernel_config(&b.kdir)?;
     let mut flags = rustflags(&config);
     flags.extend(b.extra_rustflags.iter().flat_map(|f| f.split_whitespace().map(str::to_string)));
-    let out = paths::target().join("kmod").join(&b.package);
+    let out = paths::target().join("kmod").join(&b.out);
     fs::create_dir_all(&out)?;
+    // Two `cargo xtask` processes (the two lanes of `cargo xtask test`) may
+    // build the same module at once: the second waits for the first. The
+    // lock goes when `lock` is dropped, on return.
+    let lock = fs::File::create(out.join(".lock"))?;
+    lock.lock().with_context(|| format!("locking {}", out.display()))?;
     let archive = cargo_staticlib(b, &flags)?;
     let object = out.join("rkvm_core.rust.o");
     println!("kmod: [2/3] checking the Rust object (relocations, instructions, sections)");
@@ -86,8 +106,13 @@ pub fn build_module(b: &Build) -> Result<PathBuf> {
     let ko = kbuild(b, &object, &out)?;
     check_symbols(b, &object, &out)?;
     let dest = out.join("rkvm.ko");
-    fs::copy(&ko, &dest)?;
+    // Whole or not at all, for a process that reads it while another
+    // builds the same module again.
+    let partial = out.join("rkvm.ko.partial");
+    fs::copy(&ko, &partial)?;
+    fs::rename(&partial, &dest)?;
     println!("kmod: {} built in {:.1?}", dest.display(), start.elapsed());
+    drop(lock);
     Ok(dest)
 }
 

@@ -105,6 +105,13 @@ pub fn run(args: Args) -> Result<()> {
     // as this run would: on the default L1 kernel, not under Bochs.
     let default_kernel = args.kernel.l1_tree.is_none() && !args.kernel.debug_kernel;
     let linux_beside = default_kernel && args.platform.as_deref() != Some("bochs-vmx");
+    if !args.host_only {
+        // Both lanes boot L1. On a fresh machine its kernel is built here,
+        // once, into the shared cache, before they start: two builds at
+        // once in one tree would break it. The stages boot the default one.
+        crate::kernel::ensure()?;
+        args.kernel.kernel()?;
+    }
     let beside = match args.host_only {
         true => None,
         false => Some(Beside::start(second_lane(&vendor_stages, &args, linux_beside))?),
