@@ -237,7 +237,8 @@ fi
 
 # From stage 13: VM processes on every CPU while they move between CPUs,
 # CPUs go offline and online and processes are killed (stress.sh, for
-# STRESS_SECONDS, 20 unless the harness says otherwise).
+# STRESS_SECONDS: 20 unless the harness says otherwise, as it does for a
+# student's run of a stage, 10).
 if [ "$max" -ge 13 ] && [ -x ./rkvm-run ]; then
 	. ./stress.sh
 fi
