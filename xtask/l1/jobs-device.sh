@@ -29,24 +29,14 @@ stopped() { echo "RKVM-STOPPED $1: $2"; status=1; }
 status=0
 max=${MAX_STAGE:-99}
 
-# The number of Rust panics of rkvm in the kernel log, and the last one's
-# message (its two lines, joined: `panicked at FILE:LINE:COL: MESSAGE`).
-panics() { dmesg | grep -c 'rkvm: Rust panic'; }
+# panics and alive.
+. ./procs.sh
+
+# The last Rust panic's message (its two lines, joined: `panicked at
+# FILE:LINE:COL: MESSAGE`).
 last_panic() {
 	dmesg | grep -A1 'rkvm: Rust panic' | tail -n 2 | sed 's/^\[[ 0-9.]*\] //; s/^rkvm: Rust panic: //' |
 		tr '\n' ' ' | sed 's/ *$//'
-}
-
-# Whether process $1 is still running: one of its threads is neither gone
-# nor a zombie. Its first thread's state is not enough: when that thread
-# dies and another lives on, the first shows as a zombie until the last
-# one ends.
-alive() {
-	for task in /proc/"$1"/task/*; do
-		state=$(sed 's/.*) //' "$task/stat" 2>/dev/null | cut -d' ' -f1)
-		[ -n "$state" ] && [ "$state" != Z ] && return 0
-	done
-	return 1
 }
 
 # Kills process $1 and every process below it (a part run as `sh -c

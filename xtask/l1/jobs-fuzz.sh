@@ -14,16 +14,8 @@ status=0
 # "inconsistent ..." lines; the detectors' with theirs.
 BAD='WARNING:|BUG:|Oops|Call Trace|general protection|rkvm: Rust panic|soft lockup|hard LOCKUP|rcu.*(stall|detected stalls)|blocked for more than|hung_task|KASAN|UBSAN|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|sleeping function called from invalid context|unreferenced object|Out of memory|invoked oom-killer'
 
-panics() { dmesg | grep -c 'rkvm: Rust panic'; }
-# Whether process $1 is still running: one of its threads is neither gone
-# nor a zombie (a thread a panic killed leaves the others running).
-alive() {
-	for task in /proc/"$1"/task/*; do
-		state=$(sed 's/.*) //' "$task/stat" 2>/dev/null | cut -d' ' -f1)
-		[ -n "$state" ] && [ "$state" != Z ] && return 0
-	done
-	return 1
-}
+# panics and alive.
+. ./procs.sh
 # MemFree in kB, after dropping the caches the kernel can drop. With SLUB
 # (the debug kernel), every slab cache is shrunk too, which also frees the
 # objects KASAN's quarantine holds back (up to a thirty-second of memory).

@@ -47,7 +47,7 @@ pub fn job(seconds: u64, seed: u64, choice: &Choice) -> Result<(Job, L1Kernel)> 
     let (mut job, kernel) = jobs::module_job("fuzz", &paths::root().join("kmod"), jobs::kmod_stage()?, choice)?;
     let script = std::fs::read_to_string(paths::l1_sources().join("jobs-fuzz.sh"))?;
     job.script = format!("FUZZ_SECONDS={seconds}\nFUZZ_SEED={seed:#x}\n{script}");
-    job.files.retain(|(dest, _, _)| dest == "rkvm/rkvm.ko");
+    job.files.retain(|(dest, _, _)| dest == "rkvm/rkvm.ko" || dest == "rkvm/procs.sh");
     job.files.push(("rkvm/rkvm-fuzz".into(), l1::static_binary("rkvm-fuzz")?, 0o755));
     // Boot, the fuzzer's slack for a round under way, and the checks after.
     job.timeout = Duration::from_secs(seconds + 420);

@@ -41,6 +41,7 @@ pub fn module_job_on(name: &str, crate_dir: &Path, max_stage: u32, kernel: &L1Ke
             ("rkvm/rkvm-devtest".into(), l1::static_binary("rkvm-devtest")?, 0o755),
             ("rkvm/rkvm-run".into(), l1::static_binary("rkvm-run")?, 0o755),
             ("rkvm/stress.sh".into(), std::fs::read(paths::l1_sources().join("stress.sh"))?, 0o644),
+            ("rkvm/procs.sh".into(), std::fs::read(paths::l1_sources().join("procs.sh"))?, 0o644),
         ],
         cpus: 2,
         timeout: Duration::from_secs(300),
